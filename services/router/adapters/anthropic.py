@@ -1,0 +1,502 @@
+"""OpenAI chat completions ⇄ Anthropic Messages API."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aig_common.errors import APIError
+
+from router.adapters.base import (
+    ChunkFactory,
+    TokenUsage,
+    UpstreamError,
+    assistant_choice,
+    body_excerpt,
+    completion_object,
+    make_upstream_error,
+    parse_data_url,
+    parse_json_body,
+    text_of_content,
+)
+
+IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+# Anthropic has no plain JSON mode, so json_object becomes an instruction. We do not prefill
+# the assistant turn with "{": the prefilled brace is not echoed back, so every response
+# path would have to re-add it; it cannot be combined with a conversation that already
+# ends in an assistant turn nor with extended thinking; and current Claude models follow
+# this instruction reliably on their own.
+JSON_OBJECT_INSTRUCTION = (
+    "Respond with a single valid JSON object and nothing else: no prose, no Markdown code "
+    "fences, no text before or after the object."
+)
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+# Anthropic error types that arrive without an HTTP status (in an `event: error`).
+STATUS_BY_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+# --- request -----------------------------------------------------------------------------
+
+
+def build_messages_request(
+    body: dict[str, Any], upstream_model: str, *, max_output_tokens: int, stream: bool
+) -> dict[str, Any]:
+    _reject_unsupported(body)
+    system, messages = _translate_messages(body.get("messages"))
+    request: dict[str, Any] = {
+        "model": upstream_model,
+        "max_tokens": _max_tokens(body, max_output_tokens),
+        "messages": messages,
+    }
+
+    instructions = list(system)
+    output_format = _response_format(body.get("response_format"))
+    if output_format == "json_object":
+        instructions.append(JSON_OBJECT_INSTRUCTION)
+    elif output_format is not None:
+        request["output_config"] = {"format": output_format}
+    if instructions:
+        request["system"] = "\n\n".join(instructions)
+
+    tools = body.get("tools")
+    if tools:
+        request["tools"] = [_tool(tool, i) for i, tool in enumerate(tools)]
+        tool_choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+        if tool_choice is not None:
+            request["tool_choice"] = tool_choice
+
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        request["stop_sequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        request["stop_sequences"] = list(stop)
+
+    temperature = body.get("temperature")
+    if isinstance(temperature, (int, float)):
+        # OpenAI accepts 0 to 2, Anthropic 0 to 1.
+        request["temperature"] = min(max(float(temperature), 0.0), 1.0)
+    if isinstance(body.get("top_p"), (int, float)):
+        request["top_p"] = body["top_p"]
+
+    user = body.get("safety_identifier") or body.get("user")
+    if isinstance(user, str) and user:
+        request["metadata"] = {"user_id": user}
+    if stream:
+        request["stream"] = True
+    return request
+
+
+def _reject_unsupported(body: dict[str, Any]) -> None:
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise APIError(400, "This model supports only n=1.", param="n")
+    if body.get("logprobs"):
+        raise APIError(400, "This model does not return logprobs.", param="logprobs")
+    # seed, penalties and logit_bias have no Anthropic equivalent; like other OpenAI-compatible
+    # gateways we ignore them rather than fail requests that merely pass defaults.
+
+
+def _max_tokens(body: dict[str, Any], max_output_tokens: int) -> int:
+    for field in ("max_completion_tokens", "max_tokens"):
+        value = body.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise APIError(400, f"'{field}' must be a positive integer.", param=field)
+        # Anthropic rejects a max_tokens above the model's limit; capping gives the
+        # client the most the model can produce, which is what a large value asks for.
+        return min(value, max_output_tokens)
+    return max_output_tokens
+
+
+def _response_format(response_format: Any) -> dict[str, Any] | str | None:
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return "json_object"
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise APIError(
+                400,
+                "response_format.json_schema.schema must be a JSON Schema object.",
+                param="response_format.json_schema.schema",
+            )
+        return {"type": "json_schema", "schema": schema}
+    raise APIError(400, f"Unsupported response_format type {kind!r}.", param="response_format.type")
+
+
+def _tool(tool: Any, index: int) -> dict[str, Any]:
+    param = f"tools[{index}]"
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        raise APIError(400, "Only tools of type 'function' are supported.", param=f"{param}.type")
+    function = tool.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise APIError(400, "Each tool needs function.name.", param=f"{param}.function.name")
+    parameters = function.get("parameters")
+    translated: dict[str, Any] = {
+        "name": function["name"],
+        "input_schema": parameters
+        if isinstance(parameters, dict)
+        else {"type": "object", "properties": {}},
+    }
+    if isinstance(function.get("description"), str):
+        translated["description"] = function["description"]
+    return translated
+
+
+def _tool_choice(tool_choice: Any, parallel_tool_calls: Any) -> dict[str, Any] | None:
+    choice: dict[str, Any] | None
+    if tool_choice is None:
+        choice = None
+    elif tool_choice == "auto":
+        choice = {"type": "auto"}
+    elif tool_choice == "required":
+        choice = {"type": "any"}
+    elif tool_choice == "none":
+        choice = {"type": "none"}
+    elif (
+        isinstance(tool_choice, dict)
+        and tool_choice.get("type") == "function"
+        and isinstance(tool_choice.get("function"), dict)
+        and isinstance(tool_choice["function"].get("name"), str)
+    ):
+        choice = {"type": "tool", "name": tool_choice["function"]["name"]}
+    else:
+        raise APIError(400, "Unsupported tool_choice.", param="tool_choice")
+
+    if parallel_tool_calls is False:
+        if choice is None:
+            choice = {"type": "auto"}
+        if choice["type"] != "none":  # Anthropic rejects the flag on "none"
+            choice["disable_parallel_tool_use"] = True
+    return choice
+
+
+def _translate_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    if not isinstance(messages, list) or not messages:
+        raise APIError(400, "'messages' must be a non-empty array.", param="messages")
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    tool_call_ids: set[str] = set()
+
+    def append(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return  # Anthropic rejects empty turns; merging keeps roles alternating
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise APIError(400, "Each message must be an object.", param=param)
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            text = text_of_content(content)
+            if text:
+                system.append(text)
+        elif role == "user":
+            append("user", _user_blocks(content, param))
+        elif role == "assistant":
+            blocks = _text_blocks(content)
+            for j, call in enumerate(message.get("tool_calls") or []):
+                block = _tool_use_block(call, f"{param}.tool_calls[{j}]")
+                tool_call_ids.add(block["id"])
+                blocks.append(block)
+            append("assistant", blocks)
+        elif role == "tool":
+            tool_call_id = message.get("tool_call_id")
+            if not isinstance(tool_call_id, str) or tool_call_id not in tool_call_ids:
+                raise APIError(
+                    400,
+                    f"Tool message has tool_call_id {tool_call_id!r}, which matches no "
+                    "tool_calls entry of an earlier assistant message.",
+                    param=f"{param}.tool_call_id",
+                )
+            append(
+                "user",
+                [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": tool_call_id,
+                        "content": text_of_content(content),
+                    }
+                ],
+            )
+        else:
+            raise APIError(400, f"Unsupported message role {role!r}.", param=f"{param}.role")
+
+    if not turns:
+        raise APIError(400, "'messages' needs at least one user message.", param="messages")
+    return system, turns
+
+
+def _text_blocks(content: Any) -> list[dict[str, Any]]:
+    text = text_of_content(content)
+    return [{"type": "text", "text": text}] if text else []
+
+
+def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return _text_blocks(content)
+    if not isinstance(content, list):
+        raise APIError(400, "User content must be a string or an array of parts.", param=param)
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        part_param = f"{param}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if part.get("text"):
+                blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            blocks.append(_image_block(url, f"{part_param}.image_url.url"))
+        else:
+            raise APIError(
+                400, f"Content part type {kind!r} is not supported by this model.", param=part_param
+            )
+    return blocks
+
+
+def _image_block(url: Any, param: str) -> dict[str, Any]:
+    if not isinstance(url, str):
+        raise APIError(400, "image_url.url must be a string.", param=param)
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    media_type, data = parse_data_url(url, param)
+    if media_type not in IMAGE_MEDIA_TYPES:
+        raise APIError(
+            400,
+            f"Image type {media_type!r} is not supported; use JPEG, PNG, GIF or WebP.",
+            param=param,
+        )
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+
+
+def _tool_use_block(call: Any, param: str) -> dict[str, Any]:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(call.get("id"), str):
+        raise APIError(400, "Each tool call needs an id and a function.", param=param)
+    arguments = function.get("arguments") or "{}"
+    try:
+        tool_input = json.loads(arguments)
+    except (TypeError, ValueError):
+        tool_input = None
+    if not isinstance(tool_input, dict):
+        raise APIError(
+            400,
+            "Tool call arguments must be a JSON object encoded as a string.",
+            param=f"{param}.function.arguments",
+        )
+    return {"type": "tool_use", "id": call["id"], "name": function.get("name"), "input": tool_input}
+
+
+# --- response ----------------------------------------------------------------------------
+
+
+def usage_from_anthropic(usage: Mapping[str, Any] | None) -> TokenUsage:
+    usage = usage or {}
+    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    # input_tokens excludes cached tokens; the prompt is the sum of all three.
+    prompt = (
+        int(usage.get("input_tokens") or 0)
+        + int(usage.get("cache_creation_input_tokens") or 0)
+        + cache_read
+    )
+    return TokenUsage(
+        prompt_tokens=prompt,
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        cached_prompt_tokens=cache_read,
+    )
+
+
+def finish_reason_for(stop_reason: str | None) -> str:
+    return FINISH_REASONS.get(stop_reason or "", "stop")
+
+
+def completion_from_message(
+    message: dict[str, Any], *, public_model: str, completion_id: str, created: int
+) -> tuple[dict[str, Any], TokenUsage]:
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in message.get("content") or []:
+        if block.get("type") == "text":
+            texts.append(block.get("text", ""))
+        elif block.get("type") == "tool_use":
+            tool_calls.append(
+                {
+                    "id": block["id"],
+                    "type": "function",
+                    "function": {
+                        "name": block["name"],
+                        "arguments": json.dumps(block.get("input") or {}),
+                    },
+                }
+            )
+    usage = usage_from_anthropic(message.get("usage"))
+    choice = assistant_choice(
+        index=0,
+        text="".join(texts),
+        tool_calls=tool_calls,
+        finish_reason=finish_reason_for(message.get("stop_reason")),
+    )
+    completion = completion_object(
+        completion_id=completion_id,
+        created=created,
+        model=public_model,
+        choices=[choice],
+        usage=usage,
+    )
+    return completion, usage
+
+
+class MessagesStreamTranslator:
+    """Translates Anthropic stream events into OpenAI chunks, one event at a time."""
+
+    def __init__(
+        self, *, public_model: str, completion_id: str, created: int, include_usage: bool
+    ) -> None:
+        self._chunks = ChunkFactory(
+            completion_id=completion_id,
+            created=created,
+            model=public_model,
+            include_usage=include_usage,
+        )
+        self._raw_usage: dict[str, Any] = {}
+        self._started = False
+        self._finished = False
+        # Anthropic block indexes count text blocks too; OpenAI tool indexes must not.
+        self._tool_index_by_block: dict[int, int] = {}
+        self.usage: TokenUsage | None = None
+        self.done = False
+
+    def feed(self, event: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = data.get("type") or event
+        if kind == "error" or event == "error":
+            raise error_from_event(data)
+        if self.done:
+            return []
+        out: list[dict[str, Any]] = []
+        if kind == "message_start":
+            self._record_usage((data.get("message") or {}).get("usage"))
+            self._start(out)
+        elif kind == "content_block_start":
+            self._start(out)
+            self._block_start(data, out)
+        elif kind == "content_block_delta":
+            self._start(out)
+            self._block_delta(data, out)
+        elif kind == "message_delta":
+            self._record_usage(data.get("usage"))
+            stop_reason = (data.get("delta") or {}).get("stop_reason")
+            self._finish(out, finish_reason_for(stop_reason))
+        elif kind == "message_stop":
+            self._finish(out, "stop")
+            self.done = True
+            if self._chunks.include_usage and self.usage is not None:
+                out.append(self._chunks.usage_chunk(self.usage))
+        # ping, content_block_stop and event types added later carry nothing for OpenAI.
+        return out
+
+    def _start(self, out: list[dict[str, Any]]) -> None:
+        if not self._started:
+            self._started = True
+            out.append(self._chunks.chunk({"role": "assistant", "content": ""}))
+
+    def _finish(self, out: list[dict[str, Any]], finish_reason: str) -> None:
+        self._start(out)
+        if not self._finished:
+            self._finished = True
+            out.append(self._chunks.chunk({}, finish_reason=finish_reason))
+
+    def _block_start(self, data: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        block = data.get("content_block") or {}
+        if block.get("type") == "text" and block.get("text"):
+            out.append(self._chunks.chunk({"content": block["text"]}))
+        elif block.get("type") == "tool_use":
+            tool_index = len(self._tool_index_by_block)
+            self._tool_index_by_block[data.get("index", 0)] = tool_index
+            call = {
+                "index": tool_index,
+                "id": block.get("id"),
+                "type": "function",
+                "function": {"name": block.get("name"), "arguments": ""},
+            }
+            out.append(self._chunks.chunk({"tool_calls": [call]}))
+
+    def _block_delta(self, data: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        delta = data.get("delta") or {}
+        if delta.get("type") == "text_delta" and delta.get("text"):
+            out.append(self._chunks.chunk({"content": delta["text"]}))
+        elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+            tool_index = self._tool_index_by_block.get(data.get("index", 0))
+            if tool_index is None:
+                return
+            call = {"index": tool_index, "function": {"arguments": delta["partial_json"]}}
+            out.append(self._chunks.chunk({"tool_calls": [call]}))
+
+    def _record_usage(self, usage: Mapping[str, Any] | None) -> None:
+        if usage:
+            # message_delta repeats fields with cumulative values; the latest one wins.
+            self._raw_usage.update({k: v for k, v in usage.items() if v is not None})
+            self.usage = usage_from_anthropic(self._raw_usage)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def error_from_event(data: Mapping[str, Any]) -> UpstreamError:
+    """An `event: error` received after HTTP 200, e.g. overloaded_error."""
+    error = data.get("error")
+    if not isinstance(error, dict):
+        error = {}
+    error_type = str(error.get("type") or "api_error")
+    upstream_status = STATUS_BY_ERROR_TYPE.get(error_type, 500)
+    return make_upstream_error(
+        upstream_status, str(error.get("message") or "upstream stream failed"), code=error_type
+    )
+
+
+def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    payload = parse_json_body(body)
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return make_upstream_error(status, body_excerpt(body), headers=headers)
+    return make_upstream_error(
+        status,
+        str(error.get("message") or ""),
+        # Anthropic's error type ("overloaded_error", …) is the most useful machine code.
+        code=error.get("type") if isinstance(error.get("type"), str) else None,
+        headers=headers,
+    )

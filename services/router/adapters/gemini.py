@@ -1,0 +1,566 @@
+"""OpenAI chat completions ⇄ Gemini generateContent / streamGenerateContent."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aig_common.errors import APIError
+
+from router.adapters.base import (
+    ChunkFactory,
+    TokenUsage,
+    UpstreamError,
+    assistant_choice,
+    body_excerpt,
+    completion_object,
+    make_upstream_error,
+    parse_data_url,
+    parse_json_body,
+    text_of_content,
+)
+
+# Gemini 3 rejects a replayed function call without the thoughtSignature it was sent with,
+# and OpenAI history has nowhere to keep one but the tool call id. We append it after this
+# separator, which never occurs in base64 nor in OpenAI's own `call_…` ids.
+SIGNATURE_SEPARATOR = "~"
+
+FINISH_REASONS = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "IMAGE_PROHIBITED_CONTENT": "content_filter",
+    "IMAGE_RECITATION": "content_filter",
+}
+
+TOOL_CONFIG_MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
+
+RETRY_DELAY = re.compile(r"^(?P<seconds>\d+(?:\.\d+)?)s$")
+
+
+# --- request -----------------------------------------------------------------------------
+
+
+def image_urls_to_fetch(body: dict[str, Any]) -> list[str]:
+    """The http(s) image URLs in user messages, each once, in order of appearance."""
+    urls: list[str] = []
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+            continue
+        for part in message["content"]:
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if isinstance(url, str) and url.startswith(("http://", "https://")) and url not in urls:
+                urls.append(url)
+    return urls
+
+
+def generate_path(upstream_model: str, *, stream: bool) -> str:
+    model = upstream_model.removeprefix("models/")
+    if stream:
+        return f"/v1beta/models/{model}:streamGenerateContent?alt=sse"
+    return f"/v1beta/models/{model}:generateContent"
+
+
+def build_generate_request(
+    body: dict[str, Any],
+    *,
+    fetched_images: Mapping[str, tuple[str, bytes]],
+    max_output_tokens: int | None,
+) -> dict[str, Any]:
+    if body.get("logprobs"):
+        raise APIError(400, "This model does not return logprobs.", param="logprobs")
+    system, contents = _translate_messages(body.get("messages"), fetched_images)
+    request: dict[str, Any] = {"contents": contents}
+    if system:
+        request["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+
+    tools = body.get("tools")
+    if tools:
+        request["tools"] = [
+            {"functionDeclarations": [_function_declaration(t, i) for i, t in enumerate(tools)]}
+        ]
+        tool_config = _tool_config(body.get("tool_choice"))
+        if tool_config is not None:
+            request["toolConfig"] = {"functionCallingConfig": tool_config}
+
+    config = _generation_config(body, max_output_tokens)
+    if config:
+        request["generationConfig"] = config
+    return request
+
+
+def _generation_config(body: dict[str, Any], max_output_tokens: int | None) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for openai_field, gemini_field in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("seed", "seed"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+        ("n", "candidateCount"),
+    ):
+        if body.get(openai_field) is not None:
+            config[gemini_field] = body[openai_field]
+
+    requested = body.get("max_completion_tokens")
+    if requested is None:
+        requested = body.get("max_tokens")
+    if requested is not None:
+        if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
+            raise APIError(
+                400, "max_completion_tokens must be a positive integer.", param="max_tokens"
+            )
+        config["maxOutputTokens"] = (
+            min(requested, max_output_tokens) if max_output_tokens else requested
+        )
+    elif max_output_tokens:
+        config["maxOutputTokens"] = max_output_tokens
+
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        config["stopSequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        config["stopSequences"] = list(stop)
+
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict):
+        response_format = {}
+    kind = response_format.get("type")
+    if kind == "json_object":
+        config["responseMimeType"] = "application/json"
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise APIError(
+                400,
+                "response_format.json_schema.schema must be a JSON Schema object.",
+                param="response_format.json_schema.schema",
+            )
+        config["responseMimeType"] = "application/json"
+        config["responseJsonSchema"] = schema
+    elif kind not in (None, "text"):
+        raise APIError(
+            400, f"Unsupported response_format type {kind!r}.", param="response_format.type"
+        )
+    return config
+
+
+def _function_declaration(tool: Any, index: int) -> dict[str, Any]:
+    param = f"tools[{index}]"
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        raise APIError(400, "Only tools of type 'function' are supported.", param=f"{param}.type")
+    function = tool.get("function")
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise APIError(400, "Each tool needs function.name.", param=f"{param}.function.name")
+    declaration: dict[str, Any] = {"name": function["name"]}
+    if isinstance(function.get("description"), str):
+        declaration["description"] = function["description"]
+    if isinstance(function.get("parameters"), dict):
+        # parametersJsonSchema takes JSON Schema as is; `parameters` is an OpenAPI subset
+        # that rejects common keywords such as additionalProperties.
+        declaration["parametersJsonSchema"] = function["parameters"]
+    return declaration
+
+
+def _tool_config(tool_choice: Any) -> dict[str, Any] | None:
+    if tool_choice is None:
+        return None
+    if isinstance(tool_choice, str) and tool_choice in TOOL_CONFIG_MODES:
+        return {"mode": TOOL_CONFIG_MODES[tool_choice]}
+    if (
+        isinstance(tool_choice, dict)
+        and tool_choice.get("type") == "function"
+        and isinstance(tool_choice.get("function"), dict)
+        and isinstance(tool_choice["function"].get("name"), str)
+    ):
+        return {"mode": "ANY", "allowedFunctionNames": [tool_choice["function"]["name"]]}
+    raise APIError(400, "Unsupported tool_choice.", param="tool_choice")
+
+
+def _translate_messages(
+    messages: Any, fetched_images: Mapping[str, tuple[str, bytes]]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    if not isinstance(messages, list) or not messages:
+        raise APIError(400, "'messages' must be a non-empty array.", param="messages")
+    system: list[str] = []
+    contents: list[dict[str, Any]] = []
+    function_names: dict[str, str] = {}
+
+    def append(role: str, parts: list[dict[str, Any]]) -> None:
+        if not parts:
+            return  # Gemini rejects a turn without parts
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise APIError(400, "Each message must be an object.", param=param)
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            text = text_of_content(content)
+            if text:
+                system.append(text)
+        elif role == "user":
+            append("user", _user_parts(content, param, fetched_images))
+        elif role == "assistant":
+            text = text_of_content(content)
+            parts: list[dict[str, Any]] = [{"text": text}] if text else []
+            for j, call in enumerate(message.get("tool_calls") or []):
+                part, call_id, name = _function_call_part(call, f"{param}.tool_calls[{j}]")
+                function_names[call_id] = name
+                parts.append(part)
+            append("model", parts)
+        elif role == "tool":
+            tool_call_id = message.get("tool_call_id")
+            called = function_names.get(tool_call_id) if isinstance(tool_call_id, str) else None
+            if called is None:
+                raise APIError(
+                    400,
+                    f"Tool message has tool_call_id {tool_call_id!r}, which matches no "
+                    "tool_calls entry of an earlier assistant message.",
+                    param=f"{param}.tool_call_id",
+                )
+            response = {"name": called, "response": _function_response(text_of_content(content))}
+            append("user", [{"functionResponse": response}])
+        else:
+            raise APIError(400, f"Unsupported message role {role!r}.", param=f"{param}.role")
+
+    if not contents:
+        raise APIError(400, "'messages' needs at least one user message.", param="messages")
+    return system, contents
+
+
+def _user_parts(
+    content: Any, param: str, fetched_images: Mapping[str, tuple[str, bytes]]
+) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise APIError(400, "User content must be a string or an array of parts.", param=param)
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        part_param = f"{param}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if part.get("text"):
+                parts.append({"text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            parts.append(_inline_image(url, f"{part_param}.image_url.url", fetched_images))
+        else:
+            raise APIError(
+                400, f"Content part type {kind!r} is not supported by this model.", param=part_param
+            )
+    return parts
+
+
+def _inline_image(
+    url: Any, param: str, fetched_images: Mapping[str, tuple[str, bytes]]
+) -> dict[str, Any]:
+    if not isinstance(url, str):
+        raise APIError(400, "image_url.url must be a string.", param=param)
+    if url.startswith(("http://", "https://")):
+        fetched = fetched_images.get(url)
+        if fetched is None:
+            raise APIError(400, f"Could not download the image at {url}.", param=param)
+        mime_type, data = fetched
+        return {"inlineData": {"mimeType": mime_type, "data": base64.b64encode(data).decode()}}
+    mime_type, encoded = parse_data_url(url, param)
+    if not mime_type.startswith("image/"):
+        raise APIError(400, f"{mime_type!r} is not an image type.", param=param)
+    return {"inlineData": {"mimeType": mime_type, "data": encoded}}
+
+
+def _function_call_part(call: Any, param: str) -> tuple[dict[str, Any], str, str]:
+    function = call.get("function") if isinstance(call, dict) else None
+    if (
+        not isinstance(function, dict)
+        or not isinstance(call.get("id"), str)
+        or not isinstance(function.get("name"), str)
+    ):
+        raise APIError(400, "Each tool call needs an id and a function name.", param=param)
+    try:
+        args = json.loads(function.get("arguments") or "{}")
+    except (TypeError, ValueError):
+        args = None
+    if not isinstance(args, dict):
+        raise APIError(
+            400,
+            "Tool call arguments must be a JSON object encoded as a string.",
+            param=f"{param}.function.arguments",
+        )
+    part: dict[str, Any] = {"functionCall": {"name": function["name"], "args": args}}
+    signature = thought_signature_of(call["id"])
+    if signature:
+        part["thoughtSignature"] = signature
+    return part, call["id"], function["name"]
+
+
+def _function_response(text: str) -> dict[str, Any]:
+    # `response` must be a JSON object; a tool that already answered with one keeps its shape.
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    return parsed if isinstance(parsed, dict) else {"result": text}
+
+
+def new_tool_call_id(thought_signature: str | None = None) -> str:
+    call_id = f"call_{secrets.token_hex(12)}"
+    if thought_signature:
+        call_id += SIGNATURE_SEPARATOR + thought_signature
+    return call_id
+
+
+def thought_signature_of(tool_call_id: str) -> str | None:
+    if not tool_call_id.startswith("call_"):
+        return None
+    _, separator, signature = tool_call_id.partition(SIGNATURE_SEPARATOR)
+    return signature if separator and signature else None
+
+
+# --- response ----------------------------------------------------------------------------
+
+
+def usage_from_gemini(metadata: Mapping[str, Any] | None) -> TokenUsage:
+    metadata = metadata or {}
+    thoughts = int(metadata.get("thoughtsTokenCount") or 0)
+    return TokenUsage(
+        prompt_tokens=int(metadata.get("promptTokenCount") or 0),
+        completion_tokens=int(metadata.get("candidatesTokenCount") or 0) + thoughts,
+        cached_prompt_tokens=int(metadata.get("cachedContentTokenCount") or 0),
+        reasoning_tokens=thoughts,
+    )
+
+
+def finish_reason_for(gemini_reason: str | None, *, called_functions: bool) -> str:
+    if gemini_reason == "STOP" and called_functions:
+        return "tool_calls"
+    return FINISH_REASONS.get(gemini_reason or "", "stop")
+
+
+def _tool_call(part: Mapping[str, Any]) -> dict[str, Any]:
+    call = part["functionCall"]
+    return {
+        "id": new_tool_call_id(part.get("thoughtSignature")),
+        "type": "function",
+        "function": {"name": call.get("name", ""), "arguments": json.dumps(call.get("args") or {})},
+    }
+
+
+def _visible_parts(candidate: Mapping[str, Any]) -> list[dict[str, Any]]:
+    # `thought: true` parts are the model's reasoning summary, not the answer.
+    parts = (candidate.get("content") or {}).get("parts") or []
+    return [part for part in parts if isinstance(part, dict) and not part.get("thought")]
+
+
+def completion_from_response(
+    payload: dict[str, Any], *, public_model: str, completion_id: str, created: int
+) -> tuple[dict[str, Any], TokenUsage]:
+    usage = usage_from_gemini(payload.get("usageMetadata"))
+    choices: list[dict[str, Any]] = []
+    for position, candidate in enumerate(payload.get("candidates") or []):
+        texts: list[str] = []
+        tool_calls: list[dict[str, Any]] = []
+        for part in _visible_parts(candidate):
+            if isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif isinstance(part.get("functionCall"), dict):
+                tool_calls.append(_tool_call(part))
+        finish_reason = finish_reason_for(
+            candidate.get("finishReason"), called_functions=bool(tool_calls)
+        )
+        choices.append(
+            assistant_choice(
+                index=candidate.get("index", position),
+                text="".join(texts),
+                tool_calls=tool_calls,
+                finish_reason=finish_reason,
+            )
+        )
+    if not choices:
+        # No candidates: the prompt itself was blocked (promptFeedback.blockReason).
+        choices.append(
+            assistant_choice(index=0, text="", tool_calls=[], finish_reason="content_filter")
+        )
+    completion = completion_object(
+        completion_id=completion_id,
+        created=created,
+        model=public_model,
+        choices=choices,
+        usage=usage,
+    )
+    return completion, usage
+
+
+@dataclass(slots=True)
+class _CandidateState:
+    tool_calls: int = 0
+    finished: bool = False
+
+
+class GenerateStreamTranslator:
+    """Translates streamGenerateContent responses into OpenAI chunks.
+
+    Gemini sends no end marker: the router calls `finish()` when the stream closes.
+    """
+
+    def __init__(
+        self, *, public_model: str, completion_id: str, created: int, include_usage: bool
+    ) -> None:
+        self._chunks = ChunkFactory(
+            completion_id=completion_id,
+            created=created,
+            model=public_model,
+            include_usage=include_usage,
+        )
+        self._candidates: dict[int, _CandidateState] = {}
+        self.usage: TokenUsage | None = None
+        self.done = False
+
+    def feed(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        if data.get("error"):
+            raise error_from_stream_payload(data)
+        if self.done:
+            return []
+        if data.get("usageMetadata"):
+            # Each chunk's usage is cumulative; the last one is the total.
+            self.usage = usage_from_gemini(data["usageMetadata"])
+        out: list[dict[str, Any]] = []
+        candidates = data.get("candidates") or []
+        for position, candidate in enumerate(candidates):
+            self._candidate(candidate.get("index", position), candidate, out)
+        if not candidates and (data.get("promptFeedback") or {}).get("blockReason"):
+            state = self._start(0, out)
+            self._finish(0, state, "content_filter", out)
+        return out
+
+    @property
+    def saw_finish_reason(self) -> bool:
+        """Whether Gemini reported how the answer ended; a stream closed without one broke."""
+        return any(state.finished for state in self._candidates.values())
+
+    def finish(self) -> list[dict[str, Any]]:
+        if self.done:
+            return []
+        self.done = True
+        out: list[dict[str, Any]] = []
+        if not self._candidates:
+            self._start(0, out)
+        for index, state in self._candidates.items():
+            self._finish(index, state, "stop", out)
+        if self._chunks.include_usage:
+            out.append(self._chunks.usage_chunk(self.usage or TokenUsage()))
+        return out
+
+    def _start(self, index: int, out: list[dict[str, Any]]) -> _CandidateState:
+        state = self._candidates.get(index)
+        if state is None:
+            state = self._candidates[index] = _CandidateState()
+            out.append(self._chunks.chunk({"role": "assistant", "content": ""}, index=index))
+        return state
+
+    def _finish(
+        self, index: int, state: _CandidateState, finish_reason: str, out: list[dict[str, Any]]
+    ) -> None:
+        if not state.finished:
+            state.finished = True
+            out.append(self._chunks.chunk({}, index=index, finish_reason=finish_reason))
+
+    def _candidate(self, index: int, candidate: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        state = self._start(index, out)
+        if state.finished:
+            return
+        for part in _visible_parts(candidate):
+            if isinstance(part.get("text"), str) and part["text"]:
+                out.append(self._chunks.chunk({"content": part["text"]}, index=index))
+            elif isinstance(part.get("functionCall"), dict):
+                # Gemini sends each call whole, so its arguments go out as one fragment.
+                call = {"index": state.tool_calls, **_tool_call(part)}
+                state.tool_calls += 1
+                out.append(self._chunks.chunk({"tool_calls": [call]}, index=index))
+        if candidate.get("finishReason"):
+            reason = finish_reason_for(
+                candidate["finishReason"], called_functions=state.tool_calls > 0
+            )
+            self._finish(index, state, reason, out)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def _error_object(payload: Any) -> dict[str, Any] | None:
+    if isinstance(payload, list) and payload:
+        payload = payload[0]  # the stream endpoint wraps errors in an array
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        return payload["error"]
+    return None
+
+
+def _has_reason(error: Mapping[str, Any], reason: str) -> bool:
+    details = error.get("details")
+    return isinstance(details, list) and any(
+        isinstance(detail, dict) and detail.get("reason") == reason for detail in details
+    )
+
+
+def _retry_after_from_details(error: Mapping[str, Any]) -> str | None:
+    """Gemini states its back-off in a RetryInfo detail ("37s"), not in a header."""
+    for detail in error.get("details") or []:
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+            match = RETRY_DELAY.match(str(detail.get("retryDelay", "")))
+            if match:
+                return str(math.ceil(float(match["seconds"])))
+    return None
+
+
+def _error(status: int, error: Mapping[str, Any], headers: Mapping[str, str]) -> UpstreamError:
+    client_status = None
+    if _has_reason(error, "API_KEY_INVALID"):
+        client_status = 401
+    retry_headers = dict(headers)
+    retry_after = _retry_after_from_details(error)
+    if retry_after is not None and not any(k.lower() == "retry-after" for k in headers):
+        retry_headers["retry-after"] = retry_after
+    return make_upstream_error(
+        status,
+        str(error.get("message") or ""),
+        status=client_status,
+        code=error.get("status") if isinstance(error.get("status"), str) else None,
+        headers=retry_headers,
+    )
+
+
+def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    error = _error_object(parse_json_body(body))
+    if error is None:
+        return make_upstream_error(status, body_excerpt(body), headers=headers)
+    return _error(status, error, headers)
+
+
+def error_from_stream_payload(payload: Any) -> UpstreamError:
+    """An error that arrived inside a 200 stream (as `data:` or as raw JSON)."""
+    error = _error_object(payload) or {"message": "upstream stream failed"}
+    code = error.get("code")
+    status = code if isinstance(code, int) and 400 <= code <= 599 else 502
+    return _error(status, error, {})
