@@ -1,0 +1,66 @@
+"""`python -m router`: the gRPC router service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+import uvloop
+
+from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common.ops import ops_server
+
+from .catalog import load_catalog
+from .chat import ChatService
+from .embed import EmbeddingsService
+from .server import GRPC_OPTIONS, RouterServicer
+from .settings import RouterSettings
+from .upstream import UpstreamClients
+
+log = logging.getLogger("router")
+
+
+async def serve(settings: RouterSettings) -> None:
+    catalog = load_catalog()
+    clients = UpstreamClients(settings)
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    pb_grpc.add_RouterServicer_to_server(
+        RouterServicer(catalog, ChatService(catalog, clients), EmbeddingsService(catalog, clients)),
+        server,
+    )
+    address = f"{settings.host}:{settings.port}"
+    server.add_insecure_port(address)
+    await server.start()
+
+    async def readiness() -> dict[str, bool]:
+        return {"grpc": True}
+
+    ops = ops_server(settings.host, settings.metrics_port, readiness)
+    ops_task = asyncio.create_task(ops.serve())
+    sandboxed = [name for name, p in settings.providers.items() if p.sandboxed]
+    log.info(
+        "router listening on %s (ops on :%d); sandboxed providers: %s",
+        address,
+        settings.metrics_port,
+        ", ".join(sandboxed) or "none",
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace=5)
+    ops.should_exit = True
+    await ops_task
+    await clients.aclose()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvloop.run(serve(RouterSettings.from_env()))
+
+
+if __name__ == "__main__":
+    main()

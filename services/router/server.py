@@ -1,0 +1,130 @@
+"""The router's gRPC service: chat (unary and streaming), embeddings and the model list."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import orjson
+from prometheus_client import Counter
+
+from aig.router.v1 import router_pb2 as pb
+from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common.errors import APIError, error_body
+
+from .adapters.base import TokenUsage, UpstreamError
+from .catalog import Catalog
+from .chat import ChatService, StreamOutcome
+from .embed import EmbeddingsService
+
+log = logging.getLogger("router")
+
+UPSTREAM_CALLS = Counter(
+    "aig_router_upstream_calls_total",
+    "Calls the router made to providers, by provider and outcome",
+    ["provider", "endpoint", "outcome"],
+)
+
+GRPC_MESSAGE_LIMIT = 64 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
+    ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
+]
+
+
+def _usage_message(usage: TokenUsage) -> pb.TokenUsage:
+    return pb.TokenUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cached_prompt_tokens=usage.cached_prompt_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+    )
+
+
+def _error_reply(exc: Exception) -> pb.ErrorReply:
+    if isinstance(exc, APIError):
+        return pb.ErrorReply(status=exc.status, body=exc.to_bytes(), headers=exc.headers)
+    if isinstance(exc, UpstreamError):
+        return pb.ErrorReply(status=exc.status, body=orjson.dumps(exc.body), headers=exc.headers)
+    log.exception("internal error in router", exc_info=exc)
+    body = error_body("The gateway hit an internal error.", status=500, code="internal_error")
+    return pb.ErrorReply(status=500, body=orjson.dumps(body))
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise APIError(400, "The request body is not valid JSON.", code="invalid_json") from exc
+    if not isinstance(body, dict):
+        raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+class RouterServicer(pb_grpc.RouterServicer):
+    def __init__(self, catalog: Catalog, chat: ChatService, embeddings: EmbeddingsService):
+        self._catalog = catalog
+        self._chat = chat
+        self._embeddings = embeddings
+        self._models_body = orjson.dumps(catalog.openai_models_list())
+
+    async def ChatCompletion(
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChatResponse:
+        try:
+            result = await self._chat.complete(_parse_body(request.body))
+        except Exception as exc:
+            reply = _error_reply(exc)
+            UPSTREAM_CALLS.labels("", "chat", "error").inc()
+            return pb.ChatResponse(error=reply)
+        UPSTREAM_CALLS.labels(result.provider, "chat", "ok").inc()
+        return pb.ChatResponse(
+            completion=orjson.dumps(result.completion),
+            provider=result.provider,
+            usage=_usage_message(result.usage),
+        )
+
+    async def StreamChatCompletion(
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ChatStreamEvent]:
+        outcome = StreamOutcome()
+        sent_any = False
+        try:
+            async for chunk in self._chat.stream(_parse_body(request.body), outcome):
+                sent_any = True
+                yield pb.ChatStreamEvent(chunk=orjson.dumps(chunk))
+        except Exception as exc:
+            UPSTREAM_CALLS.labels(outcome.provider, "chat", "error").inc()
+            reply = _error_reply(exc)
+            if not sent_any:
+                yield pb.ChatStreamEvent(error=reply)
+                return
+            # After the first chunk the HTTP status is gone: the error travels as a chunk.
+            yield pb.ChatStreamEvent(chunk=reply.body)
+        else:
+            UPSTREAM_CALLS.labels(outcome.provider, "chat", "ok").inc()
+        yield pb.ChatStreamEvent(
+            end=pb.StreamEnd(provider=outcome.provider, usage=_usage_message(outcome.usage))
+        )
+
+    async def CreateEmbeddings(
+        self, request: pb.EmbeddingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EmbeddingsResponse:
+        try:
+            result = await self._embeddings.create(_parse_body(request.body))
+        except Exception as exc:
+            UPSTREAM_CALLS.labels("", "embeddings", "error").inc()
+            return pb.EmbeddingsResponse(error=_error_reply(exc))
+        UPSTREAM_CALLS.labels(result.provider, "embeddings", "ok").inc()
+        return pb.EmbeddingsResponse(
+            response=orjson.dumps(result.response),
+            provider=result.provider,
+            usage=_usage_message(result.usage),
+        )
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(body=self._models_body)
