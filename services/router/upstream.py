@@ -8,7 +8,7 @@ import httpx
 
 from aig_common.errors import APIError
 
-from .settings import ProviderName, ProviderSettings, RouterSettings
+from .settings import ProviderSettings, RouterSettings
 
 ANTHROPIC_VERSION = "2023-06-01"
 

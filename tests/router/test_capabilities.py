@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from aig_common.errors import APIError
 from router.capabilities import (
     check_chat_request,

@@ -11,6 +11,7 @@ from typing import Any
 import openai.types
 import pytest
 import yaml
+
 from router.adapters.base import TokenUsage
 from router.catalog import (
     CATALOG_PATH_ENV,

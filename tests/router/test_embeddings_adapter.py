@@ -13,6 +13,7 @@ import openai
 import openai.types
 import orjson
 import pytest
+
 from aig_common.errors import APIError
 from router.adapters import embeddings
 from router.adapters.base import UpstreamError

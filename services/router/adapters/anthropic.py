@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from aig_common.errors import APIError
-
 from router.adapters.base import (
     ChunkFactory,
     TokenUsage,

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aig_common.errors import APIError
-
 from router.adapters.base import (
     ChunkFactory,
     TokenUsage,

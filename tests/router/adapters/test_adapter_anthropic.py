@@ -5,12 +5,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aig_common.errors import APIError
 from openai.types.chat import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionMessageFunctionToolCall,
 )
+
+from aig_common.errors import APIError
 from router.adapters import anthropic
 from router.adapters.base import TokenUsage, UpstreamError
 

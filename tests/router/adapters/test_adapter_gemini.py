@@ -6,8 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aig_common.errors import APIError
 from openai.types.chat import ChatCompletion, ChatCompletionMessageFunctionToolCall
+
+from aig_common.errors import APIError
 from router.adapters import gemini
 from router.adapters.base import TokenUsage, UpstreamError
 

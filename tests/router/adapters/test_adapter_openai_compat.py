@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from openai.types.chat import ChatCompletion
+
 from router.adapters import openai_compat
 from router.adapters.base import TokenUsage, UpstreamError
 

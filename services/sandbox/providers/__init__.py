@@ -1,0 +1,1 @@
+"""One module per provider wire format; each exposes `routes(state)`."""
