@@ -1,0 +1,175 @@
+"""Operator API under `/admin/v1`: accounts and API keys, behind `AIG_ADMIN_TOKEN`.
+
+Errors are raised as `aig_common.errors.APIError` (OpenAI's error shape) and rendered by
+the app's exception handler. Request bodies are validated here rather than by FastAPI,
+so a bad body is a 400 in OpenAI's shape, never FastAPI's default 422.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from aig_common.errors import APIError
+from edge.controldb import Account, AccountNotFound, ApiKey, KeyStore
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class _Body(BaseModel):
+    # Unknown fields are ignored so older operator scripts keep working as fields are added.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class CreateAccountBody(_Body):
+    name: Name
+
+
+class CreateKeyBody(_Body):
+    account_id: Identifier
+    name: Name
+
+
+BodyT = TypeVar("BodyT", bound=_Body)
+
+
+def admin_router(store: KeyStore, admin_token: str) -> APIRouter:
+    """Routes for the lead's app to mount at prefix `/admin/v1`."""
+    if not admin_token:
+        raise ValueError("admin_token must not be empty")
+    expected = f"Bearer {admin_token}".encode()
+
+    async def require_admin(request: Request) -> None:
+        presented = request.headers.get("authorization", "")
+        if not presented:
+            raise _unauthorized(
+                "Missing admin token. Send 'Authorization: Bearer <AIG_ADMIN_TOKEN>'."
+            )
+        if not hmac.compare_digest(presented.encode(), expected):
+            raise _unauthorized("Invalid admin token.")
+
+    router = APIRouter(dependencies=[Depends(require_admin)], tags=["admin"])
+
+    @router.post("/accounts", status_code=201)
+    async def create_account(request: Request) -> JSONResponse:
+        body = await _parse_body(request, CreateAccountBody)
+        account = await store.create_account(body.name)
+        return JSONResponse(account_object(account), status_code=201)
+
+    @router.get("/accounts/{account_id}")
+    async def get_account(account_id: str) -> JSONResponse:
+        account = await store.get_account(account_id)
+        if account is None:
+            raise _account_not_found(account_id)
+        return JSONResponse(account_object(account))
+
+    @router.post("/keys", status_code=201)
+    async def create_key(request: Request) -> JSONResponse:
+        body = await _parse_body(request, CreateKeyBody)
+        try:
+            record, plain_key = await store.create_key(body.account_id, body.name)
+        except AccountNotFound as exc:
+            raise _account_not_found(exc.account_id, param="account_id") from None
+        return JSONResponse(created_key_object(record, plain_key), status_code=201)
+
+    @router.get("/keys")
+    async def list_keys(account_id: str | None = None) -> JSONResponse:
+        if account_id is not None and await store.get_account(account_id) is None:
+            raise _account_not_found(account_id, param="account_id")
+        records = await store.list_keys(account_id)
+        return JSONResponse({"object": "list", "data": [key_object(r) for r in records]})
+
+    @router.delete("/keys/{key_id}")
+    async def revoke_key(key_id: str) -> JSONResponse:
+        if not await store.revoke_key(key_id):
+            raise APIError(404, f"No API key with id '{key_id}'.", code="api_key_not_found")
+        return JSONResponse({"id": key_id, "object": "api_key", "revoked": True})
+
+    return router
+
+
+def account_object(account: Account) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "object": "account",
+        "name": account.name,
+        "created_at": _unix(account.created_at),
+    }
+
+
+def key_object(record: ApiKey) -> dict[str, Any]:
+    """A key as listed: never the plain key, which the server does not have."""
+    return {
+        "id": record.id,
+        "object": "api_key",
+        "name": record.name,
+        "account_id": record.account_id,
+        "key_prefix": record.key_prefix,
+        "created_at": _unix(record.created_at),
+        "revoked": record.revoked_at is not None,
+        "revoked_at": _unix(record.revoked_at) if record.revoked_at else None,
+    }
+
+
+def created_key_object(record: ApiKey, plain_key: str) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "object": "api_key",
+        "key": plain_key,
+        "name": record.name,
+        "account_id": record.account_id,
+        "key_prefix": record.key_prefix,
+        "created_at": _unix(record.created_at),
+    }
+
+
+def _unix(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _unauthorized(message: str) -> APIError:
+    return APIError(
+        401, message, code="invalid_admin_token", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def _account_not_found(account_id: str, *, param: str | None = None) -> APIError:
+    return APIError(
+        404, f"No account with id '{account_id}'.", code="account_not_found", param=param
+    )
+
+
+async def _parse_body(request: Request, model: type[BodyT]) -> BodyT:
+    raw = await request.body()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise APIError(400, "The request body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+def _validation_error(exc: ValidationError) -> APIError:
+    first = exc.errors()[0]
+    param = ".".join(str(part) for part in first["loc"]) or None
+    if first["type"] == "missing":
+        return APIError(
+            400,
+            f"Missing required parameter: '{param}'.",
+            code="missing_required_parameter",
+            param=param,
+        )
+    return APIError(
+        400, f"Invalid value for '{param}': {first['msg']}.", code="invalid_value", param=param
+    )

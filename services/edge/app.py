@@ -1,0 +1,106 @@
+"""Assembles the edge: FastAPI app, control DB, router channel, routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+from fastapi import FastAPI
+from prometheus_client import Counter
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common.ops import ops_routes
+
+from .admin import admin_router
+from .controldb import KeyStore, create_engine_from_url, migrate
+from .http import RequestIdMiddleware, install_error_handlers
+from .settings import EdgeSettings
+from .v1 import OpenAIRoutes
+
+GRPC_MESSAGE_LIMIT = 64 * 1024 * 1024
+HTTP_RESPONSES = Counter(
+    "aig_edge_http_responses_total", "Responses of the edge by path and status", ["path", "status"]
+)
+_COUNTED_PATHS = {"/v1/chat/completions", "/v1/embeddings", "/v1/models"}
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"] if scope["path"] in _COUNTED_PATHS else "other"
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                HTTP_RESPONSES.labels(path, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def create_app(settings: EdgeSettings) -> FastAPI:
+    engine = create_engine_from_url(settings.database_url)
+    store = KeyStore(
+        async_sessionmaker(engine, expire_on_commit=False),
+        settings.key_pepper,
+        cache_ttl=settings.auth_cache_ttl_s,
+    )
+    routes = OpenAIRoutes(store, settings.max_body_bytes)
+    channels: list[grpc.aio.Channel] = []
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await migrate(settings.database_url)
+        # A gRPC channel belongs to the event loop it is made on: make it on the server's.
+        channel = grpc.aio.insecure_channel(
+            settings.router_address,
+            options=[
+                ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
+                ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
+            ],
+        )
+        channels.append(channel)
+        routes.connect(pb_grpc.RouterStub(channel))
+        yield
+        await channel.close(grace=None)
+        await engine.dispose()
+
+    app = FastAPI(
+        title="aig",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(routes.api_router())
+    app.include_router(admin_router(store, settings.admin_token), prefix="/admin/v1")
+
+    async def readiness() -> dict[str, bool]:
+        checks = {"database": False, "router": False}
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            checks["database"] = True
+        except Exception:
+            pass
+        if channels:
+            state = channels[0].get_state(try_to_connect=True)
+            checks["router"] = state in (
+                grpc.ChannelConnectivity.READY,
+                grpc.ChannelConnectivity.IDLE,
+            )
+        return checks
+
+    app.router.routes.extend(ops_routes(readiness))
+    return app

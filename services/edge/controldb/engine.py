@@ -1,0 +1,78 @@
+"""Async engines for the control database, tuned per backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+POSTGRES_POOL_SIZE = 10
+POSTGRES_MAX_OVERFLOW = 10
+# Recycle before typical load-balancer / PgBouncer idle timeouts cut connections.
+POSTGRES_POOL_RECYCLE_S = 1_800
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def is_postgres(url: str) -> bool:
+    return make_url(url).get_backend_name() == "postgresql"
+
+
+def _is_sqlite_memory(url: str) -> bool:
+    database = make_url(url).database
+    return database in (None, "", ":memory:")
+
+
+def create_engine_from_url(url: str) -> AsyncEngine:
+    """An engine for `sqlite+aiosqlite:///path` or `postgresql+asyncpg://...`.
+
+    SQLite runs in WAL mode (readers never block the writer) with a busy timeout, foreign
+    keys on, and every transaction opened with `BEGIN IMMEDIATE`: the write lock is taken
+    up front, so two concurrent read-then-write transactions queue on the busy timeout
+    instead of one failing with "database is locked" halfway through. That serialises
+    writers, which is the price of correct counters (caps, balances) on a single file.
+    """
+    if is_sqlite(url):
+        return _create_sqlite_engine(url)
+    if is_postgres(url):
+        return create_async_engine(
+            url,
+            pool_size=POSTGRES_POOL_SIZE,
+            max_overflow=POSTGRES_MAX_OVERFLOW,
+            pool_pre_ping=True,
+            pool_recycle=POSTGRES_POOL_RECYCLE_S,
+        )
+    raise ValueError(f"unsupported control database backend: {make_url(url).drivername}")
+
+
+def _create_sqlite_engine(url: str) -> AsyncEngine:
+    in_memory = _is_sqlite_memory(url)
+    options: dict[str, Any] = {}
+    if in_memory:
+        # Every connection to ":memory:" is a new, empty database; share one.
+        options["poolclass"] = StaticPool
+    engine = create_async_engine(url, **options)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module, which would otherwise
+        # open transactions lazily and run DDL outside them; SQLAlchemy emits BEGIN below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

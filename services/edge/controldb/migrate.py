@@ -1,0 +1,92 @@
+"""Bring the control database to the newest schema, at start-up, from any number of replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import weakref
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, make_url
+
+from edge.controldb.engine import create_engine_from_url, is_postgres, is_sqlite
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+# Arbitrary, fixed 64-bit key; every aig process that migrates takes the same lock.
+POSTGRES_MIGRATION_LOCK_KEY = 0x616967_6D696772  # "aig" "migr"
+
+
+# Alembic keeps the running migration in module globals (`alembic.context`), so two
+# upgrades interleaving on one event loop would trample each other, whatever database
+# each targets. One lock per loop, because an asyncio.Lock belongs to a single loop.
+_in_process_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _in_process_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _in_process_locks.get(loop)
+    if lock is None:
+        lock = _in_process_locks[loop] = asyncio.Lock()
+    return lock
+
+
+def alembic_config() -> Config:
+    """Alembic configured in code, so no alembic.ini has to sit in the working directory."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    return config
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+async def migrate(database_url: str) -> None:
+    """Upgrade the database at `database_url` to the newest migration; a no-op when current.
+
+    Safe to run from several processes at once. On PostgreSQL the upgrade runs in one
+    transaction holding a transaction-scoped advisory lock: the second process waits,
+    then finds the schema current. On SQLite a lock file next to the database serialises
+    processes on the same machine (the only place a SQLite file can be shared).
+    """
+    async with _in_process_lock(), _sqlite_file_lock(database_url):
+        engine = create_engine_from_url(database_url)
+        try:
+            async with engine.begin() as connection:
+                if is_postgres(database_url):
+                    await connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"),
+                        {"key": POSTGRES_MIGRATION_LOCK_KEY},
+                    )
+                await connection.run_sync(_upgrade_to_head)
+        finally:
+            await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _sqlite_file_lock(database_url: str) -> AsyncIterator[None]:
+    database = make_url(database_url).database if is_sqlite(database_url) else None
+    if not database or database == ":memory:":
+        yield
+        return
+    path = Path(database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        # flock blocks; wait in a thread so the event loop keeps serving.
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -1,0 +1,104 @@
+"""HTTP plumbing of the edge: request ids, OpenAI-shaped errors, bounded body reads."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aig_common.errors import APIError, error_body
+
+
+class RequestIdMiddleware:
+    """Gives every response an `x-request-id`, the id the OpenAI SDKs surface in errors."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + secrets.token_hex(16)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", ""))
+
+
+def error_response(exc: APIError) -> Response:
+    return Response(
+        exc.to_bytes(), status_code=exc.status, headers=exc.headers, media_type="application/json"
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Reads the body, refusing it as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(
+        413,
+        f"The request body is larger than the gateway's limit of {limit} bytes.",
+        code="request_too_large",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_api_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, APIError)
+        return error_response(exc)
+
+    async def on_http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        message = {404: "Unknown request URL.", 405: "Method not allowed for this URL."}.get(
+            exc.status_code, str(exc.detail)
+        )
+        code = {404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code)
+        return JSONResponse(
+            error_body(message, status=exc.status_code, code=code),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    async def on_validation_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors: list[Any] = list(exc.errors())
+        first = errors[0] if errors else {}
+        location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        message = f"Invalid request: {first.get('msg', 'bad input')}" + (
+            f" ('{location}')" if location else ""
+        )
+        return JSONResponse(
+            error_body(message, status=400, param=location or None, code="invalid_request"),
+            status_code=400,
+        )
+
+    app.add_exception_handler(APIError, on_api_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

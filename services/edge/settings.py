@@ -1,0 +1,41 @@
+"""Edge configuration, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    host: str
+    port: int
+    router_address: str
+    database_url: str
+    admin_token: str
+    key_pepper: bytes
+    max_body_bytes: int
+    auth_cache_ttl_s: float
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> EdgeSettings:
+        env = dict(os.environ) if env is None else env
+        admin_token = env.get("AIG_ADMIN_TOKEN", "")
+        if not admin_token:
+            raise RuntimeError("AIG_ADMIN_TOKEN must be set (make up generates one).")
+        pepper = env.get("AIG_KEY_PEPPER", "")
+        if not pepper:
+            raise RuntimeError(
+                "AIG_KEY_PEPPER must be set: API keys are stored as HMACs keyed by it."
+            )
+        return cls(
+            host=env.get("AIG_EDGE_HOST", "127.0.0.1"),
+            port=int(env.get("AIG_EDGE_PORT", "8080")),
+            router_address=env.get("AIG_ROUTER_ADDRESS", "127.0.0.1:50051"),
+            database_url=env.get("AIG_DATABASE_URL", "sqlite+aiosqlite:///var/aig.db"),
+            admin_token=admin_token,
+            key_pepper=pepper.encode(),
+            # 16 MiB: room for a few inline (data URL) images, small enough to refuse abuse early.
+            max_body_bytes=int(env.get("AIG_MAX_BODY_BYTES", str(16 * 1024 * 1024))),
+            auth_cache_ttl_s=float(env.get("AIG_AUTH_CACHE_TTL_S", "5")),
+        )

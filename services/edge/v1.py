@@ -1,0 +1,176 @@
+"""The OpenAI-compatible `/v1` surface: chat completions, embeddings, models."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from aig.router.v1 import router_pb2 as pb
+from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common.errors import APIError, error_bytes
+
+from .controldb import AuthenticatedKey, KeyStore
+from .http import read_body, request_id
+from .validation import parse_json_object, validate_chat_request, validate_embeddings_request
+
+JSON = "application/json"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+DONE_FRAME = b"data: [DONE]\n\n"
+
+
+def _router_unavailable(exc: grpc.aio.AioRpcError) -> APIError:
+    return APIError(
+        503,
+        f"The gateway's router is unavailable ({exc.code().name}); please retry.",
+        code="router_unavailable",
+        error_type="server_error",
+    )
+
+
+def _reply_error(reply: pb.ErrorReply) -> Response:
+    return Response(
+        reply.body, status_code=reply.status, headers=dict(reply.headers), media_type=JSON
+    )
+
+
+async def authenticate(request: Request, store: KeyStore) -> AuthenticatedKey:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise APIError(
+            401,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer sk-aig-...'.",
+            code="missing_api_key",
+        )
+    key = await store.authenticate(token)
+    if key is None:
+        # Show only enough of the key for the owner to recognise it; never the whole secret.
+        hint = f"{token[:10]}...{token[-4:]}" if len(token) > 20 else "***"
+        raise APIError(401, f"Incorrect API key provided: {hint}.", code="invalid_api_key")
+    return key
+
+
+class OpenAIRoutes:
+    def __init__(self, store: KeyStore, max_body_bytes: int) -> None:
+        self._store = store
+        self._max_body_bytes = max_body_bytes
+        self._router: pb_grpc.RouterStub
+
+    def connect(self, router: pb_grpc.RouterStub) -> None:
+        self._router = router
+
+    def api_router(self) -> APIRouter:
+        api = APIRouter()
+        api.add_api_route("/v1/chat/completions", self.chat_completions, methods=["POST"])
+        api.add_api_route("/v1/embeddings", self.embeddings, methods=["POST"])
+        api.add_api_route("/v1/models", self.list_models, methods=["GET"])
+        api.add_api_route("/v1/models/{model_id:path}", self.get_model, methods=["GET"])
+        return api
+
+    def _context(self, request: Request, key: AuthenticatedKey) -> pb.CallContext:
+        return pb.CallContext(
+            request_id=request_id(request),
+            account_id=key.account_id,
+            key_id=key.key_id,
+            workspace_id=key.workspace_id or "",
+        )
+
+    async def chat_completions(self, request: Request) -> Response:
+        key = await authenticate(request, self._store)
+        raw = await read_body(request, self._max_body_bytes)
+        body = parse_json_object(raw)
+        validate_chat_request(body)
+        message = pb.ChatRequest(context=self._context(request, key), body=raw)
+        if body.get("stream"):
+            return await self._stream_chat(message)
+        try:
+            reply = await self._router.ChatCompletion(message)
+        except grpc.aio.AioRpcError as exc:
+            raise _router_unavailable(exc) from exc
+        if reply.WhichOneof("result") == "error":
+            return _reply_error(reply.error)
+        return Response(
+            reply.completion, media_type=JSON, headers={"x-aig-provider": reply.provider}
+        )
+
+    async def _stream_chat(self, message: pb.ChatRequest) -> Response:
+        call = self._router.StreamChatCompletion(message)
+        events = call.__aiter__()
+        try:
+            first: pb.ChatStreamEvent = await events.__anext__()
+        except grpc.aio.AioRpcError as exc:
+            raise _router_unavailable(exc) from exc
+        except StopAsyncIteration:
+            first = pb.ChatStreamEvent(end=pb.StreamEnd())
+        if first.WhichOneof("event") == "error":
+            return _reply_error(first.error)
+
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                event = first
+                while True:
+                    kind = event.WhichOneof("event")
+                    if kind == "chunk":
+                        yield b"data: " + event.chunk + b"\n\n"
+                    elif kind == "error":
+                        yield b"data: " + event.error.body + b"\n\n"
+                    else:
+                        break
+                    event = await events.__anext__()
+            except StopAsyncIteration:
+                pass
+            except grpc.aio.AioRpcError as exc:
+                body = error_bytes(
+                    f"The gateway's router dropped the stream ({exc.code().name}).",
+                    status=502,
+                    code="router_unavailable",
+                )
+                yield b"data: " + body + b"\n\n"
+            finally:
+                call.cancel()
+            yield DONE_FRAME
+
+        return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def embeddings(self, request: Request) -> Response:
+        key = await authenticate(request, self._store)
+        raw = await read_body(request, self._max_body_bytes)
+        validate_embeddings_request(parse_json_object(raw))
+        message = pb.EmbeddingsRequest(context=self._context(request, key), body=raw)
+        try:
+            reply = await self._router.CreateEmbeddings(message)
+        except grpc.aio.AioRpcError as exc:
+            raise _router_unavailable(exc) from exc
+        if reply.WhichOneof("result") == "error":
+            return _reply_error(reply.error)
+        return Response(reply.response, media_type=JSON, headers={"x-aig-provider": reply.provider})
+
+    async def _models(self) -> bytes:
+        try:
+            reply = await self._router.ListModels(pb.ListModelsRequest())
+        except grpc.aio.AioRpcError as exc:
+            raise _router_unavailable(exc) from exc
+        return reply.body
+
+    async def list_models(self, request: Request) -> Response:
+        await authenticate(request, self._store)
+        return Response(await self._models(), media_type=JSON)
+
+    async def get_model(self, request: Request, model_id: str) -> Response:
+        await authenticate(request, self._store)
+        listing: dict[str, Any] = orjson.loads(await self._models())
+        for model in listing.get("data", []):
+            if model.get("id") == model_id:
+                return Response(orjson.dumps(model), media_type=JSON)
+        raise APIError(
+            404,
+            f"The model `{model_id}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
