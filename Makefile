@@ -1,0 +1,43 @@
+# The front door: `make up` runs the gateway, `make test` runs every test.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: up test lint typecheck proto proto-check unit fmt bench clean
+
+.venv/.synced: pyproject.toml uv.lock scripts/bootstrap.sh
+	@scripts/bootstrap.sh
+
+tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
+	@npm ci --prefix tests/js --no-audit --no-fund --silent
+
+up: .venv/.synced
+	@$(PY) -m devstack
+
+test: .venv/.synced tests/js/node_modules/.package-lock.json lint typecheck proto-check
+	@$(PY) -m pytest -q -p no:cacheprovider
+
+lint: .venv/.synced
+	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
+
+typecheck: .venv/.synced
+	@.venv/bin/mypy services tests
+
+proto: .venv/.synced
+	@scripts/gen_proto.sh gen
+
+# The generated code is committed; this fails when it no longer matches proto/.
+proto-check: .venv/.synced
+	@tmp=$$(mktemp -d) && scripts/gen_proto.sh "$$tmp" >/dev/null && \
+	  diff -r -q -x __pycache__ gen/aig "$$tmp/aig" && rm -rf "$$tmp" && echo "proto: generated code is current"
+
+fmt: .venv/.synced
+	@.venv/bin/ruff check --fix .
+	@.venv/bin/ruff format .
+
+bench: .venv/.synced
+	@$(PY) -m bench
+
+clean:
+	rm -rf .venv .tools var tests/js/node_modules

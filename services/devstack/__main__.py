@@ -1,0 +1,122 @@
+"""`python -m devstack` (what `make up` runs): the whole gateway on this machine.
+
+Secrets that the operator did not set are generated once and kept under var/, so a restart
+keeps the same admin token, key pepper and demo key.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+
+from .stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
+
+VAR = Path(os.environ.get("AIG_VAR_DIR", "var")).resolve()
+
+
+def _persisted(name: str, make: str) -> str:
+    path = VAR / name
+    if path.exists():
+        return path.read_text().strip()
+    VAR.mkdir(parents=True, exist_ok=True)
+    path.write_text(make)
+    path.chmod(0o600)
+    return make
+
+
+def _demo_key(stack: Stack) -> str:
+    """Returns a working demo key, creating the demo account and key only when needed."""
+    path = VAR / "demo.key"
+    if path.exists():
+        key = path.read_text().strip()
+        probe = httpx.get(
+            f"{stack.edge_url}/v1/models", headers={"authorization": f"Bearer {key}"}, timeout=10
+        )
+        if probe.status_code == 200:
+            return key
+    admin = {"authorization": f"Bearer {stack.admin_token}"}
+    account = httpx.post(
+        f"{stack.edge_url}/admin/v1/accounts", json={"name": "demo"}, headers=admin, timeout=10
+    ).json()
+    created = httpx.post(
+        f"{stack.edge_url}/admin/v1/keys",
+        json={"account_id": account["id"], "name": "demo"},
+        headers=admin,
+        timeout=10,
+    ).json()
+    path.write_text(created["key"])
+    path.chmod(0o600)
+    return str(created["key"])
+
+
+def _banner(stack: Stack, key: str, sandboxed: list[str]) -> str:
+    base = f"{stack.edge_url}/v1"
+    upstreams = (
+        "sandbox simulators for " + ", ".join(sandboxed) if sandboxed else "the real providers"
+    )
+    return f"""
+aig is up — upstreams: {upstreams}.
+
+  base URL     {base}
+  API key      {key}
+  admin token  {stack.admin_token}
+  logs         {VAR / "logs"}
+
+  curl {base}/chat/completions \\
+    -H "Authorization: Bearer {key}" -H "Content-Type: application/json" \\
+    -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+  python - <<'PY'
+from openai import OpenAI
+client = OpenAI(base_url="{base}", api_key="{key}")
+reply = client.chat.completions.create(
+    model="claude-sonnet-4-5", messages=[{{"role": "user", "content": "Hello!"}}])
+print(reply.choices[0].message.content)
+PY
+
+Press Ctrl-C to stop.
+"""
+
+
+def main() -> None:
+    env = dict(os.environ)
+    admin_token = env.get("AIG_ADMIN_TOKEN") or _persisted("admin.token", new_secret("aig-admin-"))
+    pepper = env.get("AIG_KEY_PEPPER") or _persisted("key.pepper", new_secret(""))
+    sandboxed = [name for name in PROVIDER_KEYS if not env.get(name)]
+    stack = Stack(
+        var_dir=VAR,
+        ports=StackPorts(
+            edge=int(env.get("AIG_EDGE_PORT", "8080")),
+            router=int(env.get("AIG_ROUTER_PORT", "50051")),
+            router_ops=int(env.get("AIG_ROUTER_METRICS_PORT", "9464")),
+            sandbox=int(env.get("AIG_SANDBOX_PORT", "8090")),
+        ),
+        admin_token=admin_token,
+        key_pepper=pepper,
+        database_url=env.get("AIG_DATABASE_URL", f"sqlite+aiosqlite:///{VAR / 'aig.db'}"),
+        env={},
+        with_sandbox=bool(sandboxed),
+    )
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    print("starting aig (sandbox, router, edge)...", flush=True)
+    stack.start()
+    try:
+        key = _demo_key(stack)
+        print(_banner(stack, key, [name.split("_")[0].lower() for name in sandboxed]), flush=True)
+        stopping.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("\nstopping aig...", flush=True)
+        stack.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Fixtures that run the whole gateway (sandbox, router, edge) as real processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from devstack.stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
+
+# One model of each provider family, as the catalog names them.
+FAMILY_MODELS = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-sonnet-4-5",
+    "google": "gemini-2.5-flash",
+    "openrouter": "mistral-medium-3",
+}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    var_dir: Path = tmp_path_factory.mktemp("aig-var")
+    running = Stack(
+        var_dir=var_dir,
+        ports=StackPorts.free(),
+        admin_token=new_secret("aig-admin-"),
+        key_pepper=new_secret(""),
+        database_url=f"sqlite+aiosqlite:///{var_dir / 'aig.db'}",
+        # Provider keys in the developer's environment must not send tests to real providers.
+        env={key: "" for key in PROVIDER_KEYS},
+    )
+    running.start()
+    yield running
+    running.stop()
+
+
+class Sandbox:
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=10)
+
+    def requests(self, provider: str) -> list[dict[str, Any]]:
+        response = self.http.get("/_sandbox/requests", params={"provider": provider})
+        response.raise_for_status()
+        return list(response.json()["data"])
+
+    def last_request(self, provider: str) -> dict[str, Any]:
+        seen = self.requests(provider)
+        assert seen, f"the {provider} simulator received no request"
+        return seen[-1]
+
+    def fault(
+        self, provider: str, status: int, count: int = 1, after_chunks: int | None = None
+    ) -> None:
+        self.http.post(
+            "/_sandbox/faults",
+            json={
+                "provider": provider,
+                "status": status,
+                "count": count,
+                "after_chunks": after_chunks,
+            },
+        ).raise_for_status()
+
+    def reset(self) -> None:
+        self.http.delete("/_sandbox/faults").raise_for_status()
+        self.http.delete("/_sandbox/requests").raise_for_status()
+
+
+@pytest.fixture
+def sandbox(stack: Stack) -> Iterator[Sandbox]:
+    simulator = Sandbox(stack.sandbox_url)
+    simulator.reset()
+    yield simulator
+    simulator.reset()
+
+
+@pytest.fixture(scope="session")
+def admin(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=f"{stack.edge_url}/admin/v1",
+        headers={"authorization": f"Bearer {stack.admin_token}"},
+        timeout=10,
+    ) as client:
+        yield client
+
+
+def create_key(admin: httpx.Client, name: str = "tests") -> dict[str, Any]:
+    account = admin.post("/accounts", json={"name": name})
+    assert account.status_code == 201, account.text
+    key = admin.post("/keys", json={"account_id": account.json()["id"], "name": name})
+    assert key.status_code == 201, key.text
+    return dict(key.json())
+
+
+@pytest.fixture(scope="session")
+def api_key(admin: httpx.Client) -> str:
+    return str(create_key(admin)["key"])
+
+
+@pytest.fixture(scope="session")
+def base_url(stack: Stack) -> str:
+    return f"{stack.edge_url}/v1"
+
+
+@pytest.fixture(scope="session")
+def client(base_url: str, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def async_client(base_url: str, api_key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+
+
+@pytest.fixture(scope="session")
+def edge(stack: Stack, api_key: str) -> Iterator[httpx.Client]:
+    """Raw HTTP to the edge, for inputs the SDK would never send."""
+    with httpx.Client(
+        base_url=stack.edge_url, headers={"authorization": f"Bearer {api_key}"}, timeout=30
+    ) as client:
+        yield client

@@ -1,0 +1,143 @@
+"""Bad input gets a clear OpenAI-shaped 4xx, never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import Sandbox
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def _post(edge: httpx.Client, body: Any, path: str = "/v1/chat/completions") -> httpx.Response:
+    if isinstance(body, bytes):
+        return edge.post(path, content=body, headers={"content-type": "application/json"})
+    return edge.post(path, json=body)
+
+
+def _assert_error(
+    response: httpx.Response, status: int, param: str | None = None
+) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert isinstance(error["message"], str) and error["message"]
+    assert error["type"] == "invalid_request_error"
+    if param is not None:
+        assert error["param"] == param
+    return dict(error)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b"", b"[1, 2]", b'"just a string"', b'{"model": "gpt-4o-mini", "messages": [}'],
+)
+def test_malformed_json(edge: httpx.Client, raw: bytes) -> None:
+    error = _assert_error(_post(edge, raw), 400)
+    assert error["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": HELLO}, "model"),
+        ({"model": 42, "messages": HELLO}, "model"),
+        ({"model": "gpt-4o-mini"}, "messages"),
+        ({"model": "gpt-4o-mini", "messages": {"role": "user"}}, "messages"),
+        (
+            {"model": "gpt-4o-mini", "messages": [{"role": "wizard", "content": "x"}]},
+            "messages[0].role",
+        ),
+        ({"model": "gpt-4o-mini", "messages": [{"role": "user"}]}, "messages[0].content"),
+        (
+            {"model": "gpt-4o-mini", "messages": [{"role": "tool", "content": "x"}]},
+            "messages[0].tool_call_id",
+        ),
+        ({"model": "gpt-4o-mini", "messages": HELLO, "temperature": "hot"}, "temperature"),
+        ({"model": "gpt-4o-mini", "messages": HELLO, "temperature": 3}, "temperature"),
+        ({"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": -5}, "max_tokens"),
+        ({"model": "gpt-4o-mini", "messages": HELLO, "stream": "yes"}, "stream"),
+        ({"model": "gpt-4o-mini", "messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        (
+            {"model": "gpt-4o-mini", "messages": HELLO, "tools": [{"type": "function"}]},
+            "tools[0].function",
+        ),
+        ({"model": "gpt-4o-mini", "messages": HELLO, "tool_choice": "sometimes"}, "tool_choice"),
+        (
+            {"model": "gpt-4o-mini", "messages": HELLO, "response_format": {"type": "yaml"}},
+            "response_format.type",
+        ),
+        (
+            {"model": "gpt-4o-mini", "messages": HELLO, "response_format": {"type": "json_schema"}},
+            "response_format.json_schema",
+        ),
+        (
+            {
+                "model": "gpt-4o-mini",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}],
+                    }
+                ],
+            },
+            "messages[0].content[0].image_url.url",
+        ),
+    ],
+)
+def test_wrong_types_and_values(edge: httpx.Client, body: dict[str, Any], param: str) -> None:
+    _assert_error(_post(edge, body), 400, param)
+
+
+def test_empty_messages(edge: httpx.Client) -> None:
+    error = _assert_error(_post(edge, {"model": "gpt-4o-mini", "messages": []}), 400, "messages")
+    assert error["code"] == "empty_array"
+
+
+def test_oversized_body_is_413(edge: httpx.Client) -> None:
+    huge = (
+        b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "'
+        + b"x" * (17 * 1024 * 1024)
+        + b'"}]}'
+    )
+    response = _post(edge, huge)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_unknown_fields_are_passed_through(edge: httpx.Client, sandbox: Sandbox) -> None:
+    response = _post(
+        edge,
+        {"model": "gpt-4o-mini", "messages": HELLO, "vendor_extension": {"x": 1}, "seed": 7},
+    )
+    assert response.status_code == 200, response.text
+    upstream = sandbox.last_request("openai")["body"]
+    assert upstream["vendor_extension"] == {"x": 1}
+    assert upstream["seed"] == 7
+
+
+def test_embeddings_bad_input(edge: httpx.Client) -> None:
+    _assert_error(_post(edge, {"model": "text-embedding-3-small"}, "/v1/embeddings"), 400, "input")
+    _assert_error(
+        _post(edge, {"model": "text-embedding-3-small", "input": 5}, "/v1/embeddings"), 400, "input"
+    )
+    _assert_error(
+        _post(
+            edge,
+            {"model": "text-embedding-3-small", "input": "x", "encoding_format": "hex"},
+            "/v1/embeddings",
+        ),
+        400,
+        "encoding_format",
+    )
+
+
+def test_unknown_route_and_method(edge: httpx.Client) -> None:
+    response = edge.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["message"]
+    response = edge.get("/v1/chat/completions")
+    assert response.status_code == 405
+    assert response.json()["error"]["message"]

@@ -1,0 +1,26 @@
+"""Operations endpoints and request ids."""
+
+from __future__ import annotations
+
+import httpx
+
+from devstack.stack import Stack
+
+
+def test_health_ready_metrics(stack: Stack, edge: httpx.Client) -> None:
+    assert edge.get("/healthz").json() == {"status": "ok"}
+    ready = edge.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": True, "router": True}
+    edge.get("/v1/models")
+    metrics = edge.get("/metrics").text
+    assert 'aig_edge_http_responses_total{path="/v1/models",status="200"}' in metrics
+    router_ops = f"http://127.0.0.1:{stack.ports.router_ops}"
+    assert httpx.get(f"{router_ops}/healthz").status_code == 200
+    assert "aig_router_upstream_calls_total" in httpx.get(f"{router_ops}/metrics").text
+
+
+def test_every_response_has_a_request_id(edge: httpx.Client) -> None:
+    ids = {edge.get("/v1/models").headers["x-request-id"] for _ in range(3)}
+    ids.add(edge.get("/nowhere").headers["x-request-id"])
+    assert len(ids) == 4
