@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from aig_common.errors import APIError
-from edge.controldb import Account, AccountNotFound, ApiKey, KeyStore
+from controldb import Account, AccountNotFound, ApiKey, KeyStore
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]

@@ -14,9 +14,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.ops import ops_routes
+from controldb import KeyStore, create_engine_from_url, migrate
 
 from .admin import admin_router
-from .controldb import KeyStore, create_engine_from_url, migrate
 from .http import RequestIdMiddleware, install_error_handlers
 from .settings import EdgeSettings
 from .v1 import OpenAIRoutes

@@ -13,8 +13,8 @@ from starlette.responses import Response, StreamingResponse
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.errors import APIError, error_bytes
+from controldb import AuthenticatedKey, KeyStore
 
-from .controldb import AuthenticatedKey, KeyStore
 from .http import read_body, request_id
 from .validation import parse_json_object, validate_chat_request, validate_embeddings_request
 

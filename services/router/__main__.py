@@ -11,8 +11,8 @@ import uvloop
 
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.ops import ops_server
+from catalog.models import load_catalog
 
-from .catalog import load_catalog
 from .chat import ChatService
 from .embed import EmbeddingsService
 from .server import GRPC_OPTIONS, RouterServicer

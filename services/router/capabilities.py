@@ -11,8 +11,7 @@ from typing import Any
 import orjson
 
 from aig_common.errors import APIError
-
-from .catalog import DEFAULT_IMAGE_INPUT_TOKENS, ChatModel
+from catalog.models import DEFAULT_IMAGE_INPUT_TOKENS, ChatModel
 
 JSON_RESPONSE_FORMATS = frozenset({"json_object", "json_schema"})
 MAX_OUTPUT_PARAMS = ("max_completion_tokens", "max_tokens")

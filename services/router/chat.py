@@ -13,12 +13,12 @@ import httpx
 import orjson
 
 from aig_common.errors import APIError, error_body
+from catalog.models import Catalog, ChatModel
 
 from .adapters import anthropic, gemini, openai_compat
 from .adapters.base import TokenUsage, UpstreamError
 from .adapters.sse import SSEDecoder
 from .capabilities import check_chat_request
-from .catalog import Catalog, ChatModel
 from .upstream import UpstreamClients
 
 # Anthropic requires max_tokens; when the client sets none we ask for at most this many, so a

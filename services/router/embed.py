@@ -9,10 +9,10 @@ import httpx
 import orjson
 
 from aig_common.errors import APIError
+from catalog.models import Catalog
 
 from .adapters import embeddings, gemini, openai_compat
 from .adapters.base import TokenUsage
-from .catalog import Catalog
 from .chat import _unreachable
 from .upstream import UpstreamClients
 

@@ -13,9 +13,9 @@ from prometheus_client import Counter
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.errors import APIError, error_body
+from catalog.models import Catalog
 
 from .adapters.base import TokenUsage, UpstreamError
-from .catalog import Catalog
 from .chat import ChatService, StreamOutcome
 from .embed import EmbeddingsService
 

@@ -7,7 +7,7 @@ import pytest
 from controldb_fakes import FakeClock
 from pg import create_database
 
-from edge.controldb import KeyStore, create_engine_from_url, migrate
+from controldb import KeyStore, create_engine_from_url, migrate
 
 PEPPER = b"test-pepper-not-secret"
 

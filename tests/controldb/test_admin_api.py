@@ -9,8 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from aig_common.errors import APIError
+from controldb import KeyStore, create_engine_from_url, migrate
 from edge.admin import admin_router
-from edge.controldb import KeyStore, create_engine_from_url, migrate
 
 ADMIN_TOKEN = "admin-test-token"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

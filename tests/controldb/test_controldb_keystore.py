@@ -8,9 +8,9 @@ import pytest
 from controldb_fakes import FakeClock
 from sqlalchemy import text
 
-from edge.controldb import AccountNotFound, AuthenticatedKey, KeyStore, create_engine_from_url
-from edge.controldb.cache import TTLCache
-from edge.controldb.ids import base62, new_plain_key
+from controldb import AccountNotFound, AuthenticatedKey, KeyStore, create_engine_from_url
+from controldb.cache import TTLCache
+from controldb.ids import base62, new_plain_key
 
 KEY_FORMAT = re.compile(r"^sk-aig-[0-9A-Za-z]{43,}$")
 

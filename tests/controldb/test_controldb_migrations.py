@@ -13,8 +13,8 @@ from pg import asyncpg_dsn, create_database
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from edge.controldb import Base, KeyStore, create_engine_from_url, migrate
-from edge.controldb.migrate import POSTGRES_MIGRATION_LOCK_KEY, alembic_config
+from controldb import Base, KeyStore, create_engine_from_url, migrate
+from controldb.migrate import POSTGRES_MIGRATION_LOCK_KEY, alembic_config
 
 
 def head_revision() -> str:

@@ -12,8 +12,7 @@ import openai.types
 import pytest
 import yaml
 
-from router.adapters.base import TokenUsage
-from router.catalog import (
+from catalog.models import (
     CATALOG_PATH_ENV,
     DEFAULT_IMAGE_INPUT_TOKENS,
     PROVIDERS,
@@ -21,6 +20,7 @@ from router.catalog import (
     Route,
     load_catalog,
 )
+from router.adapters.base import TokenUsage
 
 
 @pytest.fixture(scope="module")

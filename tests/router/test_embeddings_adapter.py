@@ -15,9 +15,9 @@ import orjson
 import pytest
 
 from aig_common.errors import APIError
+from catalog.models import Catalog, EmbeddingModel, load_catalog
 from router.adapters import embeddings
 from router.adapters.base import UpstreamError
-from router.catalog import Catalog, EmbeddingModel, load_catalog
 
 # Exactly representable in float32, so conversions must round-trip them bit for bit.
 VECTOR_A = [0.5, -0.25, 1.0, 0.0]

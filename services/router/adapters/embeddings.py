@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from aig_common.errors import APIError, error_body
+from catalog.models import EmbeddingModel
 
-from ..catalog import EmbeddingModel
 from .base import TokenUsage, UpstreamError
 
 EncodingFormat = Literal["float", "base64"]

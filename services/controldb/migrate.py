@@ -15,9 +15,9 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 
-from edge.controldb.engine import create_engine_from_url, is_postgres, is_sqlite
+from controldb.engine import create_engine_from_url, is_postgres, is_sqlite
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 # Arbitrary, fixed 64-bit key; every aig process that migrates takes the same lock.
 POSTGRES_MIGRATION_LOCK_KEY = 0x616967_6D696772  # "aig" "migr"

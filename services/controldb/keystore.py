@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from edge.controldb.cache import TTLCache
-from edge.controldb.ids import (
+from controldb.cache import TTLCache
+from controldb.ids import (
     ACCOUNT_ID_PREFIX,
     API_KEY_ID_PREFIX,
     API_KEY_PREFIX,
@@ -19,7 +19,7 @@ from edge.controldb.ids import (
     new_plain_key,
     random_id,
 )
-from edge.controldb.models import Account, ApiKey, utcnow
+from controldb.models import Account, ApiKey, utcnow
 
 DEFAULT_CACHE_TTL_S = 5.0
 # Unknown keys are remembered only briefly: enough to absorb a client retrying a bad key

@@ -1,6 +1,6 @@
 """Tables of the control database.
 
-The schema is owned by the Alembic migrations in `services/edge/migrations`; these models
+The schema is owned by the Alembic migrations in `services/controldb/migrations`; these models
 must describe exactly what the migrations create (a test compares them). New tables
 (workspaces, caps, balances, credits) come with new migrations, never by editing 0001.
 """

@@ -1,12 +1,12 @@
 """The control database: accounts and API keys (later workspaces, caps, balances, credits).
 
-Schema changes go through Alembic migrations in `services/edge/migrations`; `migrate()`
+Schema changes go through Alembic migrations in `services/controldb/migrations`; `migrate()`
 applies them at start-up.
 """
 
-from edge.controldb.engine import create_engine_from_url
-from edge.controldb.ids import API_KEY_PREFIX, hash_key, new_plain_key
-from edge.controldb.keystore import (
+from controldb.engine import create_engine_from_url
+from controldb.ids import API_KEY_PREFIX, hash_key, new_plain_key
+from controldb.keystore import (
     AccountNotFound,
     AuthenticatedKey,
     ControlDBError,
@@ -14,8 +14,8 @@ from edge.controldb.keystore import (
     InvalidPlainKey,
     KeyStore,
 )
-from edge.controldb.migrate import migrate
-from edge.controldb.models import Account, ApiKey, Base
+from controldb.migrate import migrate
+from controldb.models import Account, ApiKey, Base
 
 __all__ = [
     "API_KEY_PREFIX",

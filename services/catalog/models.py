@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .adapters.base import TokenUsage
+from aig_common.usage import TokenUsage
 
 PROVIDERS = frozenset({"openai", "anthropic", "google", "openrouter"})
 CATALOG_PATH_ENV = "AIG_CATALOG_PATH"

@@ -14,8 +14,8 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from edge.controldb.engine import create_engine_from_url
-from edge.controldb.models import Base
+from controldb.engine import create_engine_from_url
+from controldb.models import Base
 
 target_metadata = Base.metadata
 
