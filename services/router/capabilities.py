@@ -8,21 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from aig_common.errors import APIError
-from catalog.models import DEFAULT_IMAGE_INPUT_TOKENS, ChatModel
+from catalog.estimate import MAX_OUTPUT_PARAMS, chat_messages
+from catalog.models import ChatModel
 
 JSON_RESPONSE_FORMATS = frozenset({"json_object", "json_schema"})
-MAX_OUTPUT_PARAMS = ("max_completion_tokens", "max_tokens")
-
-# Chat templates wrap every message in role markers (OpenAI documents ~3-4 tokens, other
-# templates a few more); the request as a whole gets a priming sequence.
-TOKENS_PER_MESSAGE = 8
-TOKENS_PER_REQUEST = 16
-# BPE vocabularies average ~4 bytes of English per token; 3 leaves headroom for code, digits
-# and non-Latin scripts (a CJK character is 3 UTF-8 bytes and usually about one token).
-BYTES_PER_TOKEN = 3
 
 
 def check_chat_request(body: dict[str, Any], model: ChatModel) -> None:
@@ -36,20 +26,8 @@ def check_chat_request(body: dict[str, Any], model: ChatModel) -> None:
     _check_max_output_tokens(body, model)
 
 
-def requested_max_output_tokens(body: dict[str, Any]) -> int | None:
-    """The client's output limit; `max_completion_tokens` wins over the deprecated `max_tokens`.
-
-    Call after `check_chat_request`, which rejects values that are not positive integers.
-    """
-    for param in MAX_OUTPUT_PARAMS:
-        value = body.get(param)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
-
-
 def _reject_image_inputs(body: dict[str, Any], model: ChatModel) -> None:
-    for message_index, message in enumerate(_messages(body)):
+    for message_index, message in enumerate(chat_messages(body)):
         content = message.get("content")
         if not isinstance(content, list):
             continue
@@ -108,74 +86,3 @@ def _check_max_output_tokens(body: dict[str, Any], model: ChatModel) -> None:
                 param=param,
                 code="invalid_value",
             )
-
-
-def estimate_prompt_tokens(
-    body: dict[str, Any], *, tokens_per_image: int = DEFAULT_IMAGE_INPUT_TOKENS
-) -> int:
-    """A cheap over-estimate of the prompt tokens a chat request will be billed for.
-
-    Used for worst-case spend reservations, so it errs high: text at one token per
-    BYTES_PER_TOKEN UTF-8 bytes, a fixed worst case per image (pass the model's
-    `image_input_tokens`), everything else (tool definitions, tool calls, schemas) at the
-    size of its JSON. It is a heuristic, not a tokenizer: adversarial text such as
-    punctuation-separated digits can still tokenize denser than this.
-    """
-    total_bytes = 0
-    image_count = 0
-    messages = _messages(body)
-    for message in messages:
-        for key, value in message.items():
-            if key == "content":
-                content_bytes, images = _content_size(value)
-                total_bytes += content_bytes
-                image_count += images
-            elif key != "role":
-                total_bytes += _json_size(value)
-    for param in ("tools", "functions", "response_format"):
-        if body.get(param):
-            total_bytes += _json_size(body[param])
-    text_tokens = -(-total_bytes // BYTES_PER_TOKEN)
-    return (
-        TOKENS_PER_REQUEST
-        + TOKENS_PER_MESSAGE * len(messages)
-        + text_tokens
-        + image_count * tokens_per_image
-    )
-
-
-def _content_size(content: Any) -> tuple[int, int]:
-    """(UTF-8 bytes of text, number of images) in a message's content."""
-    if content is None:
-        return 0, 0
-    if isinstance(content, str):
-        return len(content.encode()), 0
-    if not isinstance(content, list):
-        return _json_size(content), 0
-    size = images = 0
-    for part in content:
-        if isinstance(part, dict) and part.get("type") == "image_url":
-            # The image's own bytes (often a base64 data URL) are not prompt text.
-            images += 1
-        elif isinstance(part, dict) and isinstance(part.get("text"), str):
-            size += len(part["text"].encode())
-        else:
-            size += _json_size(part)
-    return size, images
-
-
-def _json_size(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value.encode())
-    try:
-        return len(orjson.dumps(value))
-    except TypeError:
-        return len(str(value).encode())
-
-
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
-    # Shape validation is the edge's job; here malformed entries are simply not ours to judge.
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return []
-    return [message for message in messages if isinstance(message, dict)]

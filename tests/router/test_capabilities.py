@@ -7,12 +7,9 @@ from typing import Any
 import pytest
 
 from aig_common.errors import APIError
+from catalog.estimate import estimate_prompt_tokens, requested_max_output_tokens
 from catalog.models import Catalog, ChatModel, load_catalog
-from router.capabilities import (
-    check_chat_request,
-    estimate_prompt_tokens,
-    requested_max_output_tokens,
-)
+from router.capabilities import check_chat_request
 
 IMAGE_PART = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 30_000}}
 

@@ -31,12 +31,21 @@ class CallContext(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
     TRACEPARENT_FIELD_NUMBER: _builtins.int
+    MARKUP_BASIS_POINTS_FIELD_NUMBER: _builtins.int
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    RESERVED_NANO_USD_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     account_id: _builtins.str
     key_id: _builtins.str
     workspace_id: _builtins.str
     traceparent: _builtins.str
     """W3C trace context of the edge span."""
+    markup_basis_points: _builtins.int
+    """The account's markup when the call was admitted, in basis points (4000 = 40 %)."""
+    reservation_id: _builtins.str
+    """The spend reservation the edge holds for this call; billing releases it at settlement."""
+    reserved_nano_usd: _builtins.int
+    """What the reservation holds: the router never bills a call more than this."""
     def __init__(
         self,
         *,
@@ -45,10 +54,13 @@ class CallContext(_message.Message):
         key_id: _builtins.str = ...,
         workspace_id: _builtins.str = ...,
         traceparent: _builtins.str = ...,
+        markup_basis_points: _builtins.int = ...,
+        reservation_id: _builtins.str = ...,
+        reserved_nano_usd: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "key_id", b"key_id", "request_id", b"request_id", "traceparent", b"traceparent", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "key_id", b"key_id", "markup_basis_points", b"markup_basis_points", "request_id", b"request_id", "reservation_id", b"reservation_id", "reserved_nano_usd", b"reserved_nano_usd", "traceparent", b"traceparent", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,187 @@
+"""Credits, admission, settlement and tiers against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aig_common.money import NANO_PER_USD, apply_markup, parse_usd, usd
+from controldb import KeyStore, create_engine_from_url
+from controldb.models import Account, ApiKey, Reservation
+from controldb.money import LimitExceeded, Money, RefundNotAllowed, UsageSettlement
+
+USD = NANO_PER_USD
+
+
+@dataclass
+class World:
+    money: Money
+    store: KeyStore
+    account_id: str
+    key_id: str
+    sessions: async_sessionmaker[AsyncSession]
+
+    async def balance(self) -> int:
+        async with self.sessions() as session:
+            account = await session.get(Account, self.account_id)
+            assert account is not None
+            return account.balance_nano_usd
+
+
+@pytest.fixture
+async def world(migrated_url: str) -> AsyncIterator[World]:
+    engine = create_engine_from_url(migrated_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    store = KeyStore(sessions, b"pepper")
+    account = await store.create_account("money")
+    key, _ = await store.create_key(account.id, "k")
+    yield World(Money(sessions), store, account.id, key.id, sessions)
+    await engine.dispose()
+
+
+def _settlement(
+    world: World, event_id: str, billed: int, reservation_id: str | None
+) -> UsageSettlement:
+    return UsageSettlement(
+        event_id=event_id,
+        account_id=world.account_id,
+        key_id=world.key_id,
+        workspace_id=None,
+        reservation_id=reservation_id,
+        billed_nano_usd=billed,
+        occurred_at=datetime.now(UTC),
+    )
+
+
+def test_usd_strings_are_exact() -> None:
+    assert usd(50 * USD) == "50.00"
+    assert usd(123) == "0.000000123"
+    assert usd(-1_500_000_000) == "-1.50"
+    assert parse_usd("50.00") == 50 * USD
+    assert parse_usd("0.000000001") == 1
+    assert apply_markup(1000, 4000) == 1400
+    assert apply_markup(1, 4000) == 2  # rounded up, never down
+    for bad in ("1e400", "abc", "0.0000000001", 1.5, True):
+        with pytest.raises(ValueError):
+            parse_usd(bad)
+
+
+async def test_purchase_packages_carry_bonus(world: World) -> None:
+    result = await world.money.add_credits(world.account_id, "purchase", 50 * USD)
+    assert [e.kind for e in result.entries] == ["purchase", "bonus"]
+    assert result.balance_nano_usd == 54 * USD  # 8 % bonus
+    await world.money.add_credits(world.account_id, "purchase", 7 * USD)  # no package, no bonus
+    await world.money.add_credits(world.account_id, "grant", 1 * USD)
+    assert await world.balance() == 62 * USD
+
+
+async def test_refund_only_unspent_recent_purchases(world: World) -> None:
+    await world.money.add_credits(world.account_id, "grant", 100 * USD)
+    with pytest.raises(RefundNotAllowed):
+        await world.money.add_credits(
+            world.account_id, "refund", 1 * USD
+        )  # grants are not refundable
+    await world.money.add_credits(world.account_id, "purchase", 20 * USD)
+    await world.money.add_credits(world.account_id, "refund", 15 * USD)
+    with pytest.raises(RefundNotAllowed) as caught:
+        await world.money.add_credits(world.account_id, "refund", 6 * USD)
+    assert caught.value.refundable == 5 * USD
+    assert await world.balance() == 105 * USD
+
+
+async def test_admit_settle_is_idempotent(world: World) -> None:
+    await world.money.add_credits(world.account_id, "grant", 1 * USD)
+    admission = await world.money.admit(world.account_id, world.key_id, 1000)
+    assert admission.amount_nano_usd == 1400 and admission.markup_basis_points == 4000
+    item = _settlement(world, "evt-1", 700, admission.reservation_id)
+    assert await world.money.settle([item]) == 1
+    assert await world.money.settle([item, item]) == 0  # redelivery changes nothing
+    assert await world.balance() == 1 * USD - 700
+    async with world.sessions() as session:
+        assert (await session.scalars(select(Reservation))).all() == []
+    spend = await world.money.scope_spend("key", world.key_id, (None, None))
+    assert spend.daily.spent_nano_usd == 700 and spend.monthly.spent_nano_usd == 700
+
+
+async def test_insufficient_credits_counts_live_reservations(world: World) -> None:
+    await world.money.add_credits(world.account_id, "grant", 2800)
+    await world.money.admit(world.account_id, world.key_id, 1000)  # holds 1400
+    await world.money.admit(world.account_id, world.key_id, 1000)  # holds 1400: exactly spent
+    with pytest.raises(LimitExceeded) as caught:
+        await world.money.admit(world.account_id, world.key_id, 1)
+    assert caught.value.code == "insufficient_credits"
+
+
+async def test_expired_reservations_stop_counting(world: World) -> None:
+    await world.money.add_credits(world.account_id, "grant", 1400)
+    held = await world.money.admit(world.account_id, world.key_id, 1000)
+    with pytest.raises(LimitExceeded):
+        await world.money.admit(world.account_id, world.key_id, 1000)
+    async with world.sessions() as session, session.begin():
+        await session.execute(
+            update(Reservation)
+            .where(Reservation.id == held.reservation_id)
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    assert (await world.money.admit(world.account_id, world.key_id, 1000)).amount_nano_usd == 1400
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "code"),
+    [
+        ("key", "daily_cap_nano_usd", "key_daily_cap"),
+        ("key", "monthly_cap_nano_usd", "key_monthly_cap"),
+        ("account", "daily_cap_nano_usd", "account_daily_cap"),
+        ("account", "monthly_cap_nano_usd", "account_monthly_cap"),
+    ],
+)
+async def test_each_cap_has_its_code(world: World, table: str, column: str, code: str) -> None:
+    await world.money.add_credits(world.account_id, "grant", 100 * USD)
+    model = ApiKey if table == "key" else Account
+    row_id = world.key_id if table == "key" else world.account_id
+    async with world.sessions() as session, session.begin():
+        await session.execute(update(model).where(model.id == row_id).values({column: 3000}))
+    admission = await world.money.admit(world.account_id, world.key_id, 1000)
+    await world.money.settle([_settlement(world, "e1", 1400, admission.reservation_id)])
+    await world.money.admit(world.account_id, world.key_id, 1000)  # 1400 + 1400 <= 3000
+    with pytest.raises(LimitExceeded) as caught:
+        await world.money.admit(world.account_id, world.key_id, 1000)
+    assert caught.value.code == code
+    assert caught.value.limit_nano_usd == 3000
+    assert caught.value.spent_nano_usd == 1400 and caught.value.reserved_nano_usd == 1400
+    assert caught.value.resets_at is not None
+
+
+async def test_concurrent_admissions_never_exceed_the_cap(world: World) -> None:
+    await world.money.add_credits(world.account_id, "grant", 100 * USD)
+    async with world.sessions() as session, session.begin():
+        await session.execute(
+            update(ApiKey).where(ApiKey.id == world.key_id).values(daily_cap_nano_usd=14_000)
+        )
+
+    async def attempt() -> int:
+        try:
+            return (await world.money.admit(world.account_id, world.key_id, 1000)).amount_nano_usd
+        except LimitExceeded:
+            return 0
+
+    held = await asyncio.gather(*(attempt() for _ in range(40)))
+    assert sum(held) == 14_000  # exactly ten of forty fit
+    assert held.count(0) == 30
+
+
+async def test_tiers_follow_rolling_spend(world: World) -> None:
+    tiers = await world.money.apply_tiers({world.account_id: 60 * USD}, datetime.now(UTC))
+    assert tiers[world.account_id].name == "growth"
+    async with world.sessions() as session:
+        account = await session.get(Account, world.account_id)
+        assert account is not None
+        assert (account.tier, account.markup_basis_points) == ("growth", 3000)
+    await world.money.add_credits(world.account_id, "grant", 1 * USD)
+    assert (await world.money.admit(world.account_id, world.key_id, 1000)).amount_nano_usd == 1300
