@@ -41,7 +41,10 @@ def _demo_key(stack: Stack) -> str:
             return key
     admin = {"authorization": f"Bearer {stack.admin_token}"}
     account = httpx.post(
-        f"{stack.edge_url}/admin/v1/accounts", json={"name": "demo"}, headers=admin, timeout=10
+        f"{stack.edge_url}/admin/v1/accounts",
+        json={"name": "demo", "credits_usd": "25.00"},
+        headers=admin,
+        timeout=10,
     ).json()
     created = httpx.post(
         f"{stack.edge_url}/admin/v1/keys",

@@ -8,6 +8,7 @@ so a bad body is a 400 in OpenAI's shape, never FastAPI's default 422.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -17,7 +18,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from aig_common.errors import APIError
+from aig_common.money import parse_usd, percent, usd
 from controldb import Account, AccountNotFound, ApiKey, KeyStore
+from controldb.models import STARTER_MARKUP_BASIS_POINTS
+from controldb.money import Money
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -30,6 +34,8 @@ class _Body(BaseModel):
 
 class CreateAccountBody(_Body):
     name: Name
+    # An opening grant, as a decimal USD string ("25.00").
+    credits_usd: str | None = None
 
 
 class CreateKeyBody(_Body):
@@ -40,8 +46,8 @@ class CreateKeyBody(_Body):
 BodyT = TypeVar("BodyT", bound=_Body)
 
 
-def admin_router(store: KeyStore, admin_token: str) -> APIRouter:
-    """Routes for the lead's app to mount at prefix `/admin/v1`."""
+def require_admin_token(admin_token: str) -> Callable[[Request], Awaitable[None]]:
+    """A FastAPI dependency that admits only `Authorization: Bearer <admin_token>`."""
     if not admin_token:
         raise ValueError("admin_token must not be empty")
     expected = f"Bearer {admin_token}".encode()
@@ -55,12 +61,21 @@ def admin_router(store: KeyStore, admin_token: str) -> APIRouter:
         if not hmac.compare_digest(presented.encode(), expected):
             raise _unauthorized("Invalid admin token.")
 
-    router = APIRouter(dependencies=[Depends(require_admin)], tags=["admin"])
+    return require_admin
+
+
+def admin_router(store: KeyStore, admin_token: str, money: Money | None = None) -> APIRouter:
+    """Routes for the lead's app to mount at prefix `/admin/v1`."""
+    router = APIRouter(dependencies=[Depends(require_admin_token(admin_token))], tags=["admin"])
 
     @router.post("/accounts", status_code=201)
     async def create_account(request: Request) -> JSONResponse:
         body = await _parse_body(request, CreateAccountBody)
+        opening = parse_amount(body.credits_usd, "credits_usd") if body.credits_usd else 0
         account = await store.create_account(body.name)
+        if opening and money is not None:
+            result = await money.add_credits(account.id, "grant", opening, note="opening grant")
+            account.balance_nano_usd = result.balance_nano_usd
         return JSONResponse(account_object(account), status_code=201)
 
     @router.get("/accounts/{account_id}")
@@ -101,7 +116,37 @@ def account_object(account: Account) -> dict[str, Any]:
         "object": "account",
         "name": account.name,
         "created_at": _unix(account.created_at),
+        "balance_usd": usd(account.balance_nano_usd or 0),
+        "tier": account.tier or "starter",
+        "markup_percent": percent(
+            account.markup_basis_points
+            if account.markup_basis_points is not None
+            else STARTER_MARKUP_BASIS_POINTS
+        ),
+        "daily_cap_usd": optional_usd(account.daily_cap_nano_usd),
+        "monthly_cap_usd": optional_usd(account.monthly_cap_nano_usd),
     }
+
+
+def optional_usd(nano_usd: int | None) -> str | None:
+    return None if nano_usd is None else usd(nano_usd)
+
+
+def parse_amount(value: object, param: str) -> int:
+    try:
+        amount = parse_usd(value)
+    except ValueError as exc:
+        raise APIError(
+            400, f"Invalid value for '{param}': {exc}.", code="invalid_value", param=param
+        ) from None
+    if amount <= 0:
+        raise APIError(
+            400,
+            f"Invalid value for '{param}': must be positive.",
+            code="invalid_value",
+            param=param,
+        )
+    return amount
 
 
 def key_object(record: ApiKey) -> dict[str, Any]:

@@ -14,9 +14,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.ops import ops_routes
+from catalog.models import load_catalog
 from controldb import KeyStore, create_engine_from_url, migrate
+from controldb.money import Money
 
 from .admin import admin_router
+from .admission import Admissions
 from .http import RequestIdMiddleware, install_error_handlers
 from .settings import EdgeSettings
 from .v1 import OpenAIRoutes
@@ -49,11 +52,13 @@ class MetricsMiddleware:
 def create_app(settings: EdgeSettings) -> FastAPI:
     engine = create_engine_from_url(settings.database_url)
     store = KeyStore(
-        async_sessionmaker(engine, expire_on_commit=False),
+        engine,
         settings.key_pepper,
         cache_ttl=settings.auth_cache_ttl_s,
     )
-    routes = OpenAIRoutes(store, settings.max_body_bytes)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    money = Money(sessions)
+    routes = OpenAIRoutes(store, Admissions(load_catalog(), money), settings.max_body_bytes)
     channels: list[grpc.aio.Channel] = []
 
     @asynccontextmanager
@@ -84,7 +89,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(routes.api_router())
-    app.include_router(admin_router(store, settings.admin_token), prefix="/admin/v1")
+    app.include_router(admin_router(store, settings.admin_token, money), prefix="/admin/v1")
 
     async def readiness() -> dict[str, bool]:
         checks = {"database": False, "router": False}

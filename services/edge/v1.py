@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import orjson
@@ -14,7 +14,9 @@ from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.errors import APIError, error_bytes
 from controldb import AuthenticatedKey, KeyStore
+from controldb.money import Admission
 
+from .admission import Admissions
 from .http import read_body, request_id
 from .validation import parse_json_object, validate_chat_request, validate_embeddings_request
 
@@ -57,8 +59,9 @@ async def authenticate(request: Request, store: KeyStore) -> AuthenticatedKey:
 
 
 class OpenAIRoutes:
-    def __init__(self, store: KeyStore, max_body_bytes: int) -> None:
+    def __init__(self, store: KeyStore, admissions: Admissions, max_body_bytes: int) -> None:
         self._store = store
+        self._admissions = admissions
         self._max_body_bytes = max_body_bytes
         self._router: pb_grpc.RouterStub
 
@@ -73,12 +76,18 @@ class OpenAIRoutes:
         api.add_api_route("/v1/models/{model_id:path}", self.get_model, methods=["GET"])
         return api
 
-    def _context(self, request: Request, key: AuthenticatedKey) -> pb.CallContext:
+    def _context(
+        self, request: Request, key: AuthenticatedKey, admission: Admission
+    ) -> pb.CallContext:
         return pb.CallContext(
             request_id=request_id(request),
             account_id=key.account_id,
             key_id=key.key_id,
             workspace_id=key.workspace_id or "",
+            traceparent=request.headers.get("traceparent", ""),
+            markup_basis_points=admission.markup_basis_points,
+            reservation_id=admission.reservation_id,
+            reserved_nano_usd=admission.amount_nano_usd,
         )
 
     async def chat_completions(self, request: Request) -> Response:
@@ -86,26 +95,34 @@ class OpenAIRoutes:
         raw = await read_body(request, self._max_body_bytes)
         body = parse_json_object(raw)
         validate_chat_request(body)
-        message = pb.ChatRequest(context=self._context(request, key), body=raw)
+        admission = await self._admissions.chat(key, body)
+        message = pb.ChatRequest(context=self._context(request, key, admission), body=raw)
         if body.get("stream"):
-            return await self._stream_chat(message)
+            return await self._stream_chat(message, admission)
         try:
             reply = await self._router.ChatCompletion(message)
         except grpc.aio.AioRpcError as exc:
-            raise _router_unavailable(exc) from exc
+            await self._router_failed(exc, admission)
         if reply.WhichOneof("result") == "error":
             return _reply_error(reply.error)
         return Response(
             reply.completion, media_type=JSON, headers={"x-aig-provider": reply.provider}
         )
 
-    async def _stream_chat(self, message: pb.ChatRequest) -> Response:
+    async def _router_failed(self, exc: grpc.aio.AioRpcError, admission: Admission) -> NoReturn:
+        # UNAVAILABLE means the router never took the call, so no usage event will release
+        # the reservation; anything else leaves it to settlement or, at worst, to expiry.
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            await self._admissions.release(admission)
+        raise _router_unavailable(exc) from exc
+
+    async def _stream_chat(self, message: pb.ChatRequest, admission: Admission) -> Response:
         call = self._router.StreamChatCompletion(message)
         events = call.__aiter__()
         try:
             first: pb.ChatStreamEvent = await events.__anext__()
         except grpc.aio.AioRpcError as exc:
-            raise _router_unavailable(exc) from exc
+            await self._router_failed(exc, admission)
         except StopAsyncIteration:
             first = pb.ChatStreamEvent(end=pb.StreamEnd())
         if first.WhichOneof("event") == "error":
@@ -141,12 +158,14 @@ class OpenAIRoutes:
     async def embeddings(self, request: Request) -> Response:
         key = await authenticate(request, self._store)
         raw = await read_body(request, self._max_body_bytes)
-        validate_embeddings_request(parse_json_object(raw))
-        message = pb.EmbeddingsRequest(context=self._context(request, key), body=raw)
+        body = parse_json_object(raw)
+        validate_embeddings_request(body)
+        admission = await self._admissions.embeddings(key, body)
+        message = pb.EmbeddingsRequest(context=self._context(request, key, admission), body=raw)
         try:
             reply = await self._router.CreateEmbeddings(message)
         except grpc.aio.AioRpcError as exc:
-            raise _router_unavailable(exc) from exc
+            await self._router_failed(exc, admission)
         if reply.WhichOneof("result") == "error":
             return _reply_error(reply.error)
         return Response(reply.response, media_type=JSON, headers={"x-aig-provider": reply.provider})

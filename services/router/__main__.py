@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 import grpc
 import uvloop
 
 from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common.events import EventPublisher
 from aig_common.ops import ops_server
 from catalog.models import load_catalog
 
 from .chat import ChatService
 from .embed import EmbeddingsService
+from .metering import Meter
 from .server import GRPC_OPTIONS, RouterServicer
 from .settings import RouterSettings
 from .upstream import UpstreamClients
@@ -25,9 +28,18 @@ log = logging.getLogger("router")
 async def serve(settings: RouterSettings) -> None:
     catalog = load_catalog()
     clients = UpstreamClients(settings)
+    publisher = EventPublisher(
+        settings.kafka_bootstrap_servers, Path(settings.spool_dir), client_id="aig-router"
+    )
+    await publisher.start()
     server = grpc.aio.server(options=GRPC_OPTIONS)
     pb_grpc.add_RouterServicer_to_server(
-        RouterServicer(catalog, ChatService(catalog, clients), EmbeddingsService(catalog, clients)),
+        RouterServicer(
+            catalog,
+            ChatService(catalog, clients),
+            EmbeddingsService(catalog, clients),
+            Meter(catalog, publisher),
+        ),
         server,
     )
     address = f"{settings.host}:{settings.port}"
@@ -54,6 +66,7 @@ async def serve(settings: RouterSettings) -> None:
     await server.stop(grace=5)
     ops.should_exit = True
     await ops_task
+    await publisher.stop()
     await clients.aclose()
 
 

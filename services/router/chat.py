@@ -13,6 +13,7 @@ import httpx
 import orjson
 
 from aig_common.errors import APIError, error_body
+from catalog.estimate import estimate_prompt_tokens
 from catalog.models import Catalog, ChatModel
 
 from .adapters import anthropic, gemini, openai_compat
@@ -39,6 +40,8 @@ class StreamOutcome:
 
     provider: str = ""
     usage: TokenUsage = field(default_factory=TokenUsage)
+    # False when the stream failed before the provider reported (or we could estimate) usage.
+    reported_usage: bool = False
 
 
 def _completion_id() -> str:
@@ -63,6 +66,16 @@ def _broken_stream(provider: str) -> UpstreamError:
     return UpstreamError(
         status=502, body=error_body(message, status=502, code="upstream_stream_broken")
     )
+
+
+def _output_chars(chunk: dict[str, Any]) -> int:
+    total = 0
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        total += len(delta.get("content") or "")
+        for call in delta.get("tool_calls") or ():
+            total += len((call.get("function") or {}).get("arguments") or "")
+    return total
 
 
 def _wants_usage(body: dict[str, Any]) -> bool:
@@ -118,27 +131,47 @@ class ChatService:
         outcome.provider = provider
         request = await self._upstream_request(model, body, stream=True)
         async with self._open_stream(provider, request) as response:
-            decoder = SSEDecoder()
-            finished = False
+            streamed_chars = 0
             try:
-                async for raw in response.aiter_bytes():
-                    for event in decoder.feed(raw):
-                        for chunk in request.translate_event(event.event, event.data):
-                            yield chunk
-                        if request.is_done():
-                            finished = True
-                for event in decoder.flush():
+                async for chunk in self._translated(provider, request, response):
+                    streamed_chars += _output_chars(chunk)
+                    yield chunk
+            finally:
+                reported = request.usage()
+                if reported is not None:
+                    outcome.usage, outcome.reported_usage = reported, True
+                elif streamed_chars:
+                    # The stream ended (or the client left) before the provider's usage
+                    # arrived: bill what was produced, estimated, rather than nothing.
+                    outcome.usage = TokenUsage(
+                        prompt_tokens=estimate_prompt_tokens(body),
+                        completion_tokens=-(-streamed_chars // 4),
+                    )
+                    outcome.reported_usage = True
+
+    @staticmethod
+    async def _translated(
+        provider: str, request: _UpstreamRequest, response: httpx.Response
+    ) -> AsyncIterator[dict[str, Any]]:
+        decoder = SSEDecoder()
+        finished = False
+        try:
+            async for raw in response.aiter_bytes():
+                for event in decoder.feed(raw):
                     for chunk in request.translate_event(event.event, event.data):
                         yield chunk
-                for chunk in request.finish():
+                    if request.is_done():
+                        finished = True
+            for event in decoder.flush():
+                for chunk in request.translate_event(event.event, event.data):
                     yield chunk
-                finished = finished or request.is_done()
-            except httpx.HTTPError as exc:
-                raise _broken_stream(provider) from exc
-            finally:
-                outcome.usage = request.usage() or outcome.usage
-            if not finished:
-                raise _broken_stream(provider)
+            for chunk in request.finish():
+                yield chunk
+            finished = finished or request.is_done()
+        except httpx.HTTPError as exc:
+            raise _broken_stream(provider) from exc
+        if not finished:
+            raise _broken_stream(provider)
 
     @asynccontextmanager
     async def _open_stream(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from catalog.models import Catalog
 from .adapters.base import TokenUsage, UpstreamError
 from .chat import ChatService, StreamOutcome
 from .embed import EmbeddingsService
+from .metering import CLIENT_CLOSED, Meter, error_code_of
 
 log = logging.getLogger("router")
 
@@ -63,23 +65,67 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _failure(exc: Exception) -> tuple[pb.ErrorReply, int, str]:
+    reply = _error_reply(exc)
+    return reply, reply.status, error_code_of(orjson.loads(reply.body))
+
+
+def _model_of(raw: bytes) -> str:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ""
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else ""
+
+
 class RouterServicer(pb_grpc.RouterServicer):
-    def __init__(self, catalog: Catalog, chat: ChatService, embeddings: EmbeddingsService):
+    def __init__(
+        self,
+        catalog: Catalog,
+        chat: ChatService,
+        embeddings: EmbeddingsService,
+        meter: Meter,
+    ) -> None:
         self._catalog = catalog
         self._chat = chat
         self._embeddings = embeddings
+        self._meter = meter
         self._models_body = orjson.dumps(catalog.openai_models_list())
 
     async def ChatCompletion(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> pb.ChatResponse:
+        started = time.monotonic()
+        model_id = _model_of(request.body)
         try:
             result = await self._chat.complete(_parse_body(request.body))
         except Exception as exc:
-            reply = _error_reply(exc)
+            reply, status, code = _failure(exc)
             UPSTREAM_CALLS.labels("", "chat", "error").inc()
+            self._meter.record(
+                request.context,
+                endpoint="chat.completions",
+                model_id=model_id,
+                provider=getattr(exc, "provider", ""),
+                status=status,
+                error_code=code,
+                usage=None,
+                streamed=False,
+                started_at=started,
+            )
             return pb.ChatResponse(error=reply)
         UPSTREAM_CALLS.labels(result.provider, "chat", "ok").inc()
+        self._meter.record(
+            request.context,
+            endpoint="chat.completions",
+            model_id=model_id,
+            provider=result.provider,
+            status=200,
+            usage=result.usage,
+            streamed=False,
+            started_at=started,
+        )
         return pb.ChatResponse(
             completion=orjson.dumps(result.completion),
             provider=result.provider,
@@ -89,22 +135,37 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def StreamChatCompletion(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatStreamEvent]:
+        started = time.monotonic()
         outcome = StreamOutcome()
         sent_any = False
+        status, code = CLIENT_CLOSED, "client_closed"
         try:
             async for chunk in self._chat.stream(_parse_body(request.body), outcome):
                 sent_any = True
                 yield pb.ChatStreamEvent(chunk=orjson.dumps(chunk))
+            status, code = 200, ""
         except Exception as exc:
             UPSTREAM_CALLS.labels(outcome.provider, "chat", "error").inc()
-            reply = _error_reply(exc)
+            reply, status, code = _failure(exc)
             if not sent_any:
                 yield pb.ChatStreamEvent(error=reply)
                 return
             # After the first chunk the HTTP status is gone: the error travels as a chunk.
             yield pb.ChatStreamEvent(chunk=reply.body)
-        else:
-            UPSTREAM_CALLS.labels(outcome.provider, "chat", "ok").inc()
+        finally:
+            # Runs for success, failure and a client that hung up (generator closed).
+            self._meter.record(
+                request.context,
+                endpoint="chat.completions",
+                model_id=_model_of(request.body),
+                provider=outcome.provider,
+                status=status,
+                error_code=code,
+                usage=outcome.usage if outcome.reported_usage else None,
+                streamed=True,
+                started_at=started,
+            )
+        UPSTREAM_CALLS.labels(outcome.provider, "chat", "ok").inc()
         yield pb.ChatStreamEvent(
             end=pb.StreamEnd(provider=outcome.provider, usage=_usage_message(outcome.usage))
         )
@@ -112,12 +173,36 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def CreateEmbeddings(
         self, request: pb.EmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbeddingsResponse:
+        started = time.monotonic()
+        model_id = _model_of(request.body)
         try:
             result = await self._embeddings.create(_parse_body(request.body))
         except Exception as exc:
+            reply, status, code = _failure(exc)
             UPSTREAM_CALLS.labels("", "embeddings", "error").inc()
-            return pb.EmbeddingsResponse(error=_error_reply(exc))
+            self._meter.record(
+                request.context,
+                endpoint="embeddings",
+                model_id=model_id,
+                provider="",
+                status=status,
+                error_code=code,
+                usage=None,
+                streamed=False,
+                started_at=started,
+            )
+            return pb.EmbeddingsResponse(error=reply)
         UPSTREAM_CALLS.labels(result.provider, "embeddings", "ok").inc()
+        self._meter.record(
+            request.context,
+            endpoint="embeddings",
+            model_id=model_id,
+            provider=result.provider,
+            status=200,
+            usage=result.usage,
+            streamed=False,
+            started_at=started,
+        )
         return pb.EmbeddingsResponse(
             response=orjson.dumps(result.response),
             provider=result.provider,

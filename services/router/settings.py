@@ -51,6 +51,8 @@ class RouterSettings:
     connect_timeout_s: float
     read_timeout_s: float
     max_image_bytes: int
+    kafka_bootstrap_servers: str
+    spool_dir: str
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> RouterSettings:
@@ -75,4 +77,6 @@ class RouterSettings:
             connect_timeout_s=float(env.get("AIG_UPSTREAM_CONNECT_TIMEOUT_S", "5")),
             read_timeout_s=float(env.get("AIG_UPSTREAM_READ_TIMEOUT_S", "300")),
             max_image_bytes=int(env.get("AIG_MAX_IMAGE_BYTES", str(20 * 1024 * 1024))),
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            spool_dir=env.get("AIG_SPOOL_DIR", "var/spool"),
         )

@@ -88,8 +88,10 @@ def admin(stack: Stack) -> Iterator[httpx.Client]:
         yield client
 
 
-def create_key(admin: httpx.Client, name: str = "tests") -> dict[str, Any]:
-    account = admin.post("/accounts", json={"name": name})
+def create_key(
+    admin: httpx.Client, name: str = "tests", credits_usd: str = "100.00"
+) -> dict[str, Any]:
+    account = admin.post("/accounts", json={"name": name, "credits_usd": credits_usd})
     assert account.status_code == 201, account.text
     key = admin.post("/keys", json={"account_id": account.json()["id"], "name": name})
     assert key.status_code == 201, key.text

@@ -1,0 +1,90 @@
+"""One UsageEvent per call the router receives, success or failure, priced in nano-USD."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aig.events.v1 import events_pb2 as events
+from aig.router.v1 import router_pb2 as pb
+from aig_common.events import EventPublisher
+from aig_common.ids import uuid7
+from aig_common.money import apply_markup
+from aig_common.usage import TokenUsage
+from catalog.models import Catalog
+
+USAGE_TOPIC = "aig.usage.v1"
+# Not an HTTP status a client saw: the client went away before the answer ended (nginx's 499).
+CLIENT_CLOSED = 499
+
+
+class Meter:
+    def __init__(self, catalog: Catalog, publisher: EventPublisher) -> None:
+        self._catalog = catalog
+        self._publisher = publisher
+
+    def record(
+        self,
+        context: pb.CallContext,
+        *,
+        endpoint: str,
+        model_id: str,
+        provider: str,
+        status: int,
+        error_code: str = "",
+        usage: TokenUsage | None,
+        streamed: bool,
+        started_at: float,
+    ) -> events.UsageEvent:
+        """Prices the call and publishes its event. Only answered calls cost anything."""
+        billable = status in (200, CLIENT_CLOSED) and usage is not None
+        upstream_cost = self._upstream_cost(model_id, usage) if billable and usage else 0
+        billed = apply_markup(upstream_cost, context.markup_basis_points)
+        if context.reserved_nano_usd > 0:
+            # The reservation is what admission let this call spend; caps rely on it.
+            billed = min(billed, context.reserved_nano_usd)
+        usage = usage or TokenUsage()
+        event = events.UsageEvent(
+            event_id=str(uuid7()),
+            occurred_at_ms=time.time_ns() // 1_000_000,
+            request_id=context.request_id,
+            account_id=context.account_id,
+            key_id=context.key_id,
+            workspace_id=context.workspace_id,
+            endpoint=endpoint,
+            model=model_id,
+            provider=provider,
+            outcome=events.CALL_OUTCOME_SUCCEEDED if billable else events.CALL_OUTCOME_FAILED,
+            http_status=status,
+            error_code=error_code,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_prompt_tokens=usage.cached_prompt_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            upstream_cost_nano_usd=upstream_cost,
+            markup_basis_points=context.markup_basis_points,
+            billed_cost_nano_usd=billed,
+            latency_ms=int((time.monotonic() - started_at) * 1000),
+            streamed=streamed,
+            reservation_id=context.reservation_id,
+        )
+        if provider:
+            event.attempts.append(
+                events.Attempt(provider=provider, status=status, latency_ms=event.latency_ms)
+            )
+        headers = [("traceparent", context.traceparent.encode())] if context.traceparent else []
+        self._publisher.publish(USAGE_TOPIC, context.account_id, event.SerializeToString(), headers)
+        return event
+
+    def _upstream_cost(self, model_id: str, usage: TokenUsage) -> int:
+        chat = self._catalog.chat(model_id)
+        if chat is not None:
+            return chat.price_nano_usd(usage)
+        embedding = self._catalog.embedding(model_id)
+        return embedding.price_nano_usd(usage) if embedding is not None else 0
+
+
+def error_code_of(body: dict[str, Any]) -> str:
+    error = body.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return str(code) if code is not None else ""
