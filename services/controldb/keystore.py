@@ -203,7 +203,7 @@ class KeyStore:
 
     async def _lookup(self, key_hash: str) -> AuthenticatedKey | None:
         query = (
-            select(ApiKey.id, ApiKey.name, Account.id, Account.name)
+            select(ApiKey.id, ApiKey.name, Account.id, Account.name, ApiKey.workspace_id)
             .join(Account, Account.id == ApiKey.account_id)
             .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
         )
@@ -211,9 +211,13 @@ class KeyStore:
             row = (await session.execute(query)).one_or_none()
         if row is None:
             return None
-        key_id, key_name, account_id, account_name = row
+        key_id, key_name, account_id, account_name, workspace_id = row
         return AuthenticatedKey(
-            key_id=key_id, key_name=key_name, account_id=account_id, account_name=account_name
+            key_id=key_id,
+            key_name=key_name,
+            account_id=account_id,
+            account_name=account_name,
+            workspace_id=workspace_id,
         )
 
     def _invalidate(self, key_hash: str) -> None:

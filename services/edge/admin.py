@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from aig_common.errors import APIError
 from aig_common.money import parse_usd, percent, usd
 from controldb import Account, AccountNotFound, ApiKey, KeyStore
-from controldb.models import STARTER_MARKUP_BASIS_POINTS
+from controldb.limits import Limits, NotFound
+from controldb.models import STARTER_MARKUP_BASIS_POINTS, Workspace
 from controldb.money import Money
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -41,6 +42,9 @@ class CreateAccountBody(_Body):
 class CreateKeyBody(_Body):
     account_id: Identifier
     name: Name
+    workspace_id: Identifier | None = None
+    daily_cap_usd: str | None = None
+    monthly_cap_usd: str | None = None
 
 
 BodyT = TypeVar("BodyT", bound=_Body)
@@ -64,7 +68,12 @@ def require_admin_token(admin_token: str) -> Callable[[Request], Awaitable[None]
     return require_admin
 
 
-def admin_router(store: KeyStore, admin_token: str, money: Money | None = None) -> APIRouter:
+def admin_router(
+    store: KeyStore,
+    admin_token: str,
+    money: Money | None = None,
+    limits: Limits | None = None,
+) -> APIRouter:
     """Routes for the lead's app to mount at prefix `/admin/v1`."""
     router = APIRouter(dependencies=[Depends(require_admin_token(admin_token))], tags=["admin"])
 
@@ -88,10 +97,29 @@ def admin_router(store: KeyStore, admin_token: str, money: Money | None = None) 
     @router.post("/keys", status_code=201)
     async def create_key(request: Request) -> JSONResponse:
         body = await _parse_body(request, CreateKeyBody)
+        caps = {
+            "daily_cap_nano_usd": parse_cap(body.daily_cap_usd, "daily_cap_usd"),
+            "monthly_cap_nano_usd": parse_cap(body.monthly_cap_usd, "monthly_cap_usd"),
+        }
+        if limits is not None and body.workspace_id is not None:
+            workspace = await _workspace_of(limits, body.workspace_id)
+            if workspace.account_id != body.account_id:
+                raise APIError(
+                    400,
+                    f"Workspace '{body.workspace_id}' belongs to another account.",
+                    code="invalid_value",
+                    param="workspace_id",
+                )
         try:
             record, plain_key = await store.create_key(body.account_id, body.name)
         except AccountNotFound as exc:
             raise _account_not_found(exc.account_id, param="account_id") from None
+        if limits is not None and (body.workspace_id or any(caps.values())):
+            await limits.attach_key(record.id, body.workspace_id)
+            await limits.set_caps("key", record.id, caps)
+            record.workspace_id = body.workspace_id
+            record.daily_cap_nano_usd = caps["daily_cap_nano_usd"]
+            record.monthly_cap_nano_usd = caps["monthly_cap_nano_usd"]
         return JSONResponse(created_key_object(record, plain_key), status_code=201)
 
     @router.get("/keys")
@@ -132,6 +160,40 @@ def optional_usd(nano_usd: int | None) -> str | None:
     return None if nano_usd is None else usd(nano_usd)
 
 
+def parse_cap(value: object, param: str) -> int | None:
+    """A cap in USD; null means no cap. Zero is a valid cap: the scope may spend nothing."""
+    if value is None:
+        return None
+    try:
+        amount = parse_usd(value)
+    except ValueError as exc:
+        raise APIError(
+            400, f"Invalid value for '{param}': {exc}.", code="invalid_value", param=param
+        ) from None
+    if amount < 0:
+        raise APIError(
+            400,
+            f"Invalid value for '{param}': must not be negative.",
+            code="invalid_value",
+            param=param,
+        )
+    return amount
+
+
+async def _workspace_of(limits: Limits, workspace_id: str) -> Workspace:
+    try:
+        found = await limits.get("workspace", workspace_id)
+    except NotFound:
+        raise APIError(
+            404,
+            f"No workspace with id '{workspace_id}'.",
+            code="workspace_not_found",
+            param="workspace_id",
+        ) from None
+    assert isinstance(found, Workspace)
+    return found
+
+
 def parse_amount(value: object, param: str) -> int:
     try:
         amount = parse_usd(value)
@@ -158,6 +220,9 @@ def key_object(record: ApiKey) -> dict[str, Any]:
         "account_id": record.account_id,
         "key_prefix": record.key_prefix,
         "created_at": _unix(record.created_at),
+        "workspace_id": record.workspace_id,
+        "daily_cap_usd": optional_usd(record.daily_cap_nano_usd),
+        "monthly_cap_usd": optional_usd(record.monthly_cap_nano_usd),
         "revoked": record.revoked_at is not None,
         "revoked_at": _unix(record.revoked_at) if record.revoked_at else None,
     }
@@ -172,6 +237,9 @@ def created_key_object(record: ApiKey, plain_key: str) -> dict[str, Any]:
         "account_id": record.account_id,
         "key_prefix": record.key_prefix,
         "created_at": _unix(record.created_at),
+        "workspace_id": record.workspace_id,
+        "daily_cap_usd": optional_usd(record.daily_cap_nano_usd),
+        "monthly_cap_usd": optional_usd(record.monthly_cap_nano_usd),
     }
 
 

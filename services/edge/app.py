@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import grpc
 from fastapi import FastAPI
@@ -16,11 +17,14 @@ from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.ops import ops_routes
 from catalog.models import load_catalog
 from controldb import KeyStore, create_engine_from_url, migrate
+from controldb.limits import Limits
 from controldb.money import Money
 
 from .admin import admin_router
 from .admission import Admissions
+from .billing_client import BillingClient
 from .http import RequestIdMiddleware, install_error_handlers
+from .money_api import customer_router, money_admin_router
 from .settings import EdgeSettings
 from .v1 import OpenAIRoutes
 
@@ -76,6 +80,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         routes.connect(pb_grpc.RouterStub(channel))
         yield
         await channel.close(grace=None)
+        await billing.aclose()
         await engine.dispose()
 
     app = FastAPI(
@@ -89,7 +94,17 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(routes.api_router())
-    app.include_router(admin_router(store, settings.admin_token, money), prefix="/admin/v1")
+    limits = Limits(sessions)
+    billing = BillingClient(settings.billing_url)
+    app.include_router(admin_router(store, settings.admin_token, money, limits), prefix="/admin/v1")
+    app.include_router(
+        money_admin_router(settings.admin_token, money, limits, billing), prefix="/admin/v1"
+    )
+    app.include_router(
+        customer_router(
+            store, money, limits, billing, timedelta(seconds=settings.tier_recompute_interval_s)
+        )
+    )
 
     async def readiness() -> dict[str, bool]:
         checks = {"database": False, "router": False}

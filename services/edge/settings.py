@@ -16,6 +16,8 @@ class EdgeSettings:
     key_pepper: bytes
     max_body_bytes: int
     auth_cache_ttl_s: float
+    billing_url: str
+    tier_recompute_interval_s: int
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EdgeSettings:
@@ -38,4 +40,6 @@ class EdgeSettings:
             # 16 MiB: room for a few inline (data URL) images, small enough to refuse abuse early.
             max_body_bytes=int(env.get("AIG_MAX_BODY_BYTES", str(16 * 1024 * 1024))),
             auth_cache_ttl_s=float(env.get("AIG_AUTH_CACHE_TTL_S", "5")),
+            billing_url=env.get("AIG_BILLING_URL", "http://127.0.0.1:9465"),
+            tier_recompute_interval_s=int(env.get("AIG_TIER_RECOMPUTE_INTERVAL_S", "21600")),
         )
