@@ -123,7 +123,11 @@ async def test_create_list_and_revoke_a_key(
         "account_id",
         "key_prefix",
         "created_at",
+        "workspace_id",
+        "daily_cap_usd",
+        "monthly_cap_usd",
     }
+    assert (created["workspace_id"], created["daily_cap_usd"]) == (None, None)
     assert created["object"] == "api_key"
     assert created["key"].startswith("sk-aig-")
     assert created["key"].startswith(created["key_prefix"])
