@@ -75,6 +75,9 @@ class ChatModel:
     fallbacks: tuple[Route, ...] = ()
     long_context: LongContextPrices | None = None
     image_input_tokens: int = DEFAULT_IMAGE_INPUT_TOKENS
+    # When set, a second attempt starts on the next route if the first has not produced its
+    # first token within this many milliseconds; the first to answer wins. Off by default.
+    hedge_after_ms: int | None = None
 
     @property
     def route(self) -> Route:
@@ -259,6 +262,7 @@ _CHAT_KEYS = frozenset(
         "fallbacks",
         "long_context",
         "image_input_tokens",
+        "hedge_after_ms",
     }
 )
 _EMBEDDING_KEYS = frozenset(
@@ -419,6 +423,11 @@ class _EntryReader:
             fallbacks=self.fallbacks(routes_by_id),
             long_context=self.long_context(prices),
             image_input_tokens=image_tokens,
+            hedge_after_ms=(
+                self.integer("hedge_after_ms", minimum=1)
+                if "hedge_after_ms" in self._entry
+                else None
+            ),
         )
 
     def embedding_model(self) -> EmbeddingModel:

@@ -7,7 +7,7 @@ from typing import Any
 from aig_common.errors import APIError
 from aig_common.money import usd
 from catalog.estimate import BYTES_PER_TOKEN, estimate_prompt_tokens, worst_case_output_tokens
-from catalog.models import Catalog
+from catalog.models import Catalog, ChatModel
 from controldb import AuthenticatedKey
 from controldb.money import Admission, LimitExceeded, Money
 
@@ -78,9 +78,30 @@ class Admissions:
         model = self._catalog.chat(body["model"])
         if model is None:
             raise _unknown_model(body["model"])
-        prompt = estimate_prompt_tokens(body, tokens_per_image=model.image_input_tokens)
-        worst = model.worst_case_cost_nano_usd(prompt, worst_case_output_tokens(body, model))
+        # A failover may serve the call on any member of the chain: hold the dearest.
+        worst = max(
+            candidate.worst_case_cost_nano_usd(
+                estimate_prompt_tokens(body, tokens_per_image=candidate.image_input_tokens),
+                worst_case_output_tokens(body, candidate),
+            )
+            for candidate in self._chain(model, body)
+        )
         return await self._admit(key, worst)
+
+    def _chain(self, model: ChatModel, body: dict[str, Any]) -> list[ChatModel]:
+        options = body.get("aig")
+        choice = options.get("fallbacks", True) if isinstance(options, dict) else True
+        if choice is False:
+            return [model]
+        ids = [route.model_id for route in model.fallbacks]
+        if isinstance(choice, list):
+            ids.extend(item for item in choice if isinstance(item, str))
+        chain = [model]
+        for model_id in ids:
+            candidate = self._catalog.chat(model_id)
+            if candidate is not None:
+                chain.append(candidate)
+        return chain
 
     async def embeddings(self, key: AuthenticatedKey, body: dict[str, Any]) -> Admission:
         model = self._catalog.embedding(body["model"])

@@ -34,10 +34,9 @@ def _router_unavailable(exc: grpc.aio.AioRpcError) -> APIError:
     )
 
 
-def _reply_error(reply: pb.ErrorReply) -> Response:
-    return Response(
-        reply.body, status_code=reply.status, headers=dict(reply.headers), media_type=JSON
-    )
+def _reply_error(reply: pb.ErrorReply, extra_headers: dict[str, str] | None = None) -> Response:
+    headers = {**reply.headers, **(extra_headers or {})}
+    return Response(reply.body, status_code=reply.status, headers=headers, media_type=JSON)
 
 
 async def authenticate(request: Request, store: KeyStore) -> AuthenticatedKey:
@@ -103,11 +102,11 @@ class OpenAIRoutes:
             reply = await self._router.ChatCompletion(message)
         except grpc.aio.AioRpcError as exc:
             await self._router_failed(exc, admission)
+        attempts = {"x-aig-attempts": str(reply.attempts)}
         if reply.WhichOneof("result") == "error":
-            return _reply_error(reply.error)
-        return Response(
-            reply.completion, media_type=JSON, headers={"x-aig-provider": reply.provider}
-        )
+            return _reply_error(reply.error, attempts)
+        headers = {"x-aig-provider": reply.provider, **attempts}
+        return Response(reply.completion, media_type=JSON, headers=headers)
 
     async def _router_failed(self, exc: grpc.aio.AioRpcError, admission: Admission) -> NoReturn:
         # UNAVAILABLE means the router never took the call, so no usage event will release
@@ -119,8 +118,13 @@ class OpenAIRoutes:
     async def _stream_chat(self, message: pb.ChatRequest, admission: Admission) -> Response:
         call = self._router.StreamChatCompletion(message)
         events = call.__aiter__()
+        headers = dict(SSE_HEADERS)
         try:
             first: pb.ChatStreamEvent = await events.__anext__()
+            if first.WhichOneof("event") == "start":
+                headers["x-aig-provider"] = first.start.provider
+                headers["x-aig-attempts"] = str(first.start.attempts)
+                first = await events.__anext__()
         except grpc.aio.AioRpcError as exc:
             await self._router_failed(exc, admission)
         except StopAsyncIteration:
@@ -153,7 +157,7 @@ class OpenAIRoutes:
                 call.cancel()
             yield DONE_FRAME
 
-        return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
 
     async def embeddings(self, request: Request) -> Response:
         key = await authenticate(request, self._store)

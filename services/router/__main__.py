@@ -15,6 +15,7 @@ from aig_common.events import EventPublisher
 from aig_common.ops import ops_server
 from catalog.models import load_catalog
 
+from .breaker import Breakers
 from .chat import ChatService
 from .embed import EmbeddingsService
 from .metering import Meter
@@ -36,7 +37,14 @@ async def serve(settings: RouterSettings) -> None:
     pb_grpc.add_RouterServicer_to_server(
         RouterServicer(
             catalog,
-            ChatService(catalog, clients),
+            ChatService(
+                catalog,
+                clients,
+                Breakers(
+                    failure_threshold=settings.breaker_failures,
+                    cooldown_s=settings.breaker_cooldown_s,
+                ),
+            ),
             EmbeddingsService(catalog, clients),
             Meter(catalog, publisher),
         ),

@@ -1,30 +1,45 @@
-"""The chat-completions call: resolve the model, translate, call the provider, translate back."""
+"""The chat-completions call: plan a route chain, try it in order, translate the answer.
+
+Failover: a retryable failure (5xx, Anthropic's 529, connection error, timeout) moves the
+same request to the next route of the model's chain; a 429 moves it to the next route on
+another provider; any other 4xx is the client's and is returned as is. A stream fails over
+only while nothing has been sent; after its first chunk a failure ends it with an error.
+Routes whose circuit breaker is open are skipped without waiting on them.
+"""
 
 from __future__ import annotations
 
-import secrets
+import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
 
 from aig_common.errors import APIError, error_body
 from catalog.estimate import estimate_prompt_tokens
-from catalog.models import Catalog, ChatModel
+from catalog.models import Catalog, ChatModel, Route
 
-from .adapters import anthropic, gemini, openai_compat
+from .adapters import gemini
 from .adapters.base import TokenUsage, UpstreamError
 from .adapters.sse import SSEDecoder
+from .breaker import Breakers
 from .capabilities import check_chat_request
+from .requests import Target, UpstreamRequest, build_request
 from .upstream import UpstreamClients
 
-# Anthropic requires max_tokens; when the client sets none we ask for at most this many, so a
-# default call is neither truncated early nor reserved at a model's 64k-token worst case.
-DEFAULT_MAX_OUTPUT_TOKENS = 8192
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    provider: str
+    upstream_id: str
+    status: int
+    latency_ms: int
 
 
 @dataclass(slots=True)
@@ -32,6 +47,9 @@ class ChatResult:
     completion: dict[str, Any]
     usage: TokenUsage
     provider: str
+    # The catalog model the call is billed as: the fallback's, when a fallback served it.
+    model_id: str
+    attempts: list[AttemptRecord]
 
 
 @dataclass(slots=True)
@@ -39,13 +57,20 @@ class StreamOutcome:
     """Filled in while a stream runs; read once the stream is exhausted."""
 
     provider: str = ""
+    model_id: str = ""
     usage: TokenUsage = field(default_factory=TokenUsage)
     # False when the stream failed before the provider reported (or we could estimate) usage.
     reported_usage: bool = False
+    attempts: list[AttemptRecord] = field(default_factory=list)
 
 
-def _completion_id() -> str:
-    return "chatcmpl-" + secrets.token_hex(12)
+class AttemptsFailed(Exception):
+    """Every route failed (or was skipped); carries the error to show and the attempts."""
+
+    def __init__(self, error: Exception, attempts: list[AttemptRecord]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts
 
 
 def _unreachable(provider: str, exc: httpx.HTTPError) -> UpstreamError:
@@ -68,6 +93,16 @@ def _broken_stream(provider: str) -> UpstreamError:
     )
 
 
+def _all_open(model_id: str) -> UpstreamError:
+    message = (
+        f"Every provider serving `{model_id}` is failing right now (circuit breakers open); "
+        "please retry shortly."
+    )
+    return UpstreamError(
+        status=503, body=error_body(message, status=503, code="upstream_unavailable")
+    )
+
+
 def _output_chars(chunk: dict[str, Any]) -> int:
     total = 0
     for choice in chunk.get("choices") or ():
@@ -78,19 +113,46 @@ def _output_chars(chunk: dict[str, Any]) -> int:
     return total
 
 
-def _wants_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and bool(options.get("include_usage"))
+def _status_of(exc: BaseException) -> int:
+    if isinstance(exc, UpstreamError):
+        return exc.upstream_status or exc.status
+    if isinstance(exc, APIError):
+        return exc.status
+    return 500
 
 
-def _max_output_tokens(model: ChatModel) -> int:
-    return min(model.max_output_tokens, DEFAULT_MAX_OUTPUT_TOKENS)
+def _is_outage(exc: BaseException) -> bool:
+    """Failures that say the route is unwell: they feed breakers and trigger failover."""
+    return isinstance(exc, UpstreamError) and (
+        exc.upstream_status == 0 or exc.upstream_status >= 500
+    )
+
+
+def _is_rate_limit(exc: BaseException) -> bool:
+    return isinstance(exc, UpstreamError) and exc.upstream_status == 429
+
+
+@dataclass(slots=True)
+class _StartedStream:
+    target: Target
+    first: dict[str, Any]
+    rest: AsyncGenerator[dict[str, Any], None]
+    request: UpstreamRequest
+    response: httpx.Response
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.rest.aclose()
+        await self.response.aclose()
 
 
 class ChatService:
-    def __init__(self, catalog: Catalog, clients: UpstreamClients) -> None:
+    def __init__(
+        self, catalog: Catalog, clients: UpstreamClients, breakers: Breakers | None = None
+    ) -> None:
         self._catalog = catalog
         self._clients = clients
+        self._breakers = breakers or Breakers()
 
     def resolve(self, body: dict[str, Any]) -> ChatModel:
         model_id = body.get("model")
@@ -105,255 +167,296 @@ class ChatService:
         check_chat_request(body, model)
         return model
 
-    async def complete(self, body: dict[str, Any]) -> ChatResult:
+    def plan(self, body: dict[str, Any]) -> list[Target]:
+        """The route chain for this request: the model's own route, then its fallbacks
+        (or those the request names in `aig.fallbacks`, or none with `false`), keeping
+        only routes whose model can serve this request."""
         model = self.resolve(body)
-        provider = model.provider
-        request = await self._upstream_request(model, body, stream=False)
-        client = self._clients.client(provider)
+        routes: list[Route] = [model.route]
+        choice = _fallback_option(body)
+        if choice is True:
+            routes.extend(model.fallbacks)
+        elif isinstance(choice, list):
+            for index, model_id in enumerate(choice):
+                fallback = self._catalog.chat(model_id)
+                if fallback is None:
+                    raise APIError(
+                        400,
+                        f"aig.fallbacks[{index}] names unknown model `{model_id}`.",
+                        param=f"aig.fallbacks[{index}]",
+                        code="model_not_found",
+                    )
+                routes.append(fallback.route)
+        targets: list[Target] = []
+        for route in dict.fromkeys(routes):
+            billed = self._catalog.chat(route.model_id)
+            if billed is None:
+                continue
+            if targets:
+                try:
+                    check_chat_request(body, billed)
+                except APIError:
+                    continue  # this fallback cannot serve e.g. images or tools
+            targets.append(Target(route=route, model=billed, public_id=model.id))
+        return targets
+
+    # -- unary ---------------------------------------------------------------------------
+
+    async def complete(self, body: dict[str, Any]) -> ChatResult:
+        targets = self.plan(body)
+        attempts: list[AttemptRecord] = []
+        result, target = await self._failover(
+            targets, attempts, lambda target: self._complete_once(target, body)
+        )
+        completion, usage = result
+        return ChatResult(
+            completion=completion,
+            usage=usage,
+            provider=target.provider,
+            model_id=target.model.id,
+            attempts=attempts,
+        )
+
+    async def _complete_once(
+        self, target: Target, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], TokenUsage]:
+        request = await self._request(target, body, stream=False)
+        client = self._clients.client(target.provider)
         try:
             response = await client.post(request.path, content=request.content)
         except httpx.HTTPError as exc:
-            raise _unreachable(provider, exc) from exc
+            raise _unreachable(target.provider, exc) from exc
         if response.status_code != 200:
             raise request.error_from_response(
                 response.status_code, response.content, response.headers
             )
-        payload = orjson.loads(response.content)
-        completion, usage = request.parse_completion(payload)
-        return ChatResult(completion=completion, usage=usage, provider=provider)
+        return request.parse_completion(orjson.loads(response.content))
+
+    # -- streaming -----------------------------------------------------------------------
 
     async def stream(
         self, body: dict[str, Any], outcome: StreamOutcome
     ) -> AsyncIterator[dict[str, Any]]:
-        """Yields OpenAI chunks. Raises before the first chunk if the call cannot start."""
-        model = self.resolve(body)
-        provider = model.provider
-        outcome.provider = provider
-        request = await self._upstream_request(model, body, stream=True)
-        async with self._open_stream(provider, request) as response:
-            streamed_chars = 0
-            try:
-                async for chunk in self._translated(provider, request, response):
-                    streamed_chars += _output_chars(chunk)
-                    yield chunk
-            finally:
-                reported = request.usage()
-                if reported is not None:
-                    outcome.usage, outcome.reported_usage = reported, True
-                elif streamed_chars:
-                    # The stream ended (or the client left) before the provider's usage
-                    # arrived: bill what was produced, estimated, rather than nothing.
-                    outcome.usage = TokenUsage(
-                        prompt_tokens=estimate_prompt_tokens(body),
-                        completion_tokens=-(-streamed_chars // 4),
-                    )
-                    outcome.reported_usage = True
-
-    @staticmethod
-    async def _translated(
-        provider: str, request: _UpstreamRequest, response: httpx.Response
-    ) -> AsyncIterator[dict[str, Any]]:
-        decoder = SSEDecoder()
-        finished = False
+        """Yields OpenAI chunks. Raises AttemptsFailed before the first chunk if no route
+        could start the stream."""
+        targets = self.plan(body)
+        started, target = await self._failover(
+            targets, outcome.attempts, lambda target: self._start_stream(target, body)
+        )
+        outcome.provider, outcome.model_id = target.provider, target.model.id
+        streamed_chars = 0
         try:
-            async for raw in response.aiter_bytes():
-                for event in decoder.feed(raw):
-                    for chunk in request.translate_event(event.event, event.data):
-                        yield chunk
-                    if request.is_done():
-                        finished = True
-            for event in decoder.flush():
-                for chunk in request.translate_event(event.event, event.data):
-                    yield chunk
-            for chunk in request.finish():
+            streamed_chars += _output_chars(started.first)
+            yield started.first
+            async for chunk in started.rest:
+                streamed_chars += _output_chars(chunk)
                 yield chunk
-            finished = finished or request.is_done()
-        except httpx.HTTPError as exc:
-            raise _broken_stream(provider) from exc
-        if not finished:
-            raise _broken_stream(provider)
+        except UpstreamError:
+            self._breakers.record_failure(target.provider, target.upstream_id)
+            raise
+        finally:
+            await started.aclose()
+            reported = started.request.usage()
+            if reported is not None:
+                outcome.usage, outcome.reported_usage = reported, True
+            elif streamed_chars:
+                # The stream ended (or the client left) before the provider's usage
+                # arrived: bill what was produced, estimated, rather than nothing.
+                outcome.usage = TokenUsage(
+                    prompt_tokens=estimate_prompt_tokens(body),
+                    completion_tokens=-(-streamed_chars // 4),
+                )
+                outcome.reported_usage = True
 
-    @asynccontextmanager
-    async def _open_stream(
-        self, provider: str, request: _UpstreamRequest
-    ) -> AsyncIterator[httpx.Response]:
-        client = self._clients.client(provider)
+    async def _start_stream(self, target: Target, body: dict[str, Any]) -> _StartedStream:
+        """Opens the upstream stream and waits for its first translated chunk."""
+        request = await self._request(target, body, stream=True)
+        client = self._clients.client(target.provider)
         try:
             upstream = client.build_request("POST", request.path, content=request.content)
             response = await client.send(upstream, stream=True)
         except httpx.HTTPError as exc:
-            raise _unreachable(provider, exc) from exc
+            raise _unreachable(target.provider, exc) from exc
+        if response.status_code != 200:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError as exc:
+                raise _unreachable(target.provider, exc) from exc
+            finally:
+                await response.aclose()
+            raise request.error_from_response(response.status_code, content, response.headers)
+        rest = _translated(target.provider, request, response)
         try:
-            if response.status_code != 200:
-                try:
-                    content = await response.aread()
-                except httpx.HTTPError as exc:
-                    raise _unreachable(provider, exc) from exc
-                raise request.error_from_response(response.status_code, content, response.headers)
-            yield response
-        finally:
+            first = await rest.__anext__()
+        except StopAsyncIteration:
             await response.aclose()
+            raise _broken_stream(target.provider) from None
+        except BaseException:
+            await rest.aclose()
+            await response.aclose()
+            raise
+        return _StartedStream(target, first, rest, request, response)
 
-    async def _upstream_request(
-        self, model: ChatModel, body: dict[str, Any], *, stream: bool
-    ) -> _UpstreamRequest:
-        completion_id = _completion_id()
-        created = int(time.time())
-        if model.provider == "anthropic":
-            return _AnthropicRequest(model, body, stream, completion_id, created)
-        if model.provider == "google":
+    # -- the chain -----------------------------------------------------------------------
+
+    async def _failover(
+        self,
+        targets: list[Target],
+        attempts: list[AttemptRecord],
+        run: Callable[[Target], Awaitable[T]],
+    ) -> tuple[T, Target]:
+        """Tries the chain in order (hedging the first two when the model asks for it)."""
+        remaining = [t for t in targets if self._breakers.allow(t.provider, t.upstream_id)]
+        if not remaining:
+            raise AttemptsFailed(_all_open(targets[0].public_id), attempts)
+        last_error: Exception | None = None
+        hedge_ms = targets[0].model.hedge_after_ms
+        while remaining:
+            target = remaining.pop(0)
+            try:
+                if hedge_ms and remaining and last_error is None:
+                    partner = remaining.pop(0)
+                    return await self._hedge(target, partner, hedge_ms / 1000, attempts, run)
+                return await self._attempt(target, attempts, run), target
+            except AttemptsFailed as failed:
+                last_error = failed.error
+            except Exception as exc:
+                last_error = exc
+            if not (_is_outage(last_error) or _is_rate_limit(last_error)):
+                break
+            if _is_rate_limit(last_error):
+                # Never retry a rate limit on the provider that set it.
+                remaining = [t for t in remaining if t.provider != target.provider]
+        assert last_error is not None
+        raise AttemptsFailed(last_error, attempts)
+
+    async def _attempt(
+        self, target: Target, attempts: list[AttemptRecord], run: Callable[[Target], Awaitable[T]]
+    ) -> T:
+        started = time.monotonic()
+        try:
+            result = await run(target)
+        except asyncio.CancelledError:
+            attempts.append(self._record(target, 499, started))
+            raise
+        except Exception as exc:
+            attempts.append(self._record(target, _status_of(exc), started))
+            if _is_outage(exc):
+                self._breakers.record_failure(target.provider, target.upstream_id)
+            raise
+        attempts.append(self._record(target, 200, started))
+        self._breakers.record_success(target.provider, target.upstream_id)
+        return result
+
+    async def _hedge(
+        self,
+        first: Target,
+        second: Target,
+        delay_s: float,
+        attempts: list[AttemptRecord],
+        run: Callable[[Target], Awaitable[T]],
+    ) -> tuple[T, Target]:
+        """Starts `second` if `first` has not answered within `delay_s`; the first answer
+        wins and the other attempt is cancelled (its upstream connection closed)."""
+        tasks = {asyncio.create_task(self._attempt(first, attempts, run)): first}
+        done, _ = await asyncio.wait(tasks, timeout=delay_s)
+        if not done:
+            tasks[asyncio.create_task(self._attempt(second, attempts, run))] = second
+        errors: list[Exception] = []
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            winner = next((task for task in done if task.exception() is None), None)
+            if winner is not None:
+                for loser in pending:
+                    loser.cancel()
+                for loser in (pending | done) - {winner}:
+                    await _discard(loser)
+                return winner.result(), tasks[winner]
+            for task in done:
+                error = task.exception()
+                assert isinstance(error, Exception)
+                errors.append(error)
+                if not (_is_outage(error) or _is_rate_limit(error)):
+                    for loser in pending:
+                        loser.cancel()
+                        await _discard(loser)
+                    raise AttemptsFailed(error, attempts)
+            if not pending and len(tasks) == 1:
+                # The first failed before the hedge delay: the partner is simply next.
+                follow_up = asyncio.create_task(self._attempt(second, attempts, run))
+                tasks[follow_up] = second
+                pending = {follow_up}
+        raise AttemptsFailed(errors[-1], attempts)
+
+    @staticmethod
+    def _record(target: Target, status: int, started: float) -> AttemptRecord:
+        return AttemptRecord(
+            provider=target.provider,
+            upstream_id=target.upstream_id,
+            status=status,
+            latency_ms=int((time.monotonic() - started) * 1000),
+        )
+
+    async def _request(
+        self, target: Target, body: dict[str, Any], *, stream: bool
+    ) -> UpstreamRequest:
+        images: dict[str, tuple[str, bytes]] = {}
+        if target.provider == "google":
             urls = gemini.image_urls_to_fetch(body)
-            images = await self._clients.fetch_images(urls) if urls else {}
-            return _GeminiRequest(model, body, stream, completion_id, created, images)
-        return _OpenAIRequest(model, body, stream)
+            if urls:
+                images = dict(await self._clients.fetch_images(urls))
+        return build_request(target, body, stream=stream, images=images)
 
 
-class _UpstreamRequest:
-    """One provider's request plus the translators for its answer."""
-
-    path: str
-    content: bytes
-    error_from_response: Callable[..., UpstreamError]
-
-    def parse_completion(self, payload: dict[str, Any]) -> tuple[dict[str, Any], TokenUsage]:
-        raise NotImplementedError
-
-    def translate_event(self, event: str | None, data: str) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def finish(self) -> list[dict[str, Any]]:
-        return []
-
-    def is_done(self) -> bool:
-        raise NotImplementedError
-
-    def usage(self) -> TokenUsage | None:
-        raise NotImplementedError
+async def _discard(task: asyncio.Task[Any]) -> None:
+    """Awaits a cancelled loser; a stream it had already opened is closed."""
+    try:
+        result = await task
+    except BaseException:
+        return
+    if isinstance(result, _StartedStream):
+        await result.aclose()
 
 
-class _OpenAIRequest(_UpstreamRequest):
-    def __init__(self, model: ChatModel, body: dict[str, Any], stream: bool) -> None:
-        self._model = model
-        self.path = "/chat/completions"
-        upstream = openai_compat.build_chat_request(body, model.upstream_id, stream=stream)
-        self.content = orjson.dumps(upstream)
-        self.error_from_response = openai_compat.error_from_response
-        self._rewriter = openai_compat.ChatStreamRewriter(model.id, _wants_usage(body))
-        self._done = False
-
-    def parse_completion(self, payload: dict[str, Any]) -> tuple[dict[str, Any], TokenUsage]:
-        return openai_compat.completion_from_response(payload, public_model=self._model.id)
-
-    def translate_event(self, event: str | None, data: str) -> list[dict[str, Any]]:
-        if data.startswith("[DONE]"):
-            self._done = True
-            return []
-        if not data:
-            return []
-        return self._rewriter.feed(orjson.loads(data))
-
-    def is_done(self) -> bool:
-        return self._done
-
-    def usage(self) -> TokenUsage | None:
-        return self._rewriter.usage
+def _fallback_option(body: dict[str, Any]) -> bool | list[str]:
+    options = body.get("aig")
+    if options is None:
+        return True
+    if not isinstance(options, dict):
+        raise APIError(400, "'aig' must be an object.", param="aig", code="invalid_type")
+    choice = options.get("fallbacks", True)
+    if isinstance(choice, bool):
+        return choice
+    if isinstance(choice, list) and all(isinstance(item, str) for item in choice):
+        return list(choice)
+    raise APIError(
+        400,
+        "'aig.fallbacks' must be true, false or a list of model ids.",
+        param="aig.fallbacks",
+        code="invalid_type",
+    )
 
 
-class _AnthropicRequest(_UpstreamRequest):
-    def __init__(
-        self,
-        model: ChatModel,
-        body: dict[str, Any],
-        stream: bool,
-        completion_id: str,
-        created: int,
-    ) -> None:
-        self._model = model
-        self._completion_id = completion_id
-        self._created = created
-        self.path = "/v1/messages"
-        upstream = anthropic.build_messages_request(
-            body, model.upstream_id, max_output_tokens=_max_output_tokens(model), stream=stream
-        )
-        self.content = orjson.dumps(upstream)
-        self.error_from_response = anthropic.error_from_response
-        self._translator = anthropic.MessagesStreamTranslator(
-            public_model=model.id,
-            completion_id=completion_id,
-            created=created,
-            include_usage=_wants_usage(body),
-        )
-
-    def parse_completion(self, payload: dict[str, Any]) -> tuple[dict[str, Any], TokenUsage]:
-        return anthropic.completion_from_message(
-            payload,
-            public_model=self._model.id,
-            completion_id=self._completion_id,
-            created=self._created,
-        )
-
-    def translate_event(self, event: str | None, data: str) -> list[dict[str, Any]]:
-        if not data:
-            return []
-        parsed = orjson.loads(data)
-        return self._translator.feed(event or parsed.get("type", ""), parsed)
-
-    def is_done(self) -> bool:
-        return self._translator.done
-
-    def usage(self) -> TokenUsage | None:
-        return self._translator.usage
-
-
-class _GeminiRequest(_UpstreamRequest):
-    def __init__(
-        self,
-        model: ChatModel,
-        body: dict[str, Any],
-        stream: bool,
-        completion_id: str,
-        created: int,
-        images: Any,
-    ) -> None:
-        self._model = model
-        self._completion_id = completion_id
-        self._created = created
-        self.path = gemini.generate_path(model.upstream_id, stream=stream)
-        upstream = gemini.build_generate_request(
-            body, fetched_images=images, max_output_tokens=_max_output_tokens(model)
-        )
-        self.content = orjson.dumps(upstream)
-        self.error_from_response = gemini.error_from_response
-        self._translator = gemini.GenerateStreamTranslator(
-            public_model=model.id,
-            completion_id=completion_id,
-            created=created,
-            include_usage=_wants_usage(body),
-        )
-        self._finished = False
-
-    def parse_completion(self, payload: dict[str, Any]) -> tuple[dict[str, Any], TokenUsage]:
-        return gemini.completion_from_response(
-            payload,
-            public_model=self._model.id,
-            completion_id=self._completion_id,
-            created=self._created,
-        )
-
-    def translate_event(self, event: str | None, data: str) -> list[dict[str, Any]]:
-        if not data:
-            return []
-        return self._translator.feed(orjson.loads(data))
-
-    def finish(self) -> list[dict[str, Any]]:
-        # Gemini ends a stream by closing it; only a stream that reported a finishReason is whole.
-        if not self._translator.saw_finish_reason:
-            return []
-        self._finished = True
-        return self._translator.finish()
-
-    def is_done(self) -> bool:
-        return self._finished
-
-    def usage(self) -> TokenUsage | None:
-        return self._translator.usage
+async def _translated(
+    provider: str, request: UpstreamRequest, response: httpx.Response
+) -> AsyncGenerator[dict[str, Any], None]:
+    decoder = SSEDecoder()
+    finished = False
+    try:
+        async for raw in response.aiter_bytes():
+            for event in decoder.feed(raw):
+                for chunk in request.translate_event(event.event, event.data):
+                    yield chunk
+                if request.is_done():
+                    finished = True
+        for event in decoder.flush():
+            for chunk in request.translate_event(event.event, event.data):
+                yield chunk
+        for chunk in request.finish():
+            yield chunk
+        finished = finished or request.is_done()
+    except httpx.HTTPError as exc:
+        raise _broken_stream(provider) from exc
+    if not finished:
+        raise _broken_stream(provider)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aig.events.v1 import events_pb2 as events
@@ -12,6 +13,8 @@ from aig_common.ids import uuid7
 from aig_common.money import apply_markup
 from aig_common.usage import TokenUsage
 from catalog.models import Catalog
+
+from .chat import AttemptRecord
 
 USAGE_TOPIC = "aig.usage.v1"
 # Not an HTTP status a client saw: the client went away before the answer ended (nginx's 499).
@@ -35,6 +38,7 @@ class Meter:
         usage: TokenUsage | None,
         streamed: bool,
         started_at: float,
+        attempts: Sequence[AttemptRecord] = (),
     ) -> events.UsageEvent:
         """Prices the call and publishes its event. Only answered calls cost anything."""
         billable = status in (200, CLIENT_CLOSED) and usage is not None

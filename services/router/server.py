@@ -17,7 +17,7 @@ from aig_common.errors import APIError, error_body
 from catalog.models import Catalog
 
 from .adapters.base import TokenUsage, UpstreamError
-from .chat import ChatService, StreamOutcome
+from .chat import AttemptsFailed, ChatService, StreamOutcome
 from .embed import EmbeddingsService
 from .metering import CLIENT_CLOSED, Meter, error_code_of
 
@@ -66,6 +66,8 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
 
 
 def _failure(exc: Exception) -> tuple[pb.ErrorReply, int, str]:
+    if isinstance(exc, AttemptsFailed):
+        exc = exc.error
     reply = _error_reply(exc)
     return reply, reply.status, error_code_of(orjson.loads(reply.body))
 
@@ -103,33 +105,37 @@ class RouterServicer(pb_grpc.RouterServicer):
         except Exception as exc:
             reply, status, code = _failure(exc)
             UPSTREAM_CALLS.labels("", "chat", "error").inc()
+            attempts = exc.attempts if isinstance(exc, AttemptsFailed) else []
             self._meter.record(
                 request.context,
                 endpoint="chat.completions",
                 model_id=model_id,
-                provider=getattr(exc, "provider", ""),
+                provider=attempts[-1].provider if attempts else "",
                 status=status,
                 error_code=code,
                 usage=None,
                 streamed=False,
                 started_at=started,
+                attempts=attempts,
             )
-            return pb.ChatResponse(error=reply)
+            return pb.ChatResponse(error=reply, attempts=len(attempts))
         UPSTREAM_CALLS.labels(result.provider, "chat", "ok").inc()
         self._meter.record(
             request.context,
             endpoint="chat.completions",
-            model_id=model_id,
+            model_id=result.model_id,
             provider=result.provider,
             status=200,
             usage=result.usage,
             streamed=False,
             started_at=started,
+            attempts=result.attempts,
         )
         return pb.ChatResponse(
             completion=orjson.dumps(result.completion),
             provider=result.provider,
             usage=_usage_message(result.usage),
+            attempts=len(result.attempts),
         )
 
     async def StreamChatCompletion(
@@ -141,7 +147,12 @@ class RouterServicer(pb_grpc.RouterServicer):
         status, code = CLIENT_CLOSED, "client_closed"
         try:
             async for chunk in self._chat.stream(_parse_body(request.body), outcome):
-                sent_any = True
+                if not sent_any:
+                    sent_any = True
+                    start = pb.StreamStart(
+                        provider=outcome.provider, attempts=len(outcome.attempts)
+                    )
+                    yield pb.ChatStreamEvent(start=start)
                 yield pb.ChatStreamEvent(chunk=orjson.dumps(chunk))
             status, code = 200, ""
         except Exception as exc:
@@ -154,16 +165,18 @@ class RouterServicer(pb_grpc.RouterServicer):
             yield pb.ChatStreamEvent(chunk=reply.body)
         finally:
             # Runs for success, failure and a client that hung up (generator closed).
+            attempts = outcome.attempts
             self._meter.record(
                 request.context,
                 endpoint="chat.completions",
-                model_id=_model_of(request.body),
-                provider=outcome.provider,
+                model_id=outcome.model_id or _model_of(request.body),
+                provider=outcome.provider or (attempts[-1].provider if attempts else ""),
                 status=status,
                 error_code=code,
                 usage=outcome.usage if outcome.reported_usage else None,
                 streamed=True,
                 started_at=started,
+                attempts=attempts,
             )
         UPSTREAM_CALLS.labels(outcome.provider, "chat", "ok").inc()
         yield pb.ChatStreamEvent(

@@ -53,6 +53,8 @@ class RouterSettings:
     max_image_bytes: int
     kafka_bootstrap_servers: str
     spool_dir: str
+    breaker_failures: int
+    breaker_cooldown_s: float
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> RouterSettings:
@@ -79,4 +81,6 @@ class RouterSettings:
             max_image_bytes=int(env.get("AIG_MAX_IMAGE_BYTES", str(20 * 1024 * 1024))),
             kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             spool_dir=env.get("AIG_SPOOL_DIR", "var/spool"),
+            breaker_failures=int(env.get("AIG_BREAKER_FAILURES", "5")),
+            breaker_cooldown_s=float(env.get("AIG_BREAKER_COOLDOWN_S", "30")),
         )

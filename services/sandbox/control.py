@@ -27,8 +27,12 @@ def fault_from(body: dict[str, Any]) -> Fault:
     after_chunks = body.get("after_chunks")
     retry_after = body.get("retry_after", 1)
     message = body.get("message")
-    if not _is_int(status) or not 400 <= status <= 599:
-        raise ValueError("status must be an integer between 400 and 599")
+    delay_ms = body.get("delay_ms", 0)
+    if not _is_int(delay_ms) or not 0 <= delay_ms <= 600_000:
+        raise ValueError("delay_ms must be an integer between 0 and 600000")
+    slow_only = status == 200 and delay_ms > 0
+    if not _is_int(status) or not (400 <= status <= 599 or slow_only):
+        raise ValueError("status must be an integer between 400 and 599 (or 200 with delay_ms)")
     if not _is_int(count) or count < 1:
         raise ValueError("count must be a positive integer")
     if after_chunks is not None and (not _is_int(after_chunks) or after_chunks < 0):
@@ -37,7 +41,7 @@ def fault_from(body: dict[str, Any]) -> Fault:
         raise ValueError("retry_after must be a non-negative integer")
     if message is not None and not isinstance(message, str):
         raise ValueError("message must be a string")
-    return Fault(provider, status, count, after_chunks, message, retry_after)
+    return Fault(provider, status, count, after_chunks, message, retry_after, delay_ms)
 
 
 def _is_int(value: Any) -> bool:

@@ -34,6 +34,13 @@ class Fault:
     after_chunks: int | None = None
     message: str | None = None
     retry_after: int = 1
+    # A slow provider: wait this long before answering. With status 200 the call then
+    # succeeds, which is how tests make one provider slower than another (hedging).
+    delay_ms: int = 0
+
+    @property
+    def fails_up_front(self) -> bool:
+        return self.status >= 400 and self.after_chunks is None
 
     def matches(self, provider: str, streaming: bool) -> bool:
         if self.provider not in (provider, ANY_PROVIDER):
@@ -48,6 +55,7 @@ class Fault:
             "after_chunks": self.after_chunks,
             "message": self.message,
             "retry_after": self.retry_after,
+            "delay_ms": self.delay_ms,
         }
 
 

@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import yaml
 
+from catalog.models import DEFAULT_CATALOG_PATH
 from devstack.stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
 
 # One model of each provider family, as the catalog names them.
@@ -19,6 +21,23 @@ FAMILY_MODELS = {
     "google": "gemini-2.5-flash",
     "openrouter": "mistral-medium-3",
 }
+
+
+# Hedging is off by default; the test catalog turns it on for one model.
+HEDGED_MODEL = "gpt-4.1-mini"
+HEDGE_AFTER_MS = 300
+BREAKER_FAILURES = 3
+BREAKER_COOLDOWN_S = 1.0
+
+
+def _test_catalog(directory: Path) -> Path:
+    document = yaml.safe_load(DEFAULT_CATALOG_PATH.read_text())
+    for entry in document["chat_models"]:
+        if entry["id"] == HEDGED_MODEL:
+            entry["hedge_after_ms"] = HEDGE_AFTER_MS
+    path = directory / "catalog.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +50,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         key_pepper=new_secret(""),
         database_url=f"sqlite+aiosqlite:///{var_dir / 'aig.db'}",
         # Provider keys in the developer's environment must not send tests to real providers.
-        env={key: "" for key in PROVIDER_KEYS},
+        env={
+            **{key: "" for key in PROVIDER_KEYS},
+            "AIG_CATALOG_PATH": str(_test_catalog(var_dir)),
+            "AIG_BREAKER_FAILURES": str(BREAKER_FAILURES),
+            "AIG_BREAKER_COOLDOWN_S": str(BREAKER_COOLDOWN_S),
+        },
     )
     running.start()
     yield running
@@ -53,17 +77,21 @@ class Sandbox:
         return seen[-1]
 
     def fault(
-        self, provider: str, status: int, count: int = 1, after_chunks: int | None = None
+        self,
+        provider: str,
+        status: int,
+        count: int = 1,
+        after_chunks: int | None = None,
+        delay_ms: int = 0,
     ) -> None:
-        self.http.post(
-            "/_sandbox/faults",
-            json={
-                "provider": provider,
-                "status": status,
-                "count": count,
-                "after_chunks": after_chunks,
-            },
-        ).raise_for_status()
+        fault = {
+            "provider": provider,
+            "status": status,
+            "count": count,
+            "after_chunks": after_chunks,
+            "delay_ms": delay_ms,
+        }
+        self.http.post("/_sandbox/faults", json=fault).raise_for_status()
 
     def reset(self) -> None:
         self.http.delete("/_sandbox/faults").raise_for_status()
@@ -89,7 +117,7 @@ def admin(stack: Stack) -> Iterator[httpx.Client]:
 
 
 def create_key(
-    admin: httpx.Client, name: str = "tests", credits_usd: str = "100.00"
+    admin: httpx.Client, name: str = "tests", credits_usd: str = "10000.00"
 ) -> dict[str, Any]:
     account = admin.post("/accounts", json={"name": name, "credits_usd": credits_usd})
     assert account.status_code == 201, account.text

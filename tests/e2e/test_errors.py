@@ -10,6 +10,8 @@ import pytest
 from .conftest import FAMILY_MODELS, Sandbox, create_key
 
 HELLO = [{"role": "user", "content": "hello"}]
+# These tests are about how one provider's errors reach the client, so failover is off.
+NO_FALLBACKS = {"aig": {"fallbacks": False}}
 
 
 def _error(response: httpx.Response) -> dict[str, object]:
@@ -71,7 +73,7 @@ def test_upstream_5xx_is_internal_server_error(
     provider = next(p for p, m in FAMILY_MODELS.items() if m == model)
     sandbox.fault(provider, 500, count=1)
     with pytest.raises(openai.InternalServerError) as caught:
-        client.chat.completions.create(model=model, messages=HELLO)
+        client.chat.completions.create(model=model, messages=HELLO, extra_body=NO_FALLBACKS)
     assert caught.value.status_code == 500
     body = caught.value.body
     assert isinstance(body, dict) and body["message"] and body["type"] == "server_error"
@@ -82,13 +84,17 @@ def test_upstream_5xx_is_internal_server_error(
 def test_anthropic_overloaded_becomes_503(client: openai.OpenAI, sandbox: Sandbox) -> None:
     sandbox.fault("anthropic", 529)
     with pytest.raises(openai.InternalServerError) as caught:
-        client.chat.completions.create(model=FAMILY_MODELS["anthropic"], messages=HELLO)
+        client.chat.completions.create(
+            model=FAMILY_MODELS["anthropic"], messages=HELLO, extra_body=NO_FALLBACKS
+        )
     assert caught.value.status_code == 503
 
 
 def test_rate_limit_keeps_retry_after(edge: httpx.Client, sandbox: Sandbox) -> None:
     sandbox.fault("openai", 429)
-    response = edge.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": HELLO})
+    response = edge.post(
+        "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": HELLO, **NO_FALLBACKS}
+    )
     assert response.status_code == 429
     assert response.headers.get("retry-after")
     assert _error(response)["type"] == "rate_limit_error"
@@ -103,6 +109,7 @@ def test_streamed_call_fault_before_first_chunk_is_http_error(
             model=FAMILY_MODELS["google"],
             messages=HELLO,
             stream=True,
+            extra_body=NO_FALLBACKS,
         )
 
 

@@ -74,6 +74,7 @@ def test_faults_count_down_and_are_listed(sandbox_url: str, control: httpx.Clien
             "after_chunks": None,
             "message": None,
             "retry_after": 1,
+            "delay_ms": 0,
         }
     ]
     headers = {"authorization": "Bearer k"}

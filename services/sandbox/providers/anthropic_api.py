@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -75,7 +76,9 @@ async def _create_message(request: Request, state: SandboxState) -> Response:
         return error_response(400, str(body))
     streaming = body.get("stream") is True
     fault = state.faults.take(PROVIDER, streaming=streaming)
-    if fault is not None and fault.after_chunks is None:
+    if fault is not None and fault.delay_ms:
+        await asyncio.sleep(fault.delay_ms / 1000)
+    if fault is not None and fault.fails_up_front:
         return _fault_response(fault)
     try:
         model, prompt, forced_tool = _parse(body)

@@ -6,6 +6,7 @@ Served under `/google/{version}/models/{model}:{method}`; the version segment ma
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -85,7 +86,9 @@ async def _dispatch(request: Request, state: SandboxState) -> Response:
         return error_response(400, f"Invalid JSON payload received. {body}")
     streaming = method == "streamGenerateContent"
     fault = state.faults.take(PROVIDER, streaming=streaming)
-    if fault is not None and fault.after_chunks is None:
+    if fault is not None and fault.delay_ms:
+        await asyncio.sleep(fault.delay_ms / 1000)
+    if fault is not None and fault.fails_up_front:
         return _fault_response(fault)
     try:
         if method == "generateContent":

@@ -8,6 +8,7 @@ with a numeric `code`, and mid-stream failures as an error chunk with
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -170,7 +171,9 @@ async def _serve(
         return _error(flavor, 400, str(body))
     streaming = body.get("stream") is True
     fault = state.faults.take(flavor.provider, streaming=streaming)
-    if fault is not None and fault.after_chunks is None:
+    if fault is not None and fault.delay_ms:
+        await asyncio.sleep(fault.delay_ms / 1000)
+    if fault is not None and fault.fails_up_front:
         return _fault_response(flavor, fault)
     try:
         response: Response = handler(request, state, flavor, body, fault)

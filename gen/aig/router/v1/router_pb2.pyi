@@ -176,9 +176,12 @@ class ChatResponse(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     completion: _builtins.bytes
     """An OpenAI chat.completion JSON object."""
     provider: _builtins.str
+    attempts: _builtins.int
+    """Upstream attempts this call took (failover and hedging included)."""
     @_builtins.property
     def error(self) -> Global___ErrorReply: ...
     @_builtins.property
@@ -190,16 +193,41 @@ class ChatResponse(_message.Message):
         error: Global___ErrorReply | None = ...,
         provider: _builtins.str = ...,
         usage: Global___TokenUsage | None = ...,
+        attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "error", b"error", "result", b"result", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "error", b"error", "provider", b"provider", "result", b"result", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "completion", b"completion", "error", b"error", "provider", b"provider", "result", b"result", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["completion", "error"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
 Global___ChatResponse: _TypeAlias = ChatResponse  # noqa: Y015
+
+@_typing.final
+class StreamStart(_message.Message):
+    """Sent once, before the first chunk: who is serving, after how many attempts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    attempts: _builtins.int
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamStart: _TypeAlias = StreamStart  # noqa: Y015
 
 @_typing.final
 class StreamEnd(_message.Message):
@@ -231,24 +259,28 @@ class ChatStreamEvent(_message.Message):
     CHUNK_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
     chunk: _builtins.bytes
     """One OpenAI chat.completion.chunk JSON object (without the SSE framing)."""
     @_builtins.property
     def error(self) -> Global___ErrorReply: ...
     @_builtins.property
     def end(self) -> Global___StreamEnd: ...
+    @_builtins.property
+    def start(self) -> Global___StreamStart: ...
     def __init__(
         self,
         *,
         chunk: _builtins.bytes = ...,
         error: Global___ErrorReply | None = ...,
         end: Global___StreamEnd | None = ...,
+        start: Global___StreamStart | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "end", b"end", "error", b"error", "event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "end", b"end", "error", b"error", "event", b"event", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "end", b"end", "error", b"error", "event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "end", b"end", "error", b"error", "event", b"event", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["chunk", "error", "end"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["chunk", "error", "end", "start"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
