@@ -22,7 +22,7 @@ lint: .venv/.synced
 	@.venv/bin/ruff format --check .
 
 typecheck: .venv/.synced
-	@.venv/bin/mypy services tests
+	@.venv/bin/mypy services tests bench
 
 proto: .venv/.synced
 	@scripts/gen_proto.sh gen
@@ -36,7 +36,9 @@ fmt: .venv/.synced
 	@.venv/bin/ruff check --fix .
 	@.venv/bin/ruff format .
 
+# The load generator (oha) and LiteLLM live in bench-only environments (bench/install.sh).
 bench: .venv/.synced
+	@bench/install.sh
 	@$(PY) -m bench
 
 clean:

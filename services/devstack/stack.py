@@ -1,14 +1,27 @@
-"""The local stack: sandbox (when a provider has no key), router and edge as processes."""
+"""The local stack: Kafka, sandbox (when a provider has no key), router, billing and edge."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .kafka import (
+    AIG_TOPICS,
+    DEFAULT_TOPIC_CONFIGS,
+    REPO_ROOT,
+    KafkaCluster,
+    LocalKafka,
+    kafka_from_env,
+)
 from .processes import Service, free_port
 
 PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY")
+
+
+# Tests and `make up` share one download of the broker's jars.
+SHARED_KAFKA_LIBS = REPO_ROOT / "var" / "kafka" / "libs"
 
 
 @dataclass
@@ -17,11 +30,18 @@ class StackPorts:
     router: int = 50051
     router_ops: int = 9464
     sandbox: int = 8090
+    billing: int = 9465
+    kafka: int = 9092
 
     @classmethod
     def free(cls) -> StackPorts:
         return cls(
-            edge=free_port(), router=free_port(), router_ops=free_port(), sandbox=free_port()
+            edge=free_port(),
+            router=free_port(),
+            router_ops=free_port(),
+            sandbox=free_port(),
+            billing=free_port(),
+            kafka=free_port(),
         )
 
 
@@ -36,7 +56,10 @@ class Stack:
     database_url: str
     env: dict[str, str]
     with_sandbox: bool = True
+    # More edge processes behind the same control DB, as replicas in production.
+    extra_edges: int = 0
     services: list[Service] = field(default_factory=list)
+    kafka: KafkaCluster | None = None
 
     @property
     def edge_url(self) -> str:
@@ -47,8 +70,14 @@ class Stack:
         return f"http://127.0.0.1:{self.ports.sandbox}"
 
     def _service_env(self) -> dict[str, str]:
+        assert self.kafka is not None
         return {
             **self.env,
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            "AIG_VAR_DIR": str(self.var_dir),
+            "AIG_SPOOL_DIR": str(self.var_dir / "spool"),
+            "AIG_BILLING_PORT": str(self.ports.billing),
+            "AIG_BILLING_URL": f"http://127.0.0.1:{self.ports.billing}",
             "AIG_SANDBOX_URL": self.sandbox_url,
             "AIG_SANDBOX_PORT": str(self.ports.sandbox),
             "AIG_ROUTER_PORT": str(self.ports.router),
@@ -61,6 +90,11 @@ class Stack:
         }
 
     def start(self) -> None:
+        self.kafka = kafka_from_env(
+            self.var_dir,
+            env={**os.environ, **self.env, "AIG_KAFKA_PORT": str(self.ports.kafka)},
+            libs_dir=SHARED_KAFKA_LIBS,
+        )
         env = self._service_env()
         logs = self.var_dir / "logs"
         if self.with_sandbox:
@@ -81,19 +115,58 @@ class Stack:
         self.services.append(
             Service("edge", "edge", env, f"{self.edge_url}/readyz", logs / "edge.log")
         )
+        for replica in range(1, self.extra_edges + 1):
+            port = free_port()
+            self.services.append(
+                Service(
+                    f"edge-{replica}",
+                    "edge",
+                    {**env, "AIG_EDGE_PORT": str(port)},
+                    f"http://127.0.0.1:{port}/readyz",
+                    logs / f"edge-{replica}.log",
+                )
+            )
+        billing = Service(
+            "billing",
+            "billing",
+            env,
+            f"http://127.0.0.1:{self.ports.billing}/readyz",
+            logs / "billing.log",
+        )
         try:
+            # The JVM takes seconds to start: the Python services start meanwhile.
+            if isinstance(self.kafka, LocalKafka):
+                self.kafka.ensure_jars()
+            self.kafka.start()
             for service in self.services:
                 service.start()
+            self.kafka.wait_ready()
+            self.kafka.create_topics(AIG_TOPICS, DEFAULT_TOPIC_CONFIGS)
+            self.services.append(billing)
+            billing.start()
             for service in self.services:
                 service.wait_ready()
         except BaseException:
             self.stop()
             raise
 
+    @property
+    def edge_urls(self) -> list[str]:
+        return [
+            service.ready_url.removesuffix("/readyz")
+            for service in self.services
+            if service.module == "edge"
+        ]
+
+    def service(self, name: str) -> Service:
+        return next(service for service in self.services if service.name == name)
+
     def stop(self) -> None:
         for service in reversed(self.services):
             service.stop()
         self.services.clear()
+        if self.kafka is not None:
+            self.kafka.stop()
 
 
 def new_secret(prefix: str) -> str:

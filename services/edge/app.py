@@ -61,7 +61,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         cache_ttl=settings.auth_cache_ttl_s,
     )
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    money = Money(sessions)
+    money = Money(sessions, reservation_ttl=timedelta(seconds=settings.reservation_ttl_s))
     routes = OpenAIRoutes(store, Admissions(load_catalog(), money), settings.max_body_bytes)
     channels: list[grpc.aio.Channel] = []
 

@@ -18,6 +18,7 @@ class EdgeSettings:
     auth_cache_ttl_s: float
     billing_url: str
     tier_recompute_interval_s: int
+    reservation_ttl_s: float
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EdgeSettings:
@@ -42,4 +43,7 @@ class EdgeSettings:
             auth_cache_ttl_s=float(env.get("AIG_AUTH_CACHE_TTL_S", "5")),
             billing_url=env.get("AIG_BILLING_URL", "http://127.0.0.1:9465"),
             tier_recompute_interval_s=int(env.get("AIG_TIER_RECOMPUTE_INTERVAL_S", "21600")),
+            # Longer than any call plus settlement lag: a reservation that outlives its call
+            # is only ever released early by settlement, never by expiry.
+            reservation_ttl_s=float(env.get("AIG_RESERVATION_TTL_S", "900")),
         )

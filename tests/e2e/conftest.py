@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ import openai
 import pytest
 import yaml
 
-from catalog.models import DEFAULT_CATALOG_PATH
+from aig_common.money import apply_markup
+from catalog.estimate import estimate_prompt_tokens, worst_case_output_tokens
+from catalog.models import DEFAULT_CATALOG_PATH, load_catalog
 from devstack.stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
 
 # One model of each provider family, as the catalog names them.
@@ -153,3 +156,34 @@ def edge(stack: Stack, api_key: str) -> Iterator[httpx.Client]:
         base_url=stack.edge_url, headers={"authorization": f"Bearer {api_key}"}, timeout=30
     ) as client:
         yield client
+
+
+def worst_case_nano_usd(body: dict[str, Any], markup_basis_points: int = 4000) -> int:
+    """What admission reserves for `body`: the dearest member of its route chain, marked up."""
+    catalog = load_catalog()
+    primary = catalog.chat(body["model"])
+    assert primary is not None
+    chain = [primary, *(catalog.chat(route.model_id) for route in primary.fallbacks)]
+    worst = max(
+        model.worst_case_cost_nano_usd(
+            estimate_prompt_tokens(body, tokens_per_image=model.image_input_tokens),
+            worst_case_output_tokens(body, model),
+        )
+        for model in chain
+        if model is not None
+    )
+    return apply_markup(worst, markup_basis_points)
+
+
+def wait_until_settled(base_url: str, api_key: str, timeout_s: float = 60) -> dict[str, Any]:
+    """Polls /v1/me until no reservation of the key's account is in flight."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        me = httpx.get(
+            f"{base_url}/me", headers={"authorization": f"Bearer {api_key}"}, timeout=10
+        ).json()
+        if me["account"]["caps"]["daily"]["reserved_usd"] == "0.00":
+            return dict(me)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reservations still held after {timeout_s} s: {me}")
+        time.sleep(0.25)

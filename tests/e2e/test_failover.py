@@ -12,11 +12,16 @@ import httpx
 import openai
 import pytest
 
-from aig_common.money import NANO_PER_USD, apply_markup, usd
-from catalog.estimate import estimate_prompt_tokens, worst_case_output_tokens
-from catalog.models import load_catalog
+from aig_common.money import NANO_PER_USD, usd
 
-from .conftest import BREAKER_COOLDOWN_S, BREAKER_FAILURES, HEDGED_MODEL, Sandbox, create_key
+from .conftest import (
+    BREAKER_COOLDOWN_S,
+    BREAKER_FAILURES,
+    HEDGED_MODEL,
+    Sandbox,
+    create_key,
+    worst_case_nano_usd,
+)
 from .test_openai_sdk import WEATHER_TOOL
 
 ASK = [
@@ -181,19 +186,7 @@ def test_failover_never_spends_past_a_cap(
     admin: httpx.Client, base_url: str, healed: Sandbox
 ) -> None:
     body = {"model": "gpt-4o-mini", "messages": ASK, "max_tokens": 50}
-    catalog = load_catalog()
-    primary = catalog.chat("gpt-4o-mini")
-    assert primary is not None
-    chain = [primary, *(catalog.chat(r.model_id) for r in primary.fallbacks)]
-    worst = max(
-        m.worst_case_cost_nano_usd(
-            estimate_prompt_tokens(body, tokens_per_image=m.image_input_tokens),
-            worst_case_output_tokens(body, m),
-        )
-        for m in chain
-        if m is not None
-    )
-    one_call = apply_markup(worst, 4000)
+    one_call = worst_case_nano_usd(body)
     assert one_call < NANO_PER_USD
     key = create_key(admin, "capped-failover")
     assert admin.patch(f"/keys/{key['id']}", json={"daily_cap_usd": usd(one_call)}).is_success

@@ -1,0 +1,68 @@
+"""`python -m bench` (what `make bench` runs): install the tools, run, write the results.
+
+python -m bench            full comparison, under 10 minutes on 2 cores
+python -m bench --quick    the same phases, shorter (~2 minutes), for development
+python -m bench --soak     aig alone under steady load for 5 minutes, RSS trend only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from .plan import DEFAULT, QUICK, SOAK
+from .report import machine, render
+from .run import execute, log
+
+HERE = Path(__file__).parent
+# Small enough to commit beside RESULTS.md.
+COMMITTED_PLOT_MAX_BYTES = 300_000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="short phases (~2 min)")
+    mode.add_argument("--soak", action="store_true", help="5-minute RSS soak of aig only")
+    parser.add_argument("--out", type=Path, default=HERE / "out", help="results directory")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin gateways and load generator to cores"
+    )
+    args = parser.parse_args()
+    plan = SOAK if args.soak else QUICK if args.quick else DEFAULT
+
+    subprocess.run(["bash", str(HERE / "install.sh")], check=True)
+    results = execute(plan, args.out, pin=not args.no_pin)
+    results["machine"] = machine()
+
+    if args.soak:
+        path = args.out / "soak.json"
+        path.write_text(json.dumps(results["soak"], indent=2))
+        for name, figures in results["soak"]["processes"].items():
+            log(f"soak {name}: {json.dumps(figures)}")
+        log(f"wrote {path}")
+        return
+
+    results_path = args.out / "results.json"
+    results_path.write_text(json.dumps(results, indent=2))
+    plot_path = args.out / "latency.png"
+    subprocess.run(
+        [
+            str(HERE / ".venv-tools" / "bin" / "python"),
+            str(HERE / "plot.py"),
+            results_path,
+            plot_path,
+        ],
+        check=True,
+    )
+    if plot_path.stat().st_size <= COMMITTED_PLOT_MAX_BYTES:
+        shutil.copyfile(plot_path, HERE / "latency.png")
+    (HERE / "RESULTS.md").write_text(render(results))
+    log(f"wrote {results_path}, {plot_path} and {HERE / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""How long and how hard each phase runs: the default run, --quick and --soak."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# The upstream every target calls: fixed delay, ~100-token answer, 20 chunks when streamed.
+SANDBOX_ENV = {
+    "AIG_SANDBOX_LATENCY_MS": "20",
+    "AIG_SANDBOX_CHUNK_INTERVAL_MS": "5",
+    "AIG_SANDBOX_ANSWER_TOKENS": "100",
+    "AIG_SANDBOX_STREAM_CHUNKS": "20",
+}
+ERROR_BUDGET = 0.001  # peak throughput counts only steps with < 0.1 % failed calls
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    peak_connections: tuple[int, ...]
+    peak_seconds: float
+    rates: tuple[int, ...]
+    rate_seconds: float
+    # Open-loop in-flight cap: enough for every rate at the direct path's latency, and a
+    # bound on how far a saturated target's queue can grow.
+    rate_connections: int
+    stream_calls: int
+    stream_concurrency: int
+    profile_seconds: float
+    profile_rate: int
+    soak_seconds: float
+    soak_rate: int
+    soak_interval_s: float
+    compare_litellm: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DEFAULT = Plan(
+    name="default",
+    peak_connections=(4, 16, 64, 128, 256),
+    peak_seconds=6,
+    rates=(50, 200, 500),
+    rate_seconds=10,
+    rate_connections=128,
+    stream_calls=120,
+    stream_concurrency=4,
+    profile_seconds=15,
+    profile_rate=200,
+    soak_seconds=60,
+    soak_rate=100,
+    soak_interval_s=3,
+)
+
+QUICK = Plan(
+    name="quick",
+    peak_connections=(8, 32, 96),
+    peak_seconds=3,
+    rates=(50, 200, 500),
+    rate_seconds=4,
+    rate_connections=96,
+    stream_calls=30,
+    stream_concurrency=4,
+    profile_seconds=6,
+    profile_rate=200,
+    soak_seconds=15,
+    soak_rate=100,
+    soak_interval_s=1.5,
+)
+
+# Only aig, only memory: five minutes of steady load, RSS every 5 s.
+SOAK = Plan(
+    name="soak",
+    peak_connections=(),
+    peak_seconds=0,
+    rates=(),
+    rate_seconds=0,
+    rate_connections=64,
+    stream_calls=0,
+    stream_concurrency=1,
+    profile_seconds=0,
+    profile_rate=0,
+    soak_seconds=300,
+    soak_rate=100,
+    soak_interval_s=5,
+    compare_litellm=False,
+)

@@ -1,0 +1,453 @@
+"""One benchmark run: start every target, measure them in alternation, collect the figures."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devstack.stack import Stack
+
+from . import aig_target, profiling
+from .litellm_target import MODEL, LiteLLMProxy, litellm_version, prisma_ready
+from .loadgen import LoadResult, OhaRun, Request, run_oha
+from .plan import ERROR_BUDGET, SANDBOX_ENV, Plan
+from .procs import ProcessGroup
+from .soak import sample_rss
+from .streaming import StreamResult, measure_streaming
+
+# Gateways get one core; the load generator, the sandbox, the gateways' broker/database and
+# this harness share the other, so every gateway has the same CPU budget: one core.
+TARGET_CPUS = {1}
+DRIVER_CPUS = {0}
+CALL_BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Write a short greeting."}]}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Target:
+    name: str
+    label: str
+    request: Request
+    stream_request: Request
+    gateway: ProcessGroup
+    infra: ProcessGroup | None = None
+    cpu_s: float = 0.0
+    infra_cpu_s: float = 0.0
+    calls: int = 0
+    peak_steps: list[LoadResult] = field(default_factory=list)
+    rates: dict[int, LoadResult] = field(default_factory=dict)
+    stream: StreamResult | None = None
+
+    def measured(self, load: Callable[[], LoadResult]) -> LoadResult:
+        """Runs `load` and charges the CPU the target's processes spent meanwhile to it."""
+        before = self.gateway.cpu_seconds()
+        infra_before = self.infra.cpu_seconds() if self.infra else 0.0
+        result = load()
+        self.cpu_s += self.gateway.cpu_seconds() - before
+        if self.infra:
+            self.infra_cpu_s += self.infra.cpu_seconds() - infra_before
+        self.calls += result.ok
+        return result
+
+
+def _requests(url: str, api_key: str) -> tuple[Request, Request]:
+    plain = json.dumps(CALL_BODY).encode()
+    streamed = json.dumps({**CALL_BODY, "stream": True}).encode()
+    return Request(url, api_key, plain), Request(url, api_key, streamed)
+
+
+def percentile(values: list[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+@dataclass
+class Environment:
+    """Everything started for a run; `close()` stops it in reverse order."""
+
+    work_dir: Path
+    stack: Stack
+    aig_key: str
+    litellm: LiteLLMProxy | None = None
+    litellm_db: LiteLLMProxy | None = None
+    postgres: Any = None
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for proxy in (self.litellm_db, self.litellm):
+            if proxy is not None:
+                with contextlib.suppress(Exception):
+                    proxy.stop()
+        if self.postgres is not None:
+            with contextlib.suppress(Exception):
+                self.postgres.stop()
+        self.stack.stop()
+
+
+@contextlib.contextmanager
+def environment(plan: Plan, work_dir: Path) -> Iterator[Environment]:
+    log("starting aig's whole stack as devstack.Stack does")
+    stack = aig_target.start_stack(work_dir / "aig", SANDBOX_ENV)
+    env = Environment(work_dir=work_dir, stack=stack, aig_key=aig_target.create_api_key(stack))
+    try:
+        if plan.compare_litellm:
+            _start_litellm(env)
+        yield env
+    finally:
+        log("stopping every target")
+        env.close()
+
+
+def _start_litellm(env: Environment) -> None:
+    upstream = f"{env.stack.sandbox_url}/openai/v1"
+    log("starting LiteLLM proxy without a database")
+    env.litellm = LiteLLMProxy(upstream, env.work_dir / "litellm")
+    try:
+        env.litellm.start()
+    except RuntimeError as exc:
+        env.unavailable["litellm"] = str(exc).splitlines()[0]
+        env.litellm = None
+    log("checking that LiteLLM's Prisma client can be generated (needed for its database)")
+    reason = prisma_ready()
+    if reason is not None:
+        env.unavailable["litellm-db"] = reason
+        log(f"LiteLLM with PostgreSQL is skipped: {reason}")
+        return
+    from tests.pg import PostgresServer  # the project's throwaway PostgreSQL
+
+    env.postgres = PostgresServer.start()
+    env.postgres.create_database("litellm")
+    database_url = f"postgresql://postgres@127.0.0.1:{env.postgres.port}/litellm"
+    log("starting LiteLLM proxy with PostgreSQL (virtual keys, budgets)")
+    env.litellm_db = LiteLLMProxy(upstream, env.work_dir / "litellm-db", database_url=database_url)
+    try:
+        env.litellm_db.start(timeout_s=300)
+    except RuntimeError as exc:
+        env.unavailable["litellm-db"] = str(exc).splitlines()[0]
+        env.litellm_db = None
+
+
+def postgres_processes(server: Any) -> ProcessGroup:
+    postmaster = int((Path(server.data_dir) / "postmaster.pid").read_text().split()[0])
+    return ProcessGroup({"postgres": postmaster})
+
+
+def build_targets(env: Environment) -> list[Target]:
+    stack = env.stack
+    sandbox_url = f"{stack.sandbox_url}/openai/v1/chat/completions"
+    targets = [
+        Target(
+            "direct",
+            "direct (oha → sandbox)",
+            *_requests(sandbox_url, "sandbox-key"),
+            gateway=aig_target.sandbox_process(stack),
+        ),
+        Target(
+            "aig",
+            "aig (the whole stack: edge → router → sandbox)",
+            *_requests(f"{stack.edge_url}/v1/chat/completions", env.aig_key),
+            gateway=aig_target.gateway_processes(stack),
+            infra=aig_target.infra_processes(stack),
+        ),
+    ]
+    if env.litellm is not None:
+        targets.append(
+            Target(
+                "litellm",
+                "LiteLLM proxy, no database",
+                *_requests(f"{env.litellm.url}/v1/chat/completions", env.litellm.master_key),
+                gateway=env.litellm.processes(),
+            )
+        )
+    if env.litellm_db is not None:
+        targets.append(
+            Target(
+                "litellm-db",
+                "LiteLLM proxy + PostgreSQL (virtual key with budget)",
+                *_requests(
+                    f"{env.litellm_db.url}/v1/chat/completions", env.litellm_db.create_virtual_key()
+                ),
+                gateway=env.litellm_db.processes(),
+                infra=postgres_processes(env.postgres),
+            )
+        )
+    return targets
+
+
+def pin_cpus(env: Environment, targets: list[Target]) -> None:
+    for target in targets:
+        target.gateway.pin(DRIVER_CPUS if target.name == "direct" else TARGET_CPUS)
+        # A broker or database keeps working between phases (Kafka's JVM, LiteLLM's batched
+        # spend writes): on the gateways' core it would slow whichever target runs next.
+        if target.infra:
+            target.infra.pin(DRIVER_CPUS)
+    os.sched_setaffinity(0, DRIVER_CPUS)
+
+
+def measure_peak(plan: Plan, targets: list[Target], cpus: set[int] | None) -> None:
+    """Closed loop with rising connections; a target drops out once it stops gaining or fails."""
+    rising = list(targets)
+    for connections in plan.peak_connections:
+        for target in list(rising):
+            result = target.measured(
+                functools.partial(
+                    run_oha,
+                    target.request,
+                    seconds=plan.peak_seconds,
+                    connections=connections,
+                    cpus=cpus,
+                )
+            )
+            target.peak_steps.append(result)
+            log(
+                f"peak  {target.name:<11} c={connections:<4} {result.rps:8.1f} rps  "
+                f"p50 {result.p50_ms:7.1f} ms  errors {result.error_ratio:.2%}"
+            )
+            best = max(
+                (s.rps for s in target.peak_steps[:-1] if s.error_ratio < ERROR_BUDGET),
+                default=0.0,
+            )
+            if result.error_ratio >= ERROR_BUDGET or result.rps < best * 1.05:
+                rising.remove(target)
+
+
+def measure_rates(plan: Plan, targets: list[Target], cpus: set[int] | None) -> None:
+    for rate in plan.rates:
+        for target in targets:
+            result = target.measured(
+                functools.partial(
+                    run_oha,
+                    target.request,
+                    seconds=plan.rate_seconds,
+                    connections=plan.rate_connections,
+                    rate=rate,
+                    cpus=cpus,
+                )
+            )
+            target.rates[rate] = result
+            log(
+                f"rate  {target.name:<11} {rate:>4}/s  got {result.rps:7.1f}/s  "
+                f"p50 {result.p50_ms:7.1f}  p90 {result.p90_ms:7.1f}  p99 {result.p99_ms:7.1f} ms  "
+                f"errors {result.error_ratio:.2%}"
+            )
+
+
+def measure_streams(plan: Plan, targets: list[Target]) -> None:
+    for target in targets:
+        target.stream = measure_streaming(
+            target.stream_request, count=plan.stream_calls, concurrency=plan.stream_concurrency
+        )
+        log(
+            f"stream {target.name:<11} ttft p50 {percentile(target.stream.ttft_ms, 0.5):7.1f} ms  "
+            f"total p50 {percentile(target.stream.total_ms, 0.5):7.1f} ms  "
+            f"errors {target.stream.errors}"
+        )
+
+
+def profile_aig(plan: Plan, aig: Target, out_dir: Path, cpus: set[int] | None) -> dict[str, Any]:
+    """Flame graphs of aig's services while oha offers `profile_rate` calls per second.
+
+    py-spy runs twice in a row per process, once for the SVG and once for the collapsed stacks
+    the hot-function table is computed from: two samplers on one process at once can panic.
+    """
+    log(f"profiling {', '.join(aig.gateway.roots)} with py-spy, 2 x {plan.profile_seconds:.0f} s")
+    report: dict[str, Any] = {
+        name: {"flamegraph": None, "hot": [], "errors": [], "mode": "nonblocking"}
+        for name in aig.gateway.roots
+    }
+    jobs = [(name, fmt) for fmt in ("flamegraph", "raw") for name in aig.gateway.roots]
+    failed = _profile_round(plan, aig, out_dir, cpus, jobs, nonblocking=True, report=report)
+    if failed:
+        log(f"py-spy failed on {sorted(set(name for name, _ in failed))}; retrying in pausing mode")
+        for name, _ in failed:
+            report[name]["mode"] = "blocking (nonblocking failed)"
+        _profile_round(plan, aig, out_dir, cpus, failed, nonblocking=False, report=report)
+    for name in aig.gateway.roots:
+        svg, raw = _profile_path(out_dir, name, "flamegraph"), _profile_path(out_dir, name, "raw")
+        report[name]["flamegraph"] = svg.name if svg.exists() else None
+        if raw.exists():
+            report[name]["hot"] = [asdict(hot) for hot in profiling.hot_functions(raw)]
+    return report
+
+
+def _profile_round(
+    plan: Plan,
+    aig: Target,
+    out_dir: Path,
+    cpus: set[int] | None,
+    jobs: list[tuple[str, str]],
+    *,
+    nonblocking: bool,
+    report: dict[str, Any],
+) -> list[tuple[str, str]]:
+    """Runs the (service, format) jobs, one format at a time, under load; returns failures."""
+    formats = sorted({fmt for _, fmt in jobs})
+    load = OhaRun(
+        aig.request,
+        seconds=len(formats) * (plan.profile_seconds + 1) + 2,
+        connections=plan.rate_connections,
+        rate=plan.profile_rate,
+        cpus=cpus,
+    )
+    time.sleep(1)  # let connections open before sampling starts
+    failed: list[tuple[str, str]] = []
+    for fmt in formats:
+        spies = {
+            name: profiling.start_py_spy(
+                aig.gateway.roots[name],
+                _profile_path(out_dir, name, fmt),
+                plan.profile_seconds,
+                fmt,
+                nonblocking=nonblocking,
+                # The table is about CPU: only the GIL holder; the SVG shows every busy thread.
+                gil=fmt == "raw",
+            )
+            for name, job_fmt in jobs
+            if job_fmt == fmt
+        }
+        for name, spy in spies.items():
+            _, stderr = spy.communicate(timeout=plan.profile_seconds + 60)
+            if spy.returncode != 0:
+                failed.append((name, fmt))
+                _profile_path(out_dir, name, fmt).unlink(missing_ok=True)
+                report[name]["errors"].append(stderr.decode(errors="replace").strip()[:300])
+    report["load"] = asdict(load.result())
+    return failed
+
+
+def _profile_path(out_dir: Path, name: str, fmt: str) -> Path:
+    return out_dir / f"profile-{name}.{'svg' if fmt == 'flamegraph' else 'txt'}"
+
+
+def sustainable_rate(plan: Plan, aig: Target, cpus: set[int] | None) -> float:
+    """Half of aig's best closed-loop rate, so the soak measures memory, not a growing queue."""
+    steps = [s.rps for s in aig.peak_steps if s.error_ratio < ERROR_BUDGET]
+    if not steps:
+        steps = [run_oha(aig.request, seconds=3, connections=16, cpus=cpus).rps]
+    return max(1.0, min(float(plan.soak_rate), round(max(steps) / 2)))
+
+
+def soak_aig(plan: Plan, aig: Target, cpus: set[int] | None) -> dict[str, Any]:
+    rate = sustainable_rate(plan, aig, cpus)
+    log(f"RSS soak of aig: {plan.soak_seconds:.0f} s at {rate:.0f} calls/s")
+    load = OhaRun(
+        aig.request,
+        seconds=plan.soak_seconds + 1,
+        connections=plan.rate_connections,
+        rate=rate,
+        cpus=cpus,
+    )
+    series = sample_rss(aig.gateway, plan.soak_seconds, plan.soak_interval_s)
+    result = load.result()
+    mib = 1024 * 1024
+    return {
+        "seconds": plan.soak_seconds,
+        "rate": rate,
+        "load": asdict(result),
+        "processes": {
+            name: {
+                "first_mib": values[0] / mib,
+                "last_mib": values[-1] / mib,
+                "max_mib": max(values) / mib,
+                "slope_mib_per_min": series.slope_mib_per_min(name),
+            }
+            for name, values in series.rss_bytes.items()
+        },
+        "samples": {"t": series.seconds, **series.rss_bytes},
+    }
+
+
+def summarise(target: Target) -> dict[str, Any]:
+    mib = 1024 * 1024
+    ok_steps = [s for s in target.peak_steps if s.error_ratio < ERROR_BUDGET]
+    peak = max(ok_steps, key=lambda s: s.rps, default=None)
+    stream = target.stream or StreamResult()
+    peak_rss = target.gateway.peak_rss_bytes()
+    return {
+        "label": target.label,
+        "processes": sorted(target.gateway.roots),
+        "peak": {
+            "rps": peak.rps if peak else 0.0,
+            "connections": peak.connections if peak else None,
+            "steps": [asdict(step) for step in target.peak_steps],
+        },
+        "rates": {str(rate): asdict(result) for rate, result in target.rates.items()},
+        "stream": {
+            "calls": len(stream.ttft_ms),
+            "errors": stream.errors,
+            "error_kinds": stream.error_kinds,
+            "ttft_p50_ms": percentile(stream.ttft_ms, 0.5),
+            "ttft_p99_ms": percentile(stream.ttft_ms, 0.99),
+            "total_p50_ms": percentile(stream.total_ms, 0.5),
+            "total_p99_ms": percentile(stream.total_ms, 0.99),
+            "content_events_mean": statistics.fmean(stream.content_events)
+            if stream.content_events
+            else 0.0,
+        },
+        "cpu": {
+            "seconds": target.cpu_s,
+            "infra_seconds": target.infra_cpu_s,
+            "calls": target.calls,
+            "seconds_per_1k_calls": target.cpu_s / target.calls * 1000 if target.calls else None,
+            "with_infra_seconds_per_1k_calls": (target.cpu_s + target.infra_cpu_s)
+            / target.calls
+            * 1000
+            if target.calls
+            else None,
+        },
+        "peak_rss_mib": {name: value / mib for name, value in peak_rss.items()},
+        "peak_rss_total_mib": sum(peak_rss.values()) / mib,
+    }
+
+
+def execute(plan: Plan, out_dir: Path, *, pin: bool) -> dict[str, Any]:
+    """The whole run; returns the results document (also the input of the report)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with (
+        tempfile.TemporaryDirectory(prefix="aig-bench-") as tmp,
+        environment(plan, Path(tmp)) as env,
+    ):
+        targets = build_targets(env)
+        cpus = DRIVER_CPUS if pin else None
+        if pin:
+            pin_cpus(env, targets)
+        log("warming up: " + ", ".join(t.name for t in targets))
+        for target in targets:
+            run_oha(target.request, seconds=1, connections=4, cpus=cpus)
+        measure_peak(plan, targets, cpus)
+        measure_rates(plan, targets, cpus)
+        if plan.stream_calls:
+            measure_streams(plan, targets)
+        aig = next(t for t in targets if t.name == "aig")
+        profile = profile_aig(plan, aig, out_dir, cpus) if plan.profile_seconds else None
+        soak = soak_aig(plan, aig, cpus) if plan.soak_seconds else None
+        return {
+            "plan": plan.as_dict(),
+            "upstream": SANDBOX_ENV,
+            "pinned": {"targets": sorted(TARGET_CPUS), "driver": sorted(DRIVER_CPUS)}
+            if pin
+            else None,
+            "started_at": started,
+            "elapsed_s": time.time() - started,
+            "litellm_version": litellm_version() if plan.compare_litellm else None,
+            "unavailable": env.unavailable,
+            "targets": {target.name: summarise(target) for target in targets},
+            "profile": profile,
+            "soak": soak,
+        }

@@ -1,0 +1,117 @@
+"""`python -m billing`: consumes aig.usage.v1, writes the ledger, settles balances, runs tiers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+import uvicorn
+import uvloop
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from controldb import create_engine_from_url, migrate
+from controldb.money import Money
+
+from .api import billing_app
+from .settings import BillingSettings
+from .settle import UsageSettler
+from .tiers import run_periodically
+from .usage_ledger import ledger_from_env
+
+log = logging.getLogger("billing")
+USAGE_TOPIC = "aig.usage.v1"
+CONSUMER_GROUP = "billing"
+
+
+async def serve(settings: BillingSettings) -> None:
+    ledger = ledger_from_env(dict(os.environ), Path(settings.var_dir))
+    await ledger.migrate()
+    await migrate(settings.database_url)
+    engine = create_engine_from_url(settings.database_url)
+    money = Money(async_sessionmaker(engine, expire_on_commit=False))
+    settler = UsageSettler(ledger, money, crash_after_write=settings.crash_after_write)
+
+    # Per-message logs go out at DEBUG: at thousands of events a second INFO would cost more
+    # than the work.
+    broker = KafkaBroker(
+        settings.kafka_bootstrap_servers, client_id="aig-billing", log_level=logging.DEBUG
+    )
+
+    @broker.subscriber(
+        USAGE_TOPIC,
+        group_id=CONSUMER_GROUP,
+        batch=True,
+        max_records=settings.max_batch,
+        batch_timeout_ms=100,
+        auto_offset_reset="earliest",
+        # Offsets are committed only after the handler returned, i.e. after both writes;
+        # a failure seeks back so the batch is delivered again.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )
+    async def on_usage(payloads: list[bytes]) -> None:
+        await settler.handle(payloads)
+
+    async def readiness() -> dict[str, bool]:
+        checks = {"database": False, "kafka": False}
+        with contextlib.suppress(Exception):
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            checks["database"] = True
+        with contextlib.suppress(Exception):
+            checks["kafka"] = bool(await broker.ping(timeout=2))
+        return checks
+
+    await _start_broker(broker)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            billing_app(ledger, money, readiness),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+    http = asyncio.create_task(server.serve())
+    tiers = asyncio.create_task(run_periodically(ledger, money, settings.tier_recompute_interval_s))
+    log.info("billing consuming %s as group %s", USAGE_TOPIC, CONSUMER_GROUP)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    tiers.cancel()
+    await broker.stop()
+    server.should_exit = True
+    await http
+    await ledger.close()
+    await engine.dispose()
+
+
+async def _start_broker(broker: KafkaBroker) -> None:
+    """Waits for Kafka instead of failing: billing catches up from the log when it is back."""
+    delay = 1.0
+    while True:
+        try:
+            await broker.start()
+            return
+        except Exception as exc:
+            log.warning("Kafka not reachable yet (%s); retrying in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvloop.run(serve(BillingSettings.from_env()))
+
+
+if __name__ == "__main__":
+    main()

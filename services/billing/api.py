@@ -1,0 +1,79 @@
+"""The billing service's HTTP port: operations endpoints and the internal API the edge
+calls for usage analytics and tier recomputes. Not exposed to customers directly."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from aig_common.errors import error_body
+from aig_common.money import usd
+from aig_common.ops import ReadinessCheck, ops_routes
+from controldb.money import Money
+
+from .tiers import recompute_tiers
+from .usage_ledger import Ledger
+
+GROUPINGS = ("model", "key", "day")
+MONEY_FIELDS = ("billed_cost_nano_usd", "upstream_cost_nano_usd")
+
+
+def _bad_request(message: str, param: str) -> Response:
+    return JSONResponse(
+        error_body(message, status=400, param=param, code="invalid_value"), status_code=400
+    )
+
+
+def _present(row: dict[str, Any]) -> dict[str, Any]:
+    """Ledger money (nano-USD ints) becomes exact decimal USD strings at the HTTP surface."""
+    shown = {key: value for key, value in row.items() if key not in MONEY_FIELDS}
+    for field in MONEY_FIELDS:
+        if field in row:
+            shown[field.replace("_nano_usd", "_usd")] = usd(int(row[field]))
+    return shown
+
+
+def billing_app(ledger: Ledger, money: Money, readiness: ReadinessCheck) -> Starlette:
+    async def usage(request: Request) -> Response:
+        params = request.query_params
+        account_id = params.get("account_id", "")
+        group_by = params.get("group_by", "model")
+        if not account_id:
+            return _bad_request("account_id is required.", "account_id")
+        if group_by not in GROUPINGS:
+            return _bad_request(f"group_by must be one of {', '.join(GROUPINGS)}.", "group_by")
+        try:
+            start = datetime.fromisoformat(params["start"])
+            end = datetime.fromisoformat(params["end"])
+        except (KeyError, ValueError):
+            return _bad_request("start and end must be ISO 8601 times.", "start")
+        rows = await ledger.usage_summary(account_id, start, end, group_by)
+        return JSONResponse(
+            {
+                "object": "list",
+                "account_id": account_id,
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "group_by": group_by,
+                "data": [_present(row) for row in rows],
+            }
+        )
+
+    async def recompute(_: Request) -> Response:
+        return JSONResponse(await recompute_tiers(ledger, money))
+
+    routes: list[Route] = [
+        *ops_routes(readiness),
+        Route("/internal/v1/usage", usage, methods=["GET"]),
+        Route("/internal/v1/tiers/recompute", recompute, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
+
+
+Handler = Callable[[Request], Awaitable[Response]]

@@ -1,0 +1,34 @@
+"""Billing configuration, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BillingSettings:
+    host: str
+    port: int
+    kafka_bootstrap_servers: str
+    database_url: str
+    var_dir: str
+    max_batch: int
+    tier_recompute_interval_s: float
+    # Test hook: exit right after the ledger and the control DB are written, before the
+    # Kafka offsets are committed, to prove that redelivery changes nothing.
+    crash_after_write: bool
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> BillingSettings:
+        env = dict(os.environ) if env is None else env
+        return cls(
+            host=env.get("AIG_BILLING_HOST", "127.0.0.1"),
+            port=int(env.get("AIG_BILLING_PORT", "9465")),
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            database_url=env.get("AIG_DATABASE_URL", "sqlite+aiosqlite:///var/aig.db"),
+            var_dir=env.get("AIG_VAR_DIR", "var"),
+            max_batch=int(env.get("AIG_BILLING_MAX_BATCH", "1000")),
+            tier_recompute_interval_s=float(env.get("AIG_TIER_RECOMPUTE_INTERVAL_S", "21600")),
+            crash_after_write=env.get("AIG_BILLING_CRASH_AFTER_WRITE") == "1",
+        )

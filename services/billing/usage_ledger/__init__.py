@@ -1,0 +1,23 @@
+"""The usage ledger: one ClickHouse table, two interchangeable backends.
+
+`AIG_CLICKHOUSE_URL` (e.g. `http://user:pw@clickhouse:8123/`) selects a ClickHouse server
+through clickhouse-connect; otherwise chDB keeps the ledger in `<var>/ledger`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from .backends import ChdbLedger, ClickHouseServerLedger
+from .ledger import Ledger
+from .rows import UsageRow
+
+__all__ = ["ChdbLedger", "ClickHouseServerLedger", "Ledger", "UsageRow", "ledger_from_env"]
+
+
+def ledger_from_env(env: Mapping[str, str], var_dir: Path) -> Ledger:
+    url = env.get("AIG_CLICKHOUSE_URL", "").strip()
+    if url:
+        return ClickHouseServerLedger(url)
+    return ChdbLedger(Path(env.get("AIG_LEDGER_DIR", str(var_dir / "ledger"))))

@@ -1,0 +1,191 @@
+# mypy: disable-error-code="arg-type,call-overload,union-attr"
+"""Usage events through the real Kafka broker into billing: ledger rows, exact debits,
+no charge for failures, redelivery after a crash, a broker outage, tiers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import openai
+from aiokafka import AIOKafkaProducer
+
+from aig.events.v1 import events_pb2 as events
+from aig_common.ids import uuid7
+from aig_common.money import NANO_PER_USD, apply_markup, parse_usd
+from devstack.stack import Stack
+
+from .conftest import FAMILY_MODELS, Sandbox, create_key, wait_until_settled
+
+ASK = [{"role": "user", "content": "Count my money"}]
+NO_FALLBACKS = {"aig": {"fallbacks": False}}
+
+
+def _me(base_url: str, key: str) -> dict[str, Any]:
+    return dict(
+        httpx.get(f"{base_url}/me", headers={"authorization": f"Bearer {key}"}, timeout=10).json()
+    )
+
+
+def _usage(base_url: str, key: str, group_by: str = "model") -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{base_url}/usage",
+        params={"group_by": group_by, "start": "2000-01-01T00:00:00Z"},
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["data"])
+
+
+def _wait_for_rows(
+    base_url: str, key: str, expected: int, timeout_s: float = 60
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = _usage(base_url, key)
+        if sum(int(row["calls"]) for row in rows) >= expected:
+            return rows
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"ledger has {rows}, expected {expected} calls")
+        time.sleep(0.3)
+
+
+def test_calls_become_rows_and_exact_debits(
+    admin: httpx.Client, base_url: str, sandbox: Sandbox
+) -> None:
+    key = create_key(admin, "ledger", credits_usd="50.00")
+    client = openai.OpenAI(base_url=base_url, api_key=key["key"], max_retries=0)
+    for model in FAMILY_MODELS.values():
+        client.chat.completions.create(model=model, messages=ASK)
+        assert list(client.chat.completions.create(model=model, messages=ASK, stream=True))
+    client.embeddings.create(model="text-embedding-3-small", input="count me")
+    failures = 0
+    for provider, model in FAMILY_MODELS.items():
+        sandbox.fault(provider, 503)
+        try:
+            client.chat.completions.create(model=model, messages=ASK, extra_body=NO_FALLBACKS)
+        except openai.InternalServerError:
+            failures += 1
+    assert failures == 4
+    successes = 2 * len(FAMILY_MODELS) + 1
+
+    rows = _wait_for_rows(base_url, key["key"], successes + failures)
+    me = wait_until_settled(base_url, key["key"])
+    assert sum(int(r["succeeded"]) for r in rows) == successes
+    assert sum(int(r["failed"]) for r in rows) == failures
+    billed = sum(parse_usd(r["billed_cost_usd"]) for r in rows)
+    assert billed > 0
+    assert parse_usd(me["account"]["balance_usd"]) == 50 * NANO_PER_USD - billed
+    assert parse_usd(me["key"]["caps"]["daily"]["spent_usd"]) == billed
+
+
+def test_billing_crash_before_commit_changes_nothing(
+    stack: Stack, admin: httpx.Client, base_url: str
+) -> None:
+    key = create_key(admin, "crash", credits_usd="10.00")
+    client = openai.OpenAI(base_url=base_url, api_key=key["key"], max_retries=0)
+    billing = stack.service("billing")
+    billing.stop()
+    crashing = replace(
+        billing, env={**billing.env, "AIG_BILLING_CRASH_AFTER_WRITE": "1"}, process=None
+    )
+    crashing.start()
+    client.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    assert crashing.process is not None
+    assert crashing.process.wait(60) == 17  # wrote ledger and control DB, died before commit
+    billing.start()
+    billing.wait_ready()
+    rows = _wait_for_rows(base_url, key["key"], 1)
+    me = wait_until_settled(base_url, key["key"])
+    time.sleep(1.0)  # give any (wrong) second settlement time to show
+    rows = _usage(base_url, key["key"])
+    assert sum(int(r["calls"]) for r in rows) == 1
+    billed = parse_usd(rows[0]["billed_cost_usd"])
+    assert (
+        parse_usd(_me(base_url, key["key"])["account"]["balance_usd"]) == 10 * NANO_PER_USD - billed
+    )
+    assert me["account"]["balance_usd"] == _me(base_url, key["key"])["account"]["balance_usd"]
+
+
+def test_broker_outage_loses_no_usage(stack: Stack, admin: httpx.Client, base_url: str) -> None:
+    key = create_key(admin, "outage", credits_usd="10.00")
+    client = openai.OpenAI(base_url=base_url, api_key=key["key"], max_retries=0)
+    assert stack.kafka is not None
+    stack.kafka.stop()
+    try:
+        for _ in range(5):
+            assert client.chat.completions.create(model="gpt-4o-mini", messages=ASK).choices
+    finally:
+        stack.kafka.start()
+        stack.kafka.wait_ready()
+    rows = _wait_for_rows(base_url, key["key"], 5, timeout_s=120)
+    assert sum(int(r["succeeded"]) for r in rows) == 5
+    wait_until_settled(base_url, key["key"], timeout_s=120)
+
+
+async def _publish(bootstrap: str, usage: list[events.UsageEvent]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for event in usage:
+            await producer.send_and_wait(
+                "aig.usage.v1", event.SerializeToString(), key=event.account_id.encode()
+            )
+    finally:
+        await producer.stop()
+
+
+def _spend_event(account_id: str, key_id: str, usd: int, at: datetime) -> events.UsageEvent:
+    return events.UsageEvent(
+        event_id=str(uuid7()),
+        occurred_at_ms=int(at.timestamp() * 1000),
+        account_id=account_id,
+        key_id=key_id,
+        endpoint="chat.completions",
+        model="gpt-4o",
+        provider="openai",
+        outcome=events.CALL_OUTCOME_SUCCEEDED,
+        http_status=200,
+        upstream_cost_nano_usd=usd * NANO_PER_USD * 10 // 14,
+        markup_basis_points=4000,
+        billed_cost_nano_usd=usd * NANO_PER_USD,
+    )
+
+
+def test_tier_follows_rolling_30_day_spend(
+    stack: Stack, admin: httpx.Client, base_url: str
+) -> None:
+    key = create_key(admin, "tiered", credits_usd="2000.00")
+    me = _me(base_url, key["key"])
+    assert (me["tier"]["name"], me["tier"]["markup_percent"]) == ("starter", "40")
+    now = datetime.now(UTC)
+    history = [
+        _spend_event(key["account_id"], key["id"], 30, now - timedelta(days=2)),
+        _spend_event(key["account_id"], key["id"], 25, now - timedelta(days=10)),
+        # Older than 30 days: does not count toward the tier.
+        _spend_event(key["account_id"], key["id"], 900, now - timedelta(days=31)),
+    ]
+    assert stack.kafka is not None
+    asyncio.run(_publish(stack.kafka.bootstrap_servers, history))
+    _wait_for_rows(base_url, key["key"], 3)
+
+    recompute = admin.post("/tiers/recompute")
+    assert recompute.status_code == 200, recompute.text
+    me = _me(base_url, key["key"])
+    assert me["tier"]["name"] == "growth"
+    assert me["tier"]["markup_percent"] == "30"
+    assert me["tier"]["rolling_30d_spend_usd"] == "55.00"
+    assert me["tier"]["computed_at"] and me["tier"]["next_recompute_at"]
+
+    client = openai.OpenAI(base_url=base_url, api_key=key["key"], max_retries=0)
+    client.chat.completions.create(model="claude-sonnet-4-5", messages=ASK, extra_body=NO_FALLBACKS)
+    rows = _wait_for_rows(base_url, key["key"], 4)
+    claude = next(r for r in rows if r["model"] == "claude-sonnet-4-5")
+    upstream = parse_usd(claude["upstream_cost_usd"])
+    assert upstream > 0
+    assert parse_usd(claude["billed_cost_usd"]) == apply_markup(upstream, 3000)

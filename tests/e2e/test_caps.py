@@ -1,0 +1,233 @@
+# mypy: disable-error-code="arg-type,call-overload,union-attr"
+"""Spend caps: 402 before any upstream call, exact under concurrency, on SQLite and
+PostgreSQL, with one edge process or two behind the same database."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from aig_common.money import parse_usd, usd
+from devstack.stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
+
+from .conftest import Sandbox, create_key, wait_until_settled, worst_case_nano_usd
+
+BODY: dict[str, Any] = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "How much does this cost?"}],
+    "max_tokens": 100,
+}
+CONCURRENT_CALLS = 200
+CALLS_THAT_FIT = 20
+RESERVATION_TTL_S = 12
+
+
+@pytest.fixture(scope="module")
+def pg_stack(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """PostgreSQL control DB with two edge processes, and short-lived reservations."""
+    var_dir: Path = tmp_path_factory.mktemp("aig-caps-pg")
+    running = Stack(
+        var_dir=var_dir,
+        ports=StackPorts.free(),
+        admin_token=new_secret("aig-admin-"),
+        key_pepper=new_secret(""),
+        database_url=postgres_url,
+        env={
+            **{key: "" for key in PROVIDER_KEYS},
+            "AIG_RESERVATION_TTL_S": str(RESERVATION_TTL_S),
+        },
+        extra_edges=1,
+    )
+    running.start()
+    yield running
+    running.stop()
+
+
+def _admin(stack: Stack) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"{stack.edge_url}/admin/v1",
+        headers={"authorization": f"Bearer {stack.admin_token}"},
+        timeout=30,
+    )
+
+
+async def _burst(edge_urls: list[str], keys: list[str], calls: int) -> list[int]:
+    """Fires `calls` chat calls at once, spread over the edges and keys; returns statuses."""
+    limits = httpx.Limits(max_connections=calls)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+
+        async def one(index: int) -> int:
+            response = await client.post(
+                f"{edge_urls[index % len(edge_urls)]}/v1/chat/completions",
+                json=BODY,
+                headers={"authorization": f"Bearer {keys[index % len(keys)]}"},
+            )
+            if response.status_code == 402:
+                assert response.json()["error"]["code"].endswith("_cap")
+            return response.status_code
+
+        return list(await asyncio.gather(*(one(i) for i in range(calls))))
+
+
+def _succeeded_and_billed(edge_url: str, api_key: str) -> tuple[int, int]:
+    usage = httpx.get(
+        f"{edge_url}/v1/usage",
+        params={"group_by": "model"},
+        headers={"authorization": f"Bearer {api_key}"},
+        timeout=30,
+    ).json()
+    succeeded = sum(int(row["succeeded"]) for row in usage["data"])
+    billed = sum(parse_usd(row["billed_cost_usd"]) for row in usage["data"])
+    return succeeded, billed
+
+
+def _prove_cap_holds(stack: Stack, edge_urls: list[str], scope: str) -> None:
+    one_call = worst_case_nano_usd(BODY)
+    cap = usd(one_call * CALLS_THAT_FIT)
+    with _admin(stack) as admin:
+        if scope == "key":
+            key = create_key(admin, "burst")
+            admin.patch(f"/keys/{key['id']}", json={"daily_cap_usd": cap}).raise_for_status()
+            keys = [key["key"]]
+        else:
+            account = admin.post("/accounts", json={"name": "team", "credits_usd": "1000.00"})
+            account_id = account.json()["id"]
+            workspace = admin.post(
+                "/workspaces", json={"account_id": account_id, "name": "t", "daily_cap_usd": cap}
+            ).json()
+            keys = [
+                admin.post(
+                    "/keys",
+                    json={
+                        "account_id": account_id,
+                        "name": f"k{i}",
+                        "workspace_id": workspace["id"],
+                    },
+                ).json()["key"]
+                for i in range(5)
+            ]
+    statuses = asyncio.run(_burst(edge_urls, keys, CONCURRENT_CALLS))
+    assert set(statuses) <= {200, 402}, statuses
+    ok = statuses.count(200)
+    assert statuses.count(402) > 0
+    # Worst cases are reserved, so at least the calls that fit at worst case get through.
+    assert ok >= CALLS_THAT_FIT
+
+    me = wait_until_settled(f"{edge_urls[0]}/v1", keys[0])
+    caps = me["workspace"]["caps"] if scope == "workspace" else me["key"]["caps"]
+    spent = parse_usd(caps["daily"]["spent_usd"])
+    assert spent <= parse_usd(cap)
+    succeeded, billed = _succeeded_and_billed(edge_urls[0], keys[0])
+    assert succeeded == ok  # every call that got 200 is billed, and nothing else
+    assert billed == spent
+
+
+def test_key_cap_under_concurrency_on_sqlite(stack: Stack) -> None:
+    _prove_cap_holds(stack, [stack.edge_url], "key")
+
+
+def test_key_cap_under_concurrency_on_postgres(pg_stack: Stack) -> None:
+    _prove_cap_holds(pg_stack, pg_stack.edge_urls[:1], "key")
+
+
+def test_key_cap_with_two_edges_on_postgres(pg_stack: Stack) -> None:
+    assert len(pg_stack.edge_urls) == 2
+    _prove_cap_holds(pg_stack, pg_stack.edge_urls, "key")
+
+
+def test_workspace_cap_over_five_keys_with_two_edges(pg_stack: Stack) -> None:
+    _prove_cap_holds(pg_stack, pg_stack.edge_urls, "workspace")
+
+
+def test_workspace_cap_over_five_keys_on_sqlite(stack: Stack) -> None:
+    _prove_cap_holds(stack, [stack.edge_url], "workspace")
+
+
+@pytest.mark.parametrize(
+    ("where", "field", "code"),
+    [
+        ("key", "daily_cap_usd", "key_daily_cap"),
+        ("key", "monthly_cap_usd", "key_monthly_cap"),
+        ("account", "daily_cap_usd", "account_daily_cap"),
+        ("account", "monthly_cap_usd", "account_monthly_cap"),
+        ("workspace", "daily_cap_usd", "workspace_daily_cap"),
+        ("workspace", "monthly_cap_usd", "workspace_monthly_cap"),
+        ("balance", None, "insufficient_credits"),
+    ],
+)
+def test_each_limit_rejects_with_its_code_before_upstream(
+    admin: httpx.Client, base_url: str, sandbox: Sandbox, where: str, field: str | None, code: str
+) -> None:
+    credits = "0.000001" if where == "balance" else "100.00"
+    account = admin.post("/accounts", json={"name": where, "credits_usd": credits}).json()
+    workspace = admin.post("/workspaces", json={"account_id": account["id"], "name": "w"}).json()
+    key = admin.post(
+        "/keys", json={"account_id": account["id"], "name": "k", "workspace_id": workspace["id"]}
+    ).json()
+    target = {"key": f"/keys/{key['id']}", "account": f"/accounts/{account['id']}"}.get(
+        where, f"/workspaces/{workspace['id']}"
+    )
+    if field is not None:
+        assert admin.patch(target, json={field: "0.00001"}).is_success
+    client = openai.OpenAI(base_url=base_url, api_key=key["key"], max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(**BODY)
+    assert caught.value.status_code == 402
+    assert caught.value.code == code
+    error = caught.value.body
+    assert isinstance(error, dict)
+    assert error["type"] == "insufficient_quota"
+    metadata = error["metadata"]
+    assert metadata["limit_usd"] == ("0.000001" if where == "balance" else "0.00001")
+    if where != "balance":
+        assert metadata["resets_at"].endswith("Z")
+    for provider in ("openai", "openrouter", "anthropic", "google"):
+        assert sandbox.requests(provider) == []
+
+
+def test_cap_changes_apply_to_the_very_next_call(admin: httpx.Client, base_url: str) -> None:
+    key = create_key(admin, "patched")
+    client = openai.OpenAI(base_url=base_url, api_key=key["key"], max_retries=0)
+    assert client.chat.completions.create(**BODY).choices
+    assert admin.patch(f"/keys/{key['id']}", json={"daily_cap_usd": "0"}).is_success
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(**BODY)
+    assert caught.value.code == "key_daily_cap"
+    assert admin.patch(f"/keys/{key['id']}", json={"daily_cap_usd": None}).is_success
+    assert client.chat.completions.create(**BODY).choices
+
+
+def test_orphaned_reservation_expires(pg_stack: Stack) -> None:
+    """A call whose edge dies mid-flight never settles; its reservation expires."""
+    body = {**BODY, "aig": {"fallbacks": False}}
+    with _admin(pg_stack) as admin:
+        key = create_key(admin, "orphan")
+        cap = usd(worst_case_nano_usd({**body, "model": "gpt-4o-mini"}) * 3 // 2)
+        admin.patch(f"/keys/{key['id']}", json={"daily_cap_usd": cap}).raise_for_status()
+    sandbox = Sandbox(pg_stack.sandbox_url)
+    sandbox.fault("openai", 200, delay_ms=30_000)  # the call hangs upstream
+    edge = pg_stack.service("edge")
+    url = f"{pg_stack.edge_url}/v1/chat/completions"
+    headers = {"authorization": f"Bearer {key['key']}"}
+    assert edge.process is not None
+    reserved_at = time.monotonic()
+    # The edge is killed while this call waits on the upstream.
+    threading.Timer(1.0, edge.process.kill).start()
+    with pytest.raises(httpx.HTTPError), httpx.Client(timeout=30) as client:
+        client.post(url, json=body, headers=headers)
+    edge.start()
+    edge.wait_ready()
+    sandbox.reset()
+    refused = httpx.post(url, json=body, headers=headers, timeout=30)
+    assert refused.status_code == 402  # the orphan still holds the cap
+    time.sleep(max(0.0, reserved_at + RESERVATION_TTL_S + 0.5 - time.monotonic()))
+    accepted = httpx.post(url, json=body, headers=headers, timeout=30)
+    assert accepted.status_code == 200, accepted.text
