@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, func, select, tuple_, update
+from sqlalchemy import String, bindparam, delete, func, insert, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -216,71 +216,67 @@ class Money:
         self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int
     ) -> Admission:
         """Reserves the call's worst-case cost against the balance and every cap, or raises
-        LimitExceeded. One transaction, under the account's row lock."""
+        LimitExceeded. One transaction under the account's row lock: one read of everything
+        that limits the call, one insert of the reservation."""
         now = datetime.now(UTC)
         async with self._sessions() as session, session.begin():
-            account = await self._locked_account(session, account_id)
-            key = await session.get(ApiKey, key_id)
-            if key is None:
-                raise UnknownAccount(f"no key {key_id}")
-            workspace = await session.get(Workspace, key.workspace_id) if key.workspace_id else None
-            await session.execute(
-                delete(Reservation).where(
-                    Reservation.account_id == account_id, Reservation.expires_at <= now
-                )
-            )
-            reserved = await self._reserved(session, account_id, key_id, key.workspace_id)
-            spent = await self._spent(session, now, account_id, key_id, key.workspace_id)
-            needed = apply_markup(upstream_worst_case_nano_usd, account.markup_basis_points)
-
-            day, month = day_period(now), month_period(now)
-            scopes: list[tuple[str, str, object]] = [("key", key_id, key)]
-            if workspace is not None:
-                scopes.append(("workspace", workspace.id, workspace))
-            scopes.append(("account", account_id, account))
-            for scope, scope_id, holder in scopes:
-                for period, period_key, resets_at in (
-                    ("daily", day, next_day(now)),
-                    ("monthly", month, next_month(now)),
-                ):
-                    cap = getattr(holder, f"{period}_cap_nano_usd")
-                    if cap is None:
-                        continue
-                    used = spent.get((scope, scope_id, period_key), 0)
-                    held = reserved[scope]
-                    if used + held + needed > cap:
-                        raise LimitExceeded(
-                            code=f"{scope}_{period}_cap",
-                            limit_nano_usd=cap,
-                            spent_nano_usd=used,
-                            reserved_nano_usd=held,
-                            needed_nano_usd=needed,
-                            resets_at=resets_at,
-                        )
-            if reserved["account"] + needed > account.balance_nano_usd:
+            # Core statements on the session's connection: the ORM adds nothing here but cost.
+            connection = await session.connection()
+            if connection.dialect.name == "postgresql":
+                # The lock comes first, in its own statement: under READ COMMITTED the read
+                # below then takes a snapshot that includes every reservation committed by
+                # whoever held the lock before us. (SQLite's BEGIN IMMEDIATE already
+                # serialises whole transactions.)
+                await connection.execute(_LOCK_ACCOUNT, {"account_id": account_id})
+            parameters = {
+                "account_id": account_id,
+                "key_id": key_id,
+                "now": now,
+                "day": day_period(now),
+                "month": month_period(now),
+            }
+            row = (await connection.execute(_LIMITS_QUERY, parameters)).one_or_none()
+            if row is None:
+                raise UnknownAccount(f"no key {key_id} in account {account_id}")
+            needed = apply_markup(upstream_worst_case_nano_usd, row.markup)
+            for check in _checks(row, key_id, account_id, now):
+                scope, period, cap, used, held, resets_at = check
+                if cap is not None and used + held + needed > cap:
+                    raise LimitExceeded(
+                        code=f"{scope}_{period}_cap",
+                        limit_nano_usd=cap,
+                        spent_nano_usd=used,
+                        reserved_nano_usd=held,
+                        needed_nano_usd=needed,
+                        resets_at=resets_at,
+                    )
+            if row.held_account + needed > row.balance:
                 raise LimitExceeded(
                     code="insufficient_credits",
-                    limit_nano_usd=account.balance_nano_usd,
+                    limit_nano_usd=row.balance,
                     spent_nano_usd=0,
-                    reserved_nano_usd=reserved["account"],
+                    reserved_nano_usd=row.held_account,
                     needed_nano_usd=needed,
                     resets_at=None,
                 )
-            reservation = Reservation(
-                id=random_id("resv_"),
-                account_id=account_id,
-                key_id=key_id,
-                workspace_id=key.workspace_id,
-                amount_nano_usd=needed,
-                created_at=now,
-                expires_at=now + self._reservation_ttl,
+            reservation_id = random_id("resv_")
+            expires_at = now + self._reservation_ttl
+            await connection.execute(
+                insert(Reservation).values(
+                    id=reservation_id,
+                    account_id=account_id,
+                    key_id=key_id,
+                    workspace_id=row.workspace_id,
+                    amount_nano_usd=needed,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
             )
-            session.add(reservation)
         return Admission(
-            reservation_id=reservation.id,
+            reservation_id=reservation_id,
             amount_nano_usd=needed,
-            markup_basis_points=account.markup_basis_points,
-            expires_at=reservation.expires_at,
+            markup_basis_points=row.markup,
+            expires_at=expires_at,
         )
 
     async def release(self, reservation_id: str) -> None:
@@ -296,51 +292,6 @@ class Money:
         if account is None:
             raise UnknownAccount(f"no account {account_id}")
         return account
-
-    @staticmethod
-    async def _reserved(
-        session: AsyncSession, account_id: str, key_id: str, workspace_id: str | None
-    ) -> dict[str, int]:
-        amount = Reservation.amount_nano_usd
-        row = (
-            await session.execute(
-                select(
-                    func.coalesce(func.sum(amount), 0),
-                    func.coalesce(
-                        func.sum(case((Reservation.key_id == key_id, amount), else_=0)), 0
-                    ),
-                    func.coalesce(
-                        func.sum(case((Reservation.workspace_id == workspace_id, amount), else_=0)),
-                        0,
-                    ),
-                ).where(Reservation.account_id == account_id)
-            )
-        ).one()
-        return {"account": int(row[0]), "key": int(row[1]), "workspace": int(row[2])}
-
-    @staticmethod
-    async def _spent(
-        session: AsyncSession,
-        now: datetime,
-        account_id: str,
-        key_id: str,
-        workspace_id: str | None,
-    ) -> dict[tuple[str, str, str], int]:
-        scopes = [("key", key_id), ("account", account_id)]
-        if workspace_id:
-            scopes.append(("workspace", workspace_id))
-        rows = await session.execute(
-            select(
-                SpendCounter.scope,
-                SpendCounter.scope_id,
-                SpendCounter.period,
-                SpendCounter.spent_nano_usd,
-            ).where(
-                tuple_(SpendCounter.scope, SpendCounter.scope_id).in_(scopes),
-                SpendCounter.period.in_((day_period(now), month_period(now))),
-            )
-        )
-        return {(scope, scope_id, period): int(spent) for scope, scope_id, period, spent in rows}
 
     # -- settlement ----------------------------------------------------------------------
 
@@ -463,3 +414,80 @@ class Money:
                 caps[1], int(spent.get(month_period(now), 0)), reserved, next_month(now)
             ),
         )
+
+
+_ACCOUNT: Any = bindparam("account_id", type_=String())
+_KEY: Any = bindparam("key_id", type_=String())
+_NOW: Any = bindparam("now", type_=Reservation.expires_at.type)
+_DAY: Any = bindparam("day", type_=String())
+_MONTH: Any = bindparam("month", type_=String())
+
+
+def _held(condition: Any) -> Any:
+    amount = func.coalesce(func.sum(Reservation.amount_nano_usd), 0)
+    live = (Reservation.account_id == _ACCOUNT) & (Reservation.expires_at > _NOW)
+    return select(amount).where(live, condition).scalar_subquery()
+
+
+def _spent(scope: str, scope_id: Any, period: Any) -> Any:
+    spent = select(SpendCounter.spent_nano_usd).where(
+        SpendCounter.scope == scope,
+        SpendCounter.scope_id == scope_id,
+        SpendCounter.period == period,
+    )
+    return func.coalesce(spent.scalar_subquery(), 0)
+
+
+def _build_limits_query() -> Any:
+    """Balance, markup, every cap, settled spend and live reservations, in one statement.
+
+    Built once with bound parameters: constructing it per call cost more than running it.
+    """
+    workspace_id = ApiKey.workspace_id
+    return (
+        select(
+            Account.balance_nano_usd.label("balance"),
+            Account.markup_basis_points.label("markup"),
+            Account.daily_cap_nano_usd.label("account_daily_cap"),
+            Account.monthly_cap_nano_usd.label("account_monthly_cap"),
+            workspace_id.label("workspace_id"),
+            ApiKey.daily_cap_nano_usd.label("key_daily_cap"),
+            ApiKey.monthly_cap_nano_usd.label("key_monthly_cap"),
+            Workspace.daily_cap_nano_usd.label("workspace_daily_cap"),
+            Workspace.monthly_cap_nano_usd.label("workspace_monthly_cap"),
+            _held(true()).label("held_account"),
+            _held(Reservation.key_id == _KEY).label("held_key"),
+            _held(Reservation.workspace_id == workspace_id).label("held_workspace"),
+            _spent("key", _KEY, _DAY).label("key_daily_spent"),
+            _spent("key", _KEY, _MONTH).label("key_monthly_spent"),
+            _spent("account", _ACCOUNT, _DAY).label("account_daily_spent"),
+            _spent("account", _ACCOUNT, _MONTH).label("account_monthly_spent"),
+            _spent("workspace", workspace_id, _DAY).label("workspace_daily_spent"),
+            _spent("workspace", workspace_id, _MONTH).label("workspace_monthly_spent"),
+        )
+        .select_from(Account)
+        .join(ApiKey, (ApiKey.id == _KEY) & (ApiKey.account_id == Account.id))
+        .outerjoin(Workspace, Workspace.id == workspace_id)
+        .where(Account.id == _ACCOUNT)
+    )
+
+
+_LIMITS_QUERY = _build_limits_query()
+_LOCK_ACCOUNT = select(Account.id).where(Account.id == _ACCOUNT).with_for_update()
+
+
+def _checks(
+    row: Any, key_id: str, account_id: str, now: datetime
+) -> Iterable[tuple[str, str, int | None, int, int, datetime]]:
+    """(scope, period, cap, settled spend, in flight, reset) for every cap that applies."""
+    scopes = ["key"] + (["workspace"] if row.workspace_id else []) + ["account"]
+    for scope in scopes:
+        for period, resets_at in (("daily", next_day(now)), ("monthly", next_month(now))):
+            yield (
+                scope,
+                period,
+                getattr(row, f"{scope}_{period}_cap"),
+                int(getattr(row, f"{scope}_{period}_spent")),
+                int(getattr(row, f"held_{scope}")),
+                resets_at,
+            )

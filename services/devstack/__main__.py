@@ -107,7 +107,7 @@ def main() -> None:
     )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    print("starting aig (sandbox, router, edge)...", flush=True)
+    print("starting aig (Kafka, sandbox, router, billing, edge)...", flush=True)
     stack.start()
     try:
         key = _demo_key(stack)

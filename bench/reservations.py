@@ -1,0 +1,103 @@
+"""Issue 4's benchmark: what admission (the spend reservation) costs per call.
+
+Admission is one transaction on the control DB. Its latency is reported against a baseline
+measured in the same run on the same database: one `SELECT 1` transaction, the cheapest
+possible round trip. python -m bench.reservations
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from controldb import KeyStore, create_engine_from_url, migrate
+from controldb.money import Admission, Money
+
+CALLS = 2000
+OUT = Path(__file__).parent / "out" / "reservations.json"
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_us": round(statistics.median(ordered) * 1e6, 1),
+        "p99_us": round(ordered[int(len(ordered) * 0.99) - 1] * 1e6, 1),
+    }
+
+
+async def _timed(
+    calls: int,
+    operation: Callable[[], Awaitable[Any]],
+    after: Callable[[Any], Awaitable[None]] | None = None,
+) -> list[float]:
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        result = await operation()
+        samples.append(time.perf_counter() - started)
+        if after is not None:
+            await after(result)  # untimed: settlement happens off the hot path, in billing
+    return samples
+
+
+async def measure(database_url: str, calls: int = CALLS) -> dict[str, Any]:
+    await migrate(database_url)
+    engine: AsyncEngine = create_engine_from_url(database_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    store = KeyStore(sessions, b"bench-pepper")
+    money = Money(sessions)
+    account = await store.create_account("bench")
+    key, _ = await store.create_key(account.id, "bench")
+    await money.add_credits(account.id, "grant", 10**15)
+
+    async def round_trip() -> None:
+        async with sessions() as session, session.begin():
+            await session.execute(text("SELECT 1"))
+
+    async def admit() -> Admission:
+        return await money.admit(account.id, key.id, 1000)
+
+    async def settle(admission: Admission) -> None:
+        await money.release(admission.reservation_id)
+
+    await _timed(100, round_trip)  # warm the pool and the caches
+    baseline = _percentiles(await _timed(calls, round_trip))
+    # Steady state: calls settle, so few reservations are in flight at any time.
+    admission = _percentiles(await _timed(calls, admit, settle))
+    await engine.dispose()
+    return {
+        "calls": calls,
+        "baseline_select_1": baseline,
+        "admission": admission,
+        "admission_over_baseline_p50": round(admission["p50_us"] / baseline["p50_us"], 2),
+        "admission_over_baseline_p99": round(admission["p99_us"] / baseline["p99_us"], 2),
+    }
+
+
+def main() -> None:
+    from tests.pg import PostgresServer  # the project's throwaway PostgreSQL
+
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        results["sqlite"] = asyncio.run(measure(f"sqlite+aiosqlite:///{directory}/bench.db"))
+    postgres = PostgresServer.start()
+    try:
+        results["postgresql"] = asyncio.run(measure(postgres.url()))
+    finally:
+        postgres.stop()
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
