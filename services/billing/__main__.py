@@ -20,10 +20,10 @@ from controldb import create_engine_from_url, migrate
 from controldb.money import Money
 
 from .api import billing_app
+from .ledger import ledger_from_env
 from .settings import BillingSettings
 from .settle import UsageSettler
 from .tiers import run_periodically
-from .usage_ledger import ledger_from_env
 
 log = logging.getLogger("billing")
 USAGE_TOPIC = "aig.usage.v1"

@@ -17,8 +17,8 @@ from aig_common.money import usd
 from aig_common.ops import ReadinessCheck, ops_routes
 from controldb.money import Money
 
+from .ledger import Ledger
 from .tiers import recompute_tiers
-from .usage_ledger import Ledger
 
 GROUPINGS = ("model", "key", "day")
 MONEY_FIELDS = ("billed_cost_nano_usd", "upstream_cost_nano_usd")

@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from aig.events.v1 import events_pb2 as events
 from controldb.money import Money, UsageSettlement
 
-from .usage_ledger import Ledger, UsageRow
+from .ledger import Ledger, UsageRow
 
 log = logging.getLogger("billing")
 

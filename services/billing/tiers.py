@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from controldb.money import Money
 
-from .usage_ledger import Ledger
+from .ledger import Ledger
 
 log = logging.getLogger("billing.tiers")
 ROLLING_WINDOW = timedelta(days=30)

@@ -1,0 +1,124 @@
+"""Ledger rows: one per UsageEvent, in the shapes each backend writes them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from operator import attrgetter
+from typing import Any
+
+import orjson
+
+from aig.events.v1 import events_pb2 as events
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    event_id: str
+    occurred_at: datetime
+    request_id: str
+    account_id: str
+    key_id: str
+    workspace_id: str
+    endpoint: str
+    model: str
+    provider: str
+    outcome: str  # "succeeded" | "failed", the Enum8 labels
+    http_status: int
+    error_code: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_prompt_tokens: int
+    reasoning_tokens: int
+    upstream_cost_nano_usd: int
+    markup_basis_points: int
+    billed_cost_nano_usd: int
+    latency_ms: int
+    streamed: bool
+    attempts: str  # JSON array, one object per upstream attempt
+    reservation_id: str
+
+    @classmethod
+    def from_event(cls, event: events.UsageEvent) -> UsageRow:
+        succeeded = event.outcome == events.CALL_OUTCOME_SUCCEEDED
+        attempts = [
+            {
+                "provider": attempt.provider,
+                "upstream_model": attempt.upstream_model,
+                "status": attempt.status,
+                "latency_ms": attempt.latency_ms,
+            }
+            for attempt in event.attempts
+        ]
+        return cls(
+            event_id=ledger_event_id(event.event_id),
+            occurred_at=datetime.fromtimestamp(event.occurred_at_ms / 1000, UTC),
+            request_id=event.request_id,
+            account_id=event.account_id,
+            key_id=event.key_id,
+            workspace_id=event.workspace_id,
+            endpoint=event.endpoint,
+            model=event.model,
+            provider=event.provider,
+            outcome="succeeded" if succeeded else "failed",
+            http_status=_clamp(event.http_status, 0, 0xFFFF),
+            error_code=event.error_code,
+            prompt_tokens=max(event.prompt_tokens, 0),
+            completion_tokens=max(event.completion_tokens, 0),
+            cached_prompt_tokens=max(event.cached_prompt_tokens, 0),
+            reasoning_tokens=max(event.reasoning_tokens, 0),
+            # Failed calls cost nothing (DESIGN.md, Money), whatever a producer put there;
+            # the ledger must agree with settlement, which applies the same rule.
+            upstream_cost_nano_usd=event.upstream_cost_nano_usd if succeeded else 0,
+            markup_basis_points=_clamp(event.markup_basis_points, 0, 0xFFFFFFFF),
+            billed_cost_nano_usd=event.billed_cost_nano_usd if succeeded else 0,
+            latency_ms=_clamp(event.latency_ms, 0, 0xFFFFFFFF),
+            streamed=event.streamed,
+            attempts=orjson.dumps(attempts).decode(),
+            reservation_id=event.reservation_id,
+        )
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The row in COLUMNS order (clickhouse-connect's column types do the encoding)."""
+        # attrgetter, not dataclasses.astuple: astuple deep-copies every value and was
+        # most of the cost of a 1,000-row batch.
+        return _IN_COLUMN_ORDER(self)
+
+    def as_json(self) -> bytes:
+        """One JSONEachRow line, keys in COLUMNS order. `occurred_at` comes out as RFC 3339
+        (`2026-11-25T10:00:00.123000+00:00`), which needs `date_time_input_format =
+        'best_effort'` on the INSERT; ClickHouse then reads it exactly, to the millisecond."""
+        return orjson.dumps(self)
+
+
+COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(UsageRow))
+_IN_COLUMN_ORDER = attrgetter(*COLUMNS)
+
+
+# Names the UUIDs derived from event ids that are not UUIDs themselves (see ledger_event_id).
+_NON_UUID_EVENT_IDS = uuid.UUID("5d1b3c0e-8f2a-4d67-9a41-6a2f0c3e7b19")
+
+
+def ledger_event_id(raw: str) -> str:
+    """The event id as the UUID column stores it.
+
+    Producers make UUIDv7s; an id that is not a UUID would make ClickHouse reject the
+    whole batch, and the consumer would then retry that batch forever. It maps instead
+    to a name-based UUID, the same one on every redelivery, so deduplication still holds.
+    """
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        return str(uuid.uuid5(_NON_UUID_EVENT_IDS, raw))
+
+
+def datetime_text(moment: datetime) -> str:
+    """`YYYY-MM-DD hh:mm:ss.fff` in UTC: how a DateTime64(3, 'UTC') value is written."""
+    if moment.tzinfo is None:
+        raise ValueError("ledger times must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return min(max(value, low), high)

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from clickhouse_http import chdb_http_server
+
+from billing.ledger import ChdbLedger, ClickHouseServerLedger, SqlLedger
+
+BACKENDS = ["chdb", "clickhouse-connect"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlLedger]:
+    """A migrated, empty ledger on each backend in turn.
+
+    chDB runs one engine per process, so only one of the two exists at a time; the
+    clickhouse-connect backend reaches chDB through tests/ledger/clickhouse_http.py.
+    """
+    if request.param == "chdb":
+        embedded = ChdbLedger(tmp_path / "ledger")
+        assert await embedded.migrate() == [1, 2]
+        yield embedded
+        await embedded.close()
+        return
+    with chdb_http_server(tmp_path / "server") as server:
+        remote = ClickHouseServerLedger(server.url)
+        assert await remote.migrate() == [1, 2]
+        yield remote
+        await remote.close()
