@@ -40,6 +40,7 @@ fmt: .venv/.synced
 bench: .venv/.synced
 	@bench/install.sh
 	@$(PY) -m bench
+	@$(PY) -m bench.extras
 
 clean:
 	rm -rf .venv .tools var tests/js/node_modules

@@ -160,24 +160,27 @@ def optional_usd(nano_usd: int | None) -> str | None:
     return None if nano_usd is None else usd(nano_usd)
 
 
+def _usd_param(value: object, param: str, *, minimum: int, rule: str) -> int:
+    try:
+        amount = parse_usd(value)
+    except ValueError as exc:
+        message = f"Invalid value for '{param}': {exc}."
+        raise APIError(400, message, code="invalid_value", param=param) from None
+    if amount < minimum:
+        message = f"Invalid value for '{param}': {rule}."
+        raise APIError(400, message, code="invalid_value", param=param)
+    return amount
+
+
 def parse_cap(value: object, param: str) -> int | None:
     """A cap in USD; null means no cap. Zero is a valid cap: the scope may spend nothing."""
     if value is None:
         return None
-    try:
-        amount = parse_usd(value)
-    except ValueError as exc:
-        raise APIError(
-            400, f"Invalid value for '{param}': {exc}.", code="invalid_value", param=param
-        ) from None
-    if amount < 0:
-        raise APIError(
-            400,
-            f"Invalid value for '{param}': must not be negative.",
-            code="invalid_value",
-            param=param,
-        )
-    return amount
+    return _usd_param(value, param, minimum=0, rule="must not be negative")
+
+
+def parse_amount(value: object, param: str) -> int:
+    return _usd_param(value, param, minimum=1, rule="must be positive")
 
 
 async def _workspace_of(limits: Limits, workspace_id: str) -> Workspace:
@@ -192,23 +195,6 @@ async def _workspace_of(limits: Limits, workspace_id: str) -> Workspace:
         ) from None
     assert isinstance(found, Workspace)
     return found
-
-
-def parse_amount(value: object, param: str) -> int:
-    try:
-        amount = parse_usd(value)
-    except ValueError as exc:
-        raise APIError(
-            400, f"Invalid value for '{param}': {exc}.", code="invalid_value", param=param
-        ) from None
-    if amount <= 0:
-        raise APIError(
-            400,
-            f"Invalid value for '{param}': must be positive.",
-            code="invalid_value",
-            param=param,
-        )
-    return amount
 
 
 def key_object(record: ApiKey) -> dict[str, Any]:

@@ -1,0 +1,91 @@
+"""The benchmarks of the money and failover paths (issues 3, 4, 5), in one run, written to
+bench/EXTRAS.md. python -m bench.extras (part of `make bench`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import billing_throughput, outage, reservations
+from .report import machine
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    from tests.pg import PostgresServer
+
+    with tempfile.TemporaryDirectory() as directory:
+        sqlite = asyncio.run(reservations.measure(f"sqlite+aiosqlite:///{directory}/r.db"))
+    postgres_server = PostgresServer.start()
+    try:
+        postgres = asyncio.run(reservations.measure(postgres_server.url()))
+    finally:
+        postgres_server.stop()
+    billing = billing_throughput.measure(20_000)
+    failover = {
+        "on": outage._run(breaker_failures=5, calls=outage.CALLS),
+        "off": outage._run(breaker_failures=1_000_000_000, calls=outage.CALLS // 4),
+    }
+    results = {
+        "reservations": {"sqlite": sqlite, "postgresql": postgres},
+        "billing": billing,
+        "outage": failover,
+    }
+    (HERE / "out").mkdir(exist_ok=True)
+    (HERE / "out" / "extras.json").write_text(json.dumps(results, indent=2))
+
+    def row(name: str, figures: dict[str, object]) -> str:
+        base, admit = figures["baseline_select_1"], figures["admission"]
+        assert isinstance(base, dict) and isinstance(admit, dict)
+        return (
+            f"| {name} | {base['p50_us']} / {base['p99_us']} | {admit['p50_us']} / "
+            f"{admit['p99_us']} | {figures['admission_over_baseline_p50']}x / "
+            f"{figures['admission_over_baseline_p99']}x |"
+        )
+
+    host = machine()
+    where = f"{host['cpu']}, {host['cores']} cores, commit {host['aig_commit']}"
+    lines = [
+        "# Money and failover benchmarks",
+        "",
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {where}. Ratios are against a",
+        "baseline measured in the same run; absolute figures move with the machine's load.",
+        "",
+        "## Admission (spend reservation) per call — `bench/reservations.py`",
+        "",
+        "| database | `SELECT 1` transaction p50 / p99 (µs) | admission p50 / p99 (µs) | ratio |",
+        "|---|---|---|---|",
+        row("SQLite", sqlite),
+        row("PostgreSQL", postgres),
+        "",
+        "## Billing throughput — `bench/billing_throughput.py`",
+        "",
+        f"{billing['events']} usage events from the topic through billing (ledger rows +",
+        "control-DB settlement, offsets committed): "
+        f"**{billing['billing_events_per_s']} events/s**, against "
+        f"{billing['bare_consumer_events_per_s']} events/s for a consumer that only reads "
+        f"({billing['billing_over_bare']}x).",
+        "",
+        "## Calls during a provider outage — `bench/outage.py`",
+        "",
+        f"OpenAI fails every call with 503 after {outage.DEAD_UPSTREAM_MS} ms; gpt-4o-mini falls",
+        "back to OpenRouter.",
+        "",
+        "| breakers | healthy p50 (ms) | outage p50 (ms) | outage / healthy |",
+        "|---|---|---|---|",
+    ]
+    for name, figures in failover.items():
+        lines.append(
+            f"| {name} | {figures['healthy_p50_ms']} | {figures['outage_p50_ms']} | "
+            f"{figures['outage_over_healthy_p50']}x |"
+        )
+    (HERE / "EXTRAS.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
