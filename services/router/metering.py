@@ -72,10 +72,16 @@ class Meter:
             streamed=streamed,
             reservation_id=context.reservation_id,
         )
-        if provider:
-            event.attempts.append(
-                events.Attempt(provider=provider, status=status, latency_ms=event.latency_ms)
+        # Every upstream attempt stays with the call; only the one that served it is billed.
+        event.attempts.extend(
+            events.Attempt(
+                provider=attempt.provider,
+                upstream_model=attempt.upstream_id,
+                status=attempt.status,
+                latency_ms=attempt.latency_ms,
             )
+            for attempt in attempts
+        )
         headers = [("traceparent", context.traceparent.encode())] if context.traceparent else []
         self._publisher.publish(USAGE_TOPIC, context.account_id, event.SerializeToString(), headers)
         return event

@@ -187,3 +187,29 @@ def wait_until_settled(base_url: str, api_key: str, timeout_s: float = 60) -> di
         if time.monotonic() > deadline:
             raise TimeoutError(f"reservations still held after {timeout_s} s: {me}")
         time.sleep(0.25)
+
+
+def usage_rows(base_url: str, api_key: str, group_by: str = "model") -> list[dict[str, Any]]:
+    """The key's account usage from the ledger (GET /v1/usage), all time."""
+    response = httpx.get(
+        f"{base_url}/usage",
+        params={"group_by": group_by, "start": "2000-01-01T00:00:00Z"},
+        headers={"authorization": f"Bearer {api_key}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["data"])
+
+
+def wait_for_usage(
+    base_url: str, api_key: str, calls: int, timeout_s: float = 60
+) -> list[dict[str, Any]]:
+    """Polls the ledger until it holds `calls` calls of the key's account."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = usage_rows(base_url, api_key)
+        if sum(int(row["calls"]) for row in rows) >= calls:
+            return rows
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"ledger has {rows}, expected {calls} calls")
+        time.sleep(0.3)

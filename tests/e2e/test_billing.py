@@ -19,7 +19,14 @@ from aig_common.ids import uuid7
 from aig_common.money import NANO_PER_USD, apply_markup, parse_usd
 from devstack.stack import Stack
 
-from .conftest import FAMILY_MODELS, Sandbox, create_key, wait_until_settled
+from .conftest import (
+    FAMILY_MODELS,
+    Sandbox,
+    create_key,
+    usage_rows,
+    wait_for_usage,
+    wait_until_settled,
+)
 
 ASK = [{"role": "user", "content": "Count my money"}]
 NO_FALLBACKS = {"aig": {"fallbacks": False}}
@@ -29,30 +36,6 @@ def _me(base_url: str, key: str) -> dict[str, Any]:
     return dict(
         httpx.get(f"{base_url}/me", headers={"authorization": f"Bearer {key}"}, timeout=10).json()
     )
-
-
-def _usage(base_url: str, key: str, group_by: str = "model") -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{base_url}/usage",
-        params={"group_by": group_by, "start": "2000-01-01T00:00:00Z"},
-        headers={"authorization": f"Bearer {key}"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    return list(response.json()["data"])
-
-
-def _wait_for_rows(
-    base_url: str, key: str, expected: int, timeout_s: float = 60
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        rows = _usage(base_url, key)
-        if sum(int(row["calls"]) for row in rows) >= expected:
-            return rows
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"ledger has {rows}, expected {expected} calls")
-        time.sleep(0.3)
 
 
 def test_calls_become_rows_and_exact_debits(
@@ -74,7 +57,7 @@ def test_calls_become_rows_and_exact_debits(
     assert failures == 4
     successes = 2 * len(FAMILY_MODELS) + 1
 
-    rows = _wait_for_rows(base_url, key["key"], successes + failures)
+    rows = wait_for_usage(base_url, key["key"], successes + failures)
     me = wait_until_settled(base_url, key["key"])
     assert sum(int(r["succeeded"]) for r in rows) == successes
     assert sum(int(r["failed"]) for r in rows) == failures
@@ -100,10 +83,10 @@ def test_billing_crash_before_commit_changes_nothing(
     assert crashing.process.wait(60) == 17  # wrote ledger and control DB, died before commit
     billing.start()
     billing.wait_ready()
-    rows = _wait_for_rows(base_url, key["key"], 1)
+    rows = wait_for_usage(base_url, key["key"], 1)
     me = wait_until_settled(base_url, key["key"])
     time.sleep(1.0)  # give any (wrong) second settlement time to show
-    rows = _usage(base_url, key["key"])
+    rows = usage_rows(base_url, key["key"])
     assert sum(int(r["calls"]) for r in rows) == 1
     billed = parse_usd(rows[0]["billed_cost_usd"])
     assert (
@@ -123,7 +106,7 @@ def test_broker_outage_loses_no_usage(stack: Stack, admin: httpx.Client, base_ur
     finally:
         stack.kafka.start()
         stack.kafka.wait_ready()
-    rows = _wait_for_rows(base_url, key["key"], 5, timeout_s=120)
+    rows = wait_for_usage(base_url, key["key"], 5, timeout_s=120)
     assert sum(int(r["succeeded"]) for r in rows) == 5
     wait_until_settled(base_url, key["key"], timeout_s=120)
 
@@ -172,7 +155,7 @@ def test_tier_follows_rolling_30_day_spend(
     ]
     assert stack.kafka is not None
     asyncio.run(_publish(stack.kafka.bootstrap_servers, history))
-    _wait_for_rows(base_url, key["key"], 3)
+    wait_for_usage(base_url, key["key"], 3)
 
     recompute = admin.post("/tiers/recompute")
     assert recompute.status_code == 200, recompute.text
@@ -184,7 +167,7 @@ def test_tier_follows_rolling_30_day_spend(
 
     client = openai.OpenAI(base_url=base_url, api_key=key["key"], max_retries=0)
     client.chat.completions.create(model="claude-sonnet-4-5", messages=ASK, extra_body=NO_FALLBACKS)
-    rows = _wait_for_rows(base_url, key["key"], 4)
+    rows = wait_for_usage(base_url, key["key"], 4)
     claude = next(r for r in rows if r["model"] == "claude-sonnet-4-5")
     upstream = parse_usd(claude["upstream_cost_usd"])
     assert upstream > 0

@@ -12,7 +12,8 @@ import httpx
 import openai
 import pytest
 
-from aig_common.money import NANO_PER_USD, usd
+from aig_common.money import NANO_PER_USD, apply_markup, parse_usd, usd
+from catalog.models import load_catalog
 
 from .conftest import (
     BREAKER_COOLDOWN_S,
@@ -20,6 +21,8 @@ from .conftest import (
     HEDGED_MODEL,
     Sandbox,
     create_key,
+    wait_for_usage,
+    wait_until_settled,
     worst_case_nano_usd,
 )
 from .test_openai_sdk import WEATHER_TOOL
@@ -64,8 +67,10 @@ def healed(sandbox: Sandbox, client: openai.OpenAI) -> Iterator[Sandbox]:
 
 
 def test_openai_outage_fails_over_with_the_same_request(
-    client: openai.OpenAI, healed: Sandbox
+    admin: httpx.Client, base_url: str, healed: Sandbox
 ) -> None:
+    key = create_key(admin, "failover-billing")
+    client = openai.OpenAI(base_url=base_url, api_key=key["key"], max_retries=0)
     healed.fault("openai", 503, count=BREAKER_FAILURES)
     for _ in range(BREAKER_FAILURES):
         raw = client.chat.completions.with_raw_response.create(
@@ -82,6 +87,34 @@ def test_openai_outage_fails_over_with_the_same_request(
     for first, second in zip(failed, served, strict=True):
         assert _comparable(first["body"]) == _comparable(second["body"])
         assert second["body"]["model"] == "openai/gpt-4o-mini"
+
+    # Billed once per call, for the attempt that served it; failed attempts cost nothing.
+    [row] = wait_for_usage(base_url, key["key"], BREAKER_FAILURES)
+    assert (row["calls"], row["succeeded"], row["failed"]) == (BREAKER_FAILURES,) * 2 + (0,)
+    assert row["failed_attempts"] == BREAKER_FAILURES
+    me = wait_until_settled(base_url, key["key"])
+    assert me["key"]["caps"]["daily"]["spent_usd"] == row["billed_cost_usd"]
+
+
+def test_fallback_is_billed_at_the_fallbacks_price(
+    admin: httpx.Client, base_url: str, healed: Sandbox
+) -> None:
+    key = create_key(admin, "fallback-price")
+    client = openai.OpenAI(base_url=base_url, api_key=key["key"], max_retries=0)
+    healed.fault("openai", 503)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=ASK, extra_body={"aig": {"fallbacks": ["gemini-2.5-flash"]}}
+    )
+    assert raw.headers["x-aig-provider"] == "google"
+    [row] = wait_for_usage(base_url, key["key"], 1)
+    gemini = load_catalog().chat("gemini-2.5-flash")
+    assert gemini is not None and row["model"] == "gemini-2.5-flash"
+    upstream = (
+        int(row["prompt_tokens"]) * gemini.input_nano_usd_per_token
+        + int(row["completion_tokens"]) * gemini.output_nano_usd_per_token
+    )
+    assert parse_usd(row["upstream_cost_usd"]) == upstream
+    assert parse_usd(row["billed_cost_usd"]) == apply_markup(upstream, 4000)
 
 
 def test_open_breaker_skips_the_dead_provider(client: openai.OpenAI, healed: Sandbox) -> None:

@@ -158,6 +158,8 @@ async def test_failed_calls_are_recorded_at_no_cost(ledger: SqlLedger) -> None:
             "reasoning_tokens": 1,
             "upstream_cost_nano_usd": 0,
             "billed_cost_nano_usd": 0,
+            # Both attempts failed: the call was not served.
+            "failed_attempts": 2,
         }
     ]
 

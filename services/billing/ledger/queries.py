@@ -38,7 +38,10 @@ _SUMMARY_COLUMNS = """
     sum(cached_prompt_tokens) AS cached_prompt_tokens,
     sum(reasoning_tokens) AS reasoning_tokens,
     sum(upstream_cost_nano_usd) AS upstream_cost_nano_usd,
-    sum(billed_cost_nano_usd) AS billed_cost_nano_usd
+    sum(billed_cost_nano_usd) AS billed_cost_nano_usd,
+    -- Upstream attempts that did not serve the call (failover), all at no cost.
+    sum(greatest(toInt64(JSONLength(attempts)) - toInt64(outcome = 'succeeded'), 0))
+        AS failed_attempts
 """
 
 
