@@ -14,8 +14,11 @@ from pathlib import Path
 
 import httpx
 
+from aig_common.money import parse_usd
+
 from .stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
 
+DEMO_CREDITS_USD = "25.00"
 VAR = Path(os.environ.get("AIG_VAR_DIR", "var")).resolve()
 
 
@@ -38,11 +41,12 @@ def _demo_key(stack: Stack) -> str:
             f"{stack.edge_url}/v1/models", headers={"authorization": f"Bearer {key}"}, timeout=10
         )
         if probe.status_code == 200:
+            _top_up_if_empty(stack, key)
             return key
     admin = {"authorization": f"Bearer {stack.admin_token}"}
     account = httpx.post(
         f"{stack.edge_url}/admin/v1/accounts",
-        json={"name": "demo", "credits_usd": "25.00"},
+        json={"name": "demo", "credits_usd": DEMO_CREDITS_USD},
         headers=admin,
         timeout=10,
     ).json()
@@ -55,6 +59,20 @@ def _demo_key(stack: Stack) -> str:
     path.write_text(created["key"])
     path.chmod(0o600)
     return str(created["key"])
+
+
+def _top_up_if_empty(stack: Stack, key: str) -> None:
+    """A demo account whose credits ran out (or predate credits) gets its demo grant again."""
+    me = httpx.get(
+        f"{stack.edge_url}/v1/me", headers={"authorization": f"Bearer {key}"}, timeout=10
+    ).json()
+    if parse_usd(me["account"]["balance_usd"]) <= 0:
+        httpx.post(
+            f"{stack.edge_url}/admin/v1/accounts/{me['account']['id']}/credits",
+            json={"amount_usd": DEMO_CREDITS_USD, "kind": "grant", "note": "demo top-up"},
+            headers={"authorization": f"Bearer {stack.admin_token}"},
+            timeout=10,
+        ).raise_for_status()
 
 
 def _banner(stack: Stack, key: str, sandboxed: list[str]) -> str:
