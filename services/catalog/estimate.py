@@ -6,6 +6,7 @@ usage (the router), so every estimate errs high.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -42,15 +43,24 @@ def worst_case_output_tokens(body: dict[str, Any], model: ChatModel) -> int:
     return min(requested, model.max_output_tokens)
 
 
-def estimate_prompt_tokens(
-    body: dict[str, Any], *, tokens_per_image: int = DEFAULT_IMAGE_INPUT_TOKENS
-) -> int:
-    """A cheap over-estimate of the prompt tokens a chat request will be billed for.
+@dataclass(frozen=True, slots=True)
+class PromptSize:
+    """A request's prompt, sized once: text tokens (over-estimated) and images, which each
+    model prices at its own `image_input_tokens`."""
+
+    text_tokens: int
+    images: int
+
+    def tokens(self, tokens_per_image: int = DEFAULT_IMAGE_INPUT_TOKENS) -> int:
+        return self.text_tokens + self.images * tokens_per_image
+
+
+def prompt_size(body: dict[str, Any]) -> PromptSize:
+    """A cheap over-estimate of the prompt a chat request will be billed for.
 
     Used for worst-case spend reservations, so it errs high: text at one token per
-    BYTES_PER_TOKEN UTF-8 bytes, a fixed worst case per image (pass the model's
-    `image_input_tokens`), everything else (tool definitions, tool calls, schemas) at the
-    size of its JSON. It is a heuristic, not a tokenizer: adversarial text such as
+    BYTES_PER_TOKEN UTF-8 bytes, everything else (tool definitions, tool calls, schemas) at
+    the size of its JSON. It is a heuristic, not a tokenizer: adversarial text such as
     punctuation-separated digits can still tokenize denser than this.
     """
     total_bytes = 0
@@ -68,12 +78,17 @@ def estimate_prompt_tokens(
         if body.get(param):
             total_bytes += _json_size(body[param])
     text_tokens = -(-total_bytes // BYTES_PER_TOKEN)
-    return (
-        TOKENS_PER_REQUEST
-        + TOKENS_PER_MESSAGE * len(messages)
-        + text_tokens
-        + image_count * tokens_per_image
+    return PromptSize(
+        text_tokens=TOKENS_PER_REQUEST + TOKENS_PER_MESSAGE * len(messages) + text_tokens,
+        images=image_count,
     )
+
+
+def estimate_prompt_tokens(
+    body: dict[str, Any], *, tokens_per_image: int = DEFAULT_IMAGE_INPUT_TOKENS
+) -> int:
+    """`prompt_size(body)` in tokens, with images at `tokens_per_image` (pass the model's)."""
+    return prompt_size(body).tokens(tokens_per_image)
 
 
 def _content_size(content: Any) -> tuple[int, int]:

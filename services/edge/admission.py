@@ -6,7 +6,7 @@ from typing import Any
 
 from aig_common.errors import APIError
 from aig_common.money import usd
-from catalog.estimate import BYTES_PER_TOKEN, estimate_prompt_tokens, worst_case_output_tokens
+from catalog.estimate import BYTES_PER_TOKEN, prompt_size, worst_case_output_tokens
 from catalog.models import Catalog, ChatModel
 from controldb import AuthenticatedKey
 from controldb.money import Admission, LimitExceeded, Money
@@ -79,9 +79,10 @@ class Admissions:
         if model is None:
             raise _unknown_model(body["model"])
         # A failover may serve the call on any member of the chain: hold the dearest.
+        size = prompt_size(body)  # once: the chain only differs in how it prices images
         worst = max(
             candidate.worst_case_cost_nano_usd(
-                estimate_prompt_tokens(body, tokens_per_image=candidate.image_input_tokens),
+                size.tokens(candidate.image_input_tokens),
                 worst_case_output_tokens(body, candidate),
             )
             for candidate in self._chain(model, body)

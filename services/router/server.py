@@ -72,12 +72,8 @@ def _failure(exc: Exception) -> tuple[pb.ErrorReply, int, str]:
     return reply, reply.status, error_code_of(orjson.loads(reply.body))
 
 
-def _model_of(raw: bytes) -> str:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return ""
-    model = body.get("model") if isinstance(body, dict) else None
+def _model_of(body: dict[str, Any]) -> str:
+    model = body.get("model")
     return model if isinstance(model, str) else ""
 
 
@@ -99,9 +95,10 @@ class RouterServicer(pb_grpc.RouterServicer):
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> pb.ChatResponse:
         started = time.monotonic()
-        model_id = _model_of(request.body)
+        body: dict[str, Any] = {}
         try:
-            result = await self._chat.complete(_parse_body(request.body))
+            body = _parse_body(request.body)
+            result = await self._chat.complete(body)
         except Exception as exc:
             reply, status, code = _failure(exc)
             UPSTREAM_CALLS.labels("", "chat", "error").inc()
@@ -109,7 +106,7 @@ class RouterServicer(pb_grpc.RouterServicer):
             self._meter.record(
                 request.context,
                 endpoint="chat.completions",
-                model_id=model_id,
+                model_id=_model_of(body),
                 provider=attempts[-1].provider if attempts else "",
                 status=status,
                 error_code=code,
@@ -145,8 +142,10 @@ class RouterServicer(pb_grpc.RouterServicer):
         outcome = StreamOutcome()
         sent_any = False
         status, code = CLIENT_CLOSED, "client_closed"
+        body: dict[str, Any] = {}
         try:
-            async for chunk in self._chat.stream(_parse_body(request.body), outcome):
+            body = _parse_body(request.body)
+            async for chunk in self._chat.stream(body, outcome):
                 if not sent_any:
                     sent_any = True
                     start = pb.StreamStart(
@@ -169,7 +168,7 @@ class RouterServicer(pb_grpc.RouterServicer):
             self._meter.record(
                 request.context,
                 endpoint="chat.completions",
-                model_id=outcome.model_id or _model_of(request.body),
+                model_id=outcome.model_id or _model_of(body),
                 provider=outcome.provider or (attempts[-1].provider if attempts else ""),
                 status=status,
                 error_code=code,
@@ -187,16 +186,17 @@ class RouterServicer(pb_grpc.RouterServicer):
         self, request: pb.EmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbeddingsResponse:
         started = time.monotonic()
-        model_id = _model_of(request.body)
+        body: dict[str, Any] = {}
         try:
-            result = await self._embeddings.create(_parse_body(request.body))
+            body = _parse_body(request.body)
+            result = await self._embeddings.create(body)
         except Exception as exc:
             reply, status, code = _failure(exc)
             UPSTREAM_CALLS.labels("", "embeddings", "error").inc()
             self._meter.record(
                 request.context,
                 endpoint="embeddings",
-                model_id=model_id,
+                model_id=_model_of(body),
                 provider="",
                 status=status,
                 error_code=code,
@@ -209,7 +209,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         self._meter.record(
             request.context,
             endpoint="embeddings",
-            model_id=model_id,
+            model_id=_model_of(body),
             provider=result.provider,
             status=200,
             usage=result.usage,
