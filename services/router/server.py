@@ -17,7 +17,7 @@ from aig_common.errors import APIError, error_body
 from catalog.models import Catalog
 
 from .adapters.base import TokenUsage, UpstreamError
-from .chat import AttemptsFailed, ChatService, StreamOutcome
+from .chat import AttemptRecord, AttemptsFailed, ChatService, StreamOutcome
 from .embed import EmbeddingsService
 from .metering import CLIENT_CLOSED, Meter, error_code_of
 
@@ -91,6 +91,33 @@ class RouterServicer(pb_grpc.RouterServicer):
         self._meter = meter
         self._models_body = orjson.dumps(catalog.openai_models_list())
 
+    def _record_failure(
+        self,
+        call: pb.CallContext,
+        endpoint: str,
+        body: dict[str, Any],
+        exc: Exception,
+        started: float,
+    ) -> tuple[pb.ErrorReply, list[AttemptRecord]]:
+        """Meters a unary call that failed (at no cost) and returns the reply for the edge."""
+        reply, status, code = _failure(exc)
+        attempts = exc.attempts if isinstance(exc, AttemptsFailed) else []
+        provider = attempts[-1].provider if attempts else ""
+        UPSTREAM_CALLS.labels(provider, endpoint, "error").inc()
+        self._meter.record(
+            call,
+            endpoint=endpoint,
+            model_id=_model_of(body),
+            provider=provider,
+            status=status,
+            error_code=code,
+            usage=None,
+            streamed=False,
+            started_at=started,
+            attempts=attempts,
+        )
+        return reply, attempts
+
     async def ChatCompletion(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> pb.ChatResponse:
@@ -100,23 +127,11 @@ class RouterServicer(pb_grpc.RouterServicer):
             body = _parse_body(request.body)
             result = await self._chat.complete(body)
         except Exception as exc:
-            reply, status, code = _failure(exc)
-            UPSTREAM_CALLS.labels("", "chat", "error").inc()
-            attempts = exc.attempts if isinstance(exc, AttemptsFailed) else []
-            self._meter.record(
-                request.context,
-                endpoint="chat.completions",
-                model_id=_model_of(body),
-                provider=attempts[-1].provider if attempts else "",
-                status=status,
-                error_code=code,
-                usage=None,
-                streamed=False,
-                started_at=started,
-                attempts=attempts,
+            reply, attempts = self._record_failure(
+                request.context, "chat.completions", body, exc, started
             )
             return pb.ChatResponse(error=reply, attempts=len(attempts))
-        UPSTREAM_CALLS.labels(result.provider, "chat", "ok").inc()
+        UPSTREAM_CALLS.labels(result.provider, "chat.completions", "ok").inc()
         self._meter.record(
             request.context,
             endpoint="chat.completions",
@@ -155,7 +170,7 @@ class RouterServicer(pb_grpc.RouterServicer):
                 yield pb.ChatStreamEvent(chunk=orjson.dumps(chunk))
             status, code = 200, ""
         except Exception as exc:
-            UPSTREAM_CALLS.labels(outcome.provider, "chat", "error").inc()
+            UPSTREAM_CALLS.labels(outcome.provider, "chat.completions", "error").inc()
             reply, status, code = _failure(exc)
             if not sent_any:
                 yield pb.ChatStreamEvent(error=reply)
@@ -177,7 +192,7 @@ class RouterServicer(pb_grpc.RouterServicer):
                 started_at=started,
                 attempts=attempts,
             )
-        UPSTREAM_CALLS.labels(outcome.provider, "chat", "ok").inc()
+        UPSTREAM_CALLS.labels(outcome.provider, "chat.completions", "ok").inc()
         yield pb.ChatStreamEvent(
             end=pb.StreamEnd(provider=outcome.provider, usage=_usage_message(outcome.usage))
         )
@@ -191,19 +206,7 @@ class RouterServicer(pb_grpc.RouterServicer):
             body = _parse_body(request.body)
             result = await self._embeddings.create(body)
         except Exception as exc:
-            reply, status, code = _failure(exc)
-            UPSTREAM_CALLS.labels("", "embeddings", "error").inc()
-            self._meter.record(
-                request.context,
-                endpoint="embeddings",
-                model_id=_model_of(body),
-                provider="",
-                status=status,
-                error_code=code,
-                usage=None,
-                streamed=False,
-                started_at=started,
-            )
+            reply, _ = self._record_failure(request.context, "embeddings", body, exc, started)
             return pb.EmbeddingsResponse(error=reply)
         UPSTREAM_CALLS.labels(result.provider, "embeddings", "ok").inc()
         self._meter.record(
