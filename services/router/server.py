@@ -192,7 +192,8 @@ class RouterServicer(pb_grpc.RouterServicer):
                 started_at=started,
                 attempts=attempts,
             )
-        UPSTREAM_CALLS.labels(outcome.provider, "chat.completions", "ok").inc()
+        if status == 200:
+            UPSTREAM_CALLS.labels(outcome.provider, "chat.completions", "ok").inc()
         yield pb.ChatStreamEvent(
             end=pb.StreamEnd(provider=outcome.provider, usage=_usage_message(outcome.usage))
         )
