@@ -16,7 +16,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx
 import orjson
 
 from aig_common.errors import APIError, error_body
@@ -29,7 +28,7 @@ from .adapters.sse import SSEDecoder
 from .breaker import Breakers
 from .capabilities import check_chat_request
 from .requests import Target, UpstreamRequest, build_request
-from .upstream import UpstreamClients
+from .upstream import UpstreamClients, UpstreamStream, UpstreamUnreachable
 
 T = TypeVar("T")
 
@@ -73,12 +72,12 @@ class AttemptsFailed(Exception):
         self.attempts = attempts
 
 
-def _unreachable(provider: str, exc: httpx.HTTPError) -> UpstreamError:
-    if isinstance(exc, httpx.TimeoutException):
+def _unreachable(provider: str, exc: UpstreamUnreachable) -> UpstreamError:
+    if exc.timed_out:
         status, code, what = 504, "upstream_timeout", "did not answer in time"
     else:
         status, code, what = 502, "upstream_unavailable", "could not be reached"
-    message = f"The upstream provider '{provider}' {what} ({type(exc).__name__})."
+    message = f"The upstream provider '{provider}' {what} ({exc.cause_name})."
     return UpstreamError(
         status=status,
         body=error_body(message, status=status, code=code),
@@ -138,7 +137,7 @@ class _StartedStream:
     first: dict[str, Any]
     rest: AsyncGenerator[dict[str, Any], None]
     request: UpstreamRequest
-    response: httpx.Response
+    response: UpstreamStream
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
@@ -221,16 +220,13 @@ class ChatService:
         self, target: Target, body: dict[str, Any]
     ) -> tuple[dict[str, Any], TokenUsage]:
         request = await self._request(target, body, stream=False)
-        client = self._clients.client(target.provider)
         try:
-            response = await client.post(request.path, content=request.content)
-        except httpx.HTTPError as exc:
+            reply = await self._clients.post(target.provider, request.path, request.content)
+        except UpstreamUnreachable as exc:
             raise _unreachable(target.provider, exc) from exc
-        if response.status_code != 200:
-            raise request.error_from_response(
-                response.status_code, response.content, response.headers
-            )
-        return request.parse_completion(orjson.loads(response.content))
+        if reply.status != 200:
+            raise request.error_from_response(reply.status, reply.body, reply.headers)
+        return request.parse_completion(orjson.loads(reply.body))
 
     # -- streaming -----------------------------------------------------------------------
 
@@ -271,20 +267,20 @@ class ChatService:
     async def _start_stream(self, target: Target, body: dict[str, Any]) -> _StartedStream:
         """Opens the upstream stream and waits for its first translated chunk."""
         request = await self._request(target, body, stream=True)
-        client = self._clients.client(target.provider)
         try:
-            upstream = client.build_request("POST", request.path, content=request.content)
-            response = await client.send(upstream, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self._clients.open_stream(
+                target.provider, request.path, request.content
+            )
+        except UpstreamUnreachable as exc:
             raise _unreachable(target.provider, exc) from exc
-        if response.status_code != 200:
+        if response.status != 200:
             try:
-                content = await response.aread()
-            except httpx.HTTPError as exc:
+                content = await response.read()
+            except UpstreamUnreachable as exc:
                 raise _unreachable(target.provider, exc) from exc
             finally:
                 await response.aclose()
-            raise request.error_from_response(response.status_code, content, response.headers)
+            raise request.error_from_response(response.status, content, response.headers)
         rest = _translated(target.provider, request, response)
         try:
             first = await rest.__anext__()
@@ -439,12 +435,12 @@ def _fallback_option(body: dict[str, Any]) -> bool | list[str]:
 
 
 async def _translated(
-    provider: str, request: UpstreamRequest, response: httpx.Response
+    provider: str, request: UpstreamRequest, response: UpstreamStream
 ) -> AsyncGenerator[dict[str, Any], None]:
     decoder = SSEDecoder()
     finished = False
     try:
-        async for raw in response.aiter_bytes():
+        async for raw in response.chunks():
             for event in decoder.feed(raw):
                 for chunk in request.translate_event(event.event, event.data):
                     yield chunk
@@ -456,7 +452,7 @@ async def _translated(
         for chunk in request.finish():
             yield chunk
         finished = finished or request.is_done()
-    except httpx.HTTPError as exc:
+    except UpstreamUnreachable as exc:
         raise _broken_stream(provider) from exc
     if not finished:
         raise _broken_stream(provider)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import orjson
 
 from aig_common.errors import APIError
@@ -14,7 +13,7 @@ from catalog.models import Catalog
 from .adapters import embeddings, gemini, openai_compat
 from .adapters.base import TokenUsage
 from .chat import _unreachable
-from .upstream import UpstreamClients
+from .upstream import UpstreamClients, UpstreamReply, UpstreamUnreachable
 
 
 @dataclass(slots=True)
@@ -43,7 +42,6 @@ class EmbeddingsService:
         requested_format = embeddings.parse_encoding_format(body)
         dimensions = embeddings.parse_dimensions(body, model)
         provider = model.provider
-        client = self._clients.client(provider)
         if provider == "google":
             texts = embeddings.require_text_inputs(inputs, model)
             payloads = []
@@ -53,12 +51,12 @@ class EmbeddingsService:
                     batch, model.upstream_id, dimensions
                 )
                 path = embeddings.gemini_batch_embed_path(model.upstream_id)
-                response = await self._post(client, provider, path, upstream)
-                if response.status_code != 200:
+                response = await self._post(provider, path, upstream)
+                if response.status != 200:
                     raise gemini.error_from_response(
-                        response.status_code, response.content, response.headers
+                        response.status, response.body, response.headers
                     )
-                payloads.append(orjson.loads(response.content))
+                payloads.append(orjson.loads(response.body))
             result, usage = embeddings.embeddings_from_gemini_response(
                 embeddings.merge_gemini_batch_responses(payloads),
                 public_model=model.id,
@@ -67,23 +65,20 @@ class EmbeddingsService:
             )
         else:
             upstream = embeddings.build_openai_embeddings_request(body, model.upstream_id)
-            response = await self._post(client, provider, "/embeddings", upstream)
-            if response.status_code != 200:
+            response = await self._post(provider, "/embeddings", upstream)
+            if response.status != 200:
                 raise openai_compat.error_from_response(
-                    response.status_code, response.content, response.headers
+                    response.status, response.body, response.headers
                 )
             result, usage = embeddings.embeddings_from_openai_response(
-                orjson.loads(response.content),
+                orjson.loads(response.body),
                 public_model=model.id,
                 requested_format=requested_format,
             )
         return EmbeddingsResult(response=result, usage=usage, provider=provider)
 
-    @staticmethod
-    async def _post(
-        client: httpx.AsyncClient, provider: str, path: str, body: dict[str, Any]
-    ) -> httpx.Response:
+    async def _post(self, provider: str, path: str, body: dict[str, Any]) -> UpstreamReply:
         try:
-            return await client.post(path, content=orjson.dumps(body))
-        except httpx.HTTPError as exc:
+            return await self._clients.post(provider, path, orjson.dumps(body))
+        except UpstreamUnreachable as exc:
             raise _unreachable(provider, exc) from exc
