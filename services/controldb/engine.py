@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
@@ -22,6 +22,10 @@ def is_sqlite(url: str) -> bool:
 
 def is_postgres(url: str) -> bool:
     return make_url(url).get_backend_name() == "postgresql"
+
+
+def is_sqlite_file(url: str) -> bool:
+    return is_sqlite(url) and not _is_sqlite_memory(url)
 
 
 def _is_sqlite_memory(url: str) -> bool:
@@ -58,21 +62,33 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
         # Every connection to ":memory:" is a new, empty database; share one.
         options["poolclass"] = StaticPool
     engine = create_async_engine(url, **options)
+    _configure_sqlite(engine.sync_engine, wal=not in_memory)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def create_sync_sqlite_engine(url: str) -> Engine:
+    """A blocking engine on the same SQLite file, configured exactly as the async one, for
+    work that runs on a thread of its own (admission's group commit)."""
+    if not is_sqlite_file(url):
+        raise ValueError("a blocking engine is only made for an SQLite file")
+    engine = create_engine(make_url(url).set(drivername="sqlite+pysqlite"))
+    _configure_sqlite(engine, wal=True)
+    return engine
+
+
+def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the sqlite3 module, which would otherwise
         # open transactions lazily and run DDL outside them; SQLAlchemy emits BEGIN below.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        if not in_memory:
+        if wal:
             cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine

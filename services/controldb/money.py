@@ -15,14 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import String, bindparam, delete, func, insert, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aig_common.money import NANO_PER_USD, apply_markup
+from controldb.engine import is_sqlite_file
 from controldb.ids import random_id
 from controldb.models import (
     Account,
@@ -34,6 +35,9 @@ from controldb.models import (
     Workspace,
 )
 from controldb.tiers import Tier, tier_for
+
+if TYPE_CHECKING:
+    from controldb.group_commit import GroupCommitAdmissions
 
 DEFAULT_RESERVATION_TTL = timedelta(minutes=15)
 REFUND_WINDOW = timedelta(days=30)
@@ -153,9 +157,25 @@ class Money:
         sessions: async_sessionmaker[AsyncSession],
         *,
         reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        group_commit: bool = True,
     ) -> None:
+        """With `group_commit` (the default) on an SQLite file, admissions run on one
+        writer thread that commits many per transaction (controldb.group_commit)."""
         self._sessions = sessions
         self._reservation_ttl = reservation_ttl
+        self._group_commit: GroupCommitAdmissions | None = None
+        bind = sessions.kw.get("bind")
+        if group_commit and isinstance(bind, AsyncEngine) and is_sqlite_file(str(bind.url)):
+            # Imported here: that module builds on this one's admission rules.
+            from controldb.group_commit import GroupCommitAdmissions
+
+            self._group_commit = GroupCommitAdmissions(
+                bind.url.render_as_string(hide_password=False), reservation_ttl
+            )
+
+    async def aclose(self) -> None:
+        if self._group_commit is not None:
+            await self._group_commit.aclose()
 
     # -- credits -------------------------------------------------------------------------
 
@@ -218,6 +238,8 @@ class Money:
         """Reserves the call's worst-case cost against the balance and every cap, or raises
         LimitExceeded. One transaction under the account's row lock: one read of everything
         that limits the call, one insert of the reservation."""
+        if self._group_commit is not None:
+            return await self._group_commit.admit(account_id, key_id, upstream_worst_case_nano_usd)
         now = datetime.now(UTC)
         async with self._sessions() as session, session.begin():
             # Core statements on the session's connection: the ORM adds nothing here but cost.
@@ -228,59 +250,20 @@ class Money:
                 # whoever held the lock before us. (SQLite's BEGIN IMMEDIATE already
                 # serialises whole transactions.)
                 await connection.execute(_LOCK_ACCOUNT, {"account_id": account_id})
-            parameters = {
-                "account_id": account_id,
-                "key_id": key_id,
-                "now": now,
-                "day": day_period(now),
-                "month": month_period(now),
-            }
-            row = (await connection.execute(_LIMITS_QUERY, parameters)).one_or_none()
-            if row is None:
-                raise UnknownAccount(f"no key {key_id} in account {account_id}")
-            needed = apply_markup(upstream_worst_case_nano_usd, row.markup)
-            for check in _checks(row, key_id, account_id, now):
-                scope, period, cap, used, held, resets_at = check
-                if cap is not None and used + held + needed > cap:
-                    raise LimitExceeded(
-                        code=f"{scope}_{period}_cap",
-                        limit_nano_usd=cap,
-                        spent_nano_usd=used,
-                        reserved_nano_usd=held,
-                        needed_nano_usd=needed,
-                        resets_at=resets_at,
-                    )
-            if row.held_account + needed > row.balance:
-                raise LimitExceeded(
-                    code="insufficient_credits",
-                    limit_nano_usd=row.balance,
-                    spent_nano_usd=0,
-                    reserved_nano_usd=row.held_account,
-                    needed_nano_usd=needed,
-                    resets_at=None,
-                )
-            reservation_id = random_id("resv_")
-            expires_at = now + self._reservation_ttl
-            await connection.execute(
-                insert(Reservation).values(
-                    id=reservation_id,
-                    account_id=account_id,
-                    key_id=key_id,
-                    workspace_id=row.workspace_id,
-                    amount_nano_usd=needed,
-                    created_at=now,
-                    expires_at=expires_at,
-                )
+            row = (
+                await connection.execute(LIMITS_QUERY, limits_parameters(account_id, key_id, now))
+            ).one_or_none()
+            admission, values = decide_admission(
+                row, account_id, key_id, upstream_worst_case_nano_usd, now, self._reservation_ttl
             )
-        return Admission(
-            reservation_id=reservation_id,
-            amount_nano_usd=needed,
-            markup_basis_points=row.markup,
-            expires_at=expires_at,
-        )
+            await connection.execute(insert(Reservation).values(values))
+        return admission
 
     async def release(self, reservation_id: str) -> None:
         """Drops a reservation whose call never reached the router (nothing to settle)."""
+        if self._group_commit is not None:
+            await self._group_commit.release(reservation_id)
+            return
         async with self._sessions() as session, session.begin():
             await session.execute(delete(Reservation).where(Reservation.id == reservation_id))
 
@@ -472,8 +455,68 @@ def _build_limits_query() -> Any:
     )
 
 
-_LIMITS_QUERY = _build_limits_query()
+LIMITS_QUERY = _build_limits_query()
 _LOCK_ACCOUNT = select(Account.id).where(Account.id == _ACCOUNT).with_for_update()
+
+
+def limits_parameters(account_id: str, key_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "key_id": key_id,
+        "now": now,
+        "day": day_period(now),
+        "month": month_period(now),
+    }
+
+
+def decide_admission(
+    row: Any,
+    account_id: str,
+    key_id: str,
+    upstream_worst_case_nano_usd: int,
+    now: datetime,
+    ttl: timedelta,
+) -> tuple[Admission, dict[str, Any]]:
+    """From LIMITS_QUERY's row: the admission and the reservation row to insert, or
+    LimitExceeded / UnknownAccount. Pure, so every admission path decides alike."""
+    if row is None:
+        raise UnknownAccount(f"no key {key_id} in account {account_id}")
+    needed = apply_markup(upstream_worst_case_nano_usd, row.markup)
+    for scope, period, cap, used, held, resets_at in _checks(row, key_id, account_id, now):
+        if cap is not None and used + held + needed > cap:
+            raise LimitExceeded(
+                code=f"{scope}_{period}_cap",
+                limit_nano_usd=cap,
+                spent_nano_usd=used,
+                reserved_nano_usd=held,
+                needed_nano_usd=needed,
+                resets_at=resets_at,
+            )
+    if row.held_account + needed > row.balance:
+        raise LimitExceeded(
+            code="insufficient_credits",
+            limit_nano_usd=row.balance,
+            spent_nano_usd=0,
+            reserved_nano_usd=row.held_account,
+            needed_nano_usd=needed,
+            resets_at=None,
+        )
+    admission = Admission(
+        reservation_id=random_id("resv_"),
+        amount_nano_usd=needed,
+        markup_basis_points=row.markup,
+        expires_at=now + ttl,
+    )
+    values = {
+        "id": admission.reservation_id,
+        "account_id": account_id,
+        "key_id": key_id,
+        "workspace_id": row.workspace_id,
+        "amount_nano_usd": needed,
+        "created_at": now,
+        "expires_at": admission.expires_at,
+    }
+    return admission, values
 
 
 def _checks(

@@ -81,6 +81,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         yield
         await channel.close(grace=None)
         await billing.aclose()
+        await money.aclose()
         await engine.dispose()
 
     app = FastAPI(

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aig_common.money import NANO_PER_USD, apply_markup, parse_usd, usd
-from controldb import KeyStore, create_engine_from_url
+from controldb import KeyStore, create_engine_from_url, migrate
+from controldb.group_commit import MAX_BATCH
 from controldb.models import Account, ApiKey, Reservation
-from controldb.money import LimitExceeded, Money, RefundNotAllowed, UsageSettlement
+from controldb.money import Admission, LimitExceeded, Money, RefundNotAllowed, UsageSettlement
 
 USD = NANO_PER_USD
 
@@ -41,7 +44,9 @@ async def world(migrated_url: str) -> AsyncIterator[World]:
     store = KeyStore(sessions, b"pepper")
     account = await store.create_account("money")
     key, _ = await store.create_key(account.id, "k")
-    yield World(Money(sessions), store, account.id, key.id, sessions)
+    money = Money(sessions)
+    yield World(money, store, account.id, key.id, sessions)
+    await money.aclose()
     await engine.dispose()
 
 
@@ -174,6 +179,57 @@ async def test_concurrent_admissions_never_exceed_the_cap(world: World) -> None:
     held = await asyncio.gather(*(attempt() for _ in range(40)))
     assert sum(held) == 14_000  # exactly ten of forty fit
     assert held.count(0) == 30
+
+
+async def _live_reservations(world: World) -> int:
+    async with world.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(Reservation)) or 0)
+
+
+async def test_an_abandoned_admission_holds_nothing(world: World) -> None:
+    """A caller cancelled while its admission is in flight (the client hung up) must not
+    leave its worst case reserved until expiry."""
+    await world.money.add_credits(world.account_id, "grant", 100 * USD)
+    for _ in range(20):
+        attempt = asyncio.create_task(world.money.admit(world.account_id, world.key_id, 1000))
+        await asyncio.sleep(0)
+        attempt.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await attempt
+    kept = await world.money.admit(world.account_id, world.key_id, 1000)
+    for _ in range(200):
+        if await _live_reservations(world) == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert await _live_reservations(world) == 1
+    await world.money.release(kept.reservation_id)
+    assert await _live_reservations(world) == 0
+
+
+async def test_admissions_queued_together_see_each_other(tmp_path: Path) -> None:
+    """Group commit (SQLite): a burst is admitted in shared transactions, and each
+    admission still counts the reservations made before it in the same transaction."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/burst.db"
+    await migrate(url)
+    engine = create_engine_from_url(url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    store = KeyStore(sessions, b"pepper")
+    account = await store.create_account("burst")
+    key, _ = await store.create_key(account.id, "k")
+    money = Money(sessions)
+    try:
+        await money.add_credits(account.id, "grant", 7_000)  # five calls of 1,400
+        outcomes = await asyncio.gather(
+            *(money.admit(account.id, key.id, 1000) for _ in range(MAX_BATCH * 2)),
+            return_exceptions=True,
+        )
+        admitted = [o for o in outcomes if isinstance(o, Admission)]
+        refused = [o for o in outcomes if isinstance(o, LimitExceeded)]
+        assert len(admitted) == 5 and len(refused) == MAX_BATCH * 2 - 5
+        assert {r.code for r in refused} == {"insufficient_credits"}
+    finally:
+        await money.aclose()
+        await engine.dispose()
 
 
 async def test_tiers_follow_rolling_spend(world: World) -> None:

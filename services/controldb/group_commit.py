@@ -1,0 +1,186 @@
+"""Admission on an SQLite file: one writer thread, many admissions per transaction.
+
+SQLite serialises writers anyway, so admitting calls one transaction at a time through the
+async driver paid, per call, a BEGIN IMMEDIATE, a commit (an fsync) and half a dozen hops
+between the event loop and aiosqlite's thread. Here the event loop hands each admission to
+one thread that owns a blocking connection; the thread takes whatever has queued up, runs
+the admissions one after another inside a single transaction (each one reads the
+reservations inserted before it, so caps hold exactly as before) and commits once.
+
+A caller that gives up (its task is cancelled) while its admission is queued or running
+must not leave money held: the reservation it was given is released by the same thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, delete, insert
+
+from controldb.engine import create_sync_sqlite_engine
+from controldb.models import Reservation
+from controldb.money import (
+    LIMITS_QUERY,
+    Admission,
+    decide_admission,
+    limits_parameters,
+)
+
+log = logging.getLogger("controldb.admission")
+
+# Enough to amortise a commit over a burst; small enough that one batch never holds the
+# write lock for long (each admission is two indexed statements).
+MAX_BATCH = 128
+
+
+@dataclass(slots=True)
+class _Admit:
+    account_id: str
+    key_id: str
+    worst_case_nano_usd: int
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Admission]
+
+
+@dataclass(slots=True)
+class _Release:
+    reservation_id: str
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[None] | None = None
+
+
+_Work = _Admit | _Release
+
+
+class GroupCommitAdmissions:
+    def __init__(self, url: str, reservation_ttl: timedelta) -> None:
+        self._engine = create_sync_sqlite_engine(url)
+        self._ttl = reservation_ttl
+        self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._connection: Connection | None = None  # the writer thread's own
+
+    async def admit(self, account_id: str, key_id: str, worst_case_nano_usd: int) -> Admission:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Admission] = loop.create_future()
+        self._submit(_Admit(account_id, key_id, worst_case_nano_usd, loop, future))
+        return await future
+
+    async def release(self, reservation_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._submit(_Release(reservation_id, loop, future))
+        await future
+
+    async def aclose(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(None)
+        await asyncio.to_thread(thread.join)
+        self._thread = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        self._engine.dispose()
+
+    def _submit(self, work: _Work) -> None:
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    thread = threading.Thread(
+                        target=self._run, name="aig-admission-writer", daemon=True
+                    )
+                    thread.start()
+                    self._thread = thread
+        self._queue.put(work)
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    work = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if work is None:
+                    stopping = True
+                    break
+                batch.append(work)
+            self._run_batch(batch)
+            if stopping:
+                return
+
+    def _run_batch(self, batch: list[_Work]) -> None:
+        outcomes: list[Admission | BaseException | None] = []
+        try:
+            if self._connection is None:
+                self._connection = self._engine.connect()
+            connection = self._connection
+            with connection.begin():
+                now = datetime.now(UTC)
+                for work in batch:
+                    if isinstance(work, _Release):
+                        connection.execute(
+                            delete(Reservation).where(Reservation.id == work.reservation_id)
+                        )
+                        outcomes.append(None)
+                        continue
+                    outcomes.append(self._admit_one(connection, work, now))
+        except Exception as exc:  # the commit (or the database) failed: nothing was admitted
+            log.warning("admission batch of %d failed: %s", len(batch), type(exc).__name__)
+            outcomes = [exc] * len(batch)
+            # A broken connection is not reused; the next batch opens a fresh one.
+            with contextlib.suppress(Exception):
+                if self._connection is not None:
+                    self._connection.close()
+            self._connection = None
+        for work, outcome in zip(batch, outcomes, strict=True):
+            if work.loop is not None:
+                work.loop.call_soon_threadsafe(self._deliver, work, outcome)
+
+    def _admit_one(
+        self, connection: Connection, work: _Admit, now: datetime
+    ) -> Admission | BaseException:
+        row = connection.execute(
+            LIMITS_QUERY, limits_parameters(work.account_id, work.key_id, now)
+        ).one_or_none()
+        try:
+            admission, values = decide_admission(
+                row, work.account_id, work.key_id, work.worst_case_nano_usd, now, self._ttl
+            )
+        except Exception as refusal:  # LimitExceeded, UnknownAccount: this call only
+            return refusal
+        connection.execute(insert(Reservation).values(values))
+        return admission
+
+    # -- back on the event loop ----------------------------------------------------------
+
+    def _deliver(self, work: _Work, outcome: Admission | BaseException | None) -> None:
+        future = work.future
+        assert future is not None
+        if future.cancelled():
+            if isinstance(outcome, Admission):
+                # Nobody will use (or settle) this reservation: give the money back now.
+                self._queue.put(_Release(outcome.reservation_id))
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        elif isinstance(work, _Admit):
+            assert isinstance(outcome, Admission)
+            work.future.set_result(outcome)
+        elif work.future is not None:
+            work.future.set_result(None)
