@@ -7,14 +7,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aig_common.money import NANO_PER_USD, apply_markup, parse_usd, usd
-from controldb import KeyStore, create_engine_from_url, migrate
+from controldb import KeyStore, create_engine_from_url
 from controldb.group_commit import MAX_BATCH
 from controldb.models import Account, ApiKey, Reservation
 from controldb.money import Admission, LimitExceeded, Money, RefundNotAllowed, UsageSettlement
@@ -206,30 +205,19 @@ async def test_an_abandoned_admission_holds_nothing(world: World) -> None:
     assert await _live_reservations(world) == 0
 
 
-async def test_admissions_queued_together_see_each_other(tmp_path: Path) -> None:
-    """Group commit (SQLite): a burst is admitted in shared transactions, and each
-    admission still counts the reservations made before it in the same transaction."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/burst.db"
-    await migrate(url)
-    engine = create_engine_from_url(url)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    store = KeyStore(sessions, b"pepper")
-    account = await store.create_account("burst")
-    key, _ = await store.create_key(account.id, "k")
-    money = Money(sessions)
-    try:
-        await money.add_credits(account.id, "grant", 7_000)  # five calls of 1,400
-        outcomes = await asyncio.gather(
-            *(money.admit(account.id, key.id, 1000) for _ in range(MAX_BATCH * 2)),
-            return_exceptions=True,
-        )
-        admitted = [o for o in outcomes if isinstance(o, Admission)]
-        refused = [o for o in outcomes if isinstance(o, LimitExceeded)]
-        assert len(admitted) == 5 and len(refused) == MAX_BATCH * 2 - 5
-        assert {r.code for r in refused} == {"insufficient_credits"}
-    finally:
-        await money.aclose()
-        await engine.dispose()
+async def test_a_burst_of_admissions_sees_each_other(world: World) -> None:
+    """On SQLite a burst is admitted in shared transactions (group commit); on either
+    backend each admission still counts every reservation made before it."""
+    await world.money.add_credits(world.account_id, "grant", 7_000)  # five calls of 1,400
+    burst = MAX_BATCH * 2
+    outcomes = await asyncio.gather(
+        *(world.money.admit(world.account_id, world.key_id, 1000) for _ in range(burst)),
+        return_exceptions=True,
+    )
+    admitted = [o for o in outcomes if isinstance(o, Admission)]
+    refused = [o for o in outcomes if isinstance(o, LimitExceeded)]
+    assert len(admitted) == 5 and len(refused) == burst - 5
+    assert {r.code for r in refused} == {"insufficient_credits"}
 
 
 async def test_tiers_follow_rolling_spend(world: World) -> None:
