@@ -7,6 +7,10 @@ one thread that owns a blocking connection; the thread takes whatever has queued
 the admissions one after another inside a single transaction (each one reads the
 reservations inserted before it, so caps hold exactly as before) and commits once.
 
+The statements are SQLAlchemy's own (the same LIMITS_QUERY the PostgreSQL path runs),
+compiled once for SQLite and executed on the bare sqlite3 connection: building and caching
+them per call cost more than SQLite spent running them.
+
 A caller that gives up (its task is cancelled) while its admission is queued or running
 must not leave money held: the reservation it was given is released by the same thread.
 """
@@ -18,10 +22,15 @@ import contextlib
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, delete, insert
+from sqlalchemy import bindparam, delete, insert
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.pool import PoolProxiedConnection
 
 from controldb.engine import create_sync_sqlite_engine
 from controldb.models import Reservation
@@ -58,6 +67,24 @@ class _Release:
 _Work = _Admit | _Release
 
 
+class _Statements:
+    """SQL text and fixed parameters, compiled once for SQLite's named parameter style."""
+
+    def __init__(self) -> None:
+        named = SQLiteDialect_pysqlite(paramstyle="named")
+        limits = LIMITS_QUERY.compile(dialect=named)
+        self.limits_sql = str(limits)
+        self.limits_constants = {k: v for k, v in limits.params.items() if v is not None}
+        self.insert_sql = str(insert(Reservation).compile(dialect=named))
+        release = delete(Reservation).where(Reservation.id == bindparam("reservation_id"))
+        self.release_sql = str(release.compile(dialect=named))
+        # Timestamps stored exactly as the ORM stores them, so `expires_at > :now` compares
+        # like with like.
+        processor = Reservation.expires_at.type.bind_processor(named)
+        assert processor is not None
+        self.timestamp: Callable[[Any], Any] = processor
+
+
 class GroupCommitAdmissions:
     def __init__(self, url: str, reservation_ttl: timedelta) -> None:
         self._engine = create_sync_sqlite_engine(url)
@@ -65,7 +92,8 @@ class GroupCommitAdmissions:
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._connection: Connection | None = None  # the writer thread's own
+        self._statements = _Statements()
+        self._connection: PoolProxiedConnection | None = None  # the writer thread's own
 
     async def admit(self, account_id: str, key_id: str, worst_case_nano_usd: int) -> Admission:
         loop = asyncio.get_running_loop()
@@ -126,20 +154,25 @@ class GroupCommitAdmissions:
 
     def _run_batch(self, batch: list[_Work]) -> None:
         outcomes: list[Admission | BaseException | None] = []
+        sql = self._statements
         try:
             if self._connection is None:
-                self._connection = self._engine.connect()
-            connection = self._connection
-            with connection.begin():
+                self._connection = self._engine.raw_connection()
+            connection = self._connection.driver_connection
+            assert connection is not None
+            connection.execute("BEGIN IMMEDIATE")
+            try:
                 now = datetime.now(UTC)
                 for work in batch:
                     if isinstance(work, _Release):
-                        connection.execute(
-                            delete(Reservation).where(Reservation.id == work.reservation_id)
-                        )
+                        connection.execute(sql.release_sql, {"reservation_id": work.reservation_id})
                         outcomes.append(None)
                         continue
                     outcomes.append(self._admit_one(connection, work, now))
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
         except Exception as exc:  # the commit (or the database) failed: nothing was admitted
             log.warning("admission batch of %d failed: %s", len(batch), type(exc).__name__)
             outcomes = [exc] * len(batch)
@@ -153,18 +186,27 @@ class GroupCommitAdmissions:
                 work.loop.call_soon_threadsafe(self._deliver, work, outcome)
 
     def _admit_one(
-        self, connection: Connection, work: _Admit, now: datetime
+        self, connection: DBAPIConnection, work: _Admit, now: datetime
     ) -> Admission | BaseException:
-        row = connection.execute(
-            LIMITS_QUERY, limits_parameters(work.account_id, work.key_id, now)
-        ).one_or_none()
+        sql = self._statements
+        parameters = limits_parameters(work.account_id, work.key_id, now)
+        parameters["now"] = sql.timestamp(now)
+        cursor = connection.execute(sql.limits_sql, {**sql.limits_constants, **parameters})
+        found = cursor.fetchone()
+        row = (
+            None
+            if found is None
+            else _Row(zip((d[0] for d in cursor.description), found, strict=True))
+        )
         try:
             admission, values = decide_admission(
                 row, work.account_id, work.key_id, work.worst_case_nano_usd, now, self._ttl
             )
         except Exception as refusal:  # LimitExceeded, UnknownAccount: this call only
             return refusal
-        connection.execute(insert(Reservation).values(values))
+        values["created_at"] = sql.timestamp(values["created_at"])
+        values["expires_at"] = sql.timestamp(values["expires_at"])
+        connection.execute(sql.insert_sql, values)
         return admission
 
     # -- back on the event loop ----------------------------------------------------------
@@ -184,3 +226,13 @@ class GroupCommitAdmissions:
             work.future.set_result(outcome)
         elif work.future is not None:
             work.future.set_result(None)
+
+
+class _Row(dict[str, Any]):
+    """A result row read by column label, as decide_admission reads SQLAlchemy's rows."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
