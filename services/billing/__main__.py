@@ -16,6 +16,7 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from aig_common.runtime import freeze_startup_heap
 from controldb import create_engine_from_url, migrate
 from controldb.money import Money
 
@@ -54,6 +55,11 @@ async def serve(settings: BillingSettings) -> None:
         # Offsets are committed only after the handler returned, i.e. after both writes;
         # a failure seeks back so the batch is delivered again.
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        # The broker holds a fetch until 64 KiB of events (a few hundred) or 200 ms have
+        # gathered: one settlement transaction and one ledger insert per few hundred calls
+        # instead of per one or two, at the price of <= 200 ms more settlement lag.
+        fetch_min_bytes=64 * 1024,
+        fetch_max_wait_ms=200,
     )
     async def on_usage(payloads: list[bytes]) -> None:
         await settler.handle(payloads)
@@ -79,6 +85,7 @@ async def serve(settings: BillingSettings) -> None:
         )
     )
     http = asyncio.create_task(server.serve())
+    freeze_startup_heap()
     tiers = asyncio.create_task(run_periodically(ledger, money, settings.tier_recompute_interval_s))
     log.info("billing consuming %s as group %s", USAGE_TOPIC, CONSUMER_GROUP)
 

@@ -325,16 +325,21 @@ class Money:
                     delete(Reservation).where(Reservation.id.in_(reservation_ids))
                 )
             now = datetime.now(UTC)
-            session.add_all(
-                Settlement(
-                    event_id=item.event_id,
-                    account_id=item.account_id,
-                    billed_nano_usd=item.billed_nano_usd,
-                    occurred_at=item.occurred_at,
-                    settled_at=now,
+            if fresh:
+                # One executemany in Core: the ORM's unit of work cost more than the insert.
+                await session.execute(
+                    insert(Settlement),
+                    [
+                        {
+                            "event_id": item.event_id,
+                            "account_id": item.account_id,
+                            "billed_nano_usd": item.billed_nano_usd,
+                            "occurred_at": item.occurred_at,
+                            "settled_at": now,
+                        }
+                        for item in fresh.values()
+                    ],
                 )
-                for item in fresh.values()
-            )
         return len(fresh)
 
     @staticmethod

@@ -6,6 +6,8 @@ import logging
 
 import uvicorn
 
+from aig_common.runtime import freeze_startup_heap
+
 from .app import create_app
 from .settings import EdgeSettings
 
@@ -14,6 +16,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = EdgeSettings.from_env()
     app = create_app(settings)
+    freeze_startup_heap()
     uvicorn.run(
         app,
         host=settings.host,

@@ -13,6 +13,7 @@ import uvloop
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.events import EventPublisher
 from aig_common.ops import ops_server
+from aig_common.runtime import freeze_startup_heap
 from catalog.models import load_catalog
 
 from .breaker import Breakers
@@ -53,6 +54,7 @@ async def serve(settings: RouterSettings) -> None:
     address = f"{settings.host}:{settings.port}"
     server.add_insecure_port(address)
     await server.start()
+    freeze_startup_heap()
 
     async def readiness() -> dict[str, bool]:
         return {"grpc": True}
