@@ -94,7 +94,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    app.include_router(routes.api_router())
+    app.router.routes.extend(routes.routes())
     limits = Limits(sessions)
     billing = BillingClient(settings.billing_url)
     app.include_router(admin_router(store, settings.admin_token, money, limits), prefix="/admin/v1")
