@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 import secrets
@@ -51,7 +50,8 @@ def hash_key(pepper: bytes, plain_key: str) -> str:
     anyone test candidate keys offline. Keys carry 256 bits of entropy, so no slow KDF
     is needed — and authentication must stay cheap.
     """
-    return hmac.new(pepper, plain_key.encode(), hashlib.sha256).hexdigest()
+    # hmac.digest is the one-shot C path: several times cheaper than hmac.new(...).hexdigest().
+    return hmac.digest(pepper, plain_key.encode(), "sha256").hex()
 
 
 def display_prefix(plain_key: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,6 +98,7 @@ class KeyStore:
         # Bumped on every local invalidation. A lookup that started before a revocation
         # must not put its (now stale) answer into the cache after the revocation cleared it.
         self._invalidations = 0
+        self._lookups: dict[str, asyncio.Future[AuthenticatedKey | None]] = {}
 
     # -- accounts ---------------------------------------------------------------------
 
@@ -194,6 +196,17 @@ class KeyStore:
         if cached is not None:
             return cached.value
 
+        # Single flight: when an entry expires under load, every call in flight with that key
+        # misses at once; one database lookup answers them all.
+        lookup = self._lookups.get(key_hash)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._lookup_and_cache(key_hash))
+            self._lookups[key_hash] = lookup
+            lookup.add_done_callback(lambda done: self._forget_lookup(key_hash, done))
+        # Shielded: one caller giving up must not cancel the lookup the others wait for.
+        return await asyncio.shield(lookup)
+
+    async def _lookup_and_cache(self, key_hash: str) -> AuthenticatedKey | None:
         invalidations_before = self._invalidations
         found = await self._lookup(key_hash)
         if self._invalidations == invalidations_before:
@@ -220,13 +233,20 @@ class KeyStore:
             workspace_id=workspace_id,
         )
 
+    def _forget_lookup(self, key_hash: str, done: asyncio.Future[AuthenticatedKey | None]) -> None:
+        if self._lookups.get(key_hash) is done:
+            del self._lookups[key_hash]
+
     def _invalidate(self, key_hash: str) -> None:
         self._invalidations += 1
         self._cache.pop(key_hash)
+        # Callers from now on must not join a lookup that began before the change.
+        self._lookups.pop(key_hash, None)
 
     def clear_cache(self) -> None:
         self._invalidations += 1
         self._cache.clear()
+        self._lookups.clear()
 
     # -- bootstrap ----------------------------------------------------------------------
 

@@ -90,6 +90,9 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
         lifespan=lifespan,
+        # No OpenTelemetry pipeline is configured yet; without this FastAPI looks up three
+        # global providers on every request to find that out (~1.5% of the edge's CPU).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)

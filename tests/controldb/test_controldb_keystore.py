@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -104,6 +105,37 @@ async def test_a_lookup_racing_a_revocation_does_not_cache_the_stale_answer(
     monkeypatch.setattr(store, "_lookup", lookup)
 
     assert await store.authenticate(plain_key) is None
+
+
+async def test_concurrent_misses_share_one_lookup(
+    store: KeyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a cached key expires under load, the calls in flight must not all query the
+    database (on SQLite each would take the write lock)."""
+    account = await store.create_account("Acme")
+    _, plain_key = await store.create_key(account.id, "ci")
+    lookup = store._lookup
+    calls = 0
+
+    async def slow_lookup(key_hash: str) -> AuthenticatedKey | None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return await lookup(key_hash)
+
+    monkeypatch.setattr(store, "_lookup", slow_lookup)
+    found = await asyncio.gather(*(store.authenticate(plain_key) for _ in range(50)))
+    assert calls == 1
+    assert {key.account_id if key else None for key in found} == {account.id}
+
+    # A caller that gives up does not take the shared lookup down with it.
+    store.clear_cache()
+    quitter = asyncio.create_task(store.authenticate(plain_key))
+    stayer = asyncio.create_task(store.authenticate(plain_key))
+    await asyncio.sleep(0.01)
+    quitter.cancel()
+    assert (await stayer) is not None
+    assert calls == 2
 
 
 async def test_other_replicas_see_a_revocation_within_the_ttl(
