@@ -9,7 +9,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import billing_throughput, outage, reservations
+from . import billing_throughput, http_clients, outage, reservations
 from .report import machine
 
 HERE = Path(__file__).parent
@@ -30,10 +30,12 @@ def main() -> None:
         "on": outage._run(breaker_failures=5, calls=outage.CALLS),
         "off": outage._run(breaker_failures=1_000_000_000, calls=outage.CALLS // 4),
     }
+    clients = http_clients.measure()
     results = {
         "reservations": {"sqlite": sqlite, "postgresql": postgres},
         "billing": billing,
         "outage": failover,
+        "http_clients": clients,
     }
     (HERE / "out").mkdir(exist_ok=True)
     (HERE / "out" / "extras.json").write_text(json.dumps(results, indent=2))
@@ -83,6 +85,16 @@ def main() -> None:
             f"| {name} | {figures['healthy_p50_ms']} | {figures['outage_p50_ms']} | "
             f"{figures['outage_over_healthy_p50']}x |"
         )
+    cpu = clients["cpu_us_per_call"]
+    assert isinstance(cpu, dict)
+    lines += [
+        "",
+        "## The router's upstream HTTP client — `bench/http_clients.py`",
+        "",
+        f"{clients['calls']} POSTs to the sandbox, {clients['concurrency']} at a time, one "
+        f"process, alternating: httpx {cpu['httpx']} µs of CPU per call, aiohttp "
+        f"{cpu['aiohttp']} µs ({clients['httpx_over_aiohttp']}x). The router uses aiohttp.",
+    ]
     (HERE / "EXTRAS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

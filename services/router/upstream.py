@@ -1,8 +1,8 @@
 """One pooled HTTP client per provider, with the provider's own authentication headers.
 
-aiohttp rather than httpx: on the router's hot path httpx cost ~3.3 ms of CPU per call at
-16 concurrent calls against aiohttp's ~0.23 ms (bench/README.md, "client choice"), and the
-router spends most of its CPU talking to upstreams.
+aiohttp rather than httpx: at 16 concurrent calls httpx cost about ten times aiohttp's CPU
+per call (bench/http_clients.py, figures in bench/EXTRAS.md), and the router spends much of
+its CPU talking to upstreams.
 """
 
 from __future__ import annotations
