@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -187,12 +188,27 @@ async def _live_reservations(world: World) -> int:
 
 async def test_an_abandoned_admission_holds_nothing(world: World) -> None:
     """A caller cancelled while its admission is in flight (the client hung up) must not
-    leave its worst case reserved until expiry."""
+    leave its worst case reserved until expiry. On SQLite an admission is only ever in
+    flight while it waits for the writer thread, i.e. while another writer holds the lock."""
     await world.money.add_credits(world.account_id, "grant", 100 * USD)
-    for _ in range(20):
-        attempt = asyncio.create_task(world.money.admit(world.account_id, world.key_id, 1000))
-        await asyncio.sleep(0)
+    engine = world.sessions.kw["bind"]
+    blocker = None
+    if engine.dialect.name == "sqlite":
+        blocker = sqlite3.connect(engine.url.database, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+    attempts = [
+        asyncio.create_task(world.money.admit(world.account_id, world.key_id, 1000))
+        for _ in range(20)
+    ]
+    # Long enough for every admission to be queued behind the blocker; without one, cancel
+    # them as soon as they have started.
+    await asyncio.sleep(0.05 if blocker is not None else 0)
+    for attempt in attempts:
         attempt.cancel()
+    if blocker is not None:
+        blocker.execute("COMMIT")
+        blocker.close()
+    for attempt in attempts:
         with contextlib.suppress(asyncio.CancelledError):
             await attempt
     kept = await world.money.admit(world.account_id, world.key_id, 1000)
@@ -218,6 +234,33 @@ async def test_a_burst_of_admissions_sees_each_other(world: World) -> None:
     refused = [o for o in outcomes if isinstance(o, LimitExceeded)]
     assert len(admitted) == 5 and len(refused) == burst - 5
     assert {r.code for r in refused} == {"insufficient_credits"}
+
+
+async def test_admissions_wait_for_a_held_write_lock_then_commit_together(
+    world: World,
+) -> None:
+    """SQLite: while another writer holds the lock, admissions cannot run at once on the
+    event loop (that connection never waits); they queue for the writer thread, which
+    admits them together once the lock is free, each still seeing the ones before it."""
+    engine = world.sessions.kw["bind"]
+    if engine.dialect.name != "sqlite":
+        pytest.skip("group commit is SQLite's admission path; PostgreSQL uses row locks")
+    await world.money.add_credits(world.account_id, "grant", 7_000)  # five calls of 1,400
+    blocker = sqlite3.connect(engine.url.database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        burst = asyncio.gather(
+            *(world.money.admit(world.account_id, world.key_id, 1000) for _ in range(20)),
+            return_exceptions=True,
+        )
+        await asyncio.sleep(0.3)
+        assert not burst.done()  # nobody went around the lock
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    outcomes = await burst
+    assert sum(isinstance(o, Admission) for o in outcomes) == 5
+    assert sum(isinstance(o, LimitExceeded) for o in outcomes) == 15
 
 
 async def test_tiers_follow_rolling_spend(world: World) -> None:
