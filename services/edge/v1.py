@@ -128,7 +128,10 @@ class OpenAIRoutes:
             if first.WhichOneof("event") == "start":
                 headers["x-aig-provider"] = first.start.provider
                 headers["x-aig-attempts"] = str(first.start.attempts)
-                first = await events.__anext__()
+                if first.start.first_chunk:
+                    first = pb.ChatStreamEvent(chunk=first.start.first_chunk)
+                else:
+                    first = await events.__anext__()
         except grpc.aio.AioRpcError as exc:
             await self._router_failed(exc, admission)
         except StopAsyncIteration:

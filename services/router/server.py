@@ -164,9 +164,12 @@ class RouterServicer(pb_grpc.RouterServicer):
                 if not sent_any:
                     sent_any = True
                     start = pb.StreamStart(
-                        provider=outcome.provider, attempts=len(outcome.attempts)
+                        provider=outcome.provider,
+                        attempts=len(outcome.attempts),
+                        first_chunk=orjson.dumps(chunk),
                     )
                     yield pb.ChatStreamEvent(start=start)
+                    continue
                 yield pb.ChatStreamEvent(chunk=orjson.dumps(chunk))
             status, code = 200, ""
         except Exception as exc:

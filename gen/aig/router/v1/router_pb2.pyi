@@ -207,23 +207,31 @@ Global___ChatResponse: _TypeAlias = ChatResponse  # noqa: Y015
 
 @_typing.final
 class StreamStart(_message.Message):
-    """Sent once, before the first chunk: who is serving, after how many attempts."""
+    """Sent once, first: who is serving, after how many attempts, and the first chunk itself
+    (one message instead of two before the edge can answer: each costs a wake-up).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     PROVIDER_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    FIRST_CHUNK_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     attempts: _builtins.int
+    first_chunk: _builtins.bytes
+    """The first OpenAI chat.completion.chunk JSON object; empty if the router sends it as a
+    separate `chunk` event.
+    """
     def __init__(
         self,
         *,
         provider: _builtins.str = ...,
         attempts: _builtins.int = ...,
+        first_chunk: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "first_chunk", b"first_chunk", "provider", b"provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
