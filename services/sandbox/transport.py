@@ -50,7 +50,9 @@ async def first_byte_delay(settings: SandboxSettings) -> None:
 
 
 class EventStreamResponse(Response):
-    """Sends pre-encoded SSE events, pacing them by `chunk_interval_ms`.
+    """Sends pre-encoded SSE events, pacing them by `chunk_interval_ms`; the last
+    `unpaced_tail` events follow the one before them at once, as providers send their
+    closing events.
 
     When `cut_after` is set, only that many events go out; then `cut_event` is sent and
     the body closes cleanly, or, without a `cut_event`, the connection is dropped.
@@ -67,6 +69,7 @@ class EventStreamResponse(Response):
         headers: dict[str, str] | None = None,
         cut_after: int | None = None,
         cut_event: bytes | None = None,
+        unpaced_tail: int = 0,
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -77,6 +80,7 @@ class EventStreamResponse(Response):
         self._interval = settings.chunk_interval_ms / 1000
         self._cut_after = cut_after
         self._cut_event = cut_event
+        self._paced = len(events) - unpaced_tail
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -84,7 +88,7 @@ class EventStreamResponse(Response):
             if self._cut_after is not None and sent >= self._cut_after:
                 await self._cut(send)
                 return
-            if sent and self._interval > 0:
+            if sent and sent < self._paced and self._interval > 0:
                 await asyncio.sleep(self._interval)
             await send({"type": "http.response.body", "body": event, "more_body": True})
         if self._cut_after is not None:

@@ -253,6 +253,8 @@ def _chat_completion(
             headers={"x-request-id": new_id("req_")},
             cut_after=cut_after,
             cut_event=cut_event,
+            # OpenAI flushes the usage chunk and [DONE] together with the finish chunk.
+            unpaced_tail=2 if include_usage else 1,
         )
     message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
     if reply.tool_calls:
