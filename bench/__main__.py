@@ -20,6 +20,7 @@ from .run import execute, log
 HERE = Path(__file__).parent
 # Small enough to commit beside RESULTS.md.
 COMMITTED_PLOT_MAX_BYTES = 300_000
+COMMITTED_PROFILE_MAX_BYTES = 500_000
 
 
 def main() -> None:
@@ -60,6 +61,12 @@ def main() -> None:
     )
     if plot_path.stat().st_size <= COMMITTED_PLOT_MAX_BYTES:
         shutil.copyfile(plot_path, HERE / "latency.png")
+    # The flame graphs stay beside the results they explain, so the next optimisation
+    # starts from this run's data.
+    for graph in args.out.glob("profile-*.svg"):
+        if graph.stat().st_size <= COMMITTED_PROFILE_MAX_BYTES:
+            (HERE / "profiles").mkdir(exist_ok=True)
+            shutil.copyfile(graph, HERE / "profiles" / graph.name)
     (HERE / "RESULTS.md").write_text(render(results))
     log(f"wrote {results_path}, {plot_path} and {HERE / 'RESULTS.md'}")
 

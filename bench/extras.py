@@ -9,7 +9,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import billing_throughput, http_clients, outage, reservations
+from . import billing_throughput, grpc_hop, http_clients, outage, reservations
 from .report import machine
 
 HERE = Path(__file__).parent
@@ -31,11 +31,13 @@ def main() -> None:
         "off": outage._run(breaker_failures=1_000_000_000, calls=outage.CALLS // 4),
     }
     clients = http_clients.measure()
+    hop = grpc_hop.measure()
     results = {
         "reservations": {"sqlite": sqlite, "postgresql": postgres},
         "billing": billing,
         "outage": failover,
         "http_clients": clients,
+        "grpc_hop": hop,
     }
     (HERE / "out").mkdir(exist_ok=True)
     (HERE / "out" / "extras.json").write_text(json.dumps(results, indent=2))
@@ -94,6 +96,19 @@ def main() -> None:
         f"{clients['calls']} POSTs to the sandbox, {clients['concurrency']} at a time, one "
         f"process, alternating: httpx {cpu['httpx']} µs of CPU per call, aiohttp "
         f"{cpu['aiohttp']} µs ({clients['httpx_over_aiohttp']}x). The router uses aiohttp.",
+    ]
+    trips = hop["round_trip"]
+    assert isinstance(trips, dict)
+    lines += [
+        "",
+        "## One edge → router gRPC hop — `bench/grpc_hop.py`",
+        "",
+        f"A grpc.aio unary call to a servicer that answers at once ({hop['calls']} calls): "
+        f"p50 {trips['back_to_back']['p50_ms']} ms back to back, "
+        f"{trips['every_20_ms']['p50_ms']} ms with 20 ms between calls (p90 "
+        f"{trips['back_to_back']['p90_ms']} / {trips['every_20_ms']['p90_ms']} ms). On an "
+        "idle machine every hop pays for waking gRPC's threads and the other process; that "
+        "floor sits under aig's latency overhead at low rates.",
     ]
     (HERE / "EXTRAS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -228,7 +228,8 @@ def _profile_section(results: dict[str, Any]) -> list[str]:
         "",
         f"Sampled at 100 Hz while oha sent {results['plan']['profile_rate']} calls/s "
         f"(achieved {load['rps']:.0f}/s, p50 {load['p50_ms']:.1f} ms). Flame graphs: "
-        '`bench/out/profile-<service>.svg`. "self" is the share '
+        "[router](profiles/profile-router.svg), [edge](profiles/profile-edge.svg), "
+        '[billing](profiles/profile-billing.svg). "self" is the share '
         "of GIL-holding samples (`py-spy --gil`) in which the function was the innermost "
         "Python frame (the flame graphs include every busy thread, GIL waiters too); self time in "
         "`run (asyncio/runners.py)` is time inside the event loop's C code and C extensions "
