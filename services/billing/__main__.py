@@ -55,11 +55,11 @@ async def serve(settings: BillingSettings) -> None:
         # Offsets are committed only after the handler returned, i.e. after both writes;
         # a failure seeks back so the batch is delivered again.
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        # The broker holds a fetch until 64 KiB of events (a few hundred) or 200 ms have
-        # gathered: one settlement transaction and one ledger insert per few hundred calls
-        # instead of per one or two, at the price of <= 200 ms more settlement lag.
+        # The broker holds a fetch until 64 KiB of events (a few hundred) or
+        # AIG_BILLING_BATCH_WAIT_MS have gathered: one settlement transaction and one ledger
+        # insert per few hundred calls instead of per one or two, for that much more lag.
         fetch_min_bytes=64 * 1024,
-        fetch_max_wait_ms=200,
+        fetch_max_wait_ms=settings.batch_wait_ms,
     )
     async def on_usage(payloads: list[bytes]) -> None:
         await settler.handle(payloads)

@@ -14,6 +14,9 @@ class BillingSettings:
     database_url: str
     var_dir: str
     max_batch: int
+    # How long the broker may hold a fetch to gather a batch: settlement lag against the
+    # cost of a batch (a ledger insert and a control-DB transaction, ~20 ms whatever its size).
+    batch_wait_ms: int
     tier_recompute_interval_s: float
     # Test hook: exit right after the ledger and the control DB are written, before the
     # Kafka offsets are committed, to prove that redelivery changes nothing.
@@ -29,6 +32,7 @@ class BillingSettings:
             database_url=env.get("AIG_DATABASE_URL", "sqlite+aiosqlite:///var/aig.db"),
             var_dir=env.get("AIG_VAR_DIR", "var"),
             max_batch=int(env.get("AIG_BILLING_MAX_BATCH", "1000")),
+            batch_wait_ms=int(env.get("AIG_BILLING_BATCH_WAIT_MS", "500")),
             tier_recompute_interval_s=float(env.get("AIG_TIER_RECOMPUTE_INTERVAL_S", "21600")),
             crash_after_write=env.get("AIG_BILLING_CRASH_AFTER_WRITE") == "1",
         )
