@@ -113,6 +113,7 @@ class EventPublisher:
         delivery_timeout_s: float = 10.0,
         retry_interval_s: float = 1.0,
         max_batch: int = 1000,
+        linger_s: float = 0.02,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
@@ -120,6 +121,7 @@ class EventPublisher:
         self._delivery_timeout_s = delivery_timeout_s
         self._retry_interval_s = retry_interval_s
         self._max_batch = max_batch
+        self._linger_s = linger_s
         self._queue: asyncio.Queue[Record] = asyncio.Queue()
         self._producer: AIOKafkaProducer | None = None
         self._sender: asyncio.Task[None] | None = None
@@ -164,6 +166,10 @@ class EventPublisher:
             except TimeoutError:
                 record = None
             batch = [record] if record is not None else []
+            if batch and self._linger_s > 0 and self._queue.qsize() < self._max_batch:
+                # Let a batch gather: one produce request per linger instead of per call or
+                # two. Nobody waits on an event, and the consumer batches for longer anyway.
+                await asyncio.sleep(self._linger_s)
             while batch and len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             if batch:
