@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
+import sqlite3
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aig_common.errors import APIError, error_body
+
+log = logging.getLogger("edge")
 
 
 class RequestIdMiddleware:
@@ -99,6 +104,31 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=400,
         )
 
+    async def on_database_busy(_: Request, exc: Exception) -> Response:
+        # Locked or unreachable: the call was not admitted and nothing was spent; retrying
+        # is right. The type only: driver messages can carry connection details.
+        log.warning("control database unavailable: %s", type(exc).__name__)
+        return JSONResponse(
+            error_body(
+                "The gateway's database is busy or unreachable; nothing was charged. Please retry.",
+                status=503,
+                code="database_unavailable",
+            ),
+            status_code=503,
+            headers={"retry-after": "1"},
+        )
+
+    async def on_unexpected(_: Request, exc: Exception) -> Response:
+        return JSONResponse(
+            error_body("The gateway hit an internal error.", status=500, code="internal_error"),
+            status_code=500,
+        )
+
     app.add_exception_handler(APIError, on_api_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(OperationalError, on_database_busy)
+    app.add_exception_handler(sqlite3.OperationalError, on_database_busy)
+    # Anything else still reaches the server's log with its traceback (Starlette re-raises
+    # after answering); the client gets OpenAI's error shape instead of a bare text 500.
+    app.add_exception_handler(Exception, on_unexpected)
