@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from .plan import DEFAULT, QUICK, SOAK
-from .report import machine, render
+from .report import machine, render, render_soak
 from .run import execute, log
 
 HERE = Path(__file__).parent
@@ -42,6 +42,7 @@ def main() -> None:
     if args.soak:
         path = args.out / "soak.json"
         path.write_text(json.dumps(results["soak"], indent=2))
+        (HERE / "SOAK.md").write_text(render_soak(results))
         for name, figures in results["soak"]["processes"].items():
             log(f"soak {name}: {json.dumps(figures)}")
         log(f"wrote {path}")
