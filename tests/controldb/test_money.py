@@ -236,6 +236,8 @@ async def test_a_burst_of_admissions_sees_each_other(world: World) -> None:
     assert {r.code for r in refused} == {"insufficient_credits"}
 
 
+# Group commit is SQLite's admission path; PostgreSQL's row locks are covered above.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_admissions_wait_for_a_held_write_lock_then_commit_together(
     world: World,
 ) -> None:
@@ -243,8 +245,6 @@ async def test_admissions_wait_for_a_held_write_lock_then_commit_together(
     event loop (that connection never waits); they queue for the writer thread, which
     admits them together once the lock is free, each still seeing the ones before it."""
     engine = world.sessions.kw["bind"]
-    if engine.dialect.name != "sqlite":
-        pytest.skip("group commit is SQLite's admission path; PostgreSQL uses row locks")
     await world.money.add_credits(world.account_id, "grant", 7_000)  # five calls of 1,400
     blocker = sqlite3.connect(engine.url.database, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
