@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -118,6 +119,24 @@ class RouterServicer(pb_grpc.RouterServicer):
         )
         return reply, attempts
 
+    def _record_abandoned(
+        self, call: pb.CallContext, endpoint: str, body: dict[str, Any], started: float
+    ) -> None:
+        """The edge cancelled the call (it went away, or a deadline fired): no answer, no
+        cost, but an event all the same, so settlement frees the reservation now rather
+        than at its expiry."""
+        self._meter.record(
+            call,
+            endpoint=endpoint,
+            model_id=_model_of(body),
+            provider="",
+            status=CLIENT_CLOSED,
+            error_code="client_closed",
+            usage=None,
+            streamed=False,
+            started_at=started,
+        )
+
     async def ChatCompletion(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> pb.ChatResponse:
@@ -126,6 +145,9 @@ class RouterServicer(pb_grpc.RouterServicer):
         try:
             body = _parse_body(request.body)
             result = await self._chat.complete(body)
+        except asyncio.CancelledError:
+            self._record_abandoned(request.context, "chat.completions", body, started)
+            raise
         except Exception as exc:
             reply, attempts = self._record_failure(
                 request.context, "chat.completions", body, exc, started
@@ -209,6 +231,9 @@ class RouterServicer(pb_grpc.RouterServicer):
         try:
             body = _parse_body(request.body)
             result = await self._embeddings.create(body)
+        except asyncio.CancelledError:
+            self._record_abandoned(request.context, "embeddings", body, started)
+            raise
         except Exception as exc:
             reply, _ = self._record_failure(request.context, "embeddings", body, exc, started)
             return pb.EmbeddingsResponse(error=reply)
