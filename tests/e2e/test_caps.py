@@ -5,6 +5,8 @@ PostgreSQL, with one edge process or two behind the same database."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -205,27 +207,65 @@ def test_cap_changes_apply_to_the_very_next_call(admin: httpx.Client, base_url: 
     assert client.chat.completions.create(**BODY).choices
 
 
-def test_orphaned_reservation_expires(pg_stack: Stack) -> None:
-    """A call whose edge dies mid-flight never settles; its reservation expires."""
+def _hang_a_call_and_kill(stack: Stack, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """Sends a call that hangs upstream under a cap with room for just it, kills `names`
+    while it is in flight, restarts them. Returns the URL and headers to call again with."""
     body = {**BODY, "aig": {"fallbacks": False}}
-    with _admin(pg_stack) as admin:
-        key = create_key(admin, "orphan")
+    with _admin(stack) as admin:
+        key = create_key(admin, "orphan-" + "-".join(names))
         cap = usd(worst_case_nano_usd({**body, "model": "gpt-4o-mini"}) * 3 // 2)
         admin.patch(f"/keys/{key['id']}", json={"daily_cap_usd": cap}).raise_for_status()
-    sandbox = Sandbox(pg_stack.sandbox_url)
+    sandbox = Sandbox(stack.sandbox_url)
     sandbox.fault("openai", 200, delay_ms=30_000)  # the call hangs upstream
-    edge = pg_stack.service("edge")
-    url = f"{pg_stack.edge_url}/v1/chat/completions"
+    url = f"{stack.edge_url}/v1/chat/completions"
     headers = {"authorization": f"Bearer {key['key']}"}
-    assert edge.process is not None
-    reserved_at = time.monotonic()
-    # The edge is killed while this call waits on the upstream.
-    threading.Timer(1.0, edge.process.kill).start()
+    services = [stack.service(name) for name in names]
+
+    def kill() -> None:
+        # Frozen first, all of them, then killed: none lives to react to another's death
+        # (a router that saw its edge go would meter the call, an edge that saw its router
+        # go would release the reservation).
+        for service in services:
+            assert service.process is not None
+            os.kill(service.process.pid, signal.SIGSTOP)
+        for service in services:
+            assert service.process is not None
+            service.process.kill()
+
+    threading.Timer(1.0, kill).start()
     with pytest.raises(httpx.HTTPError), httpx.Client(timeout=30) as client:
         client.post(url, json=body, headers=headers)
-    edge.start()
-    edge.wait_ready()
+    for service in services:
+        assert service.process is not None
+        service.process.wait()
+        service.start()
+    for service in services:
+        service.wait_ready()
     sandbox.reset()
+    return url, headers
+
+
+def test_a_call_whose_edge_dies_is_released_at_settlement(pg_stack: Stack) -> None:
+    """The edge dies mid-call: the router's call is cancelled and metered at no cost, so
+    the reservation is freed by settlement, long before it would expire."""
+    reserved_at = time.monotonic()
+    url, headers = _hang_a_call_and_kill(pg_stack, ("edge",))
+    body = {**BODY, "aig": {"fallbacks": False}}
+    status = 0
+    while time.monotonic() < reserved_at + RESERVATION_TTL_S - 1:
+        status = httpx.post(url, json=body, headers=headers, timeout=30).status_code
+        if status == 200:
+            break
+        time.sleep(0.25)
+    assert status == 200
+
+
+def test_orphaned_reservation_expires(pg_stack: Stack) -> None:
+    """Edge and router both die mid-call: nobody settles or releases the reservation; it
+    holds the cap until it expires."""
+    reserved_at = time.monotonic()
+    url, headers = _hang_a_call_and_kill(pg_stack, ("edge", "router"))
+    body = {**BODY, "aig": {"fallbacks": False}}
     refused = httpx.post(url, json=body, headers=headers, timeout=30)
     assert refused.status_code == 402  # the orphan still holds the cap
     time.sleep(max(0.0, reserved_at + RESERVATION_TTL_S + 0.5 - time.monotonic()))
