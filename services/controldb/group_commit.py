@@ -31,7 +31,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -62,8 +62,8 @@ class _Admit:
     account_id: str
     key_id: str
     worst_case_nano_usd: int
-    loop: asyncio.AbstractEventLoop | None
-    future: asyncio.Future[Admission] | None
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Admission]
 
 
 @dataclass(slots=True)
@@ -74,6 +74,20 @@ class _Release:
 
 
 _Work = _Admit | _Release
+
+
+@contextlib.contextmanager
+def _immediate(connection: DBAPIConnection) -> Iterator[None]:
+    """One write transaction: BEGIN IMMEDIATE (raises at once if the lock cannot be had
+    within the connection's busy timeout), COMMIT on success, ROLLBACK on any error."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        connection.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
+        raise
 
 
 class _Statements:
@@ -137,22 +151,12 @@ class GroupCommitAdmissions:
                 driver.execute("PRAGMA synchronous=NORMAL")
             connection = self._inline.driver_connection
             assert connection is not None
-            connection.execute("BEGIN IMMEDIATE")
+            with _immediate(connection):
+                return self._admit_one(
+                    connection, account_id, key_id, worst_case_nano_usd, datetime.now(UTC)
+                )
         except sqlite3.OperationalError:
             return None  # locked by another writer: queue behind it instead of waiting
-        try:
-            work = _Admit(account_id, key_id, worst_case_nano_usd, None, None)
-            outcome = self._admit_one(connection, work, datetime.now(UTC))
-            connection.execute("COMMIT")
-            return outcome
-        except sqlite3.OperationalError:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-            return None
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                connection.execute("ROLLBACK")
-            raise
 
     async def release(self, reservation_id: str) -> None:
         loop = asyncio.get_running_loop()
@@ -221,19 +225,18 @@ class GroupCommitAdmissions:
                 self._connection = self._engine.raw_connection()
             connection = self._connection.driver_connection
             assert connection is not None
-            connection.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(connection):
                 now = datetime.now(UTC)
                 for work in batch:
                     if isinstance(work, _Release):
                         connection.execute(sql.release_sql, {"reservation_id": work.reservation_id})
                         outcomes.append(None)
                         continue
-                    outcomes.append(self._admit_one(connection, work, now))
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
+                    outcomes.append(
+                        self._admit_one(
+                            connection, work.account_id, work.key_id, work.worst_case_nano_usd, now
+                        )
+                    )
         except Exception as exc:  # the commit (or the database) failed: nothing was admitted
             log.warning("admission batch of %d failed: %s", len(batch), type(exc).__name__)
             outcomes = [exc] * len(batch)
@@ -247,10 +250,15 @@ class GroupCommitAdmissions:
                 work.loop.call_soon_threadsafe(self._deliver, work, outcome)
 
     def _admit_one(
-        self, connection: DBAPIConnection, work: _Admit, now: datetime
+        self,
+        connection: DBAPIConnection,
+        account_id: str,
+        key_id: str,
+        worst_case_nano_usd: int,
+        now: datetime,
     ) -> Admission | Exception:
         sql = self._statements
-        parameters = limits_parameters(work.account_id, work.key_id, now)
+        parameters = limits_parameters(account_id, key_id, now)
         parameters["now"] = sql.timestamp(now)
         cursor = connection.execute(sql.limits_sql, {**sql.limits_constants, **parameters})
         found = cursor.fetchone()
@@ -261,7 +269,7 @@ class GroupCommitAdmissions:
         )
         try:
             admission, values = decide_admission(
-                row, work.account_id, work.key_id, work.worst_case_nano_usd, now, self._ttl
+                row, account_id, key_id, worst_case_nano_usd, now, self._ttl
             )
         except Exception as refusal:  # LimitExceeded, UnknownAccount: this call only
             return refusal
@@ -274,7 +282,7 @@ class GroupCommitAdmissions:
 
     def _deliver(self, work: _Work, outcome: Admission | BaseException | None) -> None:
         future = work.future
-        assert future is not None
+        assert future is not None  # only work with a waiting caller is delivered
         if future.cancelled():
             if isinstance(outcome, Admission):
                 # Nobody will use (or settle) this reservation: give the money back now.
@@ -283,7 +291,7 @@ class GroupCommitAdmissions:
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         elif isinstance(work, _Admit):
-            assert isinstance(outcome, Admission) and work.future is not None
+            assert isinstance(outcome, Admission)
             work.future.set_result(outcome)
         elif work.future is not None:
             work.future.set_result(None)

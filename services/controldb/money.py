@@ -159,8 +159,9 @@ class Money:
         reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL,
         group_commit: bool = True,
     ) -> None:
-        """With `group_commit` (the default) on an SQLite file, admissions run on one
-        writer thread that commits many per transaction (controldb.group_commit)."""
+        """With `group_commit` (the default) on an SQLite file, admissions run inline when
+        SQLite's write lock is free and otherwise on one writer thread that commits many
+        per transaction (controldb.group_commit)."""
         self._sessions = sessions
         self._reservation_ttl = reservation_ttl
         self._group_commit: GroupCommitAdmissions | None = None
