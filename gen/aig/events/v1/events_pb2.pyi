@@ -43,18 +43,31 @@ class _TaskState:
 class _TaskStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     TASK_STATE_UNSPECIFIED: _TaskState.ValueType  # 0
-    TASK_STATE_QUEUED: _TaskState.ValueType  # 1
-    TASK_STATE_RUNNING: _TaskState.ValueType  # 2
-    TASK_STATE_SUCCEEDED: _TaskState.ValueType  # 3
-    TASK_STATE_FAILED: _TaskState.ValueType  # 4
+    TASK_STATE_WAITING: _TaskState.ValueType  # 1
+    """stored, not yet handed to a provider"""
+    TASK_STATE_QUEUING: _TaskState.ValueType  # 2
+    """the provider accepted it and queued it"""
+    TASK_STATE_GENERATING: _TaskState.ValueType  # 3
+    """the provider is rendering it"""
+    TASK_STATE_SUCCESS: _TaskState.ValueType  # 4
+    """terminal: results copied into aig's storage"""
+    TASK_STATE_FAIL: _TaskState.ValueType  # 5
+    """terminal: failed, timed out or cancelled; costs nothing"""
 
-class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper): ...
+class TaskState(_TaskState, metaclass=_TaskStateEnumTypeWrapper):
+    """Kie's market states, in the order a task passes through them."""
 
 TASK_STATE_UNSPECIFIED: TaskState.ValueType  # 0
-TASK_STATE_QUEUED: TaskState.ValueType  # 1
-TASK_STATE_RUNNING: TaskState.ValueType  # 2
-TASK_STATE_SUCCEEDED: TaskState.ValueType  # 3
-TASK_STATE_FAILED: TaskState.ValueType  # 4
+TASK_STATE_WAITING: TaskState.ValueType  # 1
+"""stored, not yet handed to a provider"""
+TASK_STATE_QUEUING: TaskState.ValueType  # 2
+"""the provider accepted it and queued it"""
+TASK_STATE_GENERATING: TaskState.ValueType  # 3
+"""the provider is rendering it"""
+TASK_STATE_SUCCESS: TaskState.ValueType  # 4
+"""terminal: results copied into aig's storage"""
+TASK_STATE_FAIL: TaskState.ValueType  # 5
+"""terminal: failed, timed out or cancelled; costs nothing"""
 Global___TaskState: _TypeAlias = TaskState  # noqa: Y015
 
 @_typing.final
@@ -182,7 +195,9 @@ Global___UsageEvent: _TypeAlias = UsageEvent  # noqa: Y015
 
 @_typing.final
 class TaskRequested(_message.Message):
-    """Topic aig.tasks.v1, key account_id."""
+    """Topic aig.tasks.v1, key account_id. Published by the edge once the task row is stored
+    and its worst case reserved; the jobs service submits it to the provider.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -195,6 +210,8 @@ class TaskRequested(_message.Message):
     INPUT_FIELD_NUMBER: _builtins.int
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
     RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     occurred_at_ms: _builtins.int
     task_id: _builtins.str
@@ -205,6 +222,8 @@ class TaskRequested(_message.Message):
     """the createTask JSON body"""
     callback_url: _builtins.str
     reservation_id: _builtins.str
+    workspace_id: _builtins.str
+    request_id: _builtins.str
     def __init__(
         self,
         *,
@@ -217,10 +236,12 @@ class TaskRequested(_message.Message):
         input: _builtins.bytes = ...,
         callback_url: _builtins.str = ...,
         reservation_id: _builtins.str = ...,
+        workspace_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "callback_url", b"callback_url", "event_id", b"event_id", "input", b"input", "key_id", b"key_id", "model", b"model", "occurred_at_ms", b"occurred_at_ms", "reservation_id", b"reservation_id", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "callback_url", b"callback_url", "event_id", b"event_id", "input", b"input", "key_id", b"key_id", "model", b"model", "occurred_at_ms", b"occurred_at_ms", "request_id", b"request_id", "reservation_id", b"reservation_id", "task_id", b"task_id", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -228,7 +249,7 @@ Global___TaskRequested: _TypeAlias = TaskRequested  # noqa: Y015
 
 @_typing.final
 class TaskEvent(_message.Message):
-    """Topic aig.task-events.v1, key task_id."""
+    """Topic aig.task-events.v1, key task_id. One per state change of a task."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -240,15 +261,23 @@ class TaskEvent(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
+    FAIL_CODE_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     occurred_at_ms: _builtins.int
     task_id: _builtins.str
     account_id: _builtins.str
     state: Global___TaskState.ValueType
     result: _builtins.bytes
-    """JSON"""
+    """JSON {"resultUrls": [...]} on success, else empty"""
     error_message: _builtins.str
     callback_url: _builtins.str
+    """empty when the task has none"""
+    fail_code: _builtins.str
+    record: _builtins.bytes
+    """The task record exactly as GET /v1/jobs/recordInfo returns it in `data` at this state
+    (JSON); webhooks POSTs it unchanged, so a callback and a poll never disagree.
+    """
     def __init__(
         self,
         *,
@@ -260,10 +289,12 @@ class TaskEvent(_message.Message):
         result: _builtins.bytes = ...,
         error_message: _builtins.str = ...,
         callback_url: _builtins.str = ...,
+        fail_code: _builtins.str = ...,
+        record: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "callback_url", b"callback_url", "error_message", b"error_message", "event_id", b"event_id", "occurred_at_ms", b"occurred_at_ms", "result", b"result", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "callback_url", b"callback_url", "error_message", b"error_message", "event_id", b"event_id", "fail_code", b"fail_code", "occurred_at_ms", b"occurred_at_ms", "record", b"record", "result", b"result", "state", b"state", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

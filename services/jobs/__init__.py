@@ -1,0 +1,1 @@
+"""The jobs service: submits media tasks to their providers and follows them to the end."""

@@ -1,0 +1,1 @@
+"""Media provider types: one module per provider protocol, all behind `base.MediaProvider`."""

@@ -1,0 +1,1 @@
+"""The webhooks service: delivers terminal task events to customers' callback URLs, signed."""
