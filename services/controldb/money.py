@@ -15,9 +15,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import String, bindparam, delete, func, insert, select, true, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    String,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -136,6 +148,14 @@ def next_month(moment: datetime) -> datetime:
     return (start + timedelta(days=32)).replace(day=1)
 
 
+def nano_usd_sum(column: Any) -> ColumnElement[int]:
+    """SUM of a nano-USD column, 0 when no rows match, as BIGINT on every backend.
+
+    PostgreSQL's sum() over BIGINT is NUMERIC, which asyncpg hands back as a Decimal; the
+    cast keeps every amount read from the database a Python int (SQLite already is)."""
+    return cast(func.coalesce(func.sum(column), 0), BigInteger)
+
+
 def _counter_upsert(
     session: AsyncSession, scope: str, scope_id: str, period: str, amount: int
 ) -> Any:
@@ -223,13 +243,13 @@ class Money:
 
     async def _refundable(self, session: AsyncSession, account: Account, now: datetime) -> int:
         recent = await session.scalar(
-            select(func.coalesce(func.sum(CreditEntry.amount_nano_usd), 0)).where(
+            select(nano_usd_sum(CreditEntry.amount_nano_usd)).where(
                 CreditEntry.account_id == account.id,
                 CreditEntry.kind.in_(("purchase", "refund")),
                 CreditEntry.created_at > now - REFUND_WINDOW,
             )
         )
-        return max(0, min(int(recent or 0), account.balance_nano_usd))
+        return max(0, min(recent or 0, account.balance_nano_usd))
 
     # -- admission -----------------------------------------------------------------------
 
@@ -388,19 +408,16 @@ class Money:
                     SpendCounter.period.in_((day_period(now), month_period(now))),
                 )
             )
-            spent = {period: int(amount) for period, amount in rows}
-            reserved = int(
-                await session.scalar(
-                    select(func.coalesce(func.sum(Reservation.amount_nano_usd), 0)).where(
-                        column == scope_id, Reservation.expires_at > now
-                    )
+            spent: dict[str, int] = {period: amount for period, amount in rows}
+            reserved = await session.scalar(
+                select(nano_usd_sum(Reservation.amount_nano_usd)).where(
+                    column == scope_id, Reservation.expires_at > now
                 )
-                or 0
             )
         return ScopeSpend(
-            daily=PeriodSpend(caps[0], int(spent.get(day_period(now), 0)), reserved, next_day(now)),
+            daily=PeriodSpend(caps[0], spent.get(day_period(now), 0), reserved or 0, next_day(now)),
             monthly=PeriodSpend(
-                caps[1], int(spent.get(month_period(now), 0)), reserved, next_month(now)
+                caps[1], spent.get(month_period(now), 0), reserved or 0, next_month(now)
             ),
         )
 
@@ -413,7 +430,7 @@ _MONTH: Any = bindparam("month", type_=String())
 
 
 def _held(condition: Any) -> Any:
-    amount = func.coalesce(func.sum(Reservation.amount_nano_usd), 0)
+    amount = nano_usd_sum(Reservation.amount_nano_usd)
     live = (Reservation.account_id == _ACCOUNT) & (Reservation.expires_at > _NOW)
     return select(amount).where(live, condition).scalar_subquery()
 
@@ -424,7 +441,7 @@ def _spent(scope: str, scope_id: Any, period: Any) -> Any:
         SpendCounter.scope_id == scope_id,
         SpendCounter.period == period,
     )
-    return func.coalesce(spent.scalar_subquery(), 0)
+    return cast(func.coalesce(spent.scalar_subquery(), 0), BigInteger)
 
 
 def _build_limits_query() -> Any:
@@ -475,8 +492,18 @@ def limits_parameters(account_id: str, key_id: str, now: datetime) -> dict[str, 
     }
 
 
+class LimitsRow(Protocol):
+    """LIMITS_QUERY's row as decide_admission reads it. Every amount is an int: the query
+    casts its sums to BIGINT (see nano_usd_sum)."""
+
+    balance: int
+    markup: int
+    workspace_id: str | None
+    held_account: int
+
+
 def decide_admission(
-    row: Any,
+    row: LimitsRow | None,
     account_id: str,
     key_id: str,
     upstream_worst_case_nano_usd: int,
@@ -526,7 +553,7 @@ def decide_admission(
 
 
 def _checks(
-    row: Any, key_id: str, account_id: str, now: datetime
+    row: LimitsRow, key_id: str, account_id: str, now: datetime
 ) -> Iterable[tuple[str, str, int | None, int, int, datetime]]:
     """(scope, period, cap, settled spend, in flight, reset) for every cap that applies."""
     scopes = ["key"] + (["workspace"] if row.workspace_id else []) + ["account"]
@@ -536,7 +563,7 @@ def _checks(
                 scope,
                 period,
                 getattr(row, f"{scope}_{period}_cap"),
-                int(getattr(row, f"{scope}_{period}_spent")),
-                int(getattr(row, f"held_{scope}")),
+                getattr(row, f"{scope}_{period}_spent"),
+                getattr(row, f"held_{scope}"),
                 resets_at,
             )
