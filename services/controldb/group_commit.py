@@ -21,6 +21,7 @@ with that machine, and settlement debits from usage events, not from reservation
 
 A caller that gives up (its task is cancelled) while its admission is queued or running
 must not leave money held: the reservation it was given is released by the same thread.
+(An inline admission cannot be abandoned half-way: it never yields to the event loop.)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, insert
@@ -46,8 +47,11 @@ from controldb.models import Reservation
 from controldb.money import (
     LIMITS_QUERY,
     Admission,
+    AdmissionsCommitted,
+    Clock,
     decide_admission,
     limits_parameters,
+    utc_now,
 )
 
 log = logging.getLogger("controldb.admission")
@@ -109,9 +113,20 @@ class _Statements:
 
 
 class GroupCommitAdmissions:
-    def __init__(self, url: str, reservation_ttl: timedelta) -> None:
+    def __init__(
+        self,
+        url: str,
+        reservation_ttl: timedelta,
+        *,
+        clock: Clock = utc_now,
+        admissions_committed: AdmissionsCommitted | None = None,
+    ) -> None:
         self._engine = create_sync_sqlite_engine(url)
         self._ttl = reservation_ttl
+        self._clock = clock
+        # Test seam (None in production): runs on the writer thread after a batch that
+        # admitted something has committed, before its callers are answered.
+        self._admissions_committed = admissions_committed
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -153,7 +168,7 @@ class GroupCommitAdmissions:
             assert connection is not None
             with _immediate(connection):
                 return self._admit_one(
-                    connection, account_id, key_id, worst_case_nano_usd, datetime.now(UTC)
+                    connection, account_id, key_id, worst_case_nano_usd, self._clock()
                 )
         except sqlite3.OperationalError:
             return None  # locked by another writer: queue behind it instead of waiting
@@ -226,7 +241,7 @@ class GroupCommitAdmissions:
             connection = self._connection.driver_connection
             assert connection is not None
             with _immediate(connection):
-                now = datetime.now(UTC)
+                now = self._clock()
                 for work in batch:
                     if isinstance(work, _Release):
                         connection.execute(sql.release_sql, {"reservation_id": work.reservation_id})
@@ -245,6 +260,9 @@ class GroupCommitAdmissions:
                 if self._connection is not None:
                     self._connection.close()
             self._connection = None
+        admitted = sum(isinstance(outcome, Admission) for outcome in outcomes)
+        if admitted and self._admissions_committed is not None:
+            self._admissions_committed(admitted)
         for work, outcome in zip(batch, outcomes, strict=True):
             if work.loop is not None:
                 work.loop.call_soon_threadsafe(self._deliver, work, outcome)

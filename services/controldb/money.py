@@ -12,7 +12,8 @@ The guarantee that caps hold under any concurrency rests on three rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -60,6 +61,18 @@ PACKAGE_BONUS_BASIS_POINTS = {
     200 * NANO_PER_USD: 1200,
 }
 CREDIT_KINDS = ("purchase", "grant", "refund")
+
+# What time it is, as money sees it (UTC). Production reads the wall clock; tests pass a fake
+# to put a call on either side of a UTC midnight or of the refund window's edge.
+Clock = Callable[[], datetime]
+# Test seam, None in production: called with how many admissions a transaction has just
+# committed, before any of them is answered. It may block (on whatever thread commits), so a
+# test can cancel the callers at exactly that point.
+AdmissionsCommitted = Callable[[int], None]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class MoneyError(Exception):
@@ -178,12 +191,19 @@ class Money:
         *,
         reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL,
         group_commit: bool = True,
+        clock: Clock = utc_now,
+        admissions_committed: AdmissionsCommitted | None = None,
     ) -> None:
         """With `group_commit` (the default) on an SQLite file, admissions run inline when
         SQLite's write lock is free and otherwise on one writer thread that commits many
-        per transaction (controldb.group_commit)."""
+        per transaction (controldb.group_commit). `clock` and `admissions_committed` are
+        test seams (see their types); the defaults are the production behaviour."""
         self._sessions = sessions
         self._reservation_ttl = reservation_ttl
+        self._clock = clock
+        self._admissions_committed = admissions_committed
+        # Transactions of admissions whose caller gave up, still running to their end.
+        self._abandoned: set[asyncio.Future[Any]] = set()
         self._group_commit: GroupCommitAdmissions | None = None
         bind = sessions.kw.get("bind")
         if group_commit and isinstance(bind, AsyncEngine) and is_sqlite_file(str(bind.url)):
@@ -191,10 +211,16 @@ class Money:
             from controldb.group_commit import GroupCommitAdmissions
 
             self._group_commit = GroupCommitAdmissions(
-                bind.url.render_as_string(hide_password=False), reservation_ttl
+                bind.url.render_as_string(hide_password=False),
+                reservation_ttl,
+                clock=clock,
+                admissions_committed=admissions_committed,
             )
 
     async def aclose(self) -> None:
+        """Lets abandoned admissions finish and give their reservations back, then closes."""
+        while self._abandoned:
+            await asyncio.gather(*self._abandoned, return_exceptions=True)
         if self._group_commit is not None:
             await self._group_commit.aclose()
 
@@ -207,7 +233,7 @@ class Money:
             raise ValueError(f"kind must be one of {CREDIT_KINDS}")
         if amount_nano_usd <= 0:
             raise ValueError("the amount must be positive")
-        now = datetime.now(UTC)
+        now = self._clock()
         async with self._sessions() as session, session.begin():
             account = await self._locked_account(session, account_id)
             result = CreditResult()
@@ -215,15 +241,19 @@ class Money:
                 refundable = await self._refundable(session, account, now)
                 if amount_nano_usd > refundable:
                     raise RefundNotAllowed(amount_nano_usd, refundable)
-                result.entries.append(self._entry(account_id, "refund", -amount_nano_usd, note))
+                result.entries.append(
+                    self._entry(account_id, "refund", -amount_nano_usd, note, now)
+                )
             else:
-                result.entries.append(self._entry(account_id, kind, amount_nano_usd, note))
+                result.entries.append(self._entry(account_id, kind, amount_nano_usd, note, now))
                 bonus_bp = (
                     PACKAGE_BONUS_BASIS_POINTS.get(amount_nano_usd) if kind == "purchase" else None
                 )
                 if bonus_bp:
                     bonus = amount_nano_usd * bonus_bp // 10_000
-                    result.entries.append(self._entry(account_id, "bonus", bonus, "package bonus"))
+                    result.entries.append(
+                        self._entry(account_id, "bonus", bonus, "package bonus", now)
+                    )
             delta = sum(entry.amount_nano_usd for entry in result.entries)
             session.add_all(result.entries)
             account.balance_nano_usd += delta
@@ -231,14 +261,14 @@ class Money:
         return result
 
     @staticmethod
-    def _entry(account_id: str, kind: str, amount: int, note: str) -> CreditEntry:
+    def _entry(account_id: str, kind: str, amount: int, note: str, now: datetime) -> CreditEntry:
         return CreditEntry(
             id=random_id("cred_"),
             account_id=account_id,
             kind=kind,
             amount_nano_usd=amount,
             note=note[:200],
-            created_at=datetime.now(UTC),
+            created_at=now,
         )
 
     async def _refundable(self, session: AsyncSession, account: Account, now: datetime) -> int:
@@ -261,7 +291,25 @@ class Money:
         that limits the call, one insert of the reservation."""
         if self._group_commit is not None:
             return await self._group_commit.admit(account_id, key_id, upstream_worst_case_nano_usd)
-        now = datetime.now(UTC)
+        # The transaction runs to its end even if the caller is cancelled meanwhile (the
+        # client hung up): a cancel that lands while COMMIT is in flight could not tell
+        # whether the reservation was made. If the caller is gone by the end, whatever was
+        # reserved is given back at once instead of holding the caps until it expires.
+        transaction = asyncio.ensure_future(
+            self._admit_in_transaction(account_id, key_id, upstream_worst_case_nano_usd)
+        )
+        try:
+            return await asyncio.shield(transaction)
+        except asyncio.CancelledError:
+            self._abandoned.add(transaction)
+            transaction.add_done_callback(self._abandoned.discard)
+            transaction.add_done_callback(self._release_abandoned)
+            raise
+
+    async def _admit_in_transaction(
+        self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int
+    ) -> Admission:
+        now = self._clock()
         async with self._sessions() as session, session.begin():
             # Core statements on the session's connection: the ORM adds nothing here but cost.
             connection = await session.connection()
@@ -278,7 +326,16 @@ class Money:
                 row, account_id, key_id, upstream_worst_case_nano_usd, now, self._reservation_ttl
             )
             await connection.execute(insert(Reservation).values(values))
+        if self._admissions_committed is not None:
+            await asyncio.to_thread(self._admissions_committed, 1)
         return admission
+
+    def _release_abandoned(self, transaction: asyncio.Task[Admission]) -> None:
+        if transaction.cancelled() or transaction.exception() is not None:
+            return  # nothing was reserved
+        release = asyncio.ensure_future(self.release(transaction.result().reservation_id))
+        self._abandoned.add(release)
+        release.add_done_callback(self._abandoned.discard)
 
     async def release(self, reservation_id: str) -> None:
         """Drops a reservation whose call never reached the router (nothing to settle)."""
@@ -345,7 +402,7 @@ class Money:
                 await session.execute(
                     delete(Reservation).where(Reservation.id.in_(reservation_ids))
                 )
-            now = datetime.now(UTC)
+            now = self._clock()
             if fresh:
                 # One executemany in Core: the ORM's unit of work cost more than the insert.
                 await session.execute(
@@ -394,7 +451,7 @@ class Money:
     async def scope_spend(
         self, scope: str, scope_id: str, caps: tuple[int | None, int | None]
     ) -> ScopeSpend:
-        now = datetime.now(UTC)
+        now = self._clock()
         column = {
             "key": Reservation.key_id,
             "workspace": Reservation.workspace_id,

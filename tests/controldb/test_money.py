@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -187,35 +188,57 @@ async def _live_reservations(world: World) -> int:
 
 
 async def test_an_abandoned_admission_holds_nothing(world: World) -> None:
-    """A caller cancelled while its admission is in flight (the client hung up) must not
-    leave its worst case reserved until expiry. On SQLite an admission is only ever in
-    flight while it waits for the writer thread, i.e. while another writer holds the lock."""
+    """A caller cancelled after its admission committed but before it was answered (the
+    client hung up at the worst moment) must not leave its worst case reserved until
+    expiry. The `admissions_committed` seam holds every admitting transaction at exactly
+    that point while the callers are cancelled. On SQLite an admission can only be in
+    flight while it waits for the writer thread, so another writer holds the lock until
+    every admission is queued behind it."""
     await world.money.add_credits(world.account_id, "grant", 100 * USD)
+    committed = threading.Event()
+    proceed = threading.Event()
+    counts: list[int] = []
+
+    def hold_at_commit(admitted: int) -> None:
+        counts.append(admitted)
+        committed.set()
+        assert proceed.wait(30), "the test never let the committed admissions go"
+
+    money = Money(world.sessions, admissions_committed=hold_at_commit)
     engine = world.sessions.kw["bind"]
     blocker = None
     if engine.dialect.name == "sqlite":
         blocker = sqlite3.connect(engine.url.database, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
+    calls = 20
     attempts = [
-        asyncio.create_task(world.money.admit(world.account_id, world.key_id, 1000))
-        for _ in range(20)
+        asyncio.create_task(money.admit(world.account_id, world.key_id, 1000))
+        for _ in range(calls)
     ]
-    # Long enough for every admission to be queued behind the blocker; without one, cancel
-    # them as soon as they have started.
-    await asyncio.sleep(0.05 if blocker is not None else 0)
+    try:
+        # One turn of the loop runs each task up to its first wait: on SQLite that is the
+        # writer thread's queue (the inline attempt fails at once on the held lock).
+        await asyncio.sleep(0)
+        if blocker is not None:
+            blocker.execute("COMMIT")
+        assert await asyncio.to_thread(committed.wait, 30)
+        for attempt in attempts:
+            attempt.cancel()
+    finally:
+        proceed.set()
+        if blocker is not None:
+            blocker.close()
     for attempt in attempts:
-        attempt.cancel()
-    if blocker is not None:
-        blocker.execute("COMMIT")
-        blocker.close()
-    for attempt in attempts:
-        with contextlib.suppress(asyncio.CancelledError):
+        with pytest.raises(asyncio.CancelledError):
             await attempt
     # Two releases of nothing as barriers (on SQLite they queue behind the writer's work):
     # when the first is answered, the cancelled admissions have been delivered and their
-    # own releases queued; when the second is, those releases have run.
+    # own releases queued; when the second is, those releases have run. On PostgreSQL,
+    # aclose waits for the abandoned transactions and their releases.
     for _ in range(2):
-        await world.money.release("resv_barrier")
+        await money.release("resv_barrier")
+    await money.aclose()
+    assert sum(counts) == calls  # every cancelled call had reached its commit point
     assert await _live_reservations(world) == 0
     kept = await world.money.admit(world.account_id, world.key_id, 1000)
     assert await _live_reservations(world) == 1
