@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from controldb_fakes import UtcClock
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,7 +19,15 @@ from aig_common.money import NANO_PER_USD, apply_markup, parse_usd, usd
 from controldb import KeyStore, create_engine_from_url
 from controldb.group_commit import MAX_BATCH
 from controldb.models import Account, ApiKey, Reservation
-from controldb.money import Admission, LimitExceeded, Money, RefundNotAllowed, UsageSettlement
+from controldb.money import (
+    REFUND_WINDOW,
+    Admission,
+    LimitExceeded,
+    Money,
+    RefundNotAllowed,
+    UsageSettlement,
+)
+from controldb.tiers import tier_for
 
 USD = NANO_PER_USD
 
@@ -63,6 +72,11 @@ def _settlement(
         billed_nano_usd=billed,
         occurred_at=datetime.now(UTC),
     )
+
+
+async def _set_caps(world: World, model: Any, row_id: str, **caps: int) -> None:
+    async with world.sessions() as session, session.begin():
+        await session.execute(update(model).where(model.id == row_id).values(**caps))
 
 
 def test_usd_strings_are_exact() -> None:
@@ -212,8 +226,7 @@ async def test_an_abandoned_admission_holds_nothing(world: World) -> None:
         blocker.execute("BEGIN IMMEDIATE")
     calls = 20
     attempts = [
-        asyncio.create_task(money.admit(world.account_id, world.key_id, 1000))
-        for _ in range(calls)
+        asyncio.create_task(money.admit(world.account_id, world.key_id, 1000)) for _ in range(calls)
     ]
     try:
         # One turn of the loop runs each task up to its first wait: on SQLite that is the
@@ -297,3 +310,136 @@ async def test_tiers_follow_rolling_spend(world: World) -> None:
         assert (account.tier, account.markup_basis_points) == ("growth", 3000)
     await world.money.add_credits(world.account_id, "grant", 1 * USD)
     assert (await world.money.admit(world.account_id, world.key_id, 1000)).amount_nano_usd == 1300
+
+
+@pytest.fixture
+async def clocked(world: World) -> AsyncIterator[tuple[Money, UtcClock]]:
+    """The world's database through a Money whose clock the test sets."""
+    clock = UtcClock(datetime(2026, 3, 14, 12, 0, tzinfo=UTC))
+    money = Money(world.sessions, clock=clock)
+    yield money, clock
+    await money.aclose()
+
+
+def _ended_at(
+    world: World, event_id: str, billed: int, reservation_id: str, at: datetime
+) -> UsageSettlement:
+    return replace(_settlement(world, event_id, billed, reservation_id), occurred_at=at)
+
+
+async def test_a_daily_cap_resets_at_utc_midnight(
+    world: World, clocked: tuple[Money, UtcClock]
+) -> None:
+    """A call counts toward the UTC day in which it ended (its usage event's time); while in
+    flight its reservation weighs on every day's cap, the next one included."""
+    money, clock = clocked
+    await money.add_credits(world.account_id, "grant", 100 * USD)
+    await _set_caps(world, ApiKey, world.key_id, daily_cap_nano_usd=3000)
+    clock.set(datetime(2026, 3, 14, 23, 59, 59, tzinfo=UTC))
+    before = await money.admit(world.account_id, world.key_id, 1000)  # holds 1,400
+    across = await money.admit(world.account_id, world.key_id, 1000)  # 2,800 <= 3,000
+    with pytest.raises(LimitExceeded) as caught:
+        await money.admit(world.account_id, world.key_id, 1000)
+    assert caught.value.resets_at == datetime(2026, 3, 15, tzinfo=UTC)
+
+    clock.set(datetime(2026, 3, 15, 0, 0, 1, tzinfo=UTC))
+    # Ended before midnight, settled after it: it counts yesterday.
+    ended = datetime(2026, 3, 14, 23, 59, 59, 500_000, tzinfo=UTC)
+    await money.settle([_ended_at(world, "day-1", 1400, before.reservation_id, ended)])
+    # Yesterday's 1,400 no longer counts; the call still in flight does.
+    after = await money.admit(world.account_id, world.key_id, 1000)
+    with pytest.raises(LimitExceeded) as caught:
+        await money.admit(world.account_id, world.key_id, 1000)
+    assert caught.value.code == "key_daily_cap"
+    assert (caught.value.spent_nano_usd, caught.value.reserved_nano_usd) == (0, 2800)
+    assert caught.value.resets_at == datetime(2026, 3, 16, tzinfo=UTC)
+
+    # Reserved before midnight, ended after it: it counts today.
+    ended = datetime(2026, 3, 15, 0, 0, 0, 500_000, tzinfo=UTC)
+    await money.settle([_ended_at(world, "day-2", 1400, across.reservation_id, ended)])
+    spend = await money.scope_spend("key", world.key_id, (3000, None))
+    assert (spend.daily.spent_nano_usd, spend.daily.reserved_nano_usd) == (1400, 1400)
+    assert spend.monthly.spent_nano_usd == 2800  # both ended in March
+    await money.release(after.reservation_id)
+
+
+async def test_a_monthly_cap_resets_at_the_utc_month_boundary(
+    world: World, clocked: tuple[Money, UtcClock]
+) -> None:
+    money, clock = clocked
+    await money.add_credits(world.account_id, "grant", 100 * USD)
+    await _set_caps(world, Account, world.account_id, monthly_cap_nano_usd=2000)
+    clock.set(datetime(2026, 3, 31, 23, 59, 59, tzinfo=UTC))
+    late = await money.admit(world.account_id, world.key_id, 1000)
+    with pytest.raises(LimitExceeded) as caught:
+        await money.admit(world.account_id, world.key_id, 1000)
+    assert caught.value.code == "account_monthly_cap"
+    assert caught.value.resets_at == datetime(2026, 4, 1, tzinfo=UTC)
+
+    clock.set(datetime(2026, 4, 1, tzinfo=UTC))
+    # Ended in March, settled in April: it counts in March, so April starts empty.
+    ended = datetime(2026, 3, 31, 23, 59, 59, 900_000, tzinfo=UTC)
+    await money.settle([_ended_at(world, "march", 1400, late.reservation_id, ended)])
+    april = await money.admit(world.account_id, world.key_id, 1000)
+    with pytest.raises(LimitExceeded) as caught:
+        await money.admit(world.account_id, world.key_id, 1000)
+    assert (caught.value.spent_nano_usd, caught.value.reserved_nano_usd) == (0, 1400)
+    assert caught.value.resets_at == datetime(2026, 5, 1, tzinfo=UTC)
+    await money.release(april.reservation_id)
+
+
+async def test_refunds_stop_at_the_30_day_edge_and_never_include_bonuses(
+    world: World, clocked: tuple[Money, UtcClock]
+) -> None:
+    money, clock = clocked
+    bought_at = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    clock.set(bought_at)
+    result = await money.add_credits(world.account_id, "purchase", 50 * USD)
+    assert result.balance_nano_usd == 54 * USD  # 8 % bonus
+    with pytest.raises(RefundNotAllowed) as caught:
+        await money.add_credits(world.account_id, "refund", 50 * USD + 1)
+    assert caught.value.refundable == 50 * USD  # the bonus is not refundable
+
+    clock.set(bought_at + REFUND_WINDOW - timedelta(seconds=1))  # the window's last second
+    await money.add_credits(world.account_id, "refund", 20 * USD)
+    clock.set(bought_at + REFUND_WINDOW)  # 30 days to the second: out of the window
+    with pytest.raises(RefundNotAllowed) as caught:
+        await money.add_credits(world.account_id, "refund", 1)
+    assert caught.value.refundable == 0
+    assert await world.balance() == 34 * USD
+
+
+@pytest.mark.parametrize(
+    ("threshold_usd", "below", "at", "markup_basis_points"),
+    [
+        (50, "starter", "growth", 3000),
+        (200, "growth", "scale", 2200),
+        (1_000, "scale", "enterprise", 1500),
+        (5_000, "enterprise", "strategic", 1000),
+    ],
+)
+def test_each_tier_starts_exactly_at_its_threshold(
+    threshold_usd: int, below: str, at: str, markup_basis_points: int
+) -> None:
+    assert tier_for(threshold_usd * USD - 1).name == below
+    tier = tier_for(threshold_usd * USD)
+    assert (tier.name, tier.markup_basis_points) == (at, markup_basis_points)
+
+
+async def test_admission_marks_up_at_the_tier_and_falls_back_when_spend_leaves_the_window(
+    world: World,
+) -> None:
+    await world.money.add_credits(world.account_id, "grant", 1 * USD)
+    now = datetime.now(UTC)
+    for spend_usd, markup in ((5_000, 1000), (1_000, 1500), (200, 2200), (50, 3000)):
+        await world.money.apply_tiers({world.account_id: spend_usd * USD}, now)
+        admission = await world.money.admit(world.account_id, world.key_id, 10_000)
+        assert admission.markup_basis_points == markup
+        assert admission.amount_nano_usd == 10_000 + 10_000 * markup // 10_000
+        await world.money.release(admission.reservation_id)
+    # The rolling window moved past the account's spend: no spend at all, back to starter.
+    tiers = await world.money.apply_tiers({}, now)
+    assert tiers[world.account_id].name == "starter"
+    assert (await world.money.admit(world.account_id, world.key_id, 10_000)).amount_nano_usd == (
+        14_000
+    )
