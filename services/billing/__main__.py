@@ -77,7 +77,7 @@ async def serve(settings: BillingSettings) -> None:
     await _start_broker(broker)
     server = uvicorn.Server(
         uvicorn.Config(
-            billing_app(ledger, money, readiness),
+            billing_app(ledger, money, readiness, settings.service_token),
             host=settings.host,
             port=settings.port,
             log_level="warning",

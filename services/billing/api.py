@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -15,6 +16,7 @@ from starlette.routing import Route
 from aig_common.errors import error_body
 from aig_common.money import usd
 from aig_common.ops import ReadinessCheck, ops_routes
+from aig_common.service_auth import ServiceTokenMiddleware
 from controldb.money import Money
 
 from .ledger import Ledger
@@ -39,7 +41,9 @@ def _present(row: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def billing_app(ledger: Ledger, money: Money, readiness: ReadinessCheck) -> Starlette:
+def billing_app(
+    ledger: Ledger, money: Money, readiness: ReadinessCheck, service_token: str
+) -> Starlette:
     async def usage(request: Request) -> Response:
         params = request.query_params
         account_id = params.get("account_id", "")
@@ -73,7 +77,9 @@ def billing_app(ledger: Ledger, money: Money, readiness: ReadinessCheck) -> Star
         Route("/internal/v1/usage", usage, methods=["GET"]),
         Route("/internal/v1/tiers/recompute", recompute, methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(
+        routes=routes, middleware=[Middleware(ServiceTokenMiddleware, token=service_token)]
+    )
 
 
 Handler = Callable[[Request], Awaitable[Response]]

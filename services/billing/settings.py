@@ -21,6 +21,8 @@ class BillingSettings:
     # Test hook: exit right after the ledger and the control DB are written, before the
     # Kafka offsets are committed, to prove that redelivery changes nothing.
     crash_after_write: bool
+    # Required by the internal API (`/internal/v1/*`); unset, that API refuses every call.
+    service_token: str
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> BillingSettings:
@@ -35,4 +37,5 @@ class BillingSettings:
             batch_wait_ms=int(env.get("AIG_BILLING_BATCH_WAIT_MS", "500")),
             tier_recompute_interval_s=float(env.get("AIG_TIER_RECOMPUTE_INTERVAL_S", "21600")),
             crash_after_write=env.get("AIG_BILLING_CRASH_AFTER_WRITE") == "1",
+            service_token=env.get("AIG_SERVICE_TOKEN", ""),
         )

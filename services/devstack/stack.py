@@ -60,6 +60,8 @@ class Stack:
     extra_edges: int = 0
     services: list[Service] = field(default_factory=list)
     kafka: KafkaCluster | None = None
+    # Shared by the services for their internal APIs (billing's /internal/v1).
+    service_token: str = field(default_factory=lambda: new_secret("aig-svc-"))
 
     @property
     def edge_url(self) -> str:
@@ -87,6 +89,7 @@ class Stack:
             "AIG_DATABASE_URL": self.database_url,
             "AIG_ADMIN_TOKEN": self.admin_token,
             "AIG_KEY_PEPPER": self.key_pepper,
+            "AIG_SERVICE_TOKEN": self.service_token,
         }
 
     def start(self) -> None:

@@ -24,6 +24,8 @@ from controldb.limits import Limits, NotFound
 from controldb.models import STARTER_MARKUP_BASIS_POINTS, Workspace
 from controldb.money import Money
 
+from .throttle import auth_subjects, record_failure, refuse_if_throttled
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
@@ -57,12 +59,16 @@ def require_admin_token(admin_token: str) -> Callable[[Request], Awaitable[None]
     expected = f"Bearer {admin_token}".encode()
 
     async def require_admin(request: Request) -> None:
+        subjects = auth_subjects(request, realm="admin")
+        refuse_if_throttled(request, subjects)
         presented = request.headers.get("authorization", "")
         if not presented:
+            record_failure(request, subjects)
             raise _unauthorized(
                 "Missing admin token. Send 'Authorization: Bearer <AIG_ADMIN_TOKEN>'."
             )
         if not hmac.compare_digest(presented.encode(), expected):
+            record_failure(request, subjects)
             raise _unauthorized("Invalid admin token.")
 
     return require_admin
@@ -80,7 +86,12 @@ def admin_router(
     @router.post("/accounts", status_code=201)
     async def create_account(request: Request) -> JSONResponse:
         body = await _parse_body(request, CreateAccountBody)
-        opening = parse_amount(body.credits_usd, "credits_usd") if body.credits_usd else 0
+        # Absent or "0" opens an empty account; anything else must be a valid amount ("" is not).
+        opening = (
+            0
+            if body.credits_usd is None
+            else _usd_param(body.credits_usd, "credits_usd", minimum=0, rule="must not be negative")
+        )
         account = await store.create_account(body.name)
         if opening and money is not None:
             result = await money.add_credits(account.id, "grant", opening, note="opening grant")

@@ -23,9 +23,10 @@ from controldb.money import Money
 from .admin import admin_router
 from .admission import Admissions
 from .billing_client import BillingClient
-from .http import RequestIdMiddleware, install_error_handlers
+from .http import RequestIdMiddleware, RequestLimitsMiddleware, install_error_handlers
 from .money_api import customer_router, money_admin_router
 from .settings import EdgeSettings
+from .throttle import FailedAuthThrottle
 from .v1 import OpenAIRoutes
 
 GRPC_MESSAGE_LIMIT = 64 * 1024 * 1024
@@ -95,11 +96,20 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
+    app.state.auth_throttle = FailedAuthThrottle(
+        burst=settings.auth_failure_burst, per_minute=settings.auth_failures_per_minute
+    )
+    # Inside the error handling, so its 408 is an ordinary OpenAI-shaped APIError response.
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_header_bytes=settings.max_header_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.router.routes.extend(routes.routes())
     limits = Limits(sessions)
-    billing = BillingClient(settings.billing_url)
+    billing = BillingClient(settings.billing_url, settings.service_token)
     app.include_router(admin_router(store, settings.admin_token, money, limits), prefix="/admin/v1")
     app.include_router(
         money_admin_router(settings.admin_token, money, limits, billing), prefix="/admin/v1"

@@ -7,11 +7,16 @@ from typing import Any
 import httpx
 
 from aig_common.errors import APIError
+from aig_common.service_auth import service_headers
 
 
 class BillingClient:
-    def __init__(self, base_url: str) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(30.0, connect=3.0))
+    def __init__(self, base_url: str, service_token: str) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(30.0, connect=3.0),
+            headers=service_headers(service_token),
+        )
 
     async def usage(self, params: dict[str, str]) -> dict[str, Any]:
         return await self._call("GET", "/internal/v1/usage", params=params)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import sqlite3
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -41,6 +43,65 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class RequestLimitsMiddleware:
+    """Bounds what one request may cost before any handler runs.
+
+    - Headers over `max_header_bytes` in all get 431 at once: a 1 MB `Authorization` header
+      is never hashed, logged or parsed further.
+    - The whole body must arrive within `body_timeout_s` of the request's start, or the
+      request ends with 408: a client that declares 1,000 bytes and sends one cannot hold a
+      connection and a task open for as long as it likes.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_header_bytes: int, body_timeout_s: float) -> None:
+        self.app = app
+        self.max_header_bytes = max_header_bytes
+        self.body_timeout_s = body_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        size = sum(len(name) + len(value) for name, value in scope["headers"])
+        if size > self.max_header_bytes:
+            error = APIError(
+                431,
+                f"The request's headers ({size} bytes) exceed the gateway's limit of "
+                f"{self.max_header_bytes} bytes.",
+                code="headers_too_large",
+            )
+            await error_response(error)(scope, receive, send)
+            return
+        deadline = time.monotonic() + self.body_timeout_s
+        body_done = False
+
+        async def receive_by_deadline() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    message = await receive()
+            except TimeoutError:
+                raise APIError(
+                    408,
+                    f"The request body did not arrive within {self.body_timeout_s:g} s.",
+                    code="request_timeout",
+                    headers={"connection": "close"},
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        await self.app(scope, receive_by_deadline, send)
+
+
+def _loop_time(monotonic_deadline: float) -> float:
+    """`asyncio.timeout_at` wants the loop's clock; convert a time.monotonic() deadline."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_deadline - time.monotonic())
+
+
 def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
@@ -48,6 +109,25 @@ def request_id(request: Request) -> str:
 def error_response(exc: APIError) -> Response:
     return Response(
         exc.to_bytes(), status_code=exc.status, headers=exc.headers, media_type="application/json"
+    )
+
+
+def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON. A missing Content-Type is read as JSON, as
+    OpenAI does; a form or text body is refused instead of being parsed as JSON by accident."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media_type = declared.partition(";")[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    raise APIError(
+        415,
+        f"Unsupported Content-Type {media_type or '(empty)'!r}: send the body as "
+        "'application/json'.",
+        code="unsupported_media_type",
     )
 
 

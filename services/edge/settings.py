@@ -19,6 +19,11 @@ class EdgeSettings:
     billing_url: str
     tier_recompute_interval_s: int
     reservation_ttl_s: float
+    max_header_bytes: int
+    body_timeout_s: float
+    auth_failure_burst: int
+    auth_failures_per_minute: float
+    service_token: str
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EdgeSettings:
@@ -46,4 +51,11 @@ class EdgeSettings:
             # Longer than any call plus settlement lag: a reservation that outlives its call
             # is only ever released early by settlement, never by expiry.
             reservation_ttl_s=float(env.get("AIG_RESERVATION_TTL_S", "900")),
+            # All request headers together; real clients send about 1 KiB.
+            max_header_bytes=int(env.get("AIG_MAX_HEADER_BYTES", str(32 * 1024))),
+            body_timeout_s=float(env.get("AIG_BODY_TIMEOUT_S", "30")),
+            auth_failure_burst=int(env.get("AIG_AUTH_FAILURE_BURST", "20")),
+            auth_failures_per_minute=float(env.get("AIG_AUTH_FAILURES_PER_MINUTE", "30")),
+            # Sent to billing's internal API; the same secret every service is given.
+            service_token=env.get("AIG_SERVICE_TOKEN", ""),
         )

@@ -18,7 +18,8 @@ from controldb import AuthenticatedKey, KeyStore
 from controldb.money import Admission
 
 from .admission import Admissions
-from .http import read_body, request_id
+from .http import read_body, request_id, require_json
+from .throttle import auth_subjects, record_failure, refuse_if_throttled
 from .validation import parse_json_object, validate_chat_request, validate_embeddings_request
 
 JSON = "application/json"
@@ -44,7 +45,10 @@ async def authenticate(request: Request, store: KeyStore) -> AuthenticatedKey:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
+    subjects = auth_subjects(request, token)
+    refuse_if_throttled(request, subjects)
     if scheme.lower() != "bearer" or not token:
+        record_failure(request, subjects)
         raise APIError(
             401,
             "You didn't provide an API key. Send it as 'Authorization: Bearer sk-aig-...'.",
@@ -52,6 +56,7 @@ async def authenticate(request: Request, store: KeyStore) -> AuthenticatedKey:
         )
     key = await store.authenticate(token)
     if key is None:
+        record_failure(request, subjects)
         # Show only enough of the key for the owner to recognise it; never the whole secret.
         hint = f"{token[:10]}...{token[-4:]}" if len(token) > 20 else "***"
         raise APIError(401, f"Incorrect API key provided: {hint}.", code="invalid_api_key")
@@ -95,6 +100,7 @@ class OpenAIRoutes:
 
     async def chat_completions(self, request: Request) -> Response:
         key = await authenticate(request, self._store)
+        require_json(request)
         raw = await read_body(request, self._max_body_bytes)
         body = parse_json_object(raw)
         validate_chat_request(body)
@@ -168,6 +174,7 @@ class OpenAIRoutes:
 
     async def embeddings(self, request: Request) -> Response:
         key = await authenticate(request, self._store)
+        require_json(request)
         raw = await read_body(request, self._max_body_bytes)
         body = parse_json_object(raw)
         validate_embeddings_request(body)

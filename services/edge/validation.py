@@ -163,6 +163,8 @@ def _check_messages(body: dict[str, Any]) -> None:
         role = message.get("role")
         if role is None:
             raise missing(f"messages[{index}].role")
+        if not isinstance(role, str):
+            raise invalid_type(f"messages[{index}].role", "a string", role)
         if role not in _ROLES:
             raise invalid_value(
                 f"messages[{index}].role",
@@ -170,6 +172,17 @@ def _check_messages(body: dict[str, Any]) -> None:
             )
         if role == "tool" and not isinstance(message.get("tool_call_id"), str):
             raise missing(f"messages[{index}].tool_call_id")
+        if role != "tool" and "tool_call_id" in message:
+            raise APIError(
+                400,
+                f"Unrecognized request argument supplied: messages[{index}].tool_call_id "
+                f"(only 'tool' messages carry a tool_call_id).",
+                param=f"messages[{index}].tool_call_id",
+                code="unknown_parameter",
+            )
+        name = message.get("name")
+        if name is not None and not isinstance(name, str):
+            raise invalid_type(f"messages[{index}].name", "a string", name)
         _check_content(index, role, message)
         tool_calls = message.get("tool_calls")
         if tool_calls is not None and not isinstance(tool_calls, list):
@@ -230,12 +243,18 @@ def _check_response_format(body: dict[str, Any]) -> None:
             raise invalid_type("response_format.json_schema.schema", "an object", schema)
 
 
+def _check_model(model: Any) -> None:
+    if not isinstance(model, str):
+        raise invalid_type("model", "a string", model)
+    if not model.strip():
+        raise invalid_value("model", "expected a model id, got an empty string.")
+
+
 def validate_chat_request(body: dict[str, Any]) -> None:
     model = body.get("model")
     if model is None:
         raise missing("model")
-    if not isinstance(model, str) or not model:
-        raise invalid_type("model", "a non-empty string", model)
+    _check_model(model)
     _check_messages(body)
     for flag in ("stream", "parallel_tool_calls", "logprobs"):
         if flag in body and body[flag] is not None and not isinstance(body[flag], bool):
@@ -267,8 +286,7 @@ def validate_embeddings_request(body: dict[str, Any]) -> None:
     model = body.get("model")
     if model is None:
         raise missing("model")
-    if not isinstance(model, str) or not model:
-        raise invalid_type("model", "a non-empty string", model)
+    _check_model(model)
     if "input" not in body:
         raise missing("input")
     value = body["input"]

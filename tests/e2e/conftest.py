@@ -31,6 +31,9 @@ HEDGED_MODEL = "gpt-4.1-mini"
 HEDGE_AFTER_MS = 300
 BREAKER_FAILURES = 3
 BREAKER_COOLDOWN_S = 1.0
+# Failed-auth throttling: above what the suite's own 401 tests spend from 127.0.0.1.
+AUTH_FAILURE_BURST = 30
+BODY_TIMEOUT_S = 2
 
 
 def _test_catalog(directory: Path) -> Path:
@@ -58,6 +61,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "AIG_CATALOG_PATH": str(_test_catalog(var_dir)),
             "AIG_BREAKER_FAILURES": str(BREAKER_FAILURES),
             "AIG_BREAKER_COOLDOWN_S": str(BREAKER_COOLDOWN_S),
+            "AIG_AUTH_FAILURE_BURST": str(AUTH_FAILURE_BURST),
+            "AIG_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
         },
     )
     running.start()
@@ -153,7 +158,12 @@ def async_client(base_url: str, api_key: str) -> openai.AsyncOpenAI:
 def edge(stack: Stack, api_key: str) -> Iterator[httpx.Client]:
     """Raw HTTP to the edge, for inputs the SDK would never send."""
     with httpx.Client(
-        base_url=stack.edge_url, headers={"authorization": f"Bearer {api_key}"}, timeout=30
+        base_url=stack.edge_url,
+        headers={"authorization": f"Bearer {api_key}"},
+        timeout=30,
+        # Drop idle connections before uvicorn's 5 s keep-alive timeout closes them, or a
+        # request can race the server's close and see "Server disconnected".
+        limits=httpx.Limits(keepalive_expiry=2),
     ) as client:
         yield client
 

@@ -141,3 +141,52 @@ def test_unknown_route_and_method(edge: httpx.Client) -> None:
     response = edge.get("/v1/chat/completions")
     assert response.status_code == 405
     assert response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("role", [[], {}, [None], {"nested": {"x": 1}}, 5, None])
+def test_a_role_of_any_json_type_is_a_400_never_a_500(edge: httpx.Client, role: Any) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": role, "content": "x"}]}
+    error = _assert_error(_post(edge, body), 400, "messages[0].role")
+    assert error["code"] in ("invalid_type", "missing_required_parameter")
+
+
+@pytest.mark.parametrize("name", [5, [], {"a": 1}, True])
+def test_a_message_name_must_be_a_string(edge: httpx.Client, name: Any) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x", "name": name}]}
+    error = _assert_error(_post(edge, body), 400, "messages[0].name")
+    assert error["code"] == "invalid_type"
+
+
+def test_tool_call_id_belongs_only_to_tool_messages(edge: httpx.Client) -> None:
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "x", "tool_call_id": "call_1"}],
+    }
+    error = _assert_error(_post(edge, body), 400, "messages[0].tool_call_id")
+    assert error["code"] == "unknown_parameter"
+
+
+def test_an_empty_model_id_says_it_is_empty(edge: httpx.Client) -> None:
+    error = _assert_error(_post(edge, {"model": "", "messages": HELLO}), 400, "model")
+    assert "empty" in error["message"]
+    assert "but got a string" not in error["message"]
+    error = _assert_error(_post(edge, {"model": 7, "messages": HELLO}), 400, "model")
+    assert error["code"] == "invalid_type"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+def test_a_body_that_is_not_declared_json_is_415(edge: httpx.Client, content_type: str) -> None:
+    raw = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+    response = edge.post(
+        "/v1/chat/completions", content=raw, headers={"content-type": content_type}
+    )
+    error = _assert_error(response, 415)
+    assert error["code"] == "unsupported_media_type"
+    # JSON with parameters and the +json suffix are JSON.
+    for declared in ("application/json; charset=utf-8", "application/vnd.api+json"):
+        response = edge.post(
+            "/v1/chat/completions", content=raw, headers={"content-type": declared}
+        )
+        assert response.status_code == 200, response.text

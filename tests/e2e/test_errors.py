@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import openai
 import pytest
 
-from .conftest import FAMILY_MODELS, Sandbox, create_key
+from devstack.stack import Stack
+
+from .conftest import AUTH_FAILURE_BURST, FAMILY_MODELS, Sandbox, create_key
 
 HELLO = [{"role": "user", "content": "hello"}]
 # These tests are about how one provider's errors reach the client, so failover is off.
@@ -157,3 +161,64 @@ def test_capability_error_before_upstream(client: openai.OpenAI, sandbox: Sandbo
         )
     assert "image" in caught.value.message
     assert sandbox.requests("openrouter") == []
+
+
+def test_failed_auth_is_throttled_per_client(base_url: str, api_key: str) -> None:
+    """A burst of wrong keys from one client is answered 429 with retry-after before any key
+    is checked; another client (and the right key from it) is not slowed."""
+    attacker = {"x-forwarded-for": "203.0.113.7"}  # uvicorn trusts the local proxy header
+    statuses = []
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        for attempt in range(AUTH_FAILURE_BURST + 5):
+            key = f"sk-aig-guess{attempt:04d}{'x' * 30}"
+            response = http.get("/models", headers={**attacker, "authorization": f"Bearer {key}"})
+            statuses.append(response.status_code)
+        assert statuses[:AUTH_FAILURE_BURST] == [401] * AUTH_FAILURE_BURST
+        assert statuses[-1] == 429
+        throttled = http.get("/models", headers={**attacker, "authorization": f"Bearer {api_key}"})
+        assert throttled.status_code == 429
+        assert int(throttled.headers["retry-after"]) >= 1
+        error = throttled.json()["error"]
+        assert error["code"] == "too_many_failed_auth" and error["type"] == "rate_limit_error"
+        bystander = {"x-forwarded-for": "203.0.113.8", "authorization": f"Bearer {api_key}"}
+        assert http.get("/models", headers=bystander).status_code == 200
+
+
+def test_failed_admin_tokens_are_throttled(stack: Stack) -> None:
+    attacker = {"x-forwarded-for": "203.0.113.9", "authorization": "Bearer wrong"}
+    with httpx.Client(base_url=f"{stack.edge_url}/admin/v1", timeout=10) as http:
+        statuses = [
+            http.get("/accounts/acc_x", headers=attacker).status_code
+            for _ in range(AUTH_FAILURE_BURST + 2)
+        ]
+        assert statuses[:AUTH_FAILURE_BURST] == [401] * AUTH_FAILURE_BURST
+        assert statuses[-1] == 429
+        # The real token from that address waits too: guessing must not be rewarded.
+        real = {"x-forwarded-for": "203.0.113.9", "authorization": f"Bearer {stack.admin_token}"}
+        assert http.get("/accounts/acc_x", headers=real).status_code == 429
+
+
+def test_oversized_headers_get_431_before_auth(base_url: str) -> None:
+    response = httpx.get(
+        f"{base_url}/models", headers={"authorization": "Bearer " + "k" * 100_000}, timeout=10
+    )
+    assert response.status_code == 431
+    assert response.json()["error"]["code"] == "headers_too_large"
+
+
+def test_a_body_that_never_finishes_arriving_gets_408(stack: Stack, api_key: str) -> None:
+    """Declares 1,000 bytes, sends 10, then waits: the edge answers 408 after its body
+    timeout (2 s in the test stack) instead of holding the connection forever."""
+    with socket.create_connection(("127.0.0.1", stack.ports.edge), timeout=30) as connection:
+        connection.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+            + f"authorization: Bearer {api_key}\r\n".encode()
+            + b'content-type: application/json\r\ncontent-length: 1000\r\n\r\n{"model":'
+        )
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
