@@ -189,6 +189,8 @@ async def test_key_routes_404_on_unknown_ids(client: httpx.AsyncClient) -> None:
         ("/admin/v1/accounts", {"name": None}, "name"),
         ("/admin/v1/keys", {"name": "k"}, "account_id"),
         ("/admin/v1/keys", {"account_id": ["acct_x"], "name": "k"}, "account_id"),
+        ("/admin/v1/accounts", {"name": "a", "credits_usd": ""}, "credits_usd"),
+        ("/admin/v1/accounts", {"name": "a", "credits_usd": "-1"}, "credits_usd"),
     ],
 )
 async def test_invalid_bodies_are_400_in_openai_shape(
@@ -198,6 +200,13 @@ async def test_invalid_bodies_are_400_in_openai_shape(
 
     error = assert_openai_error(response, 400, "invalid_request_error")
     assert error["param"] == param
+
+
+async def test_an_account_may_open_with_zero_credits(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/admin/v1/accounts", json={"name": "empty", "credits_usd": "0"}, headers=AUTH
+    )
+    assert response.status_code == 201, response.text
 
 
 @pytest.mark.parametrize("content", [b"", b"{not json", b"[1, 2]", b'"name"'])

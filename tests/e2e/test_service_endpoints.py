@@ -24,3 +24,31 @@ def test_every_response_has_a_request_id(edge: httpx.Client) -> None:
     ids = {edge.get("/v1/models").headers["x-request-id"] for _ in range(3)}
     ids.add(edge.get("/nowhere").headers["x-request-id"])
     assert len(ids) == 4
+
+
+def test_billing_internal_api_requires_the_service_token(stack: Stack) -> None:
+    billing = f"http://127.0.0.1:{stack.ports.billing}"
+    params = {
+        "account_id": "acc_any",
+        "start": "2000-01-01T00:00:00+00:00",
+        "end": "2100-01-01T00:00:00+00:00",
+    }
+    anonymous = httpx.get(f"{billing}/internal/v1/usage", params=params, timeout=10)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "service_token_required"
+    forged = httpx.post(
+        f"{billing}/internal/v1/tiers/recompute",
+        headers={"authorization": "Bearer not-the-token"},
+        timeout=10,
+    )
+    assert forged.status_code == 401
+    served = httpx.get(
+        f"{billing}/internal/v1/usage",
+        params=params,
+        headers={"authorization": f"Bearer {stack.service_token}"},
+        timeout=30,
+    )
+    assert served.status_code == 200, served.text
+    assert served.json()["data"] == []
+    # Probes stay open: Kubernetes calls them without credentials.
+    assert httpx.get(f"{billing}/healthz", timeout=10).status_code == 200
