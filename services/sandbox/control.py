@@ -28,6 +28,9 @@ def fault_from(body: dict[str, Any]) -> Fault:
     retry_after = body.get("retry_after", 1)
     message = body.get("message")
     delay_ms = body.get("delay_ms", 0)
+    render = body.get("render", False)
+    if not isinstance(render, bool):
+        raise ValueError("render must be a boolean")
     if not _is_int(delay_ms) or not 0 <= delay_ms <= 600_000:
         raise ValueError("delay_ms must be an integer between 0 and 600000")
     slow_only = status == 200 and delay_ms > 0
@@ -41,7 +44,7 @@ def fault_from(body: dict[str, Any]) -> Fault:
         raise ValueError("retry_after must be a non-negative integer")
     if message is not None and not isinstance(message, str):
         raise ValueError("message must be a string")
-    return Fault(provider, status, count, after_chunks, message, retry_after, delay_ms)
+    return Fault(provider, status, count, after_chunks, message, retry_after, delay_ms, render)
 
 
 def _is_int(value: Any) -> bool:
@@ -88,6 +91,7 @@ def routes(state: SandboxState) -> list[Route]:
     async def reset(request: Request) -> Response:
         state.faults.clear()
         state.requests.clear()
+        state.renders.clear()
         return json_response({"status": "ok"})
 
     async def sample_image(request: Request) -> Response:

@@ -10,7 +10,7 @@ import zlib
 from dataclasses import dataclass
 
 
-def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data) & 0xFFFFFFFF
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
@@ -22,7 +22,7 @@ def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     return signature + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
-SAMPLE_PNG = _png(4, 4, (32, 160, 96))
+SAMPLE_PNG = png(4, 4, (32, 160, 96))
 
 
 @dataclass(frozen=True, slots=True)

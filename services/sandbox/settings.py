@@ -22,6 +22,11 @@ class SandboxSettings:
     stream_chunks: int = 8
     # How many provider requests `GET /_sandbox/requests` remembers.
     request_log_size: int = 500
+    # Media renders (fal, Replicate): time in the queue, then time rendering.
+    media_queue_ms: int = 100
+    media_render_ms: int = 1000
+    # How often a media webhook is tried before the simulator gives up.
+    webhook_attempts: int = 3
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SandboxSettings:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from sandbox.renders import RenderBook
 from sandbox.settings import SandboxSettings
 
-PROVIDERS = ("openai", "openrouter", "anthropic", "google")
+PROVIDERS = ("openai", "openrouter", "anthropic", "google", "fal", "replicate")
 ANY_PROVIDER = "*"
 
 # Credentials never reach the request log, whatever the caller sent.
@@ -37,13 +43,16 @@ class Fault:
     # A slow provider: wait this long before answering. With status 200 the call then
     # succeeds, which is how tests make one provider slower than another (hedging).
     delay_ms: int = 0
+    # A media render fault: the submission is accepted, and the render then fails with
+    # `status` (the model's own error), instead of the call failing.
+    render: bool = False
 
     @property
     def fails_up_front(self) -> bool:
         return self.status >= 400 and self.after_chunks is None
 
-    def matches(self, provider: str, streaming: bool) -> bool:
-        if self.provider not in (provider, ANY_PROVIDER):
+    def matches(self, provider: str, streaming: bool, render: bool = False) -> bool:
+        if self.provider not in (provider, ANY_PROVIDER) or self.render != render:
             return False
         return self.after_chunks is None or streaming
 
@@ -56,6 +65,7 @@ class Fault:
             "message": self.message,
             "retry_after": self.retry_after,
             "delay_ms": self.delay_ms,
+            "render": self.render,
         }
 
 
@@ -69,12 +79,13 @@ class FaultBook:
     def clear(self) -> None:
         self._faults.clear()
 
-    def take(self, provider: str, *, streaming: bool) -> Fault | None:
-        """Consume one use of the oldest fault that applies to this call."""
+    def take(self, provider: str, *, streaming: bool, render: bool = False) -> Fault | None:
+        """Consume one use of the oldest fault that applies to this call (or, with
+        `render`, to this media render)."""
         if not self._faults:  # the hot path: no faults configured
             return None
         for fault in self._faults:
-            if fault.matches(provider, streaming):
+            if fault.matches(provider, streaming, render):
                 fault.remaining -= 1
                 if fault.remaining <= 0:
                     self._faults.remove(fault)
@@ -146,6 +157,22 @@ class SandboxState:
     settings: SandboxSettings
     faults: FaultBook = field(default_factory=FaultBook)
     requests: RequestLog = field(init=False)
+    renders: RenderBook = field(default_factory=RenderBook)
+    # fal signs its webhooks with Ed25519 and publishes the public key in a JWKS.
+    fal_signing_key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+    # Replicate signs its webhooks per Standard Webhooks with this account secret.
+    replicate_webhook_secret: str = field(
+        default_factory=lambda: "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    )
+    _http: httpx.AsyncClient | None = None
 
     def __post_init__(self) -> None:
         self.requests = RequestLog(self.settings.request_log_size)
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The client that sends the simulators' webhooks (made on first use, in the
+        server's event loop)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=15.0)
+        return self._http

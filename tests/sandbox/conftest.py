@@ -2,52 +2,25 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
+from sandbox_server import BackgroundServer
 
 from sandbox.app import create_app
 from sandbox.settings import SandboxSettings
 
 
-class _BackgroundServer:
-    def __init__(self) -> None:
-        app = create_app(SandboxSettings(port=0, stream_chunks=8, answer_tokens=40))
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            loop="asyncio",
-            http="httptools",
-            lifespan="off",
-            log_level="warning",
-            access_log=False,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="sandbox", daemon=True)
-
-    def start(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("sandbox server did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture(scope="session")
 def sandbox_url() -> Iterator[str]:
-    server = _BackgroundServer()
+    server = BackgroundServer(
+        create_app(
+            SandboxSettings(
+                port=0, stream_chunks=8, answer_tokens=40, media_queue_ms=50, media_render_ms=300
+            )
+        )
+    )
     url = server.start()
     yield url
     server.stop()

@@ -75,6 +75,7 @@ def test_faults_count_down_and_are_listed(sandbox_url: str, control: httpx.Clien
             "message": None,
             "retry_after": 1,
             "delay_ms": 0,
+            "render": False,
         }
     ]
     headers = {"authorization": "Bearer k"}

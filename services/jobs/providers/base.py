@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 
 class ProviderState(enum.Enum):
@@ -55,6 +55,14 @@ class ProviderStatus:
     units: int | None = None
 
 
+@dataclass(frozen=True)
+class ResultFile:
+    """One result, downloaded from the provider (or decoded from an inline data URL)."""
+
+    data: bytes
+    content_type: str
+
+
 class ProviderError(Exception):
     """A provider call failed; `retryable` says whether trying again may help."""
 
@@ -66,21 +74,36 @@ class ProviderError(Exception):
 
 class MediaProvider(Protocol):
     instance: ProviderInstance
+    # Whether the protocol itself deduplicates two submissions of one task_id (an
+    # idempotency key upstream). When False, as for fal, Replicate and OpenAI images, the
+    # jobs service must guard with its database: record that a submission may have been
+    # sent before calling `submit`, and never call it again for that task.
+    idempotent_submit: ClassVar[bool]
 
     async def submit(self, submission: MediaSubmission) -> ProviderStatus:
-        """Starts the task upstream. Calling it twice for one task_id must not start two
-        renders (use the provider's idempotency key where it has one)."""
+        """Starts the task upstream (using the provider's idempotency key where it has
+        one). A synchronous upstream may answer SUCCEEDED at once."""
         ...
 
     async def poll(self, provider_task_id: str, upstream_model: str) -> ProviderStatus:
         """The task's current state upstream."""
         ...
 
-    def parse_callback(self, headers: dict[str, str], body: bytes) -> ProviderStatus:
+    async def parse_callback(self, headers: dict[str, str], body: bytes) -> ProviderStatus:
         """Verifies and reads a provider's callback (raises `ProviderError` when the
-        signature or shape is wrong). Never trusted without verification."""
+        signature or shape is wrong). Never trusted without verification. Async because
+        verifying may need the provider's current public keys (fal's JWKS)."""
+        ...
+
+    async def fetch_result(self, url: str) -> ResultFile:
+        """Downloads one of `ProviderStatus.result_urls` (some need the provider's
+        credentials, some are inline `data:` URLs)."""
         ...
 
     async def cancel(self, provider_task_id: str, upstream_model: str) -> None:
         """Best effort: asks the provider to stop (used when a task passes its deadline)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Releases the adapter's HTTP connections."""
         ...
