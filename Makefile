@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: up test lint typecheck proto proto-check unit fmt bench clean
+.PHONY: up test lint typecheck proto proto-check unit fmt bench clean k8s
 
 .venv/.synced: pyproject.toml uv.lock scripts/bootstrap.sh
 	@scripts/bootstrap.sh
@@ -11,10 +11,14 @@ export PYTHONDONTWRITEBYTECODE := 1
 tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package-lock.json
 	@npm ci --prefix tests/js --no-audit --no-fund --silent
 
+# kustomize, built from the Go module proxy at the version the script pins (tests/k8s).
+.tools/kustomize.version: scripts/install_kustomize.sh
+	@scripts/install_kustomize.sh >/dev/null
+
 up: .venv/.synced
 	@$(PY) -m devstack
 
-test: .venv/.synced tests/js/node_modules/.package-lock.json lint typecheck proto-check
+test: .venv/.synced tests/js/node_modules/.package-lock.json .tools/kustomize.version lint typecheck proto-check
 	@$(PY) -m pytest -q -p no:cacheprovider
 
 lint: .venv/.synced
@@ -41,6 +45,11 @@ bench: .venv/.synced
 	@bench/install.sh
 	@$(PY) -m bench
 	@$(PY) -m bench.extras
+
+# Renders the Kubernetes manifests of one overlay: make k8s OVERLAY=prod | kubectl apply -f -
+OVERLAY ?= dev
+k8s: .tools/kustomize.version
+	@.tools/bin/kustomize build k8s/overlays/$(OVERLAY)
 
 clean:
 	rm -rf .venv .tools var tests/js/node_modules

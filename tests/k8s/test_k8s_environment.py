@@ -1,0 +1,94 @@
+"""Every environment variable a service reads is wired into its container (or is listed here
+as deliberately not set in a cluster, with the reason)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+from manifests import OVERLAYS, REPO, Rendered
+
+SERVICES_DIR = REPO / "services"
+DEPLOYABLES = ("edge", "router", "billing", "jobs", "webhooks")
+SHARED = ("aig_common", "controldb", "catalog")
+ENV_NAME = re.compile(r"^(AIG_[A-Z0-9_]+|KAFKA_[A-Z_]+|OTEL_[A-Z_]+|[A-Z]+_API_KEY)$")
+NOT_IN_A_CLUSTER = {
+    "AIG_BILLING_CRASH_AFTER_WRITE": "a test hook that makes billing exit mid-batch",
+    "AIG_LEDGER_DIR": "chDB's directory; in a cluster the ledger is ClickHouse",
+    "AIG_KAFKA_PORT": "the port of the devstack's local broker",
+}
+
+
+def _python_files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(path.rglob("*.py"))
+
+
+def _names_read(files: list[Path]) -> set[str]:
+    """String constants that look like environment variable names."""
+    names: set[str] = set()
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text())):
+            value = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(value, str) and ENV_NAME.match(value):
+                names.add(value)
+    return names
+
+
+def _shared_modules_imported(files: list[Path]) -> set[Path]:
+    """The shared-library modules (files or packages) that these files import."""
+    found: set[Path] = set()
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text())):
+            modules: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            for module in modules:
+                if module.split(".")[0] not in SHARED:
+                    continue
+                path = SERVICES_DIR.joinpath(*module.split("."))
+                if path.with_suffix(".py").is_file():
+                    found.add(path.with_suffix(".py"))
+                elif path.is_dir() and "." not in module:
+                    found.add(path)
+    return found
+
+
+def variables_read_by(service: str) -> set[str]:
+    """What the service's own code reads, plus what the shared modules it imports read
+    (followed transitively)."""
+    files = _python_files(SERVICES_DIR / service)
+    seen: set[Path] = set()
+    frontier = _shared_modules_imported(files)
+    while frontier:
+        module = frontier.pop()
+        seen.add(module)
+        module_files = _python_files(module)
+        files += module_files
+        frontier |= _shared_modules_imported(module_files) - seen
+    return _names_read(files)
+
+
+def test_the_scan_finds_what_a_service_reads() -> None:
+    # Variables read in settings modules, through a table, and in a shared library.
+    assert {"AIG_EDGE_PORT", "AIG_KEY_PEPPER", "AIG_CATALOG_PATH"} <= variables_read_by("edge")
+    assert {"OPENAI_API_KEY", "AIG_GEMINI_BASE_URL", "KAFKA_BOOTSTRAP_SERVERS"} <= (
+        variables_read_by("router")
+    )
+    assert "AIG_CLICKHOUSE_URL" in variables_read_by("billing")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", DEPLOYABLES)
+def test_every_variable_a_service_reads_is_set_in_its_container(
+    rendered: dict[str, Rendered], overlay: str, service: str
+) -> None:
+    container = rendered[overlay].get("Deployment", service)["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    wired = {item["name"] for item in container.get("env", [])}
+    missing = variables_read_by(service) - wired - set(NOT_IN_A_CLUSTER)
+    assert not missing, f"{service} reads {sorted(missing)}: wire them in k8s/base/{service}.yaml"
