@@ -89,3 +89,52 @@ class APIError(Exception):
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(self.body())
+
+
+def model_not_found(model_id: object, *, param: str = "model", status: int = 404) -> APIError:
+    """The one answer for a model id the catalog does not know (OpenAI's wording and code)."""
+    return APIError(
+        status,
+        f"The model `{model_id}` does not exist or you do not have access to it.",
+        param=param,
+        code="model_not_found",
+    )
+
+
+_TYPE_NAMES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    list: "an array",
+    dict: "an object",
+    type(None): "null",
+}
+
+
+def json_type(value: Any) -> str:
+    """How OpenAI names a JSON value's type in its error messages ("an array", "null")."""
+    return _TYPE_NAMES.get(type(value), "an unsupported value")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object, or a 400 `invalid_json` saying why not."""
+    if not raw:
+        raise APIError(
+            400, "The request body is empty; expected a JSON object.", code="invalid_json"
+        )
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise APIError(
+            400,
+            f"We could not parse the JSON body of your request ({exc.msg}).",
+            code="invalid_json",
+        ) from exc
+    if not isinstance(body, dict):
+        raise APIError(
+            400,
+            f"The request body must be a JSON object, not {json_type(body)}.",
+            code="invalid_json",
+        )
+    return body

@@ -16,6 +16,7 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from aig_common.contracts import USAGE_TOPIC
 from aig_common.runtime import freeze_startup_heap
 from controldb import create_engine_from_url, migrate
 from controldb.money import Money
@@ -27,7 +28,6 @@ from .settle import UsageSettler
 from .tiers import run_periodically
 
 log = logging.getLogger("billing")
-USAGE_TOPIC = "aig.usage.v1"
 CONSUMER_GROUP = "billing"
 
 

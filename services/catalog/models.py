@@ -1,8 +1,10 @@
 """The model catalog: which public model ids exist, where each is served and what it costs.
 
 The data lives in `catalog.yaml` next to this module (operators may point
-`AIG_CATALOG_PATH` at their own copy). It is validated completely on load, so a typo in a
-price or a dangling fallback stops the router at start-up instead of mis-billing later.
+`AIG_CATALOG_PATH` at their own copy). It holds three lists: `providers` (instances of a
+provider type: where to send calls and with which key), `chat_models` and
+`embedding_models`. It is validated completely on load, so a typo in a price or a dangling
+fallback stops a start (or is refused by a reload) instead of mis-billing later.
 """
 
 from __future__ import annotations
@@ -17,15 +19,38 @@ from typing import Any
 
 import yaml
 
+from aig_common.errors import APIError, model_not_found
 from aig_common.usage import TokenUsage
 
-PROVIDERS = frozenset({"openai", "anthropic", "google", "openrouter"})
 CATALOG_PATH_ENV = "AIG_CATALOG_PATH"
 DEFAULT_CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 
 # Worst-case prompt tokens one image may cost when the catalog says nothing more precise.
 # It covers OpenAI's tile and patch schemes (≤ ~3,800 for gpt-4.1-nano) and Claude (~1,600).
 DEFAULT_IMAGE_INPUT_TOKENS = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRow:
+    """One provider instance, as the catalog declares it: pure data, no behaviour.
+
+    `type` names the code that speaks its API (the router's provider types); `name` is what
+    routes, usage events and `x-aig-provider` call it. Several instances may share a type
+    (vLLM, Ollama, Groq and DeepSeek's own API are all `openai`).
+    """
+
+    name: str
+    type: str
+    base_url: str
+    # The environment variable holding the API key; None for a server that needs none.
+    key_env: str | None
+    headers: tuple[tuple[str, str], ...] = ()
+    # Seconds the provider may stay silent mid-answer; None keeps the router's default.
+    timeout_s: float | None = None
+    # Where the sandbox simulates this provider, used when `key_env` is set but empty.
+    sandbox_path: str | None = None
+    # Azure OpenAI's `api-version` query parameter; other types refuse it.
+    api_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +103,17 @@ class ChatModel:
     # When set, a second attempt starts on the next route if the first has not produced its
     # first token within this many milliseconds; the first to answer wins. Off by default.
     hedge_after_ms: int | None = None
+    # Other ids clients may pass for this model (dated snapshots, OpenRouter-style names);
+    # they resolve to `id`, which answers, usage and billing report.
+    aliases: tuple[str, ...] = ()
 
     @property
     def route(self) -> Route:
         return Route(self.id, self.provider, self.upstream_id)
+
+    @property
+    def input_modalities(self) -> tuple[str, ...]:
+        return ("text", "image") if self.capabilities.vision else ("text",)
 
     def prices_for_prompt(self, prompt_tokens: int) -> TokenPrices:
         if self.long_context is not None and prompt_tokens > self.long_context.threshold_tokens:
@@ -131,6 +163,7 @@ class EmbeddingModel:
     default_dimensions: int
     max_input_tokens: int
     dimensions_configurable: bool
+    aliases: tuple[str, ...] = ()
 
     @property
     def route(self) -> Route:
@@ -144,43 +177,190 @@ class EmbeddingModel:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainLink:
+    """One member of a call's route chain: the route and the catalog model it bills as."""
+
+    route: Route
+    model: ChatModel
+
+
+@dataclass(frozen=True, slots=True)
 class Catalog:
     chat_models: tuple[ChatModel, ...]
     embedding_models: tuple[EmbeddingModel, ...]
+    providers: tuple[ProviderRow, ...] = ()
     _chat_by_id: dict[str, ChatModel] = field(init=False, repr=False, compare=False)
     _embedding_by_id: dict[str, EmbeddingModel] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_chat_by_id", {m.id: m for m in self.chat_models})
-        object.__setattr__(self, "_embedding_by_id", {m.id: m for m in self.embedding_models})
+        chat = {alias: m for m in self.chat_models for alias in (m.id, *m.aliases)}
+        embedding = {alias: m for m in self.embedding_models for alias in (m.id, *m.aliases)}
+        object.__setattr__(self, "_chat_by_id", chat)
+        object.__setattr__(self, "_embedding_by_id", embedding)
 
     def chat(self, model_id: str) -> ChatModel | None:
+        """The chat model `model_id` names, by its id or any alias."""
         return self._chat_by_id.get(model_id)
 
     def embedding(self, model_id: str) -> EmbeddingModel | None:
         return self._embedding_by_id.get(model_id)
+
+    def provider(self, name: str) -> ProviderRow | None:
+        return next((row for row in self.providers if row.name == name), None)
+
+    def chain(self, model: ChatModel, fallbacks: FallbackOption = True) -> list[ChainLink]:
+        """The routes a call to `model` may be served by, in the order they are tried.
+
+        The model's own route, then its catalog fallbacks (`fallbacks=True`), none
+        (`False`), or the models a request names instead (a list of ids). The edge
+        reserves the dearest member; the router tries them in order. An unknown id in the
+        list raises UnknownFallback.
+        """
+        routes: list[Route] = [model.route]
+        if fallbacks is True:
+            routes.extend(model.fallbacks)
+        elif isinstance(fallbacks, list):
+            for index, model_id in enumerate(fallbacks):
+                named = self.chat(model_id)
+                if named is None:
+                    raise UnknownFallback(index, model_id)
+                routes.append(named.route)
+        links: list[ChainLink] = []
+        for route in dict.fromkeys(routes):
+            billed = self.chat(route.model_id)
+            if billed is not None:
+                links.append(ChainLink(route, billed))
+        return links
 
     def all_models(self) -> Iterator[ChatModel | EmbeddingModel]:
         yield from self.chat_models
         yield from self.embedding_models
 
     def model_object(self, model_id: str) -> dict[str, Any] | None:
-        """One `/v1/models/{id}` object, or None for an unknown id."""
+        """One `/v1/models/{id}` object (an alias answers as itself), or None."""
         model = self.chat(model_id) or self.embedding(model_id)
-        return _model_object(model) if model is not None else None
+        return _model_object(model, model_id) if model is not None else None
 
     def openai_models_list(self) -> dict[str, Any]:
-        """The `/v1/models` body, in catalog order."""
-        return {"object": "list", "data": [_model_object(m) for m in self.all_models()]}
+        """The `/v1/models` body: every id a client may pass, aliases after their model."""
+        return {
+            "object": "list",
+            "data": [
+                _model_object(model, model_id)
+                for model in self.all_models()
+                for model_id in (model.id, *model.aliases)
+            ],
+        }
 
 
-def _model_object(model: ChatModel | EmbeddingModel) -> dict[str, Any]:
-    return {"id": model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
+FallbackOption = bool | list[str]
+
+
+class UnknownFallback(Exception):
+    """A request's `aig.fallbacks` names a model the catalog does not have."""
+
+    def __init__(self, index: int, model_id: str) -> None:
+        super().__init__(f"aig.fallbacks[{index}] names unknown model `{model_id}`")
+        self.index = index
+        self.model_id = model_id
+
+
+class InvalidOption(ValueError):
+    """A malformed `aig` request option; `param` names it as OpenAI errors do."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def fallback_option(body: Mapping[str, Any]) -> FallbackOption:
+    """The request's `aig.fallbacks` (true by default); InvalidOption says what is wrong."""
+    options = body.get("aig")
+    if options is None:
+        return True
+    if not isinstance(options, Mapping):
+        raise InvalidOption("'aig' must be an object.", "aig")
+    choice = options.get("fallbacks", True)
+    if isinstance(choice, bool):
+        return choice
+    if isinstance(choice, list) and all(isinstance(item, str) for item in choice):
+        return list(choice)
+    raise InvalidOption(
+        "'aig.fallbacks' must be true, false or a list of model ids.", "aig.fallbacks"
+    )
+
+
+def request_chain(catalog: Catalog, model: ChatModel, body: Mapping[str, Any]) -> list[ChainLink]:
+    """`catalog.chain` for a request body's `aig.fallbacks`, with errors in OpenAI's shape:
+    what both the edge (to reserve) and the router (to route) call."""
+    try:
+        return catalog.chain(model, fallback_option(body))
+    except InvalidOption as exc:
+        raise APIError(400, str(exc), param=exc.param, code="invalid_type") from None
+    except UnknownFallback as exc:
+        raise model_not_found(
+            exc.model_id, param=f"aig.fallbacks[{exc.index}]", status=400
+        ) from None
+
+
+def _usd_per_million(nano_usd_per_token: int) -> str:
+    # nano-USD per token x 1e6 tokens / 1e9 = USD per million tokens, exactly.
+    whole, rest = divmod(nano_usd_per_token, 1000)
+    return f"{whole}.{rest:03d}".rstrip("0").rstrip(".") if rest else str(whole)
+
+
+def _model_object(model: ChatModel | EmbeddingModel, model_id: str) -> dict[str, Any]:
+    """OpenAI's model object plus an `aig` field the SDKs keep (they allow extra fields)."""
+    details: dict[str, Any] = {"canonical_id": model.id}
+    if isinstance(model, ChatModel):
+        pricing: dict[str, Any] = {
+            "input_usd_per_million_tokens": _usd_per_million(model.input_nano_usd_per_token),
+            "cached_input_usd_per_million_tokens": _usd_per_million(
+                model.cached_input_nano_usd_per_token
+            ),
+            "output_usd_per_million_tokens": _usd_per_million(model.output_nano_usd_per_token),
+        }
+        if model.long_context is not None:
+            tier = model.long_context.prices
+            pricing["long_context"] = {
+                "above_prompt_tokens": model.long_context.threshold_tokens,
+                "input_usd_per_million_tokens": _usd_per_million(tier.input_nano_usd_per_token),
+                "output_usd_per_million_tokens": _usd_per_million(tier.output_nano_usd_per_token),
+            }
+        details.update(
+            type="chat",
+            context_window=model.context_window,
+            max_output_tokens=model.max_output_tokens,
+            modalities={"input": list(model.input_modalities), "output": ["text"]},
+            capabilities={
+                "vision": model.capabilities.vision,
+                "tools": model.capabilities.tools,
+                "json": model.capabilities.json,
+            },
+            pricing=pricing,
+        )
+    else:
+        details.update(
+            type="embedding",
+            context_window=model.max_input_tokens,
+            dimensions=model.default_dimensions,
+            modalities={"input": ["text"], "output": ["embedding"]},
+            pricing={
+                "input_usd_per_million_tokens": _usd_per_million(model.input_nano_usd_per_token)
+            },
+        )
+    return {
+        "id": model_id,
+        "object": "model",
+        "created": model.created,
+        "owned_by": model.owned_by,
+        "aig": details,
+    }
 
 
 def load_catalog(path: Path | None = None) -> Catalog:
     """Load and validate the catalog; any defect raises ValueError naming the entry."""
-    source = path if path is not None else _configured_catalog_path()
+    source = path if path is not None else configured_catalog_path()
     text = source.read_text(encoding="utf-8")
     try:
         document = yaml.safe_load(text)
@@ -189,7 +369,7 @@ def load_catalog(path: Path | None = None) -> Catalog:
     return parse_catalog(document, source=str(source))
 
 
-def _configured_catalog_path() -> Path:
+def configured_catalog_path() -> Path:
     # The only place the catalog location is read from the environment.
     override = os.environ.get(CATALOG_PATH_ENV)
     return Path(override) if override else DEFAULT_CATALOG_PATH
@@ -199,10 +379,12 @@ def parse_catalog(document: Any, *, source: str = "<catalog>") -> Catalog:
     """Validate an already-parsed catalog document (what `catalog.yaml` holds)."""
     if not isinstance(document, Mapping):
         raise ValueError(f"model catalog {source}: the top level must be a mapping")
-    unknown = set(document) - {"chat_models", "embedding_models"}
+    unknown = set(document) - {"providers", "chat_models", "embedding_models"}
     if unknown:
         raise ValueError(f"model catalog {source}: unknown top-level keys {sorted(unknown)}")
 
+    providers = _providers(document, source)
+    provider_names = frozenset(row.name for row in providers)
     chat_entries = _entry_list(document, "chat_models", source)
     embedding_entries = _entry_list(document, "embedding_models", source)
 
@@ -216,24 +398,84 @@ def parse_catalog(document: Any, *, source: str = "<catalog>") -> Catalog:
             where = f"model catalog {source}: {section}[{index}]"
             if not isinstance(model_id, str) or not model_id.strip():
                 raise ValueError(f"{where}: 'id' must be a non-empty string")
-            if model_id in seen:
-                raise ValueError(f"{where}: duplicate model id '{model_id}'")
-            seen.add(model_id)
+            aliases = entry.get("aliases", [])
+            if not isinstance(aliases, list) or not all(
+                isinstance(alias, str) and alias.strip() for alias in aliases
+            ):
+                raise ValueError(f"{where}: 'aliases' must be a list of non-empty strings")
+            # An alias shares the id namespace: a client's string must name one model.
+            for name in (model_id, *aliases):
+                if name in seen:
+                    raise ValueError(f"{where}: duplicate model id or alias '{name}'")
+                seen.add(name)
 
     chat_readers = [
-        _EntryReader(entry, f"model catalog {source}: chat model '{entry['id']}'")
+        _EntryReader(entry, f"model catalog {source}: chat model '{entry['id']}'", provider_names)
         for entry in chat_entries
     ]
     # Primary routes first, so string fallbacks resolve to where their target is served.
     chat_routes = {reader.text("id"): reader.own_route() for reader in chat_readers}
+    for reader in chat_readers:
+        for alias in reader.aliases():
+            chat_routes[alias] = chat_routes[reader.text("id")]
     chat_models = tuple(reader.chat_model(chat_routes) for reader in chat_readers)
     embedding_models = tuple(
         _EntryReader(
-            entry, f"model catalog {source}: embedding model '{entry['id']}'"
+            entry, f"model catalog {source}: embedding model '{entry['id']}'", provider_names
         ).embedding_model()
         for entry in embedding_entries
     )
-    return Catalog(chat_models=chat_models, embedding_models=embedding_models)
+    return Catalog(chat_models=chat_models, embedding_models=embedding_models, providers=providers)
+
+
+_PROVIDER_KEYS = frozenset(
+    {"name", "type", "base_url", "key_env", "headers", "timeout", "sandbox_path", "api_version"}
+)
+
+
+def _providers(document: Mapping[str, Any], source: str) -> tuple[ProviderRow, ...]:
+    rows: list[ProviderRow] = []
+    for index, entry in enumerate(_entry_list(document, "providers", source)):
+        name = entry.get("name")
+        where = f"model catalog {source}: provider '{name}'"
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"model catalog {source}: providers[{index}]: 'name' is required")
+        if any(row.name == name for row in rows):
+            raise ValueError(f"{where}: declared twice")
+        unknown = set(entry) - _PROVIDER_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
+        for key in ("type", "base_url"):
+            if not isinstance(entry.get(key), str) or not entry[key].strip():
+                raise ValueError(f"{where}: '{key}' must be a non-empty string")
+        if not entry["base_url"].startswith(("http://", "https://")):
+            raise ValueError(f"{where}: 'base_url' must be an http(s) URL")
+        for key in ("key_env", "sandbox_path", "api_version"):
+            if entry.get(key) is not None and not isinstance(entry[key], str):
+                raise ValueError(f"{where}: '{key}' must be a string")
+        headers = entry.get("headers") or {}
+        if not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ValueError(f"{where}: 'headers' must map header names to strings")
+        timeout = entry.get("timeout")
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
+        ):
+            raise ValueError(f"{where}: 'timeout' must be a positive number of seconds")
+        rows.append(
+            ProviderRow(
+                name=name,
+                type=entry["type"],
+                base_url=entry["base_url"].rstrip("/"),
+                key_env=entry.get("key_env"),
+                headers=tuple(sorted(headers.items())),
+                timeout_s=float(timeout) if timeout is not None else None,
+                sandbox_path=entry.get("sandbox_path"),
+                api_version=entry.get("api_version"),
+            )
+        )
+    return tuple(rows)
 
 
 def _entry_list(document: Mapping[str, Any], key: str, source: str) -> list[Mapping[str, Any]]:
@@ -263,6 +505,7 @@ _CHAT_KEYS = frozenset(
         "long_context",
         "image_input_tokens",
         "hedge_after_ms",
+        "aliases",
     }
 )
 _EMBEDDING_KEYS = frozenset(
@@ -276,6 +519,7 @@ _EMBEDDING_KEYS = frozenset(
         "default_dimensions",
         "max_input_tokens",
         "dimensions_configurable",
+        "aliases",
     }
 )
 _PRICE_KEYS = (
@@ -288,9 +532,10 @@ _PRICE_KEYS = (
 class _EntryReader:
     """Typed field access on one catalog entry, with errors that name the entry and field."""
 
-    def __init__(self, entry: Mapping[str, Any], where: str) -> None:
+    def __init__(self, entry: Mapping[str, Any], where: str, providers: frozenset[str]) -> None:
         self._entry = entry
         self._where = where
+        self._providers = providers
 
     def fail(self, message: str) -> ValueError:
         return ValueError(f"{self._where}: {message}")
@@ -323,9 +568,14 @@ class _EntryReader:
 
     def provider(self, value: Any = None) -> str:
         provider = self._entry.get("provider") if value is None else value
-        if provider not in PROVIDERS:
-            raise self.fail(f"unknown provider {provider!r}; expected one of {sorted(PROVIDERS)}")
+        if provider not in self._providers:
+            raise self.fail(
+                f"unknown provider {provider!r}; the catalog declares {sorted(self._providers)}"
+            )
         return str(provider)
+
+    def aliases(self) -> tuple[str, ...]:
+        return tuple(self._entry.get("aliases", ()))
 
     def created(self) -> int:
         value = self._entry.get("created")
@@ -386,7 +636,9 @@ class _EntryReader:
                 if target not in routes_by_id:
                     raise self.fail(f"fallbacks[{index}] names unknown chat model '{target}'")
                 provider = self.provider(item.get("provider"))
-                routes.append(Route(str(target), provider, self.text("upstream_id", item)))
+                routes.append(
+                    Route(routes_by_id[target].model_id, provider, self.text("upstream_id", item))
+                )
             else:
                 raise self.fail(f"fallbacks[{index}] must be a model id or a mapping")
             if routes[-1] == own:
@@ -428,6 +680,7 @@ class _EntryReader:
                 if "hedge_after_ms" in self._entry
                 else None
             ),
+            aliases=self.aliases(),
         )
 
     def embedding_model(self) -> EmbeddingModel:
@@ -442,4 +695,5 @@ class _EntryReader:
             default_dimensions=self.integer("default_dimensions", minimum=1),
             max_input_tokens=self.integer("max_input_tokens", minimum=1),
             dimensions_configurable=self.flag("dimensions_configurable"),
+            aliases=self.aliases(),
         )

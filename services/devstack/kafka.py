@@ -35,6 +35,8 @@ from typing import Any, Protocol, TypeVar
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from aig_common.contracts import USAGE_TOPIC
+
 from .processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,9 +46,9 @@ BROKER_MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
 NODE_ID = 1
 
-# The topics of DESIGN.md § Kafka, with their partition counts.
+# The topics of docs/design.md § Kafka, with their partition counts.
 AIG_TOPICS: Mapping[str, int] = {
-    "aig.usage.v1": 6,
+    USAGE_TOPIC: 6,
     "aig.tasks.v1": 6,
     "aig.task-events.v1": 6,
 }

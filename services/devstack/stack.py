@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catalog.models import DEFAULT_CATALOG_PATH, load_catalog
+
 from .kafka import (
     AIG_TOPICS,
     DEFAULT_TOPIC_CONFIGS,
@@ -17,7 +19,10 @@ from .kafka import (
 )
 from .processes import Service, free_port
 
-PROVIDER_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY")
+# The key variables of the shipped catalog's providers (its `providers` rows name them).
+PROVIDER_KEYS = tuple(
+    row.key_env for row in load_catalog(DEFAULT_CATALOG_PATH).providers if row.key_env
+)
 
 
 # Tests and `make up` share one download of the broker's jars.

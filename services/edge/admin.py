@@ -12,12 +12,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
-from aig_common.errors import APIError
+from aig_common.errors import APIError, parse_json_object
 from aig_common.money import parse_usd, percent, usd
 from controldb import Account, AccountNotFound, ApiKey, KeyStore
 from controldb.limits import Limits, NotFound
@@ -257,13 +256,7 @@ def _account_not_found(account_id: str, *, param: str | None = None) -> APIError
 
 
 async def _parse_body(request: Request, model: type[BodyT]) -> BodyT:
-    raw = await request.body()
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise APIError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
+    data = parse_json_object(await request.body())
     try:
         return model.model_validate(data)
     except ValidationError as exc:

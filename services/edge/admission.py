@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aig_common.errors import APIError
+from aig_common.errors import APIError, model_not_found
 from aig_common.money import usd
 from catalog.estimate import BYTES_PER_TOKEN, prompt_size, worst_case_output_tokens
-from catalog.models import Catalog, ChatModel
+from catalog.live import LiveCatalog
+from catalog.models import Catalog, request_chain
 from controldb import AuthenticatedKey
 from controldb.money import Admission, LimitExceeded, Money
 
@@ -16,15 +17,6 @@ _LIMIT_WORDS = {
     "workspace": "this workspace's",
     "account": "this account's",
 }
-
-
-def _unknown_model(model_id: object) -> APIError:
-    return APIError(
-        404,
-        f"The model `{model_id}` does not exist or you do not have access to it.",
-        param="model",
-        code="model_not_found",
-    )
 
 
 def payment_required(limit: LimitExceeded) -> APIError:
@@ -70,44 +62,32 @@ def payment_required(limit: LimitExceeded) -> APIError:
 
 
 class Admissions:
-    def __init__(self, catalog: Catalog, money: Money) -> None:
+    def __init__(self, catalog: LiveCatalog[Catalog], money: Money) -> None:
         self._catalog = catalog
         self._money = money
 
     async def chat(self, key: AuthenticatedKey, body: dict[str, Any]) -> Admission:
-        model = self._catalog.chat(body["model"])
+        catalog = self._catalog.current
+        model = catalog.chat(body["model"])
         if model is None:
-            raise _unknown_model(body["model"])
-        # A failover may serve the call on any member of the chain: hold the dearest.
+            raise model_not_found(body["model"])
+        # The router tries the same chain (Catalog.chain), skipping members that cannot
+        # serve the request; a failover may land on any of them: hold the dearest.
+        chain = request_chain(catalog, model, body)
         size = prompt_size(body)  # once: the chain only differs in how it prices images
         worst = max(
-            candidate.worst_case_cost_nano_usd(
-                size.tokens(candidate.image_input_tokens),
-                worst_case_output_tokens(body, candidate),
+            link.model.worst_case_cost_nano_usd(
+                size.tokens(link.model.image_input_tokens),
+                worst_case_output_tokens(body, link.model),
             )
-            for candidate in self._chain(model, body)
+            for link in chain
         )
         return await self._admit(key, worst)
 
-    def _chain(self, model: ChatModel, body: dict[str, Any]) -> list[ChatModel]:
-        options = body.get("aig")
-        choice = options.get("fallbacks", True) if isinstance(options, dict) else True
-        if choice is False:
-            return [model]
-        ids = [route.model_id for route in model.fallbacks]
-        if isinstance(choice, list):
-            ids.extend(item for item in choice if isinstance(item, str))
-        chain = [model]
-        for model_id in ids:
-            candidate = self._catalog.chat(model_id)
-            if candidate is not None:
-                chain.append(candidate)
-        return chain
-
     async def embeddings(self, key: AuthenticatedKey, body: dict[str, Any]) -> Admission:
-        model = self._catalog.embedding(body["model"])
+        model = self._catalog.current.embedding(body["model"])
         if model is None:
-            raise _unknown_model(body["model"])
+            raise model_not_found(body["model"])
         return await self._admit(key, model.worst_case_cost_nano_usd(_input_tokens(body["input"])))
 
     async def release(self, admission: Admission) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -14,8 +15,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common.contracts import GRPC_OPTIONS
 from aig_common.ops import ops_routes
-from catalog.models import load_catalog
+from catalog.live import LiveCatalog, poll_interval_from_env
 from controldb import KeyStore, create_engine_from_url, migrate
 from controldb.limits import Limits
 from controldb.money import Money
@@ -29,7 +31,6 @@ from .settings import EdgeSettings
 from .throttle import FailedAuthThrottle
 from .v1 import OpenAIRoutes
 
-GRPC_MESSAGE_LIMIT = 64 * 1024 * 1024
 HTTP_RESPONSES = Counter(
     "aig_edge_http_responses_total", "Responses of the edge by path and status", ["path", "status"]
 )
@@ -63,7 +64,9 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     )
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     money = Money(sessions, reservation_ttl=timedelta(seconds=settings.reservation_ttl_s))
-    routes = OpenAIRoutes(store, Admissions(load_catalog(), money), settings.max_body_bytes)
+    # The router validates provider rows too; the edge needs only models, chains and prices.
+    catalog = LiveCatalog(lambda loaded: loaded)
+    routes = OpenAIRoutes(store, Admissions(catalog, money), settings.max_body_bytes)
     channels: list[grpc.aio.Channel] = []
 
     @asynccontextmanager
@@ -72,14 +75,13 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         # A gRPC channel belongs to the event loop it is made on: make it on the server's.
         channel = grpc.aio.insecure_channel(
             settings.router_address,
-            options=[
-                ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
-                ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
-            ],
+            options=GRPC_OPTIONS,
         )
         channels.append(channel)
         routes.connect(pb_grpc.RouterStub(channel))
+        watcher = asyncio.create_task(catalog.watch(poll_interval_from_env()))
         yield
+        watcher.cancel()
         await channel.close(grace=None)
         await billing.aclose()
         await money.aclose()

@@ -6,11 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from aig_common.errors import APIError
+from aig_common.errors import APIError, parse_json_object
 from aig_common.money import percent, usd
 from controldb import KeyStore
 from controldb.limits import Limits, NotFound
@@ -33,13 +32,7 @@ GROUPINGS = ("model", "key", "day")
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise APIError(400, "The request body is not valid JSON.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
-    return body
+    return parse_json_object(await request.body())
 
 
 def _cap_changes(body: dict[str, Any]) -> dict[str, int | None]:

@@ -13,14 +13,14 @@ from starlette.routing import Route
 
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
-from aig_common.errors import APIError, error_bytes
+from aig_common.errors import APIError, error_bytes, model_not_found, parse_json_object
 from controldb import AuthenticatedKey, KeyStore
 from controldb.money import Admission
 
 from .admission import Admissions
 from .http import read_body, request_id, require_json
 from .throttle import auth_subjects, record_failure, refuse_if_throttled
-from .validation import parse_json_object, validate_chat_request, validate_embeddings_request
+from .validation import validate_chat_request, validate_embeddings_request
 
 JSON = "application/json"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -115,7 +115,7 @@ class OpenAIRoutes:
         attempts = {"x-aig-attempts": str(reply.attempts)}
         if reply.WhichOneof("result") == "error":
             return _reply_error(reply.error, attempts)
-        headers = {"x-aig-provider": reply.provider, **attempts}
+        headers = {"x-aig-provider": reply.provider, "x-aig-model": reply.model, **attempts}
         return Response(reply.completion, media_type=JSON, headers=headers)
 
     async def _router_failed(self, exc: grpc.aio.AioRpcError, admission: Admission) -> NoReturn:
@@ -133,6 +133,7 @@ class OpenAIRoutes:
             first: pb.ChatStreamEvent = await events.__anext__()
             if first.WhichOneof("event") == "start":
                 headers["x-aig-provider"] = first.start.provider
+                headers["x-aig-model"] = first.start.model
                 headers["x-aig-attempts"] = str(first.start.attempts)
                 if first.start.first_chunk:
                     first = pb.ChatStreamEvent(chunk=first.start.first_chunk)
@@ -206,9 +207,4 @@ class OpenAIRoutes:
         for model in listing.get("data", []):
             if model.get("id") == model_id:
                 return Response(orjson.dumps(model), media_type=JSON)
-        raise APIError(
-            404,
-            f"The model `{model_id}` does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
+        raise model_not_found(model_id)

@@ -8,31 +8,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
+from aig_common.errors import APIError, json_type
 
-from aig_common.errors import APIError
-
-_TYPE_NAMES = {
-    str: "a string",
-    bool: "a boolean",
-    int: "an integer",
-    float: "a number",
-    list: "an array",
-    dict: "an object",
-    type(None): "null",
-}
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-
-
-def _json_type(value: Any) -> str:
-    return _TYPE_NAMES.get(type(value), "an unsupported value")
 
 
 def invalid_type(param: str, expected: str, value: Any) -> APIError:
     return APIError(
         400,
-        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
+        f"Invalid type for '{param}': expected {expected}, but got {json_type(value)} instead.",
         param=param,
         code="invalid_type",
     )
@@ -51,28 +36,6 @@ def missing(param: str) -> APIError:
         param=param,
         code="missing_required_parameter",
     )
-
-
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    if not raw:
-        raise APIError(
-            400, "The request body is empty; expected a JSON object.", code="invalid_json"
-        )
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise APIError(
-            400,
-            f"We could not parse the JSON body of your request ({exc.msg}).",
-            code="invalid_json",
-        ) from exc
-    if not isinstance(body, dict):
-        raise APIError(
-            400,
-            f"The request body must be a JSON object, not {_json_type(body)}.",
-            code="invalid_json",
-        )
-    return body
 
 
 def _is_number(value: Any) -> bool:

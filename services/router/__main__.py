@@ -11,16 +11,18 @@ import grpc
 import uvloop
 
 from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common.contracts import GRPC_OPTIONS
 from aig_common.events import EventPublisher
 from aig_common.ops import ops_server
 from aig_common.runtime import freeze_startup_heap
-from catalog.models import load_catalog
+from catalog.live import LiveCatalog
 
 from .breaker import Breakers
 from .chat import ChatService
+from .config import builder
 from .embed import EmbeddingsService
 from .metering import Meter
-from .server import GRPC_OPTIONS, RouterServicer
+from .server import RouterServicer
 from .settings import RouterSettings
 from .upstream import UpstreamClients
 
@@ -28,7 +30,8 @@ log = logging.getLogger("router")
 
 
 async def serve(settings: RouterSettings) -> None:
-    catalog = load_catalog()
+    # Validated in full (provider rows against their types too) before anything starts.
+    config = LiveCatalog(builder(settings.env, settings.sandbox_url))
     clients = UpstreamClients(settings)
     publisher = EventPublisher(
         settings.kafka_bootstrap_servers, Path(settings.spool_dir), client_id="aig-router"
@@ -37,17 +40,17 @@ async def serve(settings: RouterSettings) -> None:
     server = grpc.aio.server(options=GRPC_OPTIONS)
     pb_grpc.add_RouterServicer_to_server(
         RouterServicer(
-            catalog,
+            config,
             ChatService(
-                catalog,
+                config,
                 clients,
                 Breakers(
                     failure_threshold=settings.breaker_failures,
                     cooldown_s=settings.breaker_cooldown_s,
                 ),
             ),
-            EmbeddingsService(catalog, clients),
-            Meter(catalog, publisher),
+            EmbeddingsService(config, clients),
+            Meter(config, publisher),
         ),
         server,
     )
@@ -61,7 +64,8 @@ async def serve(settings: RouterSettings) -> None:
 
     ops = ops_server(settings.host, settings.metrics_port, readiness)
     ops_task = asyncio.create_task(ops.serve())
-    sandboxed = [name for name, p in settings.providers.items() if p.sandboxed]
+    watcher = asyncio.create_task(config.watch(settings.catalog_poll_s))
+    sandboxed = config.current.providers.sandboxed()
     log.info(
         "router listening on %s (ops on :%d); sandboxed providers: %s",
         address,
@@ -73,6 +77,7 @@ async def serve(settings: RouterSettings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    watcher.cancel()
     await server.stop(grace=5)
     ops.should_exit = True
     await ops_task

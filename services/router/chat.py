@@ -18,16 +18,18 @@ from typing import Any, TypeVar
 
 import orjson
 
-from aig_common.errors import APIError, error_body
+from aig_common.errors import APIError, error_body, model_not_found
 from catalog.estimate import estimate_prompt_tokens
-from catalog.models import Catalog, ChatModel, Route
+from catalog.live import LiveCatalog
+from catalog.models import ChatModel, request_chain
 
-from .adapters import gemini
 from .adapters.base import TokenUsage, UpstreamError
 from .adapters.sse import SSEDecoder
 from .breaker import Breakers
 from .capabilities import check_chat_request
-from .requests import Target, UpstreamRequest, build_request
+from .config import RouterConfig
+from .providers import ChatCall, Provider, UpstreamRequest
+from .requests import Target
 from .upstream import UpstreamClients, UpstreamStream, UpstreamUnreachable
 
 T = TypeVar("T")
@@ -72,7 +74,7 @@ class AttemptsFailed(Exception):
         self.attempts = attempts
 
 
-def _unreachable(provider: str, exc: UpstreamUnreachable) -> UpstreamError:
+def unreachable(provider: str, exc: UpstreamUnreachable) -> UpstreamError:
     if exc.timed_out:
         status, code, what = 504, "upstream_timeout", "did not answer in time"
     else:
@@ -145,67 +147,56 @@ class _StartedStream:
         await self.response.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A call's route chain, and the catalog version's providers that serve it."""
+
+    targets: list[Target]
+    config: RouterConfig
+
+    def provider(self, target: Target) -> Provider:
+        return self.config.providers.get(target.provider)
+
+
 class ChatService:
     def __init__(
-        self, catalog: Catalog, clients: UpstreamClients, breakers: Breakers | None = None
+        self,
+        config: LiveCatalog[RouterConfig],
+        clients: UpstreamClients,
+        breakers: Breakers | None = None,
     ) -> None:
-        self._catalog = catalog
+        self._config = config
         self._clients = clients
         self._breakers = breakers or Breakers()
 
-    def resolve(self, body: dict[str, Any]) -> ChatModel:
+    def plan(self, body: dict[str, Any]) -> Plan:
+        """The route chain for this request (`Catalog.chain`: the model's own route, then
+        its fallbacks, or those the request names in `aig.fallbacks`, or none with
+        `false`), keeping only routes whose model can serve this request."""
+        config = self._config.current
+        catalog = config.catalog
         model_id = body.get("model")
-        model = self._catalog.chat(model_id) if isinstance(model_id, str) else None
+        model: ChatModel | None = catalog.chat(model_id) if isinstance(model_id, str) else None
         if model is None:
-            raise APIError(
-                404,
-                f"The model `{model_id}` does not exist or you do not have access to it.",
-                param="model",
-                code="model_not_found",
-            )
+            raise model_not_found(model_id)
         check_chat_request(body, model)
-        return model
-
-    def plan(self, body: dict[str, Any]) -> list[Target]:
-        """The route chain for this request: the model's own route, then its fallbacks
-        (or those the request names in `aig.fallbacks`, or none with `false`), keeping
-        only routes whose model can serve this request."""
-        model = self.resolve(body)
-        routes: list[Route] = [model.route]
-        choice = _fallback_option(body)
-        if choice is True:
-            routes.extend(model.fallbacks)
-        elif isinstance(choice, list):
-            for index, model_id in enumerate(choice):
-                fallback = self._catalog.chat(model_id)
-                if fallback is None:
-                    raise APIError(
-                        400,
-                        f"aig.fallbacks[{index}] names unknown model `{model_id}`.",
-                        param=f"aig.fallbacks[{index}]",
-                        code="model_not_found",
-                    )
-                routes.append(fallback.route)
         targets: list[Target] = []
-        for route in dict.fromkeys(routes):
-            billed = self._catalog.chat(route.model_id)
-            if billed is None:
-                continue
+        for link in request_chain(catalog, model, body):
             if targets:
                 try:
-                    check_chat_request(body, billed)
+                    check_chat_request(body, link.model)
                 except APIError:
                     continue  # this fallback cannot serve e.g. images or tools
-            targets.append(Target(route=route, model=billed, public_id=model.id))
-        return targets
+            targets.append(Target(route=link.route, model=link.model, public_id=model.id))
+        return Plan(targets, config)
 
     # -- unary ---------------------------------------------------------------------------
 
     async def complete(self, body: dict[str, Any]) -> ChatResult:
-        targets = self.plan(body)
+        plan = self.plan(body)
         attempts: list[AttemptRecord] = []
         result, target = await self._failover(
-            targets, attempts, lambda target: self._complete_once(target, body)
+            plan.targets, attempts, lambda target: self._complete_once(plan, target, body)
         )
         completion, usage = result
         return ChatResult(
@@ -217,13 +208,14 @@ class ChatService:
         )
 
     async def _complete_once(
-        self, target: Target, body: dict[str, Any]
+        self, plan: Plan, target: Target, body: dict[str, Any]
     ) -> tuple[dict[str, Any], TokenUsage]:
-        request = await self._request(target, body, stream=False)
+        provider = plan.provider(target)
+        request = await self._request(provider, target, body, stream=False)
         try:
-            reply = await self._clients.post(target.provider, request.path, request.content)
+            reply = await self._clients.post(provider.destination, request.path, request.content)
         except UpstreamUnreachable as exc:
-            raise _unreachable(target.provider, exc) from exc
+            raise unreachable(target.provider, exc) from exc
         if reply.status != 200:
             raise request.error_from_response(reply.status, reply.body, reply.headers)
         return request.parse_completion(orjson.loads(reply.body))
@@ -235,9 +227,9 @@ class ChatService:
     ) -> AsyncIterator[dict[str, Any]]:
         """Yields OpenAI chunks. Raises AttemptsFailed before the first chunk if no route
         could start the stream."""
-        targets = self.plan(body)
+        plan = self.plan(body)
         started, target = await self._failover(
-            targets, outcome.attempts, lambda target: self._start_stream(target, body)
+            plan.targets, outcome.attempts, lambda target: self._start_stream(plan, target, body)
         )
         outcome.provider, outcome.model_id = target.provider, target.model.id
         streamed_chars = 0
@@ -264,20 +256,23 @@ class ChatService:
                 )
                 outcome.reported_usage = True
 
-    async def _start_stream(self, target: Target, body: dict[str, Any]) -> _StartedStream:
+    async def _start_stream(
+        self, plan: Plan, target: Target, body: dict[str, Any]
+    ) -> _StartedStream:
         """Opens the upstream stream and waits for its first translated chunk."""
-        request = await self._request(target, body, stream=True)
+        provider = plan.provider(target)
+        request = await self._request(provider, target, body, stream=True)
         try:
             response = await self._clients.open_stream(
-                target.provider, request.path, request.content
+                provider.destination, request.path, request.content
             )
         except UpstreamUnreachable as exc:
-            raise _unreachable(target.provider, exc) from exc
+            raise unreachable(target.provider, exc) from exc
         if response.status != 200:
             try:
                 content = await response.read()
             except UpstreamUnreachable as exc:
-                raise _unreachable(target.provider, exc) from exc
+                raise unreachable(target.provider, exc) from exc
             finally:
                 await response.aclose()
             raise request.error_from_response(response.status, content, response.headers)
@@ -395,14 +390,13 @@ class ChatService:
         )
 
     async def _request(
-        self, target: Target, body: dict[str, Any], *, stream: bool
+        self, provider: Provider, target: Target, body: dict[str, Any], *, stream: bool
     ) -> UpstreamRequest:
         images: dict[str, tuple[str, bytes]] = {}
-        if target.provider == "google":
-            urls = gemini.image_urls_to_fetch(body)
-            if urls:
-                images = dict(await self._clients.fetch_images(urls))
-        return build_request(target, body, stream=stream, images=images)
+        urls = provider.type.image_urls_to_fetch(body)
+        if urls:
+            images = dict(await self._clients.fetch_images(urls))
+        return provider.type.chat_request(provider.instance, ChatCall(target, body, stream, images))
 
 
 async def _discard(task: asyncio.Task[Any]) -> None:
@@ -413,25 +407,6 @@ async def _discard(task: asyncio.Task[Any]) -> None:
         return
     if isinstance(result, _StartedStream):
         await result.aclose()
-
-
-def _fallback_option(body: dict[str, Any]) -> bool | list[str]:
-    options = body.get("aig")
-    if options is None:
-        return True
-    if not isinstance(options, dict):
-        raise APIError(400, "'aig' must be an object.", param="aig", code="invalid_type")
-    choice = options.get("fallbacks", True)
-    if isinstance(choice, bool):
-        return choice
-    if isinstance(choice, list) and all(isinstance(item, str) for item in choice):
-        return list(choice)
-    raise APIError(
-        400,
-        "'aig.fallbacks' must be true, false or a list of model ids.",
-        param="aig.fallbacks",
-        code="invalid_type",
-    )
 
 
 async def _translated(

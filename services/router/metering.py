@@ -8,22 +8,24 @@ from typing import Any
 
 from aig.events.v1 import events_pb2 as events
 from aig.router.v1 import router_pb2 as pb
+from aig_common.contracts import USAGE_TOPIC
 from aig_common.events import EventPublisher
 from aig_common.ids import uuid7
 from aig_common.money import apply_markup
 from aig_common.usage import TokenUsage
-from catalog.models import Catalog
+from catalog.live import LiveCatalog
+from catalog.models import TokenPrices
 
 from .chat import AttemptRecord
+from .config import RouterConfig
 
-USAGE_TOPIC = "aig.usage.v1"
 # Not an HTTP status a client saw: the client went away before the answer ended (nginx's 499).
 CLIENT_CLOSED = 499
 
 
 class Meter:
-    def __init__(self, catalog: Catalog, publisher: EventPublisher) -> None:
-        self._catalog = catalog
+    def __init__(self, config: LiveCatalog[RouterConfig], publisher: EventPublisher) -> None:
+        self._config = config
         self._publisher = publisher
 
     def record(
@@ -42,7 +44,9 @@ class Meter:
     ) -> events.UsageEvent:
         """Prices the call and publishes its event. Only answered calls cost anything."""
         billable = status in (200, CLIENT_CLOSED) and usage is not None
-        upstream_cost = self._upstream_cost(model_id, usage) if billable and usage else 0
+        upstream_cost, prices = 0, None
+        if billable and usage:
+            upstream_cost, prices = self._upstream_cost(model_id, usage)
         billed = apply_markup(upstream_cost, context.markup_basis_points)
         if context.reserved_nano_usd > 0:
             # The reservation is what admission let this call spend; caps rely on it.
@@ -72,6 +76,14 @@ class Meter:
             streamed=streamed,
             reservation_id=context.reservation_id,
         )
+        if prices is not None:
+            event.prices.CopyFrom(
+                events.TokenPrices(
+                    input_nano_usd_per_token=prices.input_nano_usd_per_token,
+                    cached_input_nano_usd_per_token=prices.cached_input_nano_usd_per_token,
+                    output_nano_usd_per_token=prices.output_nano_usd_per_token,
+                )
+            )
         # Every upstream attempt stays with the call; only the one that served it is billed.
         event.attempts.extend(
             events.Attempt(
@@ -86,12 +98,17 @@ class Meter:
         self._publisher.publish(USAGE_TOPIC, context.account_id, event.SerializeToString(), headers)
         return event
 
-    def _upstream_cost(self, model_id: str, usage: TokenUsage) -> int:
-        chat = self._catalog.chat(model_id)
+    def _upstream_cost(self, model_id: str, usage: TokenUsage) -> tuple[int, TokenPrices | None]:
+        """The call's cost at the prices in force now, and those prices."""
+        catalog = self._config.current.catalog
+        chat = catalog.chat(model_id)
         if chat is not None:
-            return chat.price_nano_usd(usage)
-        embedding = self._catalog.embedding(model_id)
-        return embedding.price_nano_usd(usage) if embedding is not None else 0
+            return chat.price_nano_usd(usage), chat.prices_for_prompt(max(usage.prompt_tokens, 0))
+        embedding = catalog.embedding(model_id)
+        if embedding is None:
+            return 0, None
+        price = embedding.input_nano_usd_per_token
+        return embedding.price_nano_usd(usage), TokenPrices(price, price, 0)
 
 
 def error_code_of(body: dict[str, Any]) -> str:

@@ -14,11 +14,12 @@ from prometheus_client import Counter
 
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
-from aig_common.errors import APIError, error_body
-from catalog.models import Catalog
+from aig_common.errors import APIError, error_body, parse_json_object
+from catalog.live import LiveCatalog
 
 from .adapters.base import TokenUsage, UpstreamError
 from .chat import AttemptRecord, AttemptsFailed, ChatService, StreamOutcome
+from .config import RouterConfig
 from .embed import EmbeddingsService
 from .metering import CLIENT_CLOSED, Meter, error_code_of
 
@@ -29,12 +30,6 @@ UPSTREAM_CALLS = Counter(
     "Calls the router made to providers, by provider and outcome",
     ["provider", "endpoint", "outcome"],
 )
-
-GRPC_MESSAGE_LIMIT = 64 * 1024 * 1024
-GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
-    ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
-]
 
 
 def _usage_message(usage: TokenUsage) -> pb.TokenUsage:
@@ -56,16 +51,6 @@ def _error_reply(exc: Exception) -> pb.ErrorReply:
     return pb.ErrorReply(status=500, body=orjson.dumps(body))
 
 
-def _parse_body(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise APIError(400, "The request body is not valid JSON.", code="invalid_json") from exc
-    if not isinstance(body, dict):
-        raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
-    return body
-
-
 def _failure(exc: Exception) -> tuple[pb.ErrorReply, int, str]:
     if isinstance(exc, AttemptsFailed):
         exc = exc.error
@@ -81,16 +66,15 @@ def _model_of(body: dict[str, Any]) -> str:
 class RouterServicer(pb_grpc.RouterServicer):
     def __init__(
         self,
-        catalog: Catalog,
+        config: LiveCatalog[RouterConfig],
         chat: ChatService,
         embeddings: EmbeddingsService,
         meter: Meter,
     ) -> None:
-        self._catalog = catalog
+        self._config = config
         self._chat = chat
         self._embeddings = embeddings
         self._meter = meter
-        self._models_body = orjson.dumps(catalog.openai_models_list())
 
     def _record_failure(
         self,
@@ -143,7 +127,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         started = time.monotonic()
         body: dict[str, Any] = {}
         try:
-            body = _parse_body(request.body)
+            body = parse_json_object(request.body)
             result = await self._chat.complete(body)
         except asyncio.CancelledError:
             self._record_abandoned(request.context, "chat.completions", body, started)
@@ -170,6 +154,7 @@ class RouterServicer(pb_grpc.RouterServicer):
             provider=result.provider,
             usage=_usage_message(result.usage),
             attempts=len(result.attempts),
+            model=result.model_id,
         )
 
     async def StreamChatCompletion(
@@ -181,7 +166,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         status, code = CLIENT_CLOSED, "client_closed"
         body: dict[str, Any] = {}
         try:
-            body = _parse_body(request.body)
+            body = parse_json_object(request.body)
             async for chunk in self._chat.stream(body, outcome):
                 if not sent_any:
                     sent_any = True
@@ -189,6 +174,7 @@ class RouterServicer(pb_grpc.RouterServicer):
                         provider=outcome.provider,
                         attempts=len(outcome.attempts),
                         first_chunk=orjson.dumps(chunk),
+                        model=outcome.model_id,
                     )
                     yield pb.ChatStreamEvent(start=start)
                     continue
@@ -229,7 +215,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         started = time.monotonic()
         body: dict[str, Any] = {}
         try:
-            body = _parse_body(request.body)
+            body = parse_json_object(request.body)
             result = await self._embeddings.create(body)
         except asyncio.CancelledError:
             self._record_abandoned(request.context, "embeddings", body, started)
@@ -241,7 +227,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         self._meter.record(
             request.context,
             endpoint="embeddings",
-            model_id=_model_of(body),
+            model_id=result.model_id,
             provider=result.provider,
             status=200,
             usage=result.usage,
@@ -257,4 +243,4 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(body=self._models_body)
+        return pb.ListModelsResponse(body=self._config.current.models_body)

@@ -1,4 +1,4 @@
-"""One pooled HTTP client per provider, with the provider's own authentication headers.
+"""One pooled HTTP client per provider instance, with that instance's own headers.
 
 aiohttp rather than httpx: at 16 concurrent calls httpx cost about ten times aiohttp's CPU
 per call (bench/http_clients.py, figures in bench/EXTRAS.md), and the router spends much of
@@ -17,12 +17,24 @@ from yarl import URL
 
 from aig_common.errors import APIError
 
-from .settings import ProviderSettings, RouterSettings
+from .settings import RouterSettings
 
-ANTHROPIC_VERSION = "2023-06-01"
 # Distinct (provider, path) URLs parsed once and kept; Gemini's paths name the model, so
 # the set is bounded by the catalog, but a cap keeps a surprise from growing it forever.
 _URL_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where one provider instance's calls go: its base URL and every header it needs
+    (authentication included). Hashable, so a reloaded catalog that changes nothing keeps
+    its connection pools."""
+
+    name: str
+    base_url: str
+    headers: tuple[tuple[str, str], ...]
+    # Longest silence mid-answer; None keeps AIG_UPSTREAM_READ_TIMEOUT_S.
+    read_timeout_s: float | None = None
 
 
 class UpstreamUnreachable(Exception):
@@ -68,72 +80,73 @@ class UpstreamStream:
         self._response.release()
 
 
-def _auth_headers(provider: ProviderSettings) -> dict[str, str]:
-    if provider.name == "anthropic":
-        return {"x-api-key": provider.api_key, "anthropic-version": ANTHROPIC_VERSION}
-    if provider.name == "google":
-        return {"x-goog-api-key": provider.api_key}
-    return {"authorization": f"Bearer {provider.api_key}"}
-
-
 class UpstreamClients:
-    """Keeps one keep-alive connection pool per provider for the router's lifetime.
+    """Keeps one keep-alive connection pool per destination for the router's lifetime.
 
     Create it inside the running event loop: aiohttp sessions belong to the loop they are
     made on.
     """
 
     def __init__(self, settings: RouterSettings) -> None:
-        # Read timeout between bytes, not over the whole call: a long stream is fine as
-        # long as it keeps moving.
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=settings.connect_timeout_s,
-            sock_read=settings.read_timeout_s,
-        )
-        self._base_urls: dict[str, str] = {
-            name: p.base_url.rstrip("/") for name, p in settings.providers.items()
-        }
-        self._sessions: dict[str, aiohttp.ClientSession] = {
-            name: aiohttp.ClientSession(
-                headers={**_auth_headers(provider), "content-type": "application/json"},
-                timeout=timeout,
-                connector=aiohttp.TCPConnector(limit=1024, limit_per_host=0, ttl_dns_cache=300),
-                # Bodies are relayed as they are; an upstream's compression is undone here.
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
-            for name, provider in settings.providers.items()
-        }
-        self._urls: dict[tuple[str, str], URL] = {}
+        self._connect_timeout_s = settings.connect_timeout_s
+        self._read_timeout_s = settings.read_timeout_s
+        self._sessions: dict[Destination, aiohttp.ClientSession] = {}
+        self._urls: dict[tuple[Destination, str], URL] = {}
         # Image downloads (Gemini needs inline bytes) get their own, stricter session.
         self._images = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=20.0, sock_connect=5.0)
         )
         self._max_image_bytes = settings.max_image_bytes
 
-    def _url(self, provider: str, path: str) -> URL:
-        url = self._urls.get((provider, path))
+    def _session(self, destination: Destination) -> aiohttp.ClientSession:
+        session = self._sessions.get(destination)
+        if session is None:
+            # Read timeout between bytes, not over the whole call: a long stream is fine as
+            # long as it keeps moving.
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=self._connect_timeout_s,
+                sock_read=destination.read_timeout_s or self._read_timeout_s,
+            )
+            session = self._sessions[destination] = aiohttp.ClientSession(
+                headers=dict(destination.headers),
+                timeout=timeout,
+                connector=aiohttp.TCPConnector(limit=1024, limit_per_host=0, ttl_dns_cache=300),
+                # Bodies are relayed as they are; an upstream's compression is undone here.
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+        return session
+
+    def _url(self, destination: Destination, path: str) -> URL:
+        url = self._urls.get((destination, path))
         if url is None:
             if len(self._urls) >= _URL_CACHE_LIMIT:
                 self._urls.clear()
-            url = URL(self._base_urls[provider] + path)
-            self._urls[(provider, path)] = url
+            # encoded: paths are built by provider types, with their query strings ready.
+            url = URL(destination.base_url + path, encoded=True)
+            self._urls[(destination, path)] = url
         return url
 
-    async def post(self, provider: str, path: str, content: bytes) -> UpstreamReply:
+    async def post(self, destination: Destination, path: str, content: bytes) -> UpstreamReply:
         """POSTs `content` and reads the whole answer, whatever its status."""
         try:
-            async with self._sessions[provider].post(self._url(provider, path), data=content) as r:
+            async with self._session(destination).post(
+                self._url(destination, path), data=content
+            ) as r:
                 return UpstreamReply(r.status, r.headers, await r.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamUnreachable(exc) from exc
 
-    async def open_stream(self, provider: str, path: str, content: bytes) -> UpstreamStream:
+    async def open_stream(
+        self, destination: Destination, path: str, content: bytes
+    ) -> UpstreamStream:
         """POSTs `content` and returns once the answer's headers are in; the caller must
         `aclose()` the stream."""
         try:
-            response = await self._sessions[provider].post(self._url(provider, path), data=content)
+            response = await self._session(destination).post(
+                self._url(destination, path), data=content
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamUnreachable(exc) from exc
         return UpstreamStream(response)

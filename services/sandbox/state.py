@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sandbox.renders import RenderBook
 from sandbox.settings import SandboxSettings
 
-PROVIDERS = ("openai", "openrouter", "anthropic", "google", "fal", "replicate")
+PROVIDERS = ("openai", "openrouter", "azure", "anthropic", "google", "fal", "replicate")
 ANY_PROVIDER = "*"
 
 # Credentials never reach the request log, whatever the caller sent.
 REDACTED_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "x-goog-api-key"}
+    {"authorization", "proxy-authorization", "x-api-key", "x-goog-api-key", "api-key"}
 )
 REDACTED = "[redacted]"
 

@@ -36,11 +36,55 @@ AUTH_FAILURE_BURST = 30
 BODY_TIMEOUT_S = 2
 
 
-def _test_catalog(directory: Path) -> Path:
+# Provider instances only the test catalog has: each is one data row, served by the sandbox.
+# An OpenAI-compatible server (vLLM, Ollama, Groq...) under a name of its own, and an Azure
+# OpenAI resource, each with one model that is nowhere else.
+LOCAL_PROVIDER = "local-vllm"
+LOCAL_MODEL = "local-llama"
+LOCAL_UPSTREAM_ID = "llama-3.1-8b-instruct"
+AZURE_PROVIDER = "azure-east"
+AZURE_MODEL = "azure-gpt-4o-mini"
+AZURE_DEPLOYMENT = "prod-4o-mini"
+AZURE_API_VERSION = "2024-10-21"
+EXTRA_PROVIDER_KEYS = {"AIG_TEST_LOCAL_KEY": "local-secret", "AIG_TEST_AZURE_KEY": "azure-secret"}
+
+
+def _served_only_by(
+    provider: str, model_id: str, upstream_id: str, template: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        **{key: value for key, value in template.items() if key not in ("fallbacks", "aliases")},
+        "id": model_id,
+        "provider": provider,
+        "upstream_id": upstream_id,
+    }
+
+
+def _test_catalog(directory: Path, sandbox_url: str) -> Path:
     document = yaml.safe_load(DEFAULT_CATALOG_PATH.read_text())
     for entry in document["chat_models"]:
         if entry["id"] == HEDGED_MODEL:
             entry["hedge_after_ms"] = HEDGE_AFTER_MS
+    document["providers"] += [
+        {
+            "name": LOCAL_PROVIDER,
+            "type": "openai",
+            "base_url": f"{sandbox_url}/openai/v1",
+            "key_env": "AIG_TEST_LOCAL_KEY",
+        },
+        {
+            "name": AZURE_PROVIDER,
+            "type": "azure_openai",
+            "base_url": f"{sandbox_url}/azure",
+            "key_env": "AIG_TEST_AZURE_KEY",
+            "api_version": AZURE_API_VERSION,
+        },
+    ]
+    template = next(e for e in document["chat_models"] if e["id"] == "gpt-4o-mini")
+    document["chat_models"] += [
+        _served_only_by(LOCAL_PROVIDER, LOCAL_MODEL, LOCAL_UPSTREAM_ID, template),
+        _served_only_by(AZURE_PROVIDER, AZURE_MODEL, AZURE_DEPLOYMENT, template),
+    ]
     path = directory / "catalog.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
@@ -49,16 +93,20 @@ def _test_catalog(directory: Path) -> Path:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     var_dir: Path = tmp_path_factory.mktemp("aig-var")
+    ports = StackPorts.free()
     running = Stack(
         var_dir=var_dir,
-        ports=StackPorts.free(),
+        ports=ports,
         admin_token=new_secret("aig-admin-"),
         key_pepper=new_secret(""),
         database_url=f"sqlite+aiosqlite:///{var_dir / 'aig.db'}",
         # Provider keys in the developer's environment must not send tests to real providers.
         env={
             **{key: "" for key in PROVIDER_KEYS},
-            "AIG_CATALOG_PATH": str(_test_catalog(var_dir)),
+            **EXTRA_PROVIDER_KEYS,
+            "AIG_CATALOG_PATH": str(_test_catalog(var_dir, f"http://127.0.0.1:{ports.sandbox}")),
+            # Reloads are seen within a poll; tests edit the catalog file.
+            "AIG_CATALOG_POLL_S": "0.2",
             "AIG_BREAKER_FAILURES": str(BREAKER_FAILURES),
             "AIG_BREAKER_COOLDOWN_S": str(BREAKER_COOLDOWN_S),
             "AIG_AUTH_FAILURE_BURST": str(AUTH_FAILURE_BURST),
@@ -170,7 +218,7 @@ def edge(stack: Stack, api_key: str) -> Iterator[httpx.Client]:
 
 def worst_case_nano_usd(body: dict[str, Any], markup_basis_points: int = 4000) -> int:
     """What admission reserves for `body`: the dearest member of its route chain, marked up."""
-    catalog = load_catalog()
+    catalog = load_catalog(DEFAULT_CATALOG_PATH)
     primary = catalog.chat(body["model"])
     assert primary is not None
     chain = [primary, *(catalog.chat(route.model_id) for route in primary.fallbacks)]

@@ -15,7 +15,6 @@ import yaml
 from catalog.models import (
     CATALOG_PATH_ENV,
     DEFAULT_IMAGE_INPUT_TOKENS,
-    PROVIDERS,
     Catalog,
     Route,
     load_catalog,
@@ -56,7 +55,16 @@ def small_document() -> dict[str, Any]:
         "max_input_tokens": 2048,
         "dimensions_configurable": True,
     }
-    return {"chat_models": [chat, beta], "embedding_models": [embedding]}
+    providers = [
+        {"name": name, "type": kind, "base_url": f"https://{name}.example/v1", "key_env": "K"}
+        for name, kind in (
+            ("openai", "openai"),
+            ("anthropic", "anthropic"),
+            ("google", "gemini"),
+            ("openrouter", "openrouter"),
+        )
+    ]
+    return {"providers": providers, "chat_models": [chat, beta], "embedding_models": [embedding]}
 
 
 def write(tmp_path: Path, document: Any) -> Path:
@@ -71,7 +79,8 @@ def write(tmp_path: Path, document: Any) -> Path:
 def test_shipped_catalog_covers_every_provider(catalog: Catalog) -> None:
     assert len(catalog.chat_models) >= 37
     assert len(catalog.embedding_models) >= 5
-    assert {m.provider for m in catalog.chat_models} == PROVIDERS
+    declared = {row.name for row in catalog.providers}
+    assert {m.provider for m in catalog.chat_models} == declared
     assert {m.provider for m in catalog.embedding_models} == {"openai", "google", "openrouter"}
 
 
@@ -119,7 +128,7 @@ def test_shipped_fallbacks_are_valid(catalog: Catalog) -> None:
     for model in catalog.chat_models:
         for route in model.fallbacks:
             assert catalog.chat(route.model_id) is not None, (model.id, route)
-            assert route.provider in PROVIDERS
+            assert catalog.provider(route.provider) is not None
             assert route != model.route
         assert len(set(model.fallbacks)) == len(model.fallbacks)
         # Every model can survive an outage of its own provider.
@@ -164,9 +173,17 @@ def test_models_list_matches_the_openai_shape(catalog: Catalog) -> None:
     body = catalog.openai_models_list()
     assert body["object"] == "list"
     ids = [item["id"] for item in body["data"]]
-    assert len(ids) == len(set(ids)) == len(catalog.chat_models) + len(catalog.embedding_models)
+    every_name = [m.id for m in catalog.all_models()] + [
+        a for m in catalog.all_models() for a in m.aliases
+    ]
+    assert len(ids) == len(set(ids)) == len(every_name)
+    assert set(ids) == set(every_name)
     for item in body["data"]:
-        assert set(item) == {"id", "object", "created", "owned_by"}
+        assert set(item) == {"id", "object", "created", "owned_by", "aig"}
+        details = item["aig"]
+        assert catalog.chat(details["canonical_id"]) or catalog.embedding(details["canonical_id"])
+        assert details["context_window"] > 0 and "text" in details["modalities"]["input"]
+        assert "input_usd_per_million_tokens" in details["pricing"]
         parsed = openai.types.Model.model_validate(item)
         assert parsed.object == "model"
         assert isinstance(item["created"], int) and item["created"] > 1_600_000_000
@@ -267,6 +284,18 @@ def _break_provider(doc: dict[str, Any]) -> None:
     _chat(doc)["provider"] = "azure"
 
 
+def _break_alias_clash(doc: dict[str, Any]) -> None:
+    _chat(doc, 1)["aliases"] = ["alpha"]
+
+
+def _break_provider_row(doc: dict[str, Any]) -> None:
+    doc["providers"][0]["base_url"] = "api.openai.com"
+
+
+def _break_provider_row_twice(doc: dict[str, Any]) -> None:
+    doc["providers"].append(dict(doc["providers"][0]))
+
+
 def _break_float_price(doc: dict[str, Any]) -> None:
     _chat(doc)["input_nano_usd_per_token"] = 2.5
 
@@ -318,9 +347,15 @@ def _break_output_above_context(doc: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("breaker", "expected"),
     [
-        (_break_duplicate_id, r"chat_models\[1\]: duplicate model id 'alpha'"),
-        (_break_duplicate_across_kinds, r"embedding_models\[0\]: duplicate model id 'beta'"),
+        (_break_duplicate_id, r"chat_models\[1\]: duplicate model id or alias 'alpha'"),
+        (
+            _break_duplicate_across_kinds,
+            r"embedding_models\[0\]: duplicate model id or alias 'beta'",
+        ),
         (_break_provider, r"chat model 'alpha': unknown provider 'azure'"),
+        (_break_alias_clash, r"chat_models\[1\]: duplicate model id or alias 'alpha'"),
+        (_break_provider_row, r"provider 'openai': 'base_url' must be an http\(s\) URL"),
+        (_break_provider_row_twice, r"provider 'openai': declared twice"),
         (_break_float_price, r"chat model 'alpha': 'input_nano_usd_per_token' must be an integer"),
         (_break_negative_price, r"chat model 'alpha': 'output_nano_usd_per_token' must be"),
         (_break_bool_price, r"embedding model 'embed': 'input_nano_usd_per_token' must be"),

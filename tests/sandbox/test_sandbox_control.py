@@ -143,7 +143,7 @@ def test_delete_faults_clears_them(control: httpx.Client) -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        {"provider": "azure", "status": 500},
+        {"provider": "bedrock", "status": 500},
         {"provider": "openai", "status": 200},
         {"provider": "openai", "count": 0},
         {"provider": "openai", "after_chunks": -1},

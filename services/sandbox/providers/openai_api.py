@@ -1,4 +1,8 @@
-"""OpenAI Chat Completions, Embeddings and Models, also served as OpenRouter.
+"""OpenAI Chat Completions, Embeddings and Models, also served as OpenRouter and Azure OpenAI.
+
+Azure OpenAI names the model in the URL, not the body
+(`/openai/deployments/{deployment}/chat/completions?api-version=...`), takes its key in an
+`api-key` header, and refuses a call without an `api-version`.
 
 OpenRouter speaks the same format with a few additions: a `provider` field, `usage.cost`
 (USD, float, as OpenRouter sends it), usage always in the last stream chunk, errors
@@ -38,6 +42,8 @@ class Flavor:
     # USD per million tokens (input, output), only OpenRouter reports cost.
     reports_cost: bool = False
     always_stream_usage: bool = False
+    # Azure: the key arrives in this header instead of `Authorization: Bearer`.
+    key_header: str | None = None
 
 
 _CREATED = 1_700_000_000
@@ -90,6 +96,8 @@ OPENROUTER = Flavor(
     always_stream_usage=True,
 )
 
+AZURE = Flavor(provider="azure", id_prefix="chatcmpl-", models=OPENAI.models, key_header="api-key")
+
 # Upstream names OpenRouter reports in `provider`, by model-id prefix.
 _OPENROUTER_UPSTREAMS = {
     "deepseek": "DeepSeek",
@@ -119,6 +127,44 @@ def routes(state: SandboxState) -> list[Route]:
     return [
         *_routes_for(OPENAI, "/openai/v1", state),
         *_routes_for(OPENROUTER, "/openrouter/api/v1", state),
+        *_azure_routes(state),
+    ]
+
+
+def _azure_routes(state: SandboxState) -> list[Route]:
+    def for_deployment(handler: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            if not request.query_params.get("api-version"):
+                state.requests.record(
+                    AZURE.provider,
+                    request.url.path,
+                    request.url.query,
+                    request.scope["headers"],
+                    None,
+                )
+                return json_response(
+                    {"error": {"code": "404", "message": "Resource not found"}}, 404
+                )
+
+            def serve_deployment(
+                request: Request,
+                state: SandboxState,
+                flavor: Flavor,
+                body: dict[str, Any],
+                fault: Fault | None,
+            ) -> Response:
+                # The deployment decides the model, whatever the body says.
+                deployed = {**body, "model": request.path_params["deployment"]}
+                return handler(request, state, flavor, deployed, fault)
+
+            return await _serve(request, state, AZURE, serve_deployment)
+
+        return endpoint
+
+    prefix = "/azure/openai/deployments/{deployment}"
+    return [
+        Route(f"{prefix}/chat/completions", for_deployment(_chat_completion), methods=["POST"]),
+        Route(f"{prefix}/embeddings", for_deployment(_embeddings), methods=["POST"]),
     ]
 
 
@@ -159,7 +205,16 @@ async def _serve(
             flavor.provider, request.url.path, request.url.query, request.scope["headers"], None
         )
     await first_byte_delay(state.settings)
-    if not bearer_token(request):
+    if flavor.key_header is not None and not request.headers.get(flavor.key_header):
+        return _error(
+            flavor,
+            401,
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
+            "to provide a valid key for an active subscription and use a correct regional API "
+            "endpoint for your resource.",
+            code="401",
+        )
+    if flavor.key_header is None and not bearer_token(request):
         return _error(
             flavor,
             401,

@@ -129,6 +129,7 @@ class UsageEvent(_message.Message):
     STREAMED_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    PRICES_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """UUIDv7, made by the producer"""
     occurred_at_ms: _builtins.int
@@ -158,6 +159,12 @@ class UsageEvent(_message.Message):
     """The reservation this call held at the edge, released at settlement."""
     @_builtins.property
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]: ...
+    @_builtins.property
+    def prices(self) -> Global___TokenPrices:
+        """The catalog prices the call was priced at, as they were in force when it ran (the
+        catalog may be reloaded with new prices at any time). Unset for calls that cost 0.
+        """
+
     def __init__(
         self,
         *,
@@ -184,14 +191,44 @@ class UsageEvent(_message.Message):
         streamed: _builtins.bool = ...,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
         reservation_id: _builtins.str = ...,
+        prices: Global___TokenPrices | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["prices", b"prices"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attempts", b"attempts", "billed_cost_nano_usd", b"billed_cost_nano_usd", "cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "endpoint", b"endpoint", "error_code", b"error_code", "event_id", b"event_id", "http_status", b"http_status", "key_id", b"key_id", "latency_ms", b"latency_ms", "markup_basis_points", b"markup_basis_points", "model", b"model", "occurred_at_ms", b"occurred_at_ms", "outcome", b"outcome", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "reservation_id", b"reservation_id", "streamed", b"streamed", "upstream_cost_nano_usd", b"upstream_cost_nano_usd", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attempts", b"attempts", "billed_cost_nano_usd", b"billed_cost_nano_usd", "cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "endpoint", b"endpoint", "error_code", b"error_code", "event_id", b"event_id", "http_status", b"http_status", "key_id", b"key_id", "latency_ms", b"latency_ms", "markup_basis_points", b"markup_basis_points", "model", b"model", "occurred_at_ms", b"occurred_at_ms", "outcome", b"outcome", "prices", b"prices", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "reservation_id", b"reservation_id", "streamed", b"streamed", "upstream_cost_nano_usd", b"upstream_cost_nano_usd", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UsageEvent: _TypeAlias = UsageEvent  # noqa: Y015
+
+@_typing.final
+class TokenPrices(_message.Message):
+    """List prices in integer nano-USD per token. The long-context tier, when it applied, is
+    what is stamped here.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_NANO_USD_PER_TOKEN_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_NANO_USD_PER_TOKEN_FIELD_NUMBER: _builtins.int
+    OUTPUT_NANO_USD_PER_TOKEN_FIELD_NUMBER: _builtins.int
+    input_nano_usd_per_token: _builtins.int
+    cached_input_nano_usd_per_token: _builtins.int
+    output_nano_usd_per_token: _builtins.int
+    def __init__(
+        self,
+        *,
+        input_nano_usd_per_token: _builtins.int = ...,
+        cached_input_nano_usd_per_token: _builtins.int = ...,
+        output_nano_usd_per_token: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_nano_usd_per_token", b"cached_input_nano_usd_per_token", "input_nano_usd_per_token", b"input_nano_usd_per_token", "output_nano_usd_per_token", b"output_nano_usd_per_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenPrices: _TypeAlias = TokenPrices  # noqa: Y015
 
 @_typing.final
 class TaskRequested(_message.Message):

@@ -177,11 +177,16 @@ class ChatResponse(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     completion: _builtins.bytes
     """An OpenAI chat.completion JSON object."""
     provider: _builtins.str
     attempts: _builtins.int
     """Upstream attempts this call took (failover and hedging included)."""
+    model: _builtins.str
+    """The canonical catalog id the call was served and billed as (an alias resolves to it;
+    a fallback to another model reports that model).
+    """
     @_builtins.property
     def error(self) -> Global___ErrorReply: ...
     @_builtins.property
@@ -194,10 +199,11 @@ class ChatResponse(_message.Message):
         provider: _builtins.str = ...,
         usage: Global___TokenUsage | None = ...,
         attempts: _builtins.int = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "error", b"error", "result", b"result", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "completion", b"completion", "error", b"error", "provider", b"provider", "result", b"result", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "completion", b"completion", "error", b"error", "model", b"model", "provider", b"provider", "result", b"result", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["completion", "error"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
@@ -216,22 +222,26 @@ class StreamStart(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     FIRST_CHUNK_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     attempts: _builtins.int
     first_chunk: _builtins.bytes
     """The first OpenAI chat.completion.chunk JSON object; empty if the router sends it as a
     separate `chunk` event.
     """
+    model: _builtins.str
+    """As ChatResponse.model."""
     def __init__(
         self,
         *,
         provider: _builtins.str = ...,
         attempts: _builtins.int = ...,
         first_chunk: _builtins.bytes = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "first_chunk", b"first_chunk", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "first_chunk", b"first_chunk", "model", b"model", "provider", b"provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
