@@ -15,9 +15,15 @@ from router.adapters.base import (
     body_excerpt,
     completion_object,
     make_upstream_error,
-    parse_data_url,
     parse_json_body,
-    text_of_content,
+)
+from router.adapters.messages import (
+    AssistantMessage,
+    ImagePart,
+    TextPart,
+    UserMessage,
+    no_turns,
+    read_messages,
 )
 
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
@@ -200,11 +206,8 @@ def _tool_choice(tool_choice: Any, parallel_tool_calls: Any) -> dict[str, Any] |
 
 
 def _translate_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    if not isinstance(messages, list) or not messages:
-        raise APIError(400, "'messages' must be a non-empty array.", param="messages")
-    system: list[str] = []
+    conversation = read_messages(messages)
     turns: list[dict[str, Any]] = []
-    tool_call_ids: set[str] = set()
 
     def append(role: str, blocks: list[dict[str, Any]]) -> None:
         if not blocks:
@@ -214,111 +217,43 @@ def _translate_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]
         else:
             turns.append({"role": role, "content": blocks})
 
-    for i, message in enumerate(messages):
-        param = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise APIError(400, "Each message must be an object.", param=param)
-        role = message.get("role")
-        content = message.get("content")
-        if role in ("system", "developer"):
-            text = text_of_content(content)
-            if text:
-                system.append(text)
-        elif role == "user":
-            append("user", _user_blocks(content, param))
-        elif role == "assistant":
-            blocks = _text_blocks(content)
-            for j, call in enumerate(message.get("tool_calls") or []):
-                block = _tool_use_block(call, f"{param}.tool_calls[{j}]")
-                tool_call_ids.add(block["id"])
-                blocks.append(block)
+    for message in conversation.messages:
+        if isinstance(message, UserMessage):
+            append("user", [_user_block(part) for part in message.parts])
+        elif isinstance(message, AssistantMessage):
+            blocks: list[dict[str, Any]] = (
+                [{"type": "text", "text": message.text}] if message.text else []
+            )
+            blocks.extend(
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+                for call in message.tool_calls
+            )
             append("assistant", blocks)
-        elif role == "tool":
-            tool_call_id = message.get("tool_call_id")
-            if not isinstance(tool_call_id, str) or tool_call_id not in tool_call_ids:
-                raise APIError(
-                    400,
-                    f"Tool message has tool_call_id {tool_call_id!r}, which matches no "
-                    "tool_calls entry of an earlier assistant message.",
-                    param=f"{param}.tool_call_id",
-                )
-            append(
-                "user",
-                [
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": tool_call_id,
-                        "content": text_of_content(content),
-                    }
-                ],
-            )
         else:
-            raise APIError(400, f"Unsupported message role {role!r}.", param=f"{param}.role")
-
+            result = {
+                "type": "tool_result",
+                "tool_use_id": message.tool_call_id,
+                "content": message.text,
+            }
+            append("user", [result])
     if not turns:
-        raise APIError(400, "'messages' needs at least one user message.", param="messages")
-    return system, turns
+        raise no_turns()
+    return conversation.system, turns
 
 
-def _text_blocks(content: Any) -> list[dict[str, Any]]:
-    text = text_of_content(content)
-    return [{"type": "text", "text": text}] if text else []
-
-
-def _user_blocks(content: Any, param: str) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return _text_blocks(content)
-    if not isinstance(content, list):
-        raise APIError(400, "User content must be a string or an array of parts.", param=param)
-    blocks: list[dict[str, Any]] = []
-    for j, part in enumerate(content):
-        part_param = f"{param}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            if part.get("text"):
-                blocks.append({"type": "text", "text": part["text"]})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            blocks.append(_image_block(url, f"{part_param}.image_url.url"))
-        else:
-            raise APIError(
-                400, f"Content part type {kind!r} is not supported by this model.", param=part_param
-            )
-    return blocks
-
-
-def _image_block(url: Any, param: str) -> dict[str, Any]:
-    if not isinstance(url, str):
-        raise APIError(400, "image_url.url must be a string.", param=param)
-    if url.startswith(("http://", "https://")):
-        return {"type": "image", "source": {"type": "url", "url": url}}
-    media_type, data = parse_data_url(url, param)
-    if media_type not in IMAGE_MEDIA_TYPES:
+def _user_block(part: TextPart | ImagePart) -> dict[str, Any]:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if part.url is not None:
+        return {"type": "image", "source": {"type": "url", "url": part.url}}
+    if part.media_type not in IMAGE_MEDIA_TYPES:
         raise APIError(
             400,
-            f"Image type {media_type!r} is not supported; use JPEG, PNG, GIF or WebP.",
-            param=param,
+            f"Image type {part.media_type!r} is not supported; use JPEG, PNG, GIF or WebP.",
+            param=part.param,
         )
-    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
-
-
-def _tool_use_block(call: Any, param: str) -> dict[str, Any]:
-    function = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(function, dict) or not isinstance(call.get("id"), str):
-        raise APIError(400, "Each tool call needs an id and a function.", param=param)
-    arguments = function.get("arguments") or "{}"
-    try:
-        tool_input = json.loads(arguments)
-    except (TypeError, ValueError):
-        tool_input = None
-    if not isinstance(tool_input, dict):
-        raise APIError(
-            400,
-            "Tool call arguments must be a JSON object encoded as a string.",
-            param=f"{param}.function.arguments",
-        )
-    return {"type": "tool_use", "id": call["id"], "name": function.get("name"), "input": tool_input}
+    source = {"type": "base64", "media_type": part.media_type, "data": part.data}
+    return {"type": "image", "source": source}
 
 
 # --- response ----------------------------------------------------------------------------
@@ -345,11 +280,11 @@ def finish_reason_for(stop_reason: str | None) -> str:
 
 
 def completion_from_message(
-    message: dict[str, Any], *, public_model: str, completion_id: str, created: int
+    payload: dict[str, Any], *, public_model: str, completion_id: str, created: int
 ) -> tuple[dict[str, Any], TokenUsage]:
     texts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
-    for block in message.get("content") or []:
+    for block in payload.get("content") or []:
         if block.get("type") == "text":
             texts.append(block.get("text", ""))
         elif block.get("type") == "tool_use":
@@ -363,12 +298,12 @@ def completion_from_message(
                     },
                 }
             )
-    usage = usage_from_anthropic(message.get("usage"))
+    usage = usage_from_anthropic(payload.get("usage"))
     choice = assistant_choice(
         index=0,
         text="".join(texts),
         tool_calls=tool_calls,
-        finish_reason=finish_reason_for(message.get("stop_reason")),
+        finish_reason=finish_reason_for(payload.get("stop_reason")),
     )
     completion = completion_object(
         completion_id=completion_id,

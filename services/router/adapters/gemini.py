@@ -20,9 +20,17 @@ from router.adapters.base import (
     body_excerpt,
     completion_object,
     make_upstream_error,
-    parse_data_url,
     parse_json_body,
-    text_of_content,
+)
+from router.adapters.messages import (
+    AssistantMessage,
+    ImagePart,
+    TextPart,
+    ToolCall,
+    UserMessage,
+    image_urls,
+    no_turns,
+    read_messages,
 )
 
 # Gemini 3 rejects a replayed function call without the thoughtSignature it was sent with,
@@ -53,18 +61,7 @@ RETRY_DELAY = re.compile(r"^(?P<seconds>\d+(?:\.\d+)?)s$")
 
 def image_urls_to_fetch(body: dict[str, Any]) -> list[str]:
     """The http(s) image URLs in user messages, each once, in order of appearance."""
-    urls: list[str] = []
-    for message in body.get("messages") or []:
-        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
-            continue
-        for part in message["content"]:
-            if not isinstance(part, dict) or part.get("type") != "image_url":
-                continue
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if isinstance(url, str) and url.startswith(("http://", "https://")) and url not in urls:
-                urls.append(url)
-    return urls
+    return image_urls(body.get("messages"))
 
 
 def generate_path(upstream_model: str, *, stream: bool) -> str:
@@ -194,11 +191,8 @@ def _tool_config(tool_choice: Any) -> dict[str, Any] | None:
 def _translate_messages(
     messages: Any, fetched_images: Mapping[str, tuple[str, bytes]]
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    if not isinstance(messages, list) or not messages:
-        raise APIError(400, "'messages' must be a non-empty array.", param="messages")
-    system: list[str] = []
+    conversation = read_messages(messages)
     contents: list[dict[str, Any]] = []
-    function_names: dict[str, str] = {}
 
     def append(role: str, parts: list[dict[str, Any]]) -> None:
         if not parts:
@@ -208,111 +202,43 @@ def _translate_messages(
         else:
             contents.append({"role": role, "parts": parts})
 
-    for i, message in enumerate(messages):
-        param = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise APIError(400, "Each message must be an object.", param=param)
-        role = message.get("role")
-        content = message.get("content")
-        if role in ("system", "developer"):
-            text = text_of_content(content)
-            if text:
-                system.append(text)
-        elif role == "user":
-            append("user", _user_parts(content, param, fetched_images))
-        elif role == "assistant":
-            text = text_of_content(content)
-            parts: list[dict[str, Any]] = [{"text": text}] if text else []
-            for j, call in enumerate(message.get("tool_calls") or []):
-                part, call_id, name = _function_call_part(call, f"{param}.tool_calls[{j}]")
-                function_names[call_id] = name
-                parts.append(part)
+    for message in conversation.messages:
+        if isinstance(message, UserMessage):
+            append("user", [_user_part(part, fetched_images) for part in message.parts])
+        elif isinstance(message, AssistantMessage):
+            parts: list[dict[str, Any]] = [{"text": message.text}] if message.text else []
+            parts.extend(_function_call_part(call) for call in message.tool_calls)
             append("model", parts)
-        elif role == "tool":
-            tool_call_id = message.get("tool_call_id")
-            called = function_names.get(tool_call_id) if isinstance(tool_call_id, str) else None
-            if called is None:
-                raise APIError(
-                    400,
-                    f"Tool message has tool_call_id {tool_call_id!r}, which matches no "
-                    "tool_calls entry of an earlier assistant message.",
-                    param=f"{param}.tool_call_id",
-                )
-            response = {"name": called, "response": _function_response(text_of_content(content))}
+        else:
+            response = {"name": message.name, "response": _function_response(message.text)}
             append("user", [{"functionResponse": response}])
-        else:
-            raise APIError(400, f"Unsupported message role {role!r}.", param=f"{param}.role")
-
     if not contents:
-        raise APIError(400, "'messages' needs at least one user message.", param="messages")
-    return system, contents
+        raise no_turns()
+    return conversation.system, contents
 
 
-def _user_parts(
-    content: Any, param: str, fetched_images: Mapping[str, tuple[str, bytes]]
-) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise APIError(400, "User content must be a string or an array of parts.", param=param)
-    parts: list[dict[str, Any]] = []
-    for j, part in enumerate(content):
-        part_param = f"{param}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            if part.get("text"):
-                parts.append({"text": part["text"]})
-        elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            parts.append(_inline_image(url, f"{part_param}.image_url.url", fetched_images))
-        else:
-            raise APIError(
-                400, f"Content part type {kind!r} is not supported by this model.", param=part_param
-            )
-    return parts
-
-
-def _inline_image(
-    url: Any, param: str, fetched_images: Mapping[str, tuple[str, bytes]]
+def _user_part(
+    part: TextPart | ImagePart, fetched_images: Mapping[str, tuple[str, bytes]]
 ) -> dict[str, Any]:
-    if not isinstance(url, str):
-        raise APIError(400, "image_url.url must be a string.", param=param)
-    if url.startswith(("http://", "https://")):
-        fetched = fetched_images.get(url)
+    if isinstance(part, TextPart):
+        return {"text": part.text}
+    if part.url is not None:
+        fetched = fetched_images.get(part.url)
         if fetched is None:
-            raise APIError(400, f"Could not download the image at {url}.", param=param)
+            raise APIError(400, f"Could not download the image at {part.url}.", param=part.param)
         mime_type, data = fetched
         return {"inlineData": {"mimeType": mime_type, "data": base64.b64encode(data).decode()}}
-    mime_type, encoded = parse_data_url(url, param)
-    if not mime_type.startswith("image/"):
-        raise APIError(400, f"{mime_type!r} is not an image type.", param=param)
-    return {"inlineData": {"mimeType": mime_type, "data": encoded}}
+    if not str(part.media_type).startswith("image/"):
+        raise APIError(400, f"{part.media_type!r} is not an image type.", param=part.param)
+    return {"inlineData": {"mimeType": part.media_type, "data": part.data}}
 
 
-def _function_call_part(call: Any, param: str) -> tuple[dict[str, Any], str, str]:
-    function = call.get("function") if isinstance(call, dict) else None
-    if (
-        not isinstance(function, dict)
-        or not isinstance(call.get("id"), str)
-        or not isinstance(function.get("name"), str)
-    ):
-        raise APIError(400, "Each tool call needs an id and a function name.", param=param)
-    try:
-        args = json.loads(function.get("arguments") or "{}")
-    except (TypeError, ValueError):
-        args = None
-    if not isinstance(args, dict):
-        raise APIError(
-            400,
-            "Tool call arguments must be a JSON object encoded as a string.",
-            param=f"{param}.function.arguments",
-        )
-    part: dict[str, Any] = {"functionCall": {"name": function["name"], "args": args}}
-    signature = thought_signature_of(call["id"])
+def _function_call_part(call: ToolCall) -> dict[str, Any]:
+    part: dict[str, Any] = {"functionCall": {"name": call.name, "args": call.arguments}}
+    signature = thought_signature_of(call.id)
     if signature:
         part["thoughtSignature"] = signature
-    return part, call["id"], function["name"]
+    return part
 
 
 def _function_response(text: str) -> dict[str, Any]:
