@@ -87,6 +87,7 @@ class Render:
     extra: dict[str, Any] = field(default_factory=dict)  # the simulator's own fields
     cancelled_at: float | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)  # set when it ends
 
     @property
     def started_at(self) -> float:
@@ -116,6 +117,37 @@ class Render:
         self.cancelled_at = now
         self._changed.set()
         return True
+
+
+def new_render(
+    render_id: str,
+    provider: str,
+    model: str,
+    model_input: dict[str, Any],
+    *,
+    api_key: str,
+    queue_ms: int,
+    render_ms: int,
+    failure: RenderFailure | None,
+    webhook: str | None,
+    extra: dict[str, Any],
+) -> Render:
+    """A render starting now, its files planned from the model and its input."""
+    return Render(
+        id=render_id,
+        provider=provider,
+        model=model,
+        input=model_input,
+        owner=owner_of(api_key),
+        created_at=time.time(),
+        queue_s=queue_ms / 1000,
+        render_s=render_ms / 1000,
+        kind=kind_of(model),
+        outputs=plan_outputs(render_id, model, model_input),
+        failure=failure,
+        webhook=webhook,
+        extra=extra,
+    )
 
 
 def owner_of(api_key: str) -> str:
@@ -200,10 +232,9 @@ class RenderBook:
             _old_id, old = self._renders.popitem(last=False)
             for output in old.outputs:
                 self._files.pop(output.name, None)
-        if on_finish is not None:
-            task = asyncio.get_running_loop().create_task(self._finish(render, on_finish))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        task = asyncio.get_running_loop().create_task(self._finish(render, on_finish))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def get(self, render_id: str) -> Render | None:
         return self._renders.get(render_id)
@@ -219,12 +250,14 @@ class RenderBook:
         return file_bytes(entry[1]), entry[1].content_type
 
     @staticmethod
-    async def _finish(render: Render, on_finish: FinishHook) -> None:
+    async def _finish(render: Render, on_finish: FinishHook | None) -> None:
         delay = render.finished_natural - time.time()
         if delay > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(render._changed.wait(), delay)
-        await on_finish(render)
+        render.finished.set()
+        if on_finish is not None:
+            await on_finish(render)
 
     def clear(self) -> None:
         for task in self._tasks:

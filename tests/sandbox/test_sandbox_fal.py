@@ -19,8 +19,8 @@ from typing import Any
 import av
 import httpx
 import pytest
+from media_support import WebhookReceiver, poll_until_done
 from sandbox_server import BackgroundServer, self_signed_certificate
-from webhook_receiver import WebhookReceiver
 
 from jobs.providers import provider_for
 from jobs.providers.base import (
@@ -157,7 +157,7 @@ async def test_fal_adapter_follows_a_task_to_its_files(
             MediaSubmission("task_1", model, {"prompt": "a fox"}, callback_url=receiver.url)
         )
         assert submitted.state is ProviderState.QUEUED
-        status = await _poll_until_done(provider, submitted.provider_task_id, model)
+        status = await poll_until_done(provider, submitted.provider_task_id, model)
         assert status.state is ProviderState.SUCCEEDED and len(status.result_urls) == 1
         file = await provider.fetch_result(status.result_urls[0])
         assert file.content_type == "image/png" and file.data.startswith(b"\x89PNG")
@@ -178,7 +178,7 @@ async def test_fal_adapter_follows_a_task_to_its_files(
         # A render the model fails ends FAILED with fal's error, not as a transport error.
         await _fault(control, {"provider": "fal", "status": 500, "render": True})
         broken = await provider.submit(MediaSubmission("task_2", model, {"prompt": "x"}))
-        failed = await _poll_until_done(provider, broken.provider_task_id, model)
+        failed = await poll_until_done(provider, broken.provider_task_id, model)
         assert failed.state is ProviderState.FAILED
         assert failed.fail_code == "runner_server_error" and "500" in failed.fail_message
 
@@ -200,15 +200,6 @@ async def test_fal_adapter_follows_a_task_to_its_files(
         await unauthorised.submit(MediaSubmission("task_5", model, {"prompt": "x"}))
     assert refused.value.status == 401 and not refused.value.retryable
     await unauthorised.aclose()
-
-
-async def _poll_until_done(provider: Any, task: str, model: str) -> ProviderStatus:
-    for _ in range(200):
-        status: ProviderStatus = await provider.poll(task, model)
-        if status.state in (ProviderState.SUCCEEDED, ProviderState.FAILED):
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError("the render never finished")
 
 
 async def _fault(control: httpx.Client, fault: dict[str, Any]) -> None:

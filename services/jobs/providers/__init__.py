@@ -13,6 +13,7 @@ from jobs.providers.base import MediaProvider, ProviderInstance
 # PROVIDER_TYPE -> the module that implements it, and its class.
 _TYPES: dict[str, tuple[str, str]] = {
     "fal": ("jobs.providers.fal", "FalProvider"),
+    "replicate": ("jobs.providers.replicate", "ReplicateProvider"),
 }
 
 PROVIDER_TYPES = frozenset(_TYPES)

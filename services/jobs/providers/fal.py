@@ -32,7 +32,7 @@ from jobs.providers.base import (
     ProviderStatus,
     ResultFile,
 )
-from jobs.providers.http import download, new_client, send
+from jobs.providers.http import HttpAdapter, download, send
 
 PROVIDER_TYPE = "fal"
 PUBLIC_QUEUE_HOST = "queue.fal.run"
@@ -52,8 +52,9 @@ def jwks_url_for(base_url: str) -> str:
     return f"{base_url.rstrip('/')}/.well-known/jwks.json"
 
 
-class FalProvider:
+class FalProvider(HttpAdapter):
     idempotent_submit: ClassVar[bool] = False
+    auth_scheme = "Key"
 
     def __init__(
         self,
@@ -63,14 +64,8 @@ class FalProvider:
         jwks_url: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.instance = instance
-        self._base = instance.base_url.rstrip("/")
-        self._auth = dict(instance.headers)
-        if instance.api_key:
-            self._auth["authorization"] = f"Key {instance.api_key}"
-        self._client = client or new_client()
+        super().__init__(instance, client=client, clock=clock)
         self._jwks_url = jwks_url or jwks_url_for(self._base)
-        self._clock = clock
         self._keys: list[Ed25519PublicKey] = []
         self._keys_fetched_at = float("-inf")
 
@@ -115,9 +110,6 @@ class FalProvider:
     async def fetch_result(self, url: str) -> ResultFile:
         # fal's CDN files are public: the key is never sent to it.
         return await download(self._client, url)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
     def _request_url(self, request_id: str, upstream_model: str) -> str:
         owner_alias = "/".join(upstream_model.strip("/").split("/")[:2])

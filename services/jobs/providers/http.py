@@ -4,18 +4,45 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import httpx
 import orjson
 
-from jobs.providers.base import ProviderError, ResultFile
+from jobs.providers.base import ProviderError, ProviderInstance, ResultFile
 
 # Results are downloaded whole into memory; a sandbox clip is kilobytes, a real 4K
 # 30-second render tens of megabytes. Past this the download is refused, not truncated.
 MAX_RESULT_BYTES = 512 * 1024 * 1024
 _TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+class HttpAdapter:
+    """What every HTTP adapter holds: its instance, base URL, auth headers and client."""
+
+    # How the provider wants its key: "Bearer" (Replicate, OpenAI) or "Key" (fal).
+    auth_scheme = "Bearer"
+
+    def __init__(
+        self,
+        instance: ProviderInstance,
+        *,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.instance = instance
+        self._base = instance.base_url.rstrip("/")
+        self._auth = dict(instance.headers)
+        if instance.api_key:  # empty for a sandbox that only checks a key is present
+            self._auth["authorization"] = f"{self.auth_scheme} {instance.api_key}"
+        self._client = client or new_client()
+        self._clock = clock
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 def new_client(headers: dict[str, str] | None = None) -> httpx.AsyncClient:

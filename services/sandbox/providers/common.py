@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
+from starlette.responses import Response
 
-from sandbox.state import SandboxState
-from sandbox.transport import InvalidBody, read_json_object
+from sandbox.state import Fault, SandboxState
+from sandbox.transport import InvalidBody, first_byte_delay, read_json_object
 
 
 async def read_and_log(
@@ -47,3 +50,30 @@ def fragments(text: str, parts: int) -> list[str]:
         return [text]
     step = max(1, -(-len(text) // parts))
     return [text[index : index + step] for index in range(0, len(text), step)]
+
+
+def log_without_body(request: Request, state: SandboxState, provider: str) -> None:
+    state.requests.record(
+        provider, request.url.path, request.url.query, request.scope["headers"], None
+    )
+
+
+async def media_call_refused(
+    state: SandboxState,
+    provider: str,
+    *,
+    has_key: bool,
+    unauthorised: Callable[[], Response],
+    fault_response: Callable[[Fault], Response],
+) -> Response | None:
+    """Latency, the key check and up-front faults, in that order, for a media API call;
+    the answer to send instead of serving it, or None."""
+    await first_byte_delay(state.settings)
+    if not has_key:
+        return unauthorised()
+    fault = state.faults.take(provider, streaming=False)
+    if fault is not None and fault.delay_ms:
+        await asyncio.sleep(fault.delay_ms / 1000)
+    if fault is not None and fault.fails_up_front:
+        return fault_response(fault)
+    return None

@@ -18,7 +18,6 @@ A model input without `prompt` completes with the model's 422, as fal's models a
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import time
@@ -31,19 +30,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.providers.common import read_and_log
+from sandbox.providers.common import log_without_body, media_call_refused, read_and_log
 from sandbox.renders import (
     MediaKind,
     Phase,
     Render,
     RenderFailure,
-    kind_of,
+    new_render,
     owner_of,
-    plan_outputs,
     post_webhook,
 )
 from sandbox.state import Fault, SandboxState
-from sandbox.transport import InvalidBody, first_byte_delay, json_response
+from sandbox.transport import InvalidBody, json_response
 
 PROVIDER = "fal"
 PREFIX = "/fal"
@@ -71,16 +69,15 @@ def user_id_for(owner: str) -> str:
 
 def routes(state: SandboxState) -> list[Route]:
     async def guarded(request: Request) -> Response | None:
-        """Latency, auth and up-front faults, in that order, for every queue call."""
-        await first_byte_delay(state.settings)
-        if not _key(request):
-            return _detail("Authentication is required to access this resource.", 401)
-        fault = state.faults.take(PROVIDER, streaming=False)
-        if fault is not None and fault.delay_ms:
-            await asyncio.sleep(fault.delay_ms / 1000)
-        if fault is not None and fault.fails_up_front:
-            return _fault_response(fault)
-        return None
+        return await media_call_refused(
+            state,
+            PROVIDER,
+            has_key=bool(_key(request)),
+            unauthorised=lambda: _detail(
+                "Authentication is required to access this resource.", 401
+            ),
+            fault_response=_fault_response,
+        )
 
     def urls(request: Request, model_id: str, request_id: str) -> dict[str, str]:
         owner_alias = "/".join(model_id.split("/")[:2])
@@ -105,9 +102,7 @@ def routes(state: SandboxState) -> list[Route]:
 
     async def logged_and_found(request: Request) -> Render | Response:
         """The steps of every call about one request: log it, check it, find it."""
-        state.requests.record(
-            PROVIDER, request.url.path, request.url.query, request.scope["headers"], None
-        )
+        log_without_body(request, state, PROVIDER)
         refused = await guarded(request)
         return refused if refused is not None else find(request)
 
@@ -123,17 +118,14 @@ def routes(state: SandboxState) -> list[Route]:
             return _detail(f"Application '{model_id}' not found", 404)
         request_id = str(uuid.uuid4())
         render_fault = state.faults.take(PROVIDER, streaming=False, render=True)
-        render = Render(
-            id=request_id,
-            provider=PROVIDER,
-            model=model_id,
-            input=body,
-            owner=owner_of(_key(request)),
-            created_at=time.time(),
-            queue_s=state.settings.media_queue_ms / 1000,
-            render_s=state.settings.media_render_ms / 1000,
-            kind=kind_of(model_id),
-            outputs=plan_outputs(request_id, model_id, body),
+        render = new_render(
+            request_id,
+            PROVIDER,
+            model_id,
+            body,
+            api_key=_key(request),
+            queue_ms=state.settings.media_queue_ms,
+            render_ms=state.settings.media_render_ms,
             failure=_failure(body, render_fault),
             webhook=request.query_params.get("fal_webhook") or None,
             extra={"files_base": f"{str(request.base_url).rstrip('/')}{PREFIX}/files"},

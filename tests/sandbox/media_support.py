@@ -1,14 +1,19 @@
-"""A webhook receiver on a free 127.0.0.1 port that keeps what it was sent."""
+"""Helpers of the media simulator tests: a webhook receiver, polling an adapter."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from jobs.providers.base import MediaProvider, ProviderState, ProviderStatus
+
 
 class WebhookReceiver:
+    """Listens on a free 127.0.0.1 port and keeps every POST it was sent."""
+
     def __init__(self) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.answers: list[int] = []  # statuses to answer with, in order; then 200
@@ -42,3 +47,12 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+async def poll_until_done(provider: MediaProvider, task: str, model: str) -> ProviderStatus:
+    for _ in range(200):
+        status = await provider.poll(task, model)
+        if status.state in (ProviderState.SUCCEEDED, ProviderState.FAILED):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError("the render never finished")
