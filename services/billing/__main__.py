@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 from pathlib import Path
 
 import uvicorn
 import uvloop
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from aig_common.consumers import (
+    database_and_kafka_readiness,
+    start_when_reachable,
+    until_signalled,
+)
 from aig_common.contracts import USAGE_TOPIC
 from aig_common.runtime import freeze_startup_heap
 from controldb import create_engine_from_url, migrate
@@ -64,17 +66,9 @@ async def serve(settings: BillingSettings) -> None:
     async def on_usage(payloads: list[bytes]) -> None:
         await settler.handle(payloads)
 
-    async def readiness() -> dict[str, bool]:
-        checks = {"database": False, "kafka": False}
-        with contextlib.suppress(Exception):
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-            checks["database"] = True
-        with contextlib.suppress(Exception):
-            checks["kafka"] = bool(await broker.ping(timeout=2))
-        return checks
+    readiness = database_and_kafka_readiness(engine, broker)
 
-    await _start_broker(broker)
+    await start_when_reachable(broker)
     server = uvicorn.Server(
         uvicorn.Config(
             billing_app(ledger, money, readiness, settings.service_token),
@@ -89,30 +83,13 @@ async def serve(settings: BillingSettings) -> None:
     tiers = asyncio.create_task(run_periodically(ledger, money, settings.tier_recompute_interval_s))
     log.info("billing consuming %s as group %s", USAGE_TOPIC, CONSUMER_GROUP)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled()
     tiers.cancel()
     await broker.stop()
     server.should_exit = True
     await http
     await ledger.close()
     await engine.dispose()
-
-
-async def _start_broker(broker: KafkaBroker) -> None:
-    """Waits for Kafka instead of failing: billing catches up from the log when it is back."""
-    delay = 1.0
-    while True:
-        try:
-            await broker.start()
-            return
-        except Exception as exc:
-            log.warning("Kafka not reachable yet (%s); retrying in %.0f s", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 15.0)
 
 
 def main() -> None:
