@@ -10,7 +10,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, ForeignKey, Integer, MetaData, String
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -166,3 +176,80 @@ class Reservation(Base):
     amount_nano_usd: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class WebhookSecret(Base):
+    """An account's webhook signing keys: the Standard Webhooks `whsec_` secret, the one it
+    replaced (still signing until `previous_valid_until`) and Kie's opt-in HMAC key.
+
+    Kept in plain text: signing needs the secret itself, as the receiver's copy does."""
+
+    __tablename__ = "webhook_secrets"
+
+    account_id: Mapped[str] = mapped_column(String(64), ForeignKey("accounts.id"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    previous_secret: Mapped[str | None] = mapped_column(String(128), default=None)
+    previous_valid_until: Mapped[datetime | None] = mapped_column(default=None)
+    rotated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Kie's X-Webhook-Signature, sent only while the account has one.
+    kie_hmac_key: Mapped[str | None] = mapped_column(String(128), default=None)
+
+
+class WebhookDelivery(Base):
+    """One callback to deliver: the terminal event of one task, POSTed until it is answered
+    2xx, dead-lettered or disabled. Its id is the `webhook-id` header of every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # One delivery per task, whichever event (or redelivery of it) arrived first.
+    task_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[str] = mapped_column(String(64), index=True)
+    callback_url: Mapped[str] = mapped_column(String(2048))
+    # The exact body every attempt POSTs, so each attempt signs the same bytes.
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    # pending | delivered | dead | disabled | refused
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Attempts since the delivery was (re)started: the position in the retry schedule.
+    schedule_index: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    # A replica's lease on the row while it runs an attempt; the token fences late writers.
+    claim_token: Mapped[str | None] = mapped_column(String(32), default=None)
+    claimed_until: Mapped[datetime | None] = mapped_column(default=None)
+    last_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebhookAttempt(Base):
+    """Append-only: every POST (or refusal) of a delivery, with what came back."""
+
+    __tablename__ = "webhook_attempts"
+
+    delivery_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("webhook_deliveries.id"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column()
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    # The receiver's HTTP status; null when none came (timeout, refused connection, SSRF).
+    status: Mapped[int | None] = mapped_column(Integer, default=None)
+    error: Mapped[str | None] = mapped_column(String(500), default=None)
+    # delivered | retry | dead | disabled | refused
+    outcome: Mapped[str] = mapped_column(String(16))
+
+
+class DisabledCallbackUrl(Base):
+    """A callback URL an account's receiver retired by answering 410 Gone: nothing more is
+    POSTed to it for that account until an operator redelivers to it."""
+
+    __tablename__ = "disabled_callback_urls"
+
+    account_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    callback_url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    disabled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivery_id: Mapped[str] = mapped_column(String(64))
