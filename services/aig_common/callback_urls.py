@@ -29,7 +29,8 @@ def allowed_hosts_from_env() -> frozenset[str]:
     return frozenset(host.strip().lower() for host in raw.split(",") if host.strip())
 
 
-def _is_public(address: str) -> bool:
+def is_public_address(address: str) -> bool:
+    """Whether an IP address is one aig may call: global unicast, not multicast."""
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
@@ -69,7 +70,7 @@ async def check_callback_url(url: str, allow_hosts: frozenset[str] | None = None
     for address in addresses:
         if address in allowed:
             continue
-        if not _is_public(address):
+        if not is_public_address(address):
             raise CallbackUrlRefused(
                 f"callBackUrl resolves to a private, loopback, link-local or reserved "
                 f"address ({address}); aig only calls public addresses"

@@ -1,0 +1,236 @@
+"""The delivery loop: claims due deliveries from the control DB, POSTs them signed, and
+records every attempt.
+
+At-least-once: a delivery's result is written after the receiver answered. A crash between
+the receiver's 2xx and that write leaves the row pending under a lease; when the lease runs
+out (`AIG_WEBHOOKS_LEASE_S`) the same message is sent again with the same `webhook-id`, which
+is what receivers deduplicate on. Nothing that was recorded as delivered is ever sent again
+(unless an operator redelivers it), and nothing pending is lost: the row outlives any process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import ThreadedResolver
+from prometheus_client import Counter, Histogram
+
+from aig_common.callback_urls import (
+    CallbackUrlRefused,
+    allowed_hosts_from_env,
+    check_callback_url,
+    is_public_address,
+)
+from controldb.keystore import AccountNotFound
+from controldb.webhooks import (
+    DEAD,
+    DISABLED,
+    REFUSED,
+    AttemptResult,
+    ClaimedDelivery,
+    WebhookStore,
+)
+
+from .policy import decide, parse_retry_after
+from .settings import WebhooksSettings
+from .signing import signature_headers
+
+log = logging.getLogger("webhooks")
+
+ATTEMPTS = Counter("aig_webhook_attempts_total", "Webhook POST attempts by outcome", ["outcome"])
+ATTEMPT_SECONDS = Histogram(
+    "aig_webhook_attempt_seconds",
+    "Duration of webhook POST attempts",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+)
+USER_AGENT = "aig-webhooks/1"
+# Enough of the receiver's answer to keep the connection reusable; the rest is not read.
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves for the HTTP client and drops every address the SSRF guard forbids.
+
+    `check_callback_url` runs before each attempt, but DNS may answer differently a moment
+    later (rebinding); resolving through this guard means the connection itself can only go
+    to a public (or allow-listed) address.
+    """
+
+    def __init__(self, allow_hosts: frozenset[str]) -> None:
+        self._allow = allow_hosts
+        self._inner = ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if host.lower() in self._allow:
+            return results
+        allowed = [
+            result
+            for result in results
+            if result["host"] in self._allow or is_public_address(result["host"])
+        ]
+        if not allowed:
+            raise OSError(f"{host} resolves only to private or reserved addresses")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int | None
+    error: str | None
+    retry_after: str | None
+
+
+class Deliverer:
+    def __init__(self, store: WebhookStore, settings: WebhooksSettings) -> None:
+        self._store = store
+        self._settings = settings
+        self._allow_hosts = allowed_hosts_from_env()
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._rng = random.Random()
+        self._http: aiohttp.ClientSession | None = None
+
+    def wake(self) -> None:
+        """New deliveries were stored: look for due ones now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        settings = self._settings
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                resolver=GuardedResolver(self._allow_hosts), limit=settings.concurrency
+            ),
+            timeout=aiohttp.ClientTimeout(total=settings.timeout_s),
+            headers={"user-agent": USER_AGENT},
+        )
+        lease = timedelta(seconds=settings.lease_s)
+        try:
+            while True:
+                free = settings.concurrency - len(self._in_flight)
+                if free <= 0:
+                    await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                self._wake.clear()
+                try:
+                    claimed = await self._store.claim_due(datetime.now(UTC), free, lease)
+                except Exception:
+                    log.exception("claiming due deliveries failed; retrying")
+                    claimed = []
+                for delivery in claimed:
+                    task = asyncio.create_task(self._attempt(delivery))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+                if len(claimed) < free:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), settings.poll_interval_s)
+        finally:
+            for task in list(self._in_flight):
+                task.cancel()
+            await self._http.close()
+
+    async def _attempt(self, delivery: ClaimedDelivery) -> None:
+        try:
+            await self._run_attempt(delivery)
+        except Exception:
+            # The row keeps its lease and is attempted again when it runs out.
+            log.exception("delivery %s: the attempt failed unexpectedly", delivery.id)
+
+    async def _run_attempt(self, delivery: ClaimedDelivery) -> None:
+        started = datetime.now(UTC)
+        clock = time.perf_counter()
+        result: AttemptResult
+        if delivery.url_disabled:
+            result = self._final(delivery, started, DISABLED, "not sent: a 410 disabled this URL")
+        else:
+            try:
+                await check_callback_url(delivery.callback_url, self._allow_hosts)
+            except CallbackUrlRefused as refused:
+                result = self._final(delivery, started, REFUSED, f"not sent: {refused}")
+            else:
+                result = await self._post(delivery, started, clock)
+        ATTEMPTS.labels(result.outcome).inc()
+        # If this fails, the lease runs out and the attempt is made again: at least once.
+        if not await self._store.finish_attempt(delivery, result):
+            log.warning("delivery %s: lease lost before its attempt was recorded", delivery.id)
+
+    @staticmethod
+    def _final(
+        delivery: ClaimedDelivery, started: datetime, outcome: str, error: str
+    ) -> AttemptResult:
+        return AttemptResult(
+            started_at=started, duration_ms=0, status=None, error=error[:500], outcome=outcome
+        )
+
+    async def _post(
+        self, delivery: ClaimedDelivery, started: datetime, clock: float
+    ) -> AttemptResult:
+        try:
+            secrets = await self._store.secret(delivery.account_id)
+        except AccountNotFound:
+            return self._final(delivery, started, DEAD, "not sent: the account no longer exists")
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            **signature_headers(
+                message_id=delivery.id,
+                task_id=delivery.task_id,
+                timestamp=timestamp,
+                body=delivery.payload,
+                secrets=secrets.signing_secrets(datetime.now(UTC)),
+                kie_hmac_key=secrets.kie_hmac_key,
+            ),
+        }
+        answer = await self._send(delivery.callback_url, delivery.payload, headers)
+        elapsed = time.perf_counter() - clock
+        ATTEMPT_SECONDS.observe(elapsed)
+        now = datetime.now(UTC)
+        settings = self._settings
+        decision = decide(
+            answer.status,
+            retry_after_s=parse_retry_after(answer.retry_after, now),
+            schedule_index=delivery.schedule_index,
+            schedule=settings.retry_schedule_s,
+            jitter=settings.jitter,
+            max_retry_after_s=settings.max_retry_after_s,
+            now=now,
+            rng=self._rng,
+        )
+        return AttemptResult(
+            started_at=started,
+            duration_ms=int(elapsed * 1000),
+            status=answer.status,
+            error=answer.error,
+            outcome=decision.outcome,
+            next_attempt_at=decision.next_attempt_at,
+        )
+
+    async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        assert self._http is not None
+        try:
+            async with self._http.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                await response.content.read(MAX_RESPONSE_BYTES)
+                error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
+                return Answer(response.status, error, response.headers.get("retry-after"))
+        except TimeoutError:
+            return Answer(None, f"timed out after {self._settings.timeout_s:g} s", None)
+        except aiohttp.ClientError as exc:
+            return Answer(None, f"{type(exc).__name__}: {exc}"[:500], None)
+        except OSError as exc:
+            return Answer(None, f"{type(exc).__name__}: {exc}"[:500], None)

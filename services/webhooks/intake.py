@@ -1,0 +1,33 @@
+"""Turns terminal task events into stored deliveries: one per task, however often the
+event arrives. The consumer commits its offsets only after this returned, so a crash before
+the rows are durable means the events come again, and a crash after means they are stored."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aig.events.v1 import events_pb2 as pb
+from controldb.webhooks import NewDelivery, WebhookStore
+
+from .payload import callback_body, is_deliverable
+
+
+def deliveries_from(payloads: Sequence[bytes]) -> list[NewDelivery]:
+    found: list[NewDelivery] = []
+    for payload in payloads:
+        event = pb.TaskEvent.FromString(payload)
+        if is_deliverable(event):
+            found.append(
+                NewDelivery(
+                    task_id=event.task_id,
+                    event_id=event.event_id,
+                    account_id=event.account_id,
+                    callback_url=event.callback_url,
+                    payload=callback_body(event),
+                )
+            )
+    return found
+
+
+async def store_deliveries(store: WebhookStore, payloads: Sequence[bytes]) -> int:
+    return await store.add_deliveries(deliveries_from(payloads))
