@@ -21,6 +21,7 @@ from catalog.live import LiveCatalog, poll_interval_from_env
 from controldb import KeyStore, create_engine_from_url, migrate
 from controldb.limits import Limits
 from controldb.money import Money
+from controldb.webhooks import WebhookStore
 
 from .admin import admin_router
 from .admission import Admissions
@@ -30,6 +31,7 @@ from .money_api import customer_router, money_admin_router
 from .settings import EdgeSettings
 from .throttle import FailedAuthThrottle
 from .v1 import OpenAIRoutes
+from .webhooks_api import webhooks_admin_router, webhooks_customer_router
 
 HTTP_RESPONSES = Counter(
     "aig_edge_http_responses_total", "Responses of the edge by path and status", ["path", "status"]
@@ -121,6 +123,10 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             store, money, limits, billing, timedelta(seconds=settings.tier_recompute_interval_s)
         )
     )
+
+    webhooks = WebhookStore(sessions)
+    app.include_router(webhooks_admin_router(settings.admin_token, webhooks), prefix="/admin/v1")
+    app.include_router(webhooks_customer_router(store, webhooks))
 
     async def readiness() -> dict[str, bool]:
         checks = {"database": False, "router": False}
