@@ -116,6 +116,8 @@ def main() -> None:
             router=int(env.get("AIG_ROUTER_PORT", "50051")),
             router_ops=int(env.get("AIG_ROUTER_METRICS_PORT", "9464")),
             sandbox=int(env.get("AIG_SANDBOX_PORT", "8090")),
+            billing=int(env.get("AIG_BILLING_PORT", "9465")),
+            webhooks=int(env.get("AIG_WEBHOOKS_PORT", "9467")),
         ),
         admin_token=admin_token,
         key_pepper=pepper,
@@ -125,7 +127,7 @@ def main() -> None:
     )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    print("starting aig (Kafka, sandbox, router, billing, edge)...", flush=True)
+    print("starting aig (Kafka, sandbox, router, billing, webhooks, edge)...", flush=True)
     stack.start()
     try:
         key = _demo_key(stack)

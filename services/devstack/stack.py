@@ -1,4 +1,5 @@
-"""The local stack: Kafka, sandbox (when a provider has no key), router, billing and edge."""
+"""The local stack: Kafka, sandbox (when a provider has no key), router, billing, webhooks
+and edge."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class StackPorts:
     router_ops: int = 9464
     sandbox: int = 8090
     billing: int = 9465
+    webhooks: int = 9467
     kafka: int = 9092
 
     @classmethod
@@ -46,6 +48,7 @@ class StackPorts:
             router_ops=free_port(),
             sandbox=free_port(),
             billing=free_port(),
+            webhooks=free_port(),
             kafka=free_port(),
         )
 
@@ -85,6 +88,7 @@ class Stack:
             "AIG_SPOOL_DIR": str(self.var_dir / "spool"),
             "AIG_BILLING_PORT": str(self.ports.billing),
             "AIG_BILLING_URL": f"http://127.0.0.1:{self.ports.billing}",
+            "AIG_WEBHOOKS_PORT": str(self.ports.webhooks),
             "AIG_SANDBOX_URL": self.sandbox_url,
             "AIG_SANDBOX_PORT": str(self.ports.sandbox),
             "AIG_ROUTER_PORT": str(self.ports.router),
@@ -141,6 +145,13 @@ class Stack:
             f"http://127.0.0.1:{self.ports.billing}/readyz",
             logs / "billing.log",
         )
+        webhooks = Service(
+            "webhooks",
+            "webhooks",
+            env,
+            f"http://127.0.0.1:{self.ports.webhooks}/readyz",
+            logs / "webhooks.log",
+        )
         try:
             # The JVM takes seconds to start: the Python services start meanwhile.
             if isinstance(self.kafka, LocalKafka):
@@ -150,8 +161,10 @@ class Stack:
                 service.start()
             self.kafka.wait_ready()
             self.kafka.create_topics(AIG_TOPICS, DEFAULT_TOPIC_CONFIGS)
-            self.services.append(billing)
-            billing.start()
+            # The consumers start once their topics exist.
+            for consumer in (billing, webhooks):
+                self.services.append(consumer)
+                consumer.start()
             for service in self.services:
                 service.wait_ready()
         except BaseException:

@@ -34,6 +34,15 @@ BREAKER_COOLDOWN_S = 1.0
 # Failed-auth throttling: above what the suite's own 401 tests spend from 127.0.0.1.
 AUTH_FAILURE_BURST = 30
 BODY_TIMEOUT_S = 2
+# Test receivers listen on 127.0.0.1, which the SSRF guard refuses unless allow-listed;
+# retries come after 0.2 s instead of 5 s … 24 h. The lease outlives the 2 s timeout.
+WEBHOOK_TEST_ENV = {
+    "AIG_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+    "AIG_WEBHOOKS_RETRY_SCHEDULE_S": ",".join(["0.2"] * 7),
+    "AIG_WEBHOOKS_POLL_INTERVAL_S": "0.05",
+    "AIG_WEBHOOKS_TIMEOUT_S": "2",
+    "AIG_WEBHOOKS_LEASE_S": "4",
+}
 
 
 # Provider instances only the test catalog has: each is one data row, served by the sandbox.
@@ -111,6 +120,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "AIG_BREAKER_COOLDOWN_S": str(BREAKER_COOLDOWN_S),
             "AIG_AUTH_FAILURE_BURST": str(AUTH_FAILURE_BURST),
             "AIG_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+            **WEBHOOK_TEST_ENV,
         },
     )
     running.start()
