@@ -1,10 +1,18 @@
 """Publishing events to Kafka without ever failing a call or losing an event.
 
-`publish()` only enqueues: the response never waits for the broker. A background task
-sends batches with an idempotent, acks=all producer. Whatever cannot be delivered (broker
-down, timeout) is appended to a spool file on local disk and fsynced; the spool is sent
-again when the broker is back, and at the next start after a crash. A record may then
-reach Kafka twice, which is fine: every consumer is idempotent by event id.
+`publish()` never waits for the broker: it appends the record to a write-ahead journal on
+local disk (one `write`, into the page cache, so a killed process loses nothing) and
+enqueues it. The journal is fsynced every few milliseconds (group commit), so even a machine
+crash loses at most that window. A background task sends batches with an idempotent,
+acks=all producer. Whatever cannot be delivered (broker down, timeout) is appended to a
+spool file (fsynced); the spool is sent again when the broker is back. Journal segments are
+deleted once every record in them was confirmed by the broker or moved to the spool, and a
+process that starts and finds journal segments (it crashed) moves their records to the
+spool. A record may then reach Kafka twice, which is fine: every consumer is idempotent by
+event id.
+
+One spool directory per process: two processes must not share `AIG_SPOOL_DIR` and
+`client_id`.
 """
 
 from __future__ import annotations
@@ -103,6 +111,97 @@ class Spool:
         SPOOL_BYTES.set(self.size())
 
 
+@dataclass(slots=True)
+class _Segment:
+    path: Path
+    fd: int
+    size: int = 0
+    written: int = 0
+    settled: int = 0
+    sealed: bool = False
+
+
+class Journal:
+    """The write-ahead file every published record enters before it is sent.
+
+    Records live in numbered segments; the current one takes appends and is sealed once it
+    passes `segment_bytes`. A segment is deleted (or, the current one, truncated) when every
+    record written to it is settled: confirmed by the broker or copied into the spool.
+    """
+
+    def __init__(self, directory: Path, name: str, segment_bytes: int = 1 << 20) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._directory = directory
+        self._name = name
+        self._segment_bytes = segment_bytes
+        self._segments: dict[int, _Segment] = {}
+        self._next_id = 0
+        self._current = self._open_segment()
+        self.dirty = False
+
+    def _segment_path(self, segment_id: int) -> Path:
+        return self._directory / f"{self._name}.journal.{segment_id}"
+
+    def _open_segment(self) -> _Segment:
+        while self._segment_path(self._next_id).exists():
+            self._next_id += 1
+        path = self._segment_path(self._next_id)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        segment = self._segments[self._next_id] = _Segment(path, fd)
+        self._next_id += 1
+        return segment
+
+    def leftovers(self) -> list[Path]:
+        """Segments of an earlier process (it crashed): their records were never settled."""
+        own = {segment.path for segment in self._segments.values()}
+        found = self._directory.glob(f"{self._name}.journal.*")
+        return sorted(path for path in found if path not in own)
+
+    def write(self, record: Record) -> int:
+        """Appends `record`; returns its segment id for `settle`."""
+        segment = self._current
+        data = record.encode()
+        os.write(segment.fd, data)
+        segment.size += len(data)
+        segment.written += 1
+        self.dirty = True
+        segment_id = self._next_id - 1
+        if segment.size >= self._segment_bytes:
+            os.fsync(segment.fd)  # once per sealed segment: it will not be synced again
+            segment.sealed = True
+            self._current = self._open_segment()
+        return segment_id
+
+    def settle(self, segment_ids: Sequence[int]) -> None:
+        for segment_id in segment_ids:
+            segment = self._segments.get(segment_id)
+            if segment is None:
+                continue
+            segment.settled += 1
+            if segment.settled < segment.written:
+                continue
+            if segment.sealed:
+                os.close(segment.fd)
+                segment.path.unlink(missing_ok=True)
+                del self._segments[segment_id]
+            else:
+                # Everything in it is settled: start it over. Not synced: if this is lost
+                # in a machine crash the records are sent again, and consumers dedupe.
+                os.ftruncate(segment.fd, 0)
+                segment.size = segment.written = segment.settled = 0
+
+    def sync(self) -> None:
+        self.dirty = False
+        with contextlib.suppress(OSError):
+            os.fdatasync(self._current.fd)
+
+    def close(self) -> None:
+        for segment in self._segments.values():
+            with contextlib.suppress(OSError):
+                os.close(segment.fd)
+        self._segments.clear()
+
+
 class EventPublisher:
     def __init__(
         self,
@@ -114,6 +213,7 @@ class EventPublisher:
         retry_interval_s: float = 1.0,
         max_batch: int = 1000,
         linger_s: float = 0.02,
+        journal_sync_interval_s: float = 0.005,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
@@ -122,9 +222,12 @@ class EventPublisher:
         self._retry_interval_s = retry_interval_s
         self._max_batch = max_batch
         self._linger_s = linger_s
-        self._queue: asyncio.Queue[Record] = asyncio.Queue()
+        self._journal = Journal(spool_dir, client_id)
+        self._journal_sync_interval_s = journal_sync_interval_s
+        self._queue: asyncio.Queue[tuple[Record, int]] = asyncio.Queue()
         self._producer: AIOKafkaProducer | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -136,10 +239,36 @@ class EventPublisher:
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         self._idle.clear()
-        self._queue.put_nowait(Record(topic, key.encode(), value, tuple(headers)))
+        record = Record(topic, key.encode(), value, tuple(headers))
+        try:
+            segment_id = self._journal.write(record)
+        except OSError as exc:
+            # A full or broken disk must not fail the call; the record still goes out.
+            log.error("event journal write failed (%s); event kept in memory only", exc)
+            segment_id = -1
+        self._queue.put_nowait((record, segment_id))
 
     async def start(self) -> None:
+        self._recover_journal()
         self._sender = asyncio.create_task(self._run(), name=f"{self._client_id}-publisher")
+        self._syncer = asyncio.create_task(
+            self._sync_journal(), name=f"{self._client_id}-journal-sync"
+        )
+
+    def _recover_journal(self) -> None:
+        """Moves the records of a crashed process's journal into the spool, to be resent."""
+        for path in self._journal.leftovers():
+            records = decode_records(path.read_bytes())
+            if records:
+                self._spool.append(records)
+                log.warning("recovered %d unsent events from %s", len(records), path.name)
+            path.unlink()
+
+    async def _sync_journal(self) -> None:
+        while True:
+            await asyncio.sleep(self._journal_sync_interval_s)
+            if self._journal.dirty:
+                await asyncio.to_thread(self._journal.sync)
 
     async def flush(self) -> None:
         """Waits until everything published so far is in Kafka or in the spool."""
@@ -151,10 +280,12 @@ class EventPublisher:
 
     async def stop(self) -> None:
         await self.flush()
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+        for task in (self._sender, self._syncer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._journal.close()
         if self._producer is not None:
             with contextlib.suppress(Exception):
                 await self._producer.stop()
@@ -162,10 +293,10 @@ class EventPublisher:
     async def _run(self) -> None:
         while True:
             try:
-                record = await asyncio.wait_for(self._queue.get(), self._retry_interval_s)
+                item = await asyncio.wait_for(self._queue.get(), self._retry_interval_s)
             except TimeoutError:
-                record = None
-            batch = [record] if record is not None else []
+                item = None
+            batch = [item] if item is not None else []
             if batch and self._linger_s > 0 and self._queue.qsize() < self._max_batch:
                 # Let a batch gather: one produce request per linger instead of per call or
                 # two. Nobody waits on an event, and the consumer batches for longer anyway.
@@ -173,9 +304,11 @@ class EventPublisher:
             while batch and len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             if batch:
-                failed = await self._send(batch)
+                failed = await self._send([record for record, _ in batch])
                 if failed:
                     self._spool.append(failed)
+                # Confirmed or durable in the spool: the journal need not keep them.
+                self._journal.settle([segment_id for _, segment_id in batch])
             if self._queue.empty():
                 self._idle.set()
             if self._spool.size():
