@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from aig_common.errors import APIError, model_not_found
 from aig_common.money import usd
-from catalog.estimate import BYTES_PER_TOKEN, prompt_size, worst_case_output_tokens
+from catalog.estimate import (
+    BYTES_PER_TOKEN,
+    PromptSize,
+    prompt_size,
+    requested_max_output_tokens,
+    worst_case_output_tokens,
+)
 from catalog.live import LiveCatalog
-from catalog.models import Catalog, request_chain
+from catalog.models import Catalog, ChainLink, request_chain
 from controldb import AuthenticatedKey
 from controldb.money import Admission, LimitExceeded, Money
 
@@ -19,7 +26,28 @@ _LIMIT_WORDS = {
 }
 
 
-def payment_required(limit: LimitExceeded) -> APIError:
+# A clamped call is retried against the next limit that binds; there are at most seven
+# (balance and key/workspace/account x daily/monthly).
+_MAX_CLAMP_ROUNDS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ChatAdmission:
+    admission: Admission
+    # Set when the client gave no output limit and the model's full worst case did not fit
+    # the remaining caps or balance: the largest output the call may have, which the edge
+    # sends upstream as max_completion_tokens so the reservation cannot be exceeded.
+    clamped_output_tokens: int | None = None
+
+
+def _affordable_note(affordable_tokens: int, floor: int) -> str:
+    return (
+        f" Without max_tokens the call can only afford {affordable_tokens} output tokens, "
+        f"below the gateway's floor of {floor}."
+    )
+
+
+def payment_required(limit: LimitExceeded, note: str = "") -> APIError:
     """HTTP 402 naming the limit that was hit, the limit itself, and when it resets."""
     if limit.code == "insufficient_credits":
         message = (
@@ -41,7 +69,7 @@ def payment_required(limit: LimitExceeded) -> APIError:
         hint = "Wait for the reset, raise the cap, or lower max_tokens."
     return APIError(
         402,
-        message,
+        message + note,
         code=limit.code,
         error_type="insufficient_quota",
         extra={
@@ -62,11 +90,14 @@ def payment_required(limit: LimitExceeded) -> APIError:
 
 
 class Admissions:
-    def __init__(self, catalog: LiveCatalog[Catalog], money: Money) -> None:
+    def __init__(
+        self, catalog: LiveCatalog[Catalog], money: Money, min_clamped_output_tokens: int = 64
+    ) -> None:
         self._catalog = catalog
         self._money = money
+        self._min_clamped_output_tokens = min_clamped_output_tokens
 
-    async def chat(self, key: AuthenticatedKey, body: dict[str, Any]) -> Admission:
+    async def chat(self, key: AuthenticatedKey, body: dict[str, Any]) -> ChatAdmission:
         catalog = self._catalog.current
         model = catalog.chat(body["model"])
         if model is None:
@@ -82,7 +113,44 @@ class Admissions:
             )
             for link in chain
         )
-        return await self._admit(key, worst)
+        try:
+            return ChatAdmission(await self._money.admit(key.account_id, key.key_id, worst))
+        except LimitExceeded as limit:
+            if requested_max_output_tokens(body) is not None:
+                raise payment_required(limit) from None
+            return await self._clamped(key, chain, size, worst, limit)
+
+    async def _clamped(
+        self,
+        key: AuthenticatedKey,
+        chain: list[ChainLink],
+        size: PromptSize,
+        worst: int,
+        limit: LimitExceeded,
+    ) -> ChatAdmission:
+        """The client set no max_tokens and the model's maximum does not fit: admit the call
+        with the most output the tightest limit leaves room for, as OpenRouter does, rather
+        than refusing a call that would cost cents. Each round learns the binding limit's
+        headroom from its LimitExceeded; the guarantee is unchanged, because the reserved
+        worst case still covers everything the provider may produce."""
+        ceiling = max(link.model.max_output_tokens for link in chain)
+        for _ in range(_MAX_CLAMP_ROUNDS):
+            headroom = limit.limit_nano_usd - limit.spent_nano_usd - limit.reserved_nano_usd
+            # needed = worst marked up: scale the headroom back to upstream nano-USD.
+            budget = max(0, headroom) * worst // max(1, limit.needed_nano_usd)
+            tokens = _most_output_within(chain, size, budget, ceiling)
+            if tokens < self._min_clamped_output_tokens:
+                note = _affordable_note(tokens, self._min_clamped_output_tokens)
+                raise payment_required(limit, note) from None
+            worst = _worst_case(chain, size, tokens)
+            ceiling = tokens
+            try:
+                admission = await self._money.admit(key.account_id, key.key_id, worst)
+            except LimitExceeded as tighter:
+                limit = tighter
+                continue
+            return ChatAdmission(admission, clamped_output_tokens=tokens)
+        raise payment_required(limit) from None
 
     async def embeddings(self, key: AuthenticatedKey, body: dict[str, Any]) -> Admission:
         model = self._catalog.current.embedding(body["model"])
@@ -98,6 +166,33 @@ class Admissions:
             return await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
         except LimitExceeded as limit:
             raise payment_required(limit) from None
+
+
+def _worst_case(chain: list[ChainLink], size: PromptSize, output_tokens: int) -> int:
+    return max(
+        link.model.worst_case_cost_nano_usd(
+            size.tokens(link.model.image_input_tokens),
+            min(output_tokens, link.model.max_output_tokens),
+        )
+        for link in chain
+    )
+
+
+def _most_output_within(
+    chain: list[ChainLink], size: PromptSize, budget_nano_usd: int, ceiling: int
+) -> int:
+    """The largest output (0..ceiling) whose worst case over the chain fits the budget.
+    Binary search, so any monotonic price shape (long-context tiers included) is exact."""
+    low, high = 0, ceiling
+    if _worst_case(chain, size, 0) > budget_nano_usd:
+        return 0
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _worst_case(chain, size, middle) <= budget_nano_usd:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _input_tokens(value: Any) -> int:

@@ -68,7 +68,11 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     money = Money(sessions, reservation_ttl=timedelta(seconds=settings.reservation_ttl_s))
     # The router validates provider rows too; the edge needs only models, chains and prices.
     catalog = LiveCatalog(lambda loaded: loaded)
-    routes = OpenAIRoutes(store, Admissions(catalog, money), settings.max_body_bytes)
+    routes = OpenAIRoutes(
+        store,
+        Admissions(catalog, money, settings.min_clamped_output_tokens),
+        settings.max_body_bytes,
+    )
     channels: list[grpc.aio.Channel] = []
 
     @asynccontextmanager

@@ -24,6 +24,7 @@ class EdgeSettings:
     auth_failure_burst: int
     auth_failures_per_minute: float
     service_token: str
+    min_clamped_output_tokens: int
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EdgeSettings:
@@ -58,4 +59,6 @@ class EdgeSettings:
             auth_failures_per_minute=float(env.get("AIG_AUTH_FAILURES_PER_MINUTE", "30")),
             # Sent to billing's internal API; the same secret every service is given.
             service_token=env.get("AIG_SERVICE_TOKEN", ""),
+            # Below this many affordable output tokens a call without max_tokens is a 402.
+            min_clamped_output_tokens=int(env.get("AIG_MIN_CLAMPED_OUTPUT_TOKENS", "64")),
         )

@@ -104,15 +104,22 @@ class OpenAIRoutes:
         raw = await read_body(request, self._max_body_bytes)
         body = parse_json_object(raw)
         validate_chat_request(body)
-        admission = await self._admissions.chat(key, body)
+        admitted = await self._admissions.chat(key, body)
+        admission = admitted.admission
+        clamp: dict[str, str] = {}
+        if admitted.clamped_output_tokens is not None:
+            # The reservation only covers this much output: the provider must not make more.
+            body["max_completion_tokens"] = admitted.clamped_output_tokens
+            raw = orjson.dumps(body)
+            clamp = {"x-aig-max-tokens-clamped": str(admitted.clamped_output_tokens)}
         message = pb.ChatRequest(context=self._context(request, key, admission), body=raw)
         if body.get("stream"):
-            return await self._stream_chat(message, admission)
+            return await self._stream_chat(message, admission, clamp)
         try:
             reply = await self._router.ChatCompletion(message)
         except grpc.aio.AioRpcError as exc:
             await self._router_failed(exc, admission)
-        attempts = {"x-aig-attempts": str(reply.attempts)}
+        attempts = {"x-aig-attempts": str(reply.attempts), **clamp}
         if reply.WhichOneof("result") == "error":
             return _reply_error(reply.error, attempts)
         headers = {"x-aig-provider": reply.provider, "x-aig-model": reply.model, **attempts}
@@ -125,10 +132,12 @@ class OpenAIRoutes:
             await self._admissions.release(admission)
         raise _router_unavailable(exc) from exc
 
-    async def _stream_chat(self, message: pb.ChatRequest, admission: Admission) -> Response:
+    async def _stream_chat(
+        self, message: pb.ChatRequest, admission: Admission, extra_headers: dict[str, str]
+    ) -> Response:
         call = self._router.StreamChatCompletion(message)
         events = call.__aiter__()
-        headers = dict(SSE_HEADERS)
+        headers = {**SSE_HEADERS, **extra_headers}
         try:
             first: pb.ChatStreamEvent = await events.__anext__()
             if first.WhichOneof("event") == "start":
