@@ -36,4 +36,12 @@ def control(sandbox_url: str) -> Iterator[httpx.Client]:
 @pytest.fixture(autouse=True)
 def _clean_sandbox(control: httpx.Client) -> None:
     control.post("/_sandbox/reset").raise_for_status()
-    control.post("/_sandbox/config", json={"latency_ms": 0, "chunk_interval_ms": 0})
+    control.post(
+        "/_sandbox/config",
+        json={
+            "latency_ms": 0,
+            "chunk_interval_ms": 0,
+            "media_queue_ms": 50,
+            "media_render_ms": 300,
+        },
+    )
