@@ -20,9 +20,12 @@ from aig_common.service_auth import ServiceTokenMiddleware
 from controldb.money import Money
 
 from .ledger import Ledger
+from .ledger.queries import CALL_FILTERS
 from .tiers import recompute_tiers
 
 GROUPINGS = ("model", "key", "day")
+# The most calls one listing (a dashboard page, a CSV export) returns.
+MAX_CALLS = 10_000
 MONEY_FIELDS = ("billed_cost_nano_usd", "upstream_cost_nano_usd")
 
 
@@ -69,12 +72,32 @@ def billing_app(
             }
         )
 
+    async def calls(request: Request) -> Response:
+        params = request.query_params
+        account_id = params.get("account_id", "")
+        if not account_id:
+            return _bad_request("account_id is required.", "account_id")
+        try:
+            start = datetime.fromisoformat(params["start"])
+            end = datetime.fromisoformat(params["end"])
+        except (KeyError, ValueError):
+            return _bad_request("start and end must be ISO 8601 times.", "start")
+        limit = params.get("limit", "100")
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_CALLS:
+            return _bad_request(f"limit must be between 1 and {MAX_CALLS}.", "limit")
+        filters = {name: params[name] for name in CALL_FILTERS if params.get(name)}
+        rows = await ledger.recent_calls(account_id, start, end, filters, int(limit))
+        return JSONResponse(
+            {"object": "list", "account_id": account_id, "data": [_present(r) for r in rows]}
+        )
+
     async def recompute(_: Request) -> Response:
         return JSONResponse(await recompute_tiers(ledger, money))
 
     routes: list[Route] = [
         *ops_routes(readiness),
         Route("/internal/v1/usage", usage, methods=["GET"]),
+        Route("/internal/v1/calls", calls, methods=["GET"]),
         Route("/internal/v1/tiers/recompute", recompute, methods=["POST"]),
     ]
     return Starlette(

@@ -253,3 +253,54 @@ class DisabledCallbackUrl(Base):
     callback_url: Mapped[str] = mapped_column(String(2048), primary_key=True)
     disabled_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivery_id: Mapped[str] = mapped_column(String(64))
+
+
+class User(Base):
+    """A person who signs in to the dashboard; each owns one account."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), ForeignKey("accounts.id"), unique=True)
+    # Lower-cased as typed; the trial is keyed on a further-normalised form (TrialGrant).
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    verified_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is stored."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class TrialGrant(Base):
+    """The $10 trial, once per normalised verified address, ever (the row is never deleted)."""
+
+    __tablename__ = "trial_grants"
+
+    email_normalized: Mapped[str] = mapped_column(String(320), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), ForeignKey("accounts.id"))
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CheckoutSession(Base):
+    """A Stripe Checkout session we opened: which account pays how much. The webhook credits
+    from this row (not from the event's metadata) and marks it completed, once."""
+
+    __tablename__ = "checkout_sessions"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), ForeignKey("accounts.id"), index=True)
+    amount_nano_usd: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The Stripe event that completed it; unique, so one event never credits twice.
+    event_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
+    payment_intent: Mapped[str | None] = mapped_column(String(255), default=None)

@@ -13,7 +13,7 @@ The guarantee that caps hold under any concurrency rests on three rules:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -81,6 +81,14 @@ class MoneyError(Exception):
 
 class UnknownAccount(MoneyError):
     pass
+
+
+class AlreadyClaimed(MoneyError):
+    """The credit's claim (a trial address, a Stripe payment) was used before: nothing added."""
+
+
+# Runs inside add_credits' transaction, under the account lock; False means "already done".
+Claim = Callable[[AsyncSession], Awaitable[bool]]
 
 
 class RefundNotAllowed(MoneyError):
@@ -227,8 +235,16 @@ class Money:
     # -- credits -------------------------------------------------------------------------
 
     async def add_credits(
-        self, account_id: str, kind: str, amount_nano_usd: int, *, note: str = ""
+        self,
+        account_id: str,
+        kind: str,
+        amount_nano_usd: int,
+        *,
+        note: str = "",
+        claim: Claim | None = None,
     ) -> CreditResult:
+        """With `claim`, the credit happens only if the claim succeeds in the same
+        transaction (AlreadyClaimed otherwise), so a once-only credit stays once-only."""
         if kind not in CREDIT_KINDS:
             raise ValueError(f"kind must be one of {CREDIT_KINDS}")
         if amount_nano_usd <= 0:
@@ -236,6 +252,8 @@ class Money:
         now = self._clock()
         async with self._sessions() as session, session.begin():
             account = await self._locked_account(session, account_id)
+            if claim is not None and not await claim(session):
+                raise AlreadyClaimed(note)
             result = CreditResult()
             if kind == "refund":
                 refundable = await self._refundable(session, account, now)

@@ -21,6 +21,10 @@ class BillingClient:
     async def usage(self, params: dict[str, str]) -> dict[str, Any]:
         return await self._call("GET", "/internal/v1/usage", params=params)
 
+    async def calls(self, params: dict[str, str]) -> dict[str, Any]:
+        """One account's recent calls (account_id, start, end, limit, model, key_id, outcome)."""
+        return await self._call("GET", "/internal/v1/calls", params=params)
+
     async def recompute_tiers(self) -> dict[str, Any]:
         return await self._call("POST", "/internal/v1/tiers/recompute")
 

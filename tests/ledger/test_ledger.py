@@ -232,6 +232,33 @@ async def test_summary_range_is_half_open(ledger: SqlLedger) -> None:
     assert summary[0]["calls"] == 1
 
 
+async def test_recent_calls_are_one_accounts_newest_first_and_filtered(
+    ledger: SqlLedger,
+) -> None:
+    await ledger.insert(
+        [
+            _row("acct_c", model=MINI, key="k1", at=NOW - 2 * HOUR, billed=BIG),
+            _row("acct_c", model=SONNET, key="k2", at=NOW - HOUR, ok=False),
+            _row("acct_c", model=MINI, key="k2", at=NOW),
+            _row("acct_other", model=MINI, key="k1", at=NOW),
+        ]
+    )
+    start, end = NOW - DAY, NOW + HOUR
+    calls = await ledger.recent_calls("acct_c", start, end, {}, 10)
+    assert [(c["model"], c["key_id"], c["outcome"]) for c in calls] == [
+        (MINI, "k2", "succeeded"),
+        (SONNET, "k2", "failed"),
+        (MINI, "k1", "succeeded"),
+    ]
+    assert calls[2]["billed_cost_nano_usd"] == BIG and calls[0]["attempts"] == 2
+    assert calls[0]["time"] == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    only_k1 = await ledger.recent_calls("acct_c", start, end, {"key_id": "k1"}, 10)
+    assert [c["model"] for c in only_k1] == [MINI]
+    failed = await ledger.recent_calls("acct_c", start, end, {"outcome": "failed"}, 10)
+    assert [c["model"] for c in failed] == [SONNET]
+    assert len(await ledger.recent_calls("acct_c", start, end, {}, 1)) == 1
+
+
 async def test_unknown_grouping_is_refused(ledger: SqlLedger) -> None:
     with pytest.raises(ValueError, match="group_by"):
         await ledger.usage_summary("acct", NOW - HOUR, NOW, "provider; DROP TABLE x")

@@ -39,6 +39,15 @@ class Ledger(Protocol):
         self, account_id: str, start: datetime, end: datetime, group_by: str
     ) -> list[dict[str, Any]]: ...
 
+    async def recent_calls(
+        self,
+        account_id: str,
+        start: datetime,
+        end: datetime,
+        filters: Mapping[str, str],
+        limit: int,
+    ) -> list[dict[str, Any]]: ...
+
     async def rolling_spend_nano_usd(
         self, account_id: str | None = None, *, since: datetime
     ) -> dict[str, int]: ...
@@ -95,6 +104,25 @@ class SqlLedger(abc.ABC):
             queries.usage_summary_sql(group_by),
             {"account_id": account_id, "start": start, "end": end},
         )
+
+    async def recent_calls(
+        self,
+        account_id: str,
+        start: datetime,
+        end: datetime,
+        filters: Mapping[str, str],
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Calls of one account in [start, end), newest first, at most `limit`; `filters`
+        (model, key_id, outcome) narrow by exact match. Money as nano-USD ints."""
+        params: dict[str, Param] = {
+            "account_id": account_id,
+            "start": start,
+            "end": end,
+            "limit": limit,
+            **filters,
+        }
+        return await self.query(queries.recent_calls_sql(tuple(sorted(filters))), params)
 
     async def rolling_spend_nano_usd(
         self, account_id: str | None = None, *, since: datetime

@@ -59,6 +59,30 @@ def usage_summary_sql(group_by: str) -> str:
     """
 
 
+CALL_FILTERS = ("model", "key_id", "outcome")
+
+
+def recent_calls_sql(filters: tuple[str, ...]) -> str:
+    """One account's calls in [start, end), newest first, optionally narrowed to a model,
+    a key or an outcome (each an exact match bound as a parameter)."""
+    unknown = set(filters) - set(CALL_FILTERS)
+    if unknown:
+        raise ValueError(f"unknown call filters: {sorted(unknown)}")
+    narrowing = "".join(f" AND {name} = {{{name}:String}}" for name in filters)
+    return f"""
+        SELECT formatDateTime(occurred_at, '%Y-%m-%dT%H:%i:%SZ', 'UTC') AS time,
+               request_id, key_id, workspace_id, endpoint, model, provider,
+               toString(outcome) AS outcome, http_status, error_code,
+               prompt_tokens, completion_tokens, billed_cost_nano_usd, latency_ms, streamed,
+               toUInt32(JSONLength(attempts)) AS attempts
+        FROM {TABLE} FINAL
+        WHERE account_id = {{account_id:String}}
+          AND occurred_at >= {{start:{TIME}}} AND occurred_at < {{end:{TIME}}}{narrowing}
+        ORDER BY occurred_at DESC, event_id
+        LIMIT {{limit:UInt32}}
+    """
+
+
 def rolling_spend_sql(*, one_account: bool) -> str:
     # Failed calls are stored with zero cost already; the outcome filter says the rule
     # (DESIGN.md: failed calls do not count toward the tier) where the tier job reads it.
