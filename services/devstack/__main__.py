@@ -86,6 +86,7 @@ aig is up — upstreams: {upstreams}.
   base URL     {base}
   API key      {key}
   admin token  {stack.admin_token}
+  dashboard    {stack.edge_url}/dashboard  (sign up; the mails it sends are at {stack.mail_url})
   logs         {VAR / "logs"}
 
   curl {base}/chat/completions \\
@@ -118,16 +119,20 @@ def main() -> None:
             sandbox=int(env.get("AIG_SANDBOX_PORT", "8090")),
             billing=int(env.get("AIG_BILLING_PORT", "9465")),
             webhooks=int(env.get("AIG_WEBHOOKS_PORT", "9467")),
+            smtp=int(env.get("AIG_MAILSINK_SMTP_PORT", "2525")),
+            mail_http=int(env.get("AIG_MAILSINK_HTTP_PORT", "8025")),
         ),
         admin_token=admin_token,
         key_pepper=pepper,
         database_url=env.get("AIG_DATABASE_URL", f"sqlite+aiosqlite:///{VAR / 'aig.db'}"),
-        env={},
+        env={name: env[name] for name in ("AIG_SMTP_URL",) if env.get(name)},
         with_sandbox=bool(sandboxed),
     )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    print("starting aig (Kafka, sandbox, router, billing, webhooks, edge)...", flush=True)
+    print(
+        "starting aig (Kafka, sandbox, mail sink, router, billing, webhooks, edge)...", flush=True
+    )
     stack.start()
     try:
         key = _demo_key(stack)

@@ -39,6 +39,8 @@ class StackPorts:
     billing: int = 9465
     webhooks: int = 9467
     kafka: int = 9092
+    smtp: int = 2525
+    mail_http: int = 8025
 
     @classmethod
     def free(cls) -> StackPorts:
@@ -50,6 +52,8 @@ class StackPorts:
             billing=free_port(),
             webhooks=free_port(),
             kafka=free_port(),
+            smtp=free_port(),
+            mail_http=free_port(),
         )
 
 
@@ -76,6 +80,11 @@ class Stack:
         return f"http://127.0.0.1:{self.ports.edge}"
 
     @property
+    def mail_url(self) -> str:
+        """Where the mail sink shows what the dashboard sent (sign-up, reset)."""
+        return f"http://127.0.0.1:{self.ports.mail_http}"
+
+    @property
     def sandbox_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.sandbox}"
 
@@ -99,6 +108,10 @@ class Stack:
             "AIG_ADMIN_TOKEN": self.admin_token,
             "AIG_KEY_PEPPER": self.key_pepper,
             "AIG_SERVICE_TOKEN": self.service_token,
+            "AIG_MAILSINK_SMTP_PORT": str(self.ports.smtp),
+            "AIG_MAILSINK_HTTP_PORT": str(self.ports.mail_http),
+            "AIG_MAILSINK_DIR": str(self.var_dir / "mail"),
+            "AIG_SMTP_URL": self.env.get("AIG_SMTP_URL", f"smtp://127.0.0.1:{self.ports.smtp}"),
         }
 
     def start(self) -> None:
@@ -113,6 +126,16 @@ class Stack:
             self.services.append(
                 Service(
                     "sandbox", "sandbox", env, f"{self.sandbox_url}/healthz", logs / "sandbox.log"
+                )
+            )
+        if "AIG_SMTP_URL" not in self.env:
+            self.services.append(
+                Service(
+                    "mailsink",
+                    "devstack.mailsink",
+                    env,
+                    f"{self.mail_url}/healthz",
+                    logs / "mailsink.log",
                 )
             )
         self.services.append(

@@ -26,6 +26,7 @@ from controldb.webhooks import WebhookStore
 from .admin import admin_router
 from .admission import Admissions
 from .billing_client import BillingClient
+from .dashboard import DashboardSettings, dashboard_routes
 from .http import RequestIdMiddleware, RequestLimitsMiddleware, install_error_handlers
 from .money_api import customer_router, money_admin_router
 from .settings import EdgeSettings
@@ -131,6 +132,18 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     webhooks = WebhookStore(sessions)
     app.include_router(webhooks_admin_router(settings.admin_token, webhooks), prefix="/admin/v1")
     app.include_router(webhooks_customer_router(store, webhooks))
+
+    app.router.routes.extend(
+        dashboard_routes(
+            DashboardSettings.from_env(settings.key_pepper, settings.host, settings.port),
+            sessions,
+            store,
+            money,
+            limits,
+            billing,
+            timedelta(seconds=settings.tier_recompute_interval_s),
+        )
+    )
 
     async def readiness() -> dict[str, bool]:
         checks = {"database": False, "router": False}

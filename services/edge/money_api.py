@@ -228,6 +228,17 @@ def _period(spend: PeriodSpend) -> dict[str, Any]:
     }
 
 
+async def cap_figures(
+    money: Money, kind: str, holder: Account | ApiKey | Workspace
+) -> dict[str, Any]:
+    """Each cap of a key, workspace or account with its spend, in-flight amount and reset:
+    what /v1/me and the dashboard show."""
+    spend = await money.scope_spend(
+        kind, holder.id, (holder.daily_cap_nano_usd, holder.monthly_cap_nano_usd)
+    )
+    return {"daily": _period(spend.daily), "monthly": _period(spend.monthly)}
+
+
 def customer_router(
     store: KeyStore,
     money: Money,
@@ -238,10 +249,7 @@ def customer_router(
     router = APIRouter()
 
     async def caps(kind: str, holder: Account | ApiKey | Workspace) -> dict[str, Any]:
-        spend = await money.scope_spend(
-            kind, holder.id, (holder.daily_cap_nano_usd, holder.monthly_cap_nano_usd)
-        )
-        return {"daily": _period(spend.daily), "monthly": _period(spend.monthly)}
+        return await cap_figures(money, kind, holder)
 
     @router.get("/v1/me")
     async def me(request: Request) -> JSONResponse:

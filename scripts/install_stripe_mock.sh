@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Builds stripe-mock (Stripe's own API test server, which serves Stripe's OpenAPI spec) from
+# the Go module proxy into .tools/bin, once per version. The dashboard's payment tests run
+# the real `stripe` Python client against it; nothing here reaches Stripe itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VERSION=v0.203.0
+BIN=.tools/bin/stripe-mock
+STAMP=.tools/stripe-mock.version
+if [[ -x "$BIN" && "$(cat "$STAMP" 2>/dev/null)" == "$VERSION" ]]; then
+  exit 0
+fi
+command -v go >/dev/null || { echo "stripe-mock needs Go (https://go.dev) to build" >&2; exit 1; }
+mkdir -p .tools/bin
+GOBIN="$PWD/.tools/bin" GOFLAGS=-mod=mod go install "github.com/stripe/stripe-mock@${VERSION}"
+echo "$VERSION" > "$STAMP"

@@ -1,0 +1,104 @@
+"""The dashboard in process (httpx over ASGI) against a real SMTP sink and stripe-mock."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.smtp import SMTP
+from dashboard_client import WEBHOOK_SECRET, Browser, Mailbox
+
+from devstack.mailsink import Inbox
+from devstack.processes import free_port
+from edge.app import create_app
+from edge.settings import EdgeSettings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def stripe_mock() -> Iterator[str]:
+    """Stripe's own API test server, built from the Go module proxy by the repo's script."""
+    subprocess.run([REPO / "scripts" / "install_stripe_mock.sh"], check=True)
+    port = free_port()
+    process = subprocess.Popen(
+        [REPO / ".tools" / "bin" / "stripe-mock", "-http-addr", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_listening(url, process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _wait_listening(url: str, process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            httpx.get(f"{url}/v1/charges", timeout=1)  # any answer (401 here) will do
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("stripe-mock did not start")
+
+
+@pytest.fixture(scope="session")
+async def mailbox() -> AsyncIterator[Mailbox]:
+    # Not under pytest's basetemp: concurrent pytest runs of the same user prune old ones.
+    directory = tempfile.TemporaryDirectory(prefix="aig-mail-")
+    inbox = Inbox(Path(directory.name))
+    port = free_port()
+    server = await asyncio.get_running_loop().create_server(lambda: SMTP(inbox), "127.0.0.1", port)
+    yield Mailbox(inbox, port)
+    server.close()
+    directory.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def edge(mailbox: Mailbox, stripe_mock: str) -> AsyncIterator[Any]:
+    directory = tempfile.TemporaryDirectory(prefix="aig-dashboard-")
+    var = Path(directory.name)
+    env = {
+        "AIG_ADMIN_TOKEN": "admin-test",
+        "AIG_KEY_PEPPER": "pepper-test",
+        "AIG_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'aig.db'}",
+        "AIG_SMTP_URL": f"smtp://127.0.0.1:{mailbox.port}",
+        "AIG_PUBLIC_URL": "http://127.0.0.1",
+        "AIG_STRIPE_SECRET_KEY": "sk_test_dashboard",
+        "AIG_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "AIG_STRIPE_API_BASE": stripe_mock,
+        # Billing is not running: pages that need the ledger are tested in tests/browser.
+        "AIG_BILLING_URL": f"http://127.0.0.1:{free_port()}",
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        app = create_app(EdgeSettings.from_env())
+        async with app.router.lifespan_context(app):
+            yield app
+    directory.cleanup()
+
+
+@pytest.fixture
+async def browser(edge: Any) -> AsyncIterator[Browser]:
+    person = Browser(edge)
+    yield person
+    await person.aclose()
+
+
+@pytest.fixture
+async def other_browser(edge: Any) -> AsyncIterator[Browser]:
+    person = Browser(edge)
+    yield person
+    await person.aclose()
