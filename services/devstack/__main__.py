@@ -101,6 +101,8 @@ reply = client.chat.completions.create(
 print(reply.choices[0].message.content)
 PY
 
+Every service and the broker are supervised: one that crashes is restarted with backoff,
+and said so here. They all stop with this process, even if it is killed.
 Press Ctrl-C to stop.
 """
 
@@ -137,6 +139,7 @@ def main() -> None:
     try:
         key = _demo_key(stack)
         print(_banner(stack, key, [name.split("_")[0].lower() for name in sandboxed]), flush=True)
+        stack.supervise(lambda line: print(line, flush=True))
         stopping.wait()
     except KeyboardInterrupt:
         pass

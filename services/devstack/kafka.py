@@ -37,6 +37,7 @@ from aiokafka.errors import KafkaError
 
 from aig_common.contracts import USAGE_TOPIC
 
+from .lifetime import die_with_parent_preexec
 from .processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -344,12 +345,22 @@ class LocalKafka:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 # Its own session: a Ctrl-C meant for `make up` must not kill the broker
-                # before the services that still flush to it.
+                # before the services that still flush to it. It still dies with us.
                 start_new_session=True,
+                preexec_fn=die_with_parent_preexec(os.getpid()),
             )
         finally:
             log.close()
         self.pid_path.write_text(f"{self.process.pid}\n")
+
+    name = "kafka"
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def restart(self) -> None:
+        """Starts the broker again on the same port and data (for the supervisor)."""
+        self.start()
 
     def wait_ready(self, timeout_s: float = 120) -> None:
         """Blocks until this broker serves metadata; a JVM on two cores needs 5 to 15 s."""

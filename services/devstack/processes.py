@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from .lifetime import die_with_parent_preexec
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -52,7 +54,16 @@ class Service:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # Its own session (a Ctrl-C for the parent must not reach it first), yet it
+            # still dies with the parent: a killed `make up` or test run leaves nothing.
+            preexec_fn=die_with_parent_preexec(os.getpid()),
         )
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def restart(self) -> None:
+        self.start()
 
     def wait_ready(self, timeout_s: float = 60) -> None:
         assert self.process is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from .kafka import (
     LocalKafka,
     kafka_from_env,
 )
+from .lifetime import Supervised, Supervisor
 from .processes import Service, free_port
 
 # The key variables of the shipped catalog's providers (its `providers` rows name them).
@@ -71,6 +73,7 @@ class Stack:
     # More edge processes behind the same control DB, as replicas in production.
     extra_edges: int = 0
     services: list[Service] = field(default_factory=list)
+    supervisor: Supervisor | None = None
     kafka: KafkaCluster | None = None
     # Shared by the services for their internal APIs (billing's /internal/v1).
     service_token: str = field(default_factory=lambda: new_secret("aig-svc-"))
@@ -205,7 +208,20 @@ class Stack:
     def service(self, name: str) -> Service:
         return next(service for service in self.services if service.name == name)
 
+    def supervise(self, report: Callable[[str], None]) -> Supervisor:
+        """Restarts (with backoff) any service or the broker that exits on its own, as
+        `make up` wants; the tests restart what they kill themselves."""
+        units: list[Supervised] = list(self.services)
+        if isinstance(self.kafka, LocalKafka):
+            units.append(self.kafka)
+        self.supervisor = Supervisor(units, report)
+        self.supervisor.start()
+        return self.supervisor
+
     def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
         for service in reversed(self.services):
             service.stop()
         self.services.clear()
