@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from manifests import OVERLAYS, REPO, Rendered
 
 SERVICES_DIR = REPO / "services"
@@ -57,9 +58,21 @@ def _shared_modules_imported(files: list[Path]) -> set[Path]:
     return found
 
 
+def catalog_provider_variables() -> set[str]:
+    """The variables the packaged catalog's provider rows name: each row's key (`key_env`)
+    and its base-URL override (`AIG_<NAME>_BASE_URL`), which the router resolves."""
+    catalog = yaml.safe_load((SERVICES_DIR / "catalog" / "catalog.yaml").read_text())
+    names: set[str] = set()
+    for row in catalog["providers"]:
+        if row.get("key_env"):
+            names.add(row["key_env"])
+        names.add("AIG_" + re.sub(r"[^A-Za-z0-9]", "_", row["name"]).upper() + "_BASE_URL")
+    return names
+
+
 def variables_read_by(service: str) -> set[str]:
     """What the service's own code reads, plus what the shared modules it imports read
-    (followed transitively)."""
+    (followed transitively), plus the provider rows' variables for the router."""
     files = _python_files(SERVICES_DIR / service)
     seen: set[Path] = set()
     frontier = _shared_modules_imported(files)
@@ -69,13 +82,16 @@ def variables_read_by(service: str) -> set[str]:
         module_files = _python_files(module)
         files += module_files
         frontier |= _shared_modules_imported(module_files) - seen
-    return _names_read(files)
+    names = _names_read(files)
+    if service == "router":
+        names |= catalog_provider_variables()
+    return names
 
 
 def test_the_scan_finds_what_a_service_reads() -> None:
     # Variables read in settings modules, through a table, and in a shared library.
     assert {"AIG_EDGE_PORT", "AIG_KEY_PEPPER", "AIG_CATALOG_PATH"} <= variables_read_by("edge")
-    assert {"OPENAI_API_KEY", "AIG_GEMINI_BASE_URL", "KAFKA_BOOTSTRAP_SERVERS"} <= (
+    assert {"OPENAI_API_KEY", "AIG_GOOGLE_BASE_URL", "KAFKA_BOOTSTRAP_SERVERS"} <= (
         variables_read_by("router")
     )
     assert "AIG_CLICKHOUSE_URL" in variables_read_by("billing")

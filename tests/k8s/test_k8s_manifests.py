@@ -286,7 +286,8 @@ def _module_constants(path: Path) -> dict[str, object]:
 
 def test_consumer_groups_are_the_ones_the_services_join() -> None:
     billing = _module_constants(REPO / "services" / "billing" / "__main__.py")
-    assert CONSUMERS["billing"] == (billing["CONSUMER_GROUP"], billing["USAGE_TOPIC"])
+    contracts = _module_constants(REPO / "services" / "aig_common" / "contracts.py")
+    assert CONSUMERS["billing"] == (billing["CONSUMER_GROUP"], contracts["USAGE_TOPIC"])
 
 
 @overlays
