@@ -288,6 +288,8 @@ def test_consumer_groups_are_the_ones_the_services_join() -> None:
     billing = _module_constants(REPO / "services" / "billing" / "__main__.py")
     contracts = _module_constants(REPO / "services" / "aig_common" / "contracts.py")
     assert CONSUMERS["billing"] == (billing["CONSUMER_GROUP"], contracts["USAGE_TOPIC"])
+    webhooks = _module_constants(REPO / "services" / "webhooks" / "__main__.py")
+    assert CONSUMERS["webhooks"] == (webhooks["CONSUMER_GROUP"], contracts["TASK_EVENTS_TOPIC"])
 
 
 @overlays
