@@ -5,7 +5,14 @@ from __future__ import annotations
 from starlette.applications import Starlette
 
 from sandbox import control
-from sandbox.providers import anthropic_api, fal_api, gemini_api, openai_api, replicate_api
+from sandbox.providers import (
+    anthropic_api,
+    fal_api,
+    gemini_api,
+    openai_api,
+    openai_images_api,
+    replicate_api,
+)
 from sandbox.settings import SandboxSettings
 from sandbox.state import SandboxState
 from sandbox.transport import hide_stream_cut_tracebacks
@@ -21,6 +28,7 @@ def create_app(settings: SandboxSettings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             *openai_api.routes(state),
+            *openai_images_api.routes(state),
             *anthropic_api.routes(state),
             *gemini_api.routes(state),
             *fal_api.routes(state),

@@ -14,6 +14,7 @@ from jobs.providers.base import MediaProvider, ProviderInstance
 _TYPES: dict[str, tuple[str, str]] = {
     "fal": ("jobs.providers.fal", "FalProvider"),
     "replicate": ("jobs.providers.replicate", "ReplicateProvider"),
+    "openai_images": ("jobs.providers.openai_images", "OpenAIImagesProvider"),
 }
 
 PROVIDER_TYPES = frozenset(_TYPES)
