@@ -276,52 +276,66 @@ class WebhookStore:
             ]
 
     async def finish_attempt(self, claimed: ClaimedDelivery, result: AttemptResult) -> bool:
-        """Records the attempt and the delivery's new state, if the caller still holds the
-        lease; returns False (and writes nothing) when another replica has taken it over."""
-        final = result.outcome in FINAL_STATES
+        return (await self.finish_attempts([(claimed, result)]))[0]
+
+    async def finish_attempts(
+        self, finished: Sequence[tuple[ClaimedDelivery, AttemptResult]]
+    ) -> list[bool]:
+        """Records attempts and their deliveries' new states in one transaction, each only
+        if its caller still holds the lease; False (nothing written for that one) where
+        another replica has taken the row over."""
+        written: list[bool] = []
         async with self._sessions() as session, session.begin():
-            changed = await session.execute(
-                update(WebhookDelivery)
-                .where(
-                    WebhookDelivery.id == claimed.id,
-                    WebhookDelivery.claim_token == claimed.claim_token,
-                )
+            for claimed, result in finished:
+                written.append(await self._finish(session, claimed, result))
+        return written
+
+    async def _finish(
+        self, session: AsyncSession, claimed: ClaimedDelivery, result: AttemptResult
+    ) -> bool:
+        final = result.outcome in FINAL_STATES
+        changed = await session.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.id == claimed.id,
+                WebhookDelivery.claim_token == claimed.claim_token,
+            )
+            .values(
+                state=result.outcome if final else PENDING,
+                attempts=WebhookDelivery.attempts + 1,
+                schedule_index=WebhookDelivery.schedule_index + 1,
+                next_attempt_at=None if final else result.next_attempt_at,
+                claim_token=None,
+                claimed_until=None,
+                last_status=result.status,
+                last_error=result.error,
+                completed_at=datetime.now(UTC) if final else None,
+            )
+        )
+        if getattr(changed, "rowcount", 0) != 1:
+            return False
+        session.add(
+            WebhookAttempt(
+                delivery_id=claimed.id,
+                number=claimed.attempts + 1,
+                started_at=result.started_at,
+                duration_ms=result.duration_ms,
+                status=result.status,
+                error=result.error,
+                outcome=result.outcome,
+            )
+        )
+        if result.outcome == DISABLED and not claimed.url_disabled:
+            await session.execute(
+                _insert(session)(DisabledCallbackUrl)
                 .values(
-                    state=result.outcome if final else PENDING,
-                    attempts=WebhookDelivery.attempts + 1,
-                    schedule_index=WebhookDelivery.schedule_index + 1,
-                    next_attempt_at=None if final else result.next_attempt_at,
-                    claim_token=None,
-                    claimed_until=None,
-                    last_status=result.status,
-                    last_error=result.error,
-                    completed_at=datetime.now(UTC) if final else None,
-                )
-            )
-            if getattr(changed, "rowcount", 0) != 1:
-                return False
-            session.add(
-                WebhookAttempt(
+                    account_id=claimed.account_id,
+                    callback_url=claimed.callback_url,
+                    disabled_at=datetime.now(UTC),
                     delivery_id=claimed.id,
-                    number=claimed.attempts + 1,
-                    started_at=result.started_at,
-                    duration_ms=result.duration_ms,
-                    status=result.status,
-                    error=result.error,
-                    outcome=result.outcome,
                 )
+                .on_conflict_do_nothing()
             )
-            if result.outcome == DISABLED and not claimed.url_disabled:
-                await session.execute(
-                    _insert(session)(DisabledCallbackUrl)
-                    .values(
-                        account_id=claimed.account_id,
-                        callback_url=claimed.callback_url,
-                        disabled_at=datetime.now(UTC),
-                        delivery_id=claimed.id,
-                    )
-                    .on_conflict_do_nothing()
-                )
         return True
 
     async def next_due_at(self) -> datetime | None:

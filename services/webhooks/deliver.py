@@ -37,6 +37,7 @@ from controldb.webhooks import (
     REFUSED,
     AttemptResult,
     ClaimedDelivery,
+    SecretView,
     WebhookStore,
 )
 
@@ -55,6 +56,11 @@ ATTEMPT_SECONDS = Histogram(
 USER_AGENT = "aig-webhooks/1"
 # Enough of the receiver's answer to keep the connection reusable; the rest is not read.
 MAX_RESPONSE_BYTES = 64 * 1024
+# How long an account's secrets are reused without reading them again. A rotation is safe
+# within it (the previous secret keeps signing for 24 h); Kie's key turns on or off this late.
+SECRETS_TTL_S = 10.0
+# Attempts whose results are written in one transaction, at most.
+MAX_RECORD_BATCH = 200
 
 
 class GuardedResolver(AbstractResolver):
@@ -104,6 +110,10 @@ class Deliverer:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
         self._http: aiohttp.ClientSession | None = None
+        self._secrets: dict[str, tuple[float, SecretView]] = {}
+        self._finished: asyncio.Queue[
+            tuple[ClaimedDelivery, AttemptResult, asyncio.Future[bool]]
+        ] = asyncio.Queue()
 
     def wake(self) -> None:
         """New deliveries were stored: look for due ones now rather than at the next poll."""
@@ -119,6 +129,7 @@ class Deliverer:
             headers={"user-agent": USER_AGENT},
         )
         lease = timedelta(seconds=settings.lease_s)
+        recorder = asyncio.create_task(self._record_results())
         try:
             while True:
                 free = settings.concurrency - len(self._in_flight)
@@ -139,7 +150,7 @@ class Deliverer:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), settings.poll_interval_s)
         finally:
-            for task in list(self._in_flight):
+            for task in [*self._in_flight, recorder]:
                 task.cancel()
             await self._http.close()
 
@@ -164,9 +175,49 @@ class Deliverer:
             else:
                 result = await self._post(delivery, started, clock)
         ATTEMPTS.labels(result.outcome).inc()
-        # If this fails, the lease runs out and the attempt is made again: at least once.
-        if not await self._store.finish_attempt(delivery, result):
+        recorded = asyncio.get_running_loop().create_future()
+        self._finished.put_nowait((delivery, result, recorded))
+        if not await recorded:
             log.warning("delivery %s: lease lost before its attempt was recorded", delivery.id)
+
+    async def _record_results(self) -> None:
+        """Writes finished attempts in batches: one transaction for however many finished
+        meanwhile, instead of one each (on SQLite every transaction takes the write lock).
+        A failed write is retried for half a lease; after that the row's lease runs out
+        and the attempt is made again (at least once, never lost)."""
+        while True:
+            batch = [await self._finished.get()]
+            while len(batch) < MAX_RECORD_BATCH and not self._finished.empty():
+                batch.append(self._finished.get_nowait())
+            outcomes = await self._write(batch)
+            for (_, _, recorded), outcome in zip(batch, outcomes, strict=True):
+                if not recorded.done():
+                    recorded.set_result(outcome)
+
+    async def _write(
+        self, batch: list[tuple[ClaimedDelivery, AttemptResult, asyncio.Future[bool]]]
+    ) -> list[bool]:
+        give_up_at = time.monotonic() + self._settings.lease_s / 2
+        delay = 0.05
+        while True:
+            try:
+                return await self._store.finish_attempts([(d, r) for d, r, _ in batch])
+            except Exception:
+                if time.monotonic() + delay > give_up_at:
+                    log.exception("recording %d attempts failed; leases will expire", len(batch))
+                    return [False] * len(batch)
+                log.warning("recording %d attempts failed; retrying", len(batch), exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _secrets_of(self, account_id: str) -> SecretView:
+        now = time.monotonic()
+        cached = self._secrets.get(account_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        view = await self._store.secret(account_id)
+        self._secrets[account_id] = (now + SECRETS_TTL_S, view)
+        return view
 
     @staticmethod
     def _final(
@@ -180,7 +231,7 @@ class Deliverer:
         self, delivery: ClaimedDelivery, started: datetime, clock: float
     ) -> AttemptResult:
         try:
-            secrets = await self._store.secret(delivery.account_id)
+            secrets = await self._secrets_of(delivery.account_id)
         except AccountNotFound:
             return self._final(delivery, started, DEAD, "not sent: the account no longer exists")
         timestamp = int(time.time())
