@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -28,6 +29,8 @@ from controldb import KeyStore, create_engine_from_url, migrate
 from devstack.kafka import AIG_TOPICS, LocalKafka
 from devstack.processes import Service, free_port
 from devstack.stack import SHARED_KAFKA_LIBS
+
+from .procs import cpu_seconds
 
 TOPIC = "aig.task-events.v1"
 ACCOUNTS = 20
@@ -145,11 +148,19 @@ def measure(count: int) -> dict[str, Any]:
             )
             webhooks.start()
             webhooks.wait_ready()
+            assert webhooks.process is not None
+            pid = webhooks.process.pid
             deadline = time.monotonic() + 600
-            while _delivered(database) < count:
+            cpu_from: tuple[int, float] | None = None
+            while (delivered := _delivered(database)) < count:
+                if cpu_from is None and delivered:
+                    # From the first delivery on: start-up (imports, migrations) is not counted.
+                    cpu_from = (delivered, cpu_seconds(pid))
                 if time.monotonic() > deadline:
                     raise RuntimeError("webhooks did not deliver every event in time")
                 time.sleep(0.1)
+            assert cpu_from is not None
+            cpu_ms = (cpu_seconds(pid) - cpu_from[1]) * 1000 / max(count - cpu_from[0], 1)
         finally:
             if webhooks is not None:
                 webhooks.stop()
@@ -161,6 +172,8 @@ def measure(count: int) -> dict[str, Any]:
         "distinct_webhook_ids_received": len(receiver.ids),
         "deliveries_per_s": round(count / max(elapsed, 1e-6)),
         "seconds": round(elapsed, 2),
+        "cpu_ms_per_delivery": round(cpu_ms, 2),
+        "load_average": os.getloadavg(),
     }
 
 

@@ -133,7 +133,9 @@ class Deliverer:
         try:
             while True:
                 free = settings.concurrency - len(self._in_flight)
-                if free <= 0:
+                if self._in_flight and free < max(1, settings.concurrency // 2):
+                    # Claim in large batches: a claim is a write transaction (an fsync), so
+                    # claiming one row per finished attempt would cost one per delivery.
                     await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 self._wake.clear()
