@@ -9,7 +9,14 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import billing_throughput, grpc_hop, http_clients, outage, reservations
+from . import (
+    billing_throughput,
+    grpc_hop,
+    http_clients,
+    outage,
+    reservations,
+    webhook_throughput,
+)
 from .report import machine
 
 HERE = Path(__file__).parent
@@ -26,6 +33,7 @@ def main() -> None:
     finally:
         postgres_server.stop()
     billing = billing_throughput.measure(20_000)
+    webhooks = webhook_throughput.measure(3_000)
     failover = {
         "on": outage._run(breaker_failures=5, calls=outage.CALLS),
         "off": outage._run(breaker_failures=1_000_000_000, calls=outage.CALLS // 4),
@@ -35,6 +43,7 @@ def main() -> None:
     results = {
         "reservations": {"sqlite": sqlite, "postgresql": postgres},
         "billing": billing,
+        "webhooks": webhooks,
         "outage": failover,
         "http_clients": clients,
         "grpc_hop": hop,
@@ -73,6 +82,14 @@ def main() -> None:
         f"**{billing['billing_events_per_s']} events/s**, against "
         f"{billing['bare_consumer_events_per_s']} events/s for a consumer that only reads "
         f"({billing['billing_over_bare']}x).",
+        "",
+        "## Webhook deliveries — `bench/webhook_throughput.py`",
+        "",
+        f"{webhooks['deliveries']} terminal task events from the topic to signed POSTs at a",
+        "local receiver answering 200 (intake into the control DB on SQLite, claim, sign, POST,",
+        f"attempt recorded): **{webhooks['deliveries_per_s']} deliveries/s**, "
+        f"{webhooks['cpu_ms_per_delivery']} ms of the webhooks process's CPU per delivery "
+        f"(load average {webhooks['load_average'][0]:.1f} at the end).",
         "",
         "## Calls during a provider outage — `bench/outage.py`",
         "",
