@@ -4,18 +4,28 @@ the rows are durable means the events come again, and a crash after means they a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+
+from google.protobuf.message import DecodeError
 
 from aig.events.v1 import events_pb2 as pb
 from controldb.webhooks import NewDelivery, WebhookStore
 
 from .payload import callback_body, is_deliverable
 
+log = logging.getLogger("webhooks")
+
 
 def deliveries_from(payloads: Sequence[bytes]) -> list[NewDelivery]:
     found: list[NewDelivery] = []
     for payload in payloads:
-        event = pb.TaskEvent.FromString(payload)
+        try:
+            event = pb.TaskEvent.FromString(payload)
+        except DecodeError:
+            # Redelivering it would never make it readable, and would stall its partition.
+            log.error("skipping a task event that is not a TaskEvent (%d bytes)", len(payload))
+            continue
         if is_deliverable(event):
             found.append(
                 NewDelivery(

@@ -13,6 +13,7 @@ from standardwebhooks import Webhook, WebhookVerificationError
 
 from aig.events.v1 import events_pb2 as pb
 from controldb.webhooks import new_signing_secret
+from webhooks.intake import deliveries_from
 from webhooks.payload import callback_body
 from webhooks.policy import Decision, decide, parse_retry_after
 from webhooks.settings import DEFAULT_RETRY_SCHEDULE_S
@@ -87,3 +88,21 @@ def test_the_body_is_kies_envelope_around_the_record_unchanged() -> None:
     body = callback_body(event)
     assert body.endswith(b',"data":' + record + b"}")
     assert orjson.loads(body)["code"] == 501 and orjson.loads(body)["msg"] == "boom"
+
+
+def test_intake_keeps_terminal_events_with_a_url_and_skips_unreadable_ones() -> None:
+    def event(
+        task_id: str, state: pb.TaskState.ValueType, url: str = "https://example.com/cb"
+    ) -> bytes:
+        return pb.TaskEvent(
+            event_id=f"e-{task_id}", task_id=task_id, account_id="a", state=state, callback_url=url
+        ).SerializeToString()
+
+    payloads = [
+        event("done", pb.TASK_STATE_SUCCESS),
+        event("failed", pb.TASK_STATE_FAIL),
+        event("running", pb.TASK_STATE_GENERATING),
+        event("no-url", pb.TASK_STATE_SUCCESS, url=""),
+        b"\xff\xff not a protobuf",
+    ]
+    assert [d.task_id for d in deliveries_from(payloads)] == ["done", "failed"]
