@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 from pathlib import Path
 
 from .loadgen import DEADLINE_ABORT, parse_report
-from .procs import ProcessGroup, cpu_seconds, descendants
+from .procs import CLOCK_TICKS, ProcessGroup, cpu_seconds, descendants
 from .profiling import hot_functions
 from .soak import SoakSeries
 
@@ -49,13 +50,49 @@ def test_soak_slope_is_in_mib_per_minute() -> None:
     assert flat.slope_mib_per_min("edge") == 0.0
 
 
-def test_this_process_is_seen_with_its_cpu_time() -> None:
-    pid = os.getpid()
-    assert descendants(pid)[0] == pid
-    sum(i * i for i in range(200_000))  # burn a little CPU so the counter moves
-    group = ProcessGroup({"self": pid})
-    alone = cpu_seconds(pid)
-    assert alone > 0
-    assert group.cpu_seconds() >= alone
-    assert group.rss_bytes() > 0
-    assert group.peak_rss_bytes()["self"] >= group.rss_bytes()
+# A child that starts a grandchild, which touches ALLOCATED bytes and burns CPU, reports its
+# own CPU time, then waits for stdin to close. The harness must find the grandchild under the
+# child and count both its CPU and its memory.
+_GRANDCHILD = """
+import sys, time
+block = bytearray(ALLOCATED)
+for offset in range(0, len(block), 4096):
+    block[offset] = 1
+deadline = time.process_time() + 0.3
+while time.process_time() < deadline:
+    pass
+print(time.process_time(), flush=True)
+sys.stdin.read()
+"""
+_CHILD = """
+import subprocess, sys
+grandchild = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdin=sys.stdin)
+grandchild.wait()
+"""
+ALLOCATED = 64 * 1024 * 1024
+
+
+def test_a_process_tree_is_seen_with_its_cpu_time_and_memory() -> None:
+    code = _GRANDCHILD.replace("ALLOCATED", str(ALLOCATED))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        burnt = float(child.stdout.readline())  # the grandchild's own count, once it is done
+        tree = descendants(child.pid)
+        assert tree[0] == child.pid and len(tree) == 2
+        group = ProcessGroup({"tree": child.pid})
+        # /proc counts in clock ticks, rounded down: allow two ticks.
+        assert group.cpu_seconds() >= burnt - 2 / CLOCK_TICKS
+        assert cpu_seconds(tree[1]) >= burnt - 2 / CLOCK_TICKS
+        assert group.rss_bytes() >= ALLOCATED
+        assert group.peak_rss_bytes()["tree"] >= ALLOCATED
+        child.stdin.close()
+        assert child.wait(30) == 0
+    finally:
+        child.kill()
+        child.wait()
