@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import openai
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from aig.events.v1 import events_pb2 as events
 from aig_common.ids import uuid7
@@ -67,6 +68,17 @@ def test_calls_become_rows_and_exact_debits(
     assert parse_usd(me["key"]["caps"]["daily"]["spent_usd"]) == billed
 
 
+def _billing_events(stack: Stack, result: str) -> float:
+    """billing's own count of usage events by result (settled, duplicate, …) since it started."""
+    metrics = httpx.get(f"http://127.0.0.1:{stack.ports.billing}/metrics", timeout=10)
+    metrics.raise_for_status()
+    for family in text_string_to_metric_families(metrics.text):
+        for sample in family.samples:
+            if sample.name == "aig_billing_events_total" and sample.labels["result"] == result:
+                return float(sample.value)
+    return 0.0
+
+
 def test_billing_crash_before_commit_changes_nothing(
     stack: Stack, admin: httpx.Client, base_url: str
 ) -> None:
@@ -77,22 +89,29 @@ def test_billing_crash_before_commit_changes_nothing(
     crashing = replace(
         billing, env={**billing.env, "AIG_BILLING_CRASH_AFTER_WRITE": "1"}, process=None
     )
-    crashing.start()
-    client.chat.completions.create(model="gpt-4o-mini", messages=ASK)
-    assert crashing.process is not None
-    assert crashing.process.wait(60) == 17  # wrote ledger and control DB, died before commit
-    billing.start()
-    billing.wait_ready()
-    rows = wait_for_usage(base_url, key["key"], 1)
-    me = wait_until_settled(base_url, key["key"])
-    time.sleep(1.0)  # give any (wrong) second settlement time to show
+    try:
+        crashing.start()
+        client.chat.completions.create(model="gpt-4o-mini", messages=ASK)
+        assert crashing.process is not None
+        assert crashing.process.wait(60) == 17  # wrote ledger and control DB, died before commit
+    finally:
+        crashing.stop()
+        billing.start()  # whatever happened above, the stack keeps its billing
+        billing.wait_ready()
+    # The restarted consumer is given the partition once the dead member's session expires,
+    # then the uncommitted batch again. Only that redelivery proves anything: the crashed
+    # process had already written both the ledger and the balance.
+    deadline = time.monotonic() + 120
+    while _billing_events(stack, "duplicate") < 1:
+        assert time.monotonic() < deadline, "billing never saw the crashed batch again"
+        time.sleep(0.5)
+    assert _billing_events(stack, "settled") == 0  # the redelivered event changed nothing
     rows = usage_rows(base_url, key["key"])
     assert sum(int(r["calls"]) for r in rows) == 1
     billed = parse_usd(rows[0]["billed_cost_usd"])
-    assert (
-        parse_usd(_me(base_url, key["key"])["account"]["balance_usd"]) == 10 * NANO_PER_USD - billed
-    )
-    assert me["account"]["balance_usd"] == _me(base_url, key["key"])["account"]["balance_usd"]
+    me = wait_until_settled(base_url, key["key"])
+    assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - billed
+    assert parse_usd(me["key"]["caps"]["daily"]["spent_usd"]) == billed
 
 
 def test_broker_outage_loses_no_usage(stack: Stack, admin: httpx.Client, base_url: str) -> None:
