@@ -62,7 +62,7 @@ class Reply:
     hit_max_tokens: bool = False
 
 
-def reply_to(prompt: Prompt, answer_tokens: int) -> Reply:
+def reply_to(prompt: Prompt, answer_tokens: int, max_tokens_overrun: int = 0) -> Reply:
     prompt_tokens = estimate_tokens(prompt.input_chars) + IMAGE_PROMPT_TOKENS * len(prompt.images)
     if prompt.tools and prompt.tool_result is None:
         calls = _tool_calls(prompt)
@@ -79,8 +79,9 @@ def reply_to(prompt: Prompt, answer_tokens: int) -> Reply:
         )
     text = _answer_text(prompt, answer_tokens)
     hit_max_tokens = False
-    if prompt.max_tokens is not None and estimate_tokens(len(text)) > prompt.max_tokens:
-        text = text[: max(1, prompt.max_tokens) * 4]
+    limit = None if prompt.max_tokens is None else prompt.max_tokens + max_tokens_overrun
+    if limit is not None and estimate_tokens(len(text)) > limit:
+        text = text[: max(1, limit) * 4]
         hit_max_tokens = True
     return Reply(
         text=text,

@@ -20,6 +20,9 @@ class SandboxSettings:
     answer_tokens: int = 40
     # How many content chunks a streamed text answer is split into.
     stream_chunks: int = 8
+    # Tokens a text answer runs past the request's max_tokens, as a provider that ignores
+    # the limit would (tests of the gateway's billing clamp). 0 honours the limit.
+    max_tokens_overrun: int = 0
     # How many provider requests `GET /_sandbox/requests` remembers.
     request_log_size: int = 500
     # Media renders (fal, Replicate): time in the queue, then time rendering.

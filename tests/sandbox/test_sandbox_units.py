@@ -124,3 +124,10 @@ def test_embedding_base64_is_little_endian_float32_of_the_vector() -> None:
     vector = embedding("x", 8)
     raw = base64.b64decode(embedding_base64("x", 8))
     assert struct.unpack("<8f", raw) == vector
+
+
+def test_an_overrunning_provider_answers_past_max_tokens() -> None:
+    prompt = Prompt(last_user_text="go on", max_tokens=10)
+    assert reply_to(prompt, 200).completion_tokens == 10
+    overrun = reply_to(prompt, 200, max_tokens_overrun=15)
+    assert (overrun.completion_tokens, overrun.hit_max_tokens) == (25, True)

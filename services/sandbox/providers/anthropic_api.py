@@ -84,7 +84,7 @@ async def _create_message(request: Request, state: SandboxState) -> Response:
         model, prompt, forced_tool = _parse(body)
     except BadRequest as exc:
         return error_response(400, str(exc))
-    reply = reply_to(prompt, state.settings.answer_tokens)
+    reply = reply_to(prompt, state.settings.answer_tokens, state.settings.max_tokens_overrun)
     content = _content_blocks(reply, lead_in=not forced_tool)
     if reply.tool_calls and content[0]["type"] == "text":
         reply.completion_tokens += estimate_tokens(len(content[0]["text"]))

@@ -119,7 +119,7 @@ def _fault_response(fault: Fault) -> Response:
 
 def _generate(model: str, body: dict[str, Any], state: SandboxState) -> Response:
     prompt = _parse(model, body)
-    reply = reply_to(prompt, state.settings.answer_tokens)
+    reply = reply_to(prompt, state.settings.answer_tokens, state.settings.max_tokens_overrun)
     response = _response(model, _parts(model, reply), reply, final=True)
     return json_response(response)
 
@@ -128,7 +128,7 @@ def _stream(
     model: str, body: dict[str, Any], state: SandboxState, alt: str | None, fault: Fault | None
 ) -> Response:
     prompt = _parse(model, body)
-    reply = reply_to(prompt, state.settings.answer_tokens)
+    reply = reply_to(prompt, state.settings.answer_tokens, state.settings.max_tokens_overrun)
     response_id = new_id("")
     chunks: list[dict[str, Any]]
     if reply.tool_calls:

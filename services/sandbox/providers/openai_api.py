@@ -284,7 +284,7 @@ def _chat_completion(
     if not isinstance(model, str) or not model:
         raise BadRequest("you must provide a model parameter", "model")
     prompt = _prompt_from(body)
-    reply = reply_to(prompt, state.settings.answer_tokens)
+    reply = reply_to(prompt, state.settings.answer_tokens, state.settings.max_tokens_overrun)
     usage = _usage(flavor, model, reply)
     response_id = new_id(flavor.id_prefix)
     created = int(time.time())
