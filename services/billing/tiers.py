@@ -14,8 +14,11 @@ log = logging.getLogger("billing.tiers")
 ROLLING_WINDOW = timedelta(days=30)
 
 
-async def recompute_tiers(ledger: Ledger, money: Money) -> dict[str, object]:
-    now = datetime.now(UTC)
+async def recompute_tiers(
+    ledger: Ledger, money: Money, *, now: datetime | None = None
+) -> dict[str, object]:
+    """`now` is a test seam (a recompute as of another moment); production passes none."""
+    now = datetime.now(UTC) if now is None else now
     spend = await ledger.rolling_spend_nano_usd(since=now - ROLLING_WINDOW)
     applied = await money.apply_tiers(spend, now)
     return {

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 from clickhouse_http import chdb_http_server
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from aig.events.v1 import events_pb2 as events
 from aig_common.ids import uuid7
+from aig_common.money import NANO_PER_USD
 from billing.ledger import (
     COLUMNS,
     ChdbLedger,
@@ -21,6 +23,10 @@ from billing.ledger import (
     ledger_from_env,
 )
 from billing.ledger.schema import BOOTSTRAP, MIGRATIONS, MIGRATIONS_TABLE
+from billing.tiers import ROLLING_WINDOW, recompute_tiers
+from controldb import KeyStore, create_engine_from_url, migrate
+from controldb.models import Account
+from controldb.money import Money
 
 # Whole milliseconds, as events carry them, so row times compare exactly.
 NOW = datetime.fromtimestamp(int(datetime.now(UTC).timestamp() * 1000) / 1000, UTC)
@@ -392,3 +398,32 @@ async def test_ledger_from_env_picks_the_backend(tmp_path: Path) -> None:
         assert embedded.path == tmp_path / "ledger"
     finally:
         await embedded.close()
+
+
+async def test_the_tier_job_falls_back_as_spend_leaves_the_window(tmp_path: Path) -> None:
+    """The tier job over a real ledger and control DB: $60 spent 29 days ago is Growth
+    today, and Starter once that spend is 30 days and a second old."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/control.db"
+    await migrate(url)
+    engine = create_engine_from_url(url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    account = await KeyStore(sessions, b"pepper").create_account("tiered")
+    money = Money(sessions)
+    ledger = ChdbLedger(tmp_path / "ledger")
+    try:
+        await ledger.migrate()
+        spent_at = NOW - 29 * DAY
+        await ledger.insert([_row(account.id, billed=60 * NANO_PER_USD, at=spent_at)])
+        growth = await recompute_tiers(ledger, money, now=NOW)
+        assert growth["tiers"] == {account.id: "growth"}
+        moved = spent_at + ROLLING_WINDOW + timedelta(seconds=1)
+        starter = await recompute_tiers(ledger, money, now=moved)
+        assert starter["tiers"] == {account.id: "starter"}
+        async with sessions() as session:
+            row = await session.get(Account, account.id)
+            assert row is not None
+            assert (row.markup_basis_points, row.rolling_30d_spend_nano_usd) == (4000, 0)
+    finally:
+        await ledger.close()
+        await money.aclose()
+        await engine.dispose()
