@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import yaml
 
 from aig_common.money import apply_markup
 from catalog.estimate import estimate_prompt_tokens, worst_case_output_tokens
-from catalog.models import DEFAULT_CATALOG_PATH, load_catalog
+from catalog.models import DEFAULT_CATALOG_PATH, ChatModel, load_catalog
 from devstack.stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
 
 # One model of each provider family, as the catalog names them.
@@ -231,7 +232,9 @@ def worst_case_nano_usd(body: dict[str, Any], markup_basis_points: int = 4000) -
     catalog = load_catalog(DEFAULT_CATALOG_PATH)
     primary = catalog.chat(body["model"])
     assert primary is not None
-    chain = [primary, *(catalog.chat(route.model_id) for route in primary.fallbacks)]
+    chain: list[ChatModel | None] = [primary]
+    if body.get("aig", {}).get("fallbacks", True) is not False:
+        chain.extend(catalog.chat(route.model_id) for route in primary.fallbacks)
     worst = max(
         model.worst_case_cost_nano_usd(
             estimate_prompt_tokens(body, tokens_per_image=model.image_input_tokens),
@@ -281,3 +284,30 @@ def wait_for_usage(
         if time.monotonic() > deadline:
             raise TimeoutError(f"ledger has {rows}, expected {calls} calls")
         time.sleep(0.3)
+
+
+def list_price_nano_usd(model_id: str, usage: Any) -> int:
+    """A chat call's upstream cost from the catalog's list prices and the usage the client
+    itself received (an OpenAI SDK `usage` object). Short prompts only: no long-context tier."""
+    model = load_catalog().chat(model_id)
+    assert model is not None
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+    price = (usage.prompt_tokens - cached) * model.input_nano_usd_per_token
+    price += usage.completion_tokens * model.output_nano_usd_per_token
+    if cached:
+        price += cached * model.cached_input_nano_usd_per_token
+    return int(price)
+
+
+@contextlib.contextmanager
+def sandbox_settings(stack: Stack, **changes: int) -> Iterator[None]:
+    """Changes the sandbox's run-time settings (`/_sandbox/config`) and restores them."""
+    with httpx.Client(base_url=stack.sandbox_url, timeout=10) as sandbox:
+        before = sandbox.get("/_sandbox/config").json()
+        sandbox.post("/_sandbox/config", json=changes).raise_for_status()
+        try:
+            yield
+        finally:
+            restore = {name: before[name] for name in changes}
+            sandbox.post("/_sandbox/config", json=restore).raise_for_status()

@@ -9,24 +9,37 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import openai
 import pytest
+from sqlalchemy.engine import make_url
 
 from aig_common.money import parse_usd, usd
 from devstack.stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
 
-from .conftest import Sandbox, create_key, wait_until_settled, worst_case_nano_usd
+from .conftest import (
+    Sandbox,
+    create_key,
+    sandbox_settings,
+    wait_until_settled,
+    worst_case_nano_usd,
+)
 
 BODY: dict[str, Any] = {
     "model": "gpt-4o-mini",
     "messages": [{"role": "user", "content": "How much does this cost?"}],
     "max_tokens": 100,
 }
+# The burst asks for 1,000 tokens and the sandbox is told to use all of them, so a call's
+# real cost is within 1 % of its reservation: one call admitted past the cap shows in the
+# count and in the bill. (Settlements during the burst free only the prompt's
+# over-estimate, ~1 % per call: 20 of them cannot make room for a 21st.)
+BURST_BODY: dict[str, Any] = {**BODY, "max_tokens": 1000, "aig": {"fallbacks": False}}
 CONCURRENT_CALLS = 200
 CALLS_THAT_FIT = 20
 RESERVATION_TTL_S = 12
@@ -69,11 +82,15 @@ async def _burst(edge_urls: list[str], keys: list[str], calls: int) -> list[int]
         async def one(index: int) -> int:
             response = await client.post(
                 f"{edge_urls[index % len(edge_urls)]}/v1/chat/completions",
-                json=BODY,
+                json=BURST_BODY,
                 headers={"authorization": f"Bearer {keys[index % len(keys)]}"},
             )
             if response.status_code == 402:
                 assert response.json()["error"]["code"].endswith("_cap")
+            elif response.status_code == 200:
+                # The premise of the exact count: the answer used the whole allowance.
+                usage = response.json()["usage"]
+                assert usage["completion_tokens"] == BURST_BODY["max_tokens"]
             return response.status_code
 
         return list(await asyncio.gather(*(one(i) for i in range(calls))))
@@ -92,7 +109,7 @@ def _succeeded_and_billed(edge_url: str, api_key: str) -> tuple[int, int]:
 
 
 def _prove_cap_holds(stack: Stack, edge_urls: list[str], scope: str) -> None:
-    one_call = worst_case_nano_usd(BODY)
+    one_call = worst_case_nano_usd(BURST_BODY)
     cap = usd(one_call * CALLS_THAT_FIT)
     with _admin(stack) as admin:
         if scope == "key":
@@ -116,12 +133,14 @@ def _prove_cap_holds(stack: Stack, edge_urls: list[str], scope: str) -> None:
                 ).json()["key"]
                 for i in range(5)
             ]
-    statuses = asyncio.run(_burst(edge_urls, keys, CONCURRENT_CALLS))
+    # Answers longer than the allowance stop at max_tokens.
+    with sandbox_settings(stack, answer_tokens=2 * BURST_BODY["max_tokens"]):
+        statuses = asyncio.run(_burst(edge_urls, keys, CONCURRENT_CALLS))
     assert set(statuses) <= {200, 402}, statuses
     ok = statuses.count(200)
-    assert statuses.count(402) > 0
-    # Worst cases are reserved, so at least the calls that fit at worst case get through.
-    assert ok >= CALLS_THAT_FIT
+    # floor(cap / worst case): one fewer means admission lost a reservation's worth of
+    # room, one more means two admissions did not see each other.
+    assert ok == parse_usd(cap) // one_call == CALLS_THAT_FIT
 
     me = wait_until_settled(f"{edge_urls[0]}/v1", keys[0])
     caps = me["workspace"]["caps"] if scope == "workspace" else me["key"]["caps"]
@@ -207,21 +226,48 @@ def test_cap_changes_apply_to_the_very_next_call(admin: httpx.Client, base_url: 
     assert client.chat.completions.create(**BODY).choices
 
 
-def _hang_a_call_and_kill(stack: Stack, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+def _held_reservations(stack: Stack, key_id: str) -> int:
+    """Reservation rows of a key, expired or not: only a release or a settlement deletes one."""
+
+    async def count() -> int:
+        url = make_url(stack.database_url).set(drivername="postgresql")
+        connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+        try:
+            query = "SELECT count(*) FROM reservations WHERE key_id = $1"
+            return int(await connection.fetchval(query, key_id))
+        finally:
+            await connection.close()
+
+    return asyncio.run(count())
+
+
+def _hang_a_call_and_kill(
+    stack: Stack,
+    names: tuple[str, ...],
+    while_dead: Callable[[str, dict[str, str], str], None] | None = None,
+) -> tuple[str, dict[str, str], str]:
     """Sends a call that hangs upstream under a cap with room for just it, kills `names`
-    while it is in flight, restarts them. Returns the URL and headers to call again with."""
+    while it is in flight, runs `while_dead`, restarts them. Returns the URL and headers to
+    call again with, and the key's id (what `while_dead` is given too)."""
     body = {**BODY, "aig": {"fallbacks": False}}
     with _admin(stack) as admin:
         key = create_key(admin, "orphan-" + "-".join(names))
         cap = usd(worst_case_nano_usd({**body, "model": "gpt-4o-mini"}) * 3 // 2)
         admin.patch(f"/keys/{key['id']}", json={"daily_cap_usd": cap}).raise_for_status()
     sandbox = Sandbox(stack.sandbox_url)
+    sandbox.reset()  # an empty request log: the hanging call is the first entry
     sandbox.fault("openai", 200, delay_ms=30_000)  # the call hangs upstream
     url = f"{stack.edge_url}/v1/chat/completions"
     headers = {"authorization": f"Bearer {key['key']}"}
     services = [stack.service(name) for name in names]
 
     def kill() -> None:
+        # Only once the provider has the call is it in flight: reserved at the edge, held
+        # by the router.
+        deadline = time.monotonic() + 25
+        while not sandbox.requests("openai") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        in_flight.append(bool(sandbox.requests("openai")))
         # Frozen first, all of them, then killed: none lives to react to another's death
         # (a router that saw its edge go would meter the call, an edge that saw its router
         # go would release the reservation).
@@ -232,42 +278,67 @@ def _hang_a_call_and_kill(stack: Stack, names: tuple[str, ...]) -> tuple[str, di
             assert service.process is not None
             service.process.kill()
 
-    threading.Timer(1.0, kill).start()
-    with pytest.raises(httpx.HTTPError), httpx.Client(timeout=30) as client:
-        client.post(url, json=body, headers=headers)
-    for service in services:
-        assert service.process is not None
-        service.process.wait()
-        service.start()
-    for service in services:
-        service.wait_ready()
-    sandbox.reset()
-    return url, headers
+    in_flight: list[bool] = []
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        with pytest.raises(httpx.HTTPError), httpx.Client(timeout=30) as client:
+            client.post(url, json=body, headers=headers)
+        killer.join()
+        assert in_flight == [True], "the call never reached the provider"
+        if while_dead is not None:
+            while_dead(url, headers, key["id"])
+    finally:
+        killer.join()
+        # Whatever happened, the module's stack gets its services back.
+        for service in services:
+            assert service.process is not None
+            service.process.wait()
+            service.start()
+        for service in services:
+            service.wait_ready()
+        sandbox.reset()
+    return url, headers, key["id"]
 
 
 def test_a_call_whose_edge_dies_is_released_at_settlement(pg_stack: Stack) -> None:
-    """The edge dies mid-call: the router's call is cancelled and metered at no cost, so
-    the reservation is freed by settlement, long before it would expire."""
-    reserved_at = time.monotonic()
-    url, headers = _hang_a_call_and_kill(pg_stack, ("edge",))
-    body = {**BODY, "aig": {"fallbacks": False}}
-    status = 0
-    while time.monotonic() < reserved_at + RESERVATION_TTL_S - 1:
-        status = httpx.post(url, json=body, headers=headers, timeout=30).status_code
-        if status == 200:
-            break
+    """The edge dies mid-call: the router's call is cancelled and metered at no cost, and
+    billing's settlement deletes the reservation (expiry would leave the row in place)."""
+    url, headers, key_id = _hang_a_call_and_kill(pg_stack, ("edge",))
+    deadline = time.monotonic() + 120
+    while _held_reservations(pg_stack, key_id) > 0:
+        assert time.monotonic() < deadline, "the cancelled call was never settled"
         time.sleep(0.25)
-    assert status == 200
+    usage = httpx.get(
+        url.replace("/chat/completions", "/usage"),
+        params={"group_by": "model", "start": "2000-01-01T00:00:00Z"},
+        headers=headers,
+        timeout=30,
+    ).json()["data"]
+    # Metered as the client having gone (499): one failed call, at no cost.
+    seen = [(int(r["calls"]), int(r["failed"]), parse_usd(r["billed_cost_usd"])) for r in usage]
+    assert seen == [(1, 1, 0)]
+    body = {**BODY, "aig": {"fallbacks": False}}
+    assert httpx.post(url, json=body, headers=headers, timeout=30).status_code == 200
 
 
 def test_orphaned_reservation_expires(pg_stack: Stack) -> None:
     """Edge and router both die mid-call: nobody settles or releases the reservation; it
     holds the cap until it expires."""
     reserved_at = time.monotonic()
-    url, headers = _hang_a_call_and_kill(pg_stack, ("edge", "router"))
     body = {**BODY, "aig": {"fallbacks": False}}
-    refused = httpx.post(url, json=body, headers=headers, timeout=30)
-    assert refused.status_code == 402  # the orphan still holds the cap
+
+    def held(url: str, headers: dict[str, str], key_id: str) -> None:
+        # The other edge admits without a router: the orphan still holds the cap.
+        other_edge = pg_stack.edge_urls[1]
+        refused = httpx.post(
+            f"{other_edge}/v1/chat/completions", json=body, headers=headers, timeout=30
+        )
+        assert refused.status_code == 402, refused.text
+        assert _held_reservations(pg_stack, key_id) == 1  # neither released nor settled
+
+    url, headers, key_id = _hang_a_call_and_kill(pg_stack, ("edge", "router"), held)
+    assert _held_reservations(pg_stack, key_id) == 1
     time.sleep(max(0.0, reserved_at + RESERVATION_TTL_S + 0.5 - time.monotonic()))
     accepted = httpx.post(url, json=body, headers=headers, timeout=30)
     assert accepted.status_code == 200, accepted.text
