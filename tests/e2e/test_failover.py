@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from aig_common.money import NANO_PER_USD, apply_markup, parse_usd, usd
+from aig_common.money import NANO_PER_USD, apply_markup, parse_usd
 from catalog.models import load_catalog
 
 from .conftest import (
@@ -21,9 +21,9 @@ from .conftest import (
     HEDGED_MODEL,
     Sandbox,
     create_key,
+    list_price_nano_usd,
     wait_for_usage,
     wait_until_settled,
-    worst_case_nano_usd,
 )
 from .test_openai_sdk import WEATHER_TOOL
 
@@ -48,11 +48,14 @@ PRIMARY_PROVIDERS = {
 def _close_breakers(client: openai.OpenAI) -> None:
     """A successful call on each primary route closes its breaker and resets its count."""
     for model, provider in PRIMARY_PROVIDERS.items():
+        served_by = []
         for _ in range(3):
             raw = client.chat.completions.with_raw_response.create(model=model, messages=ASK)
-            if raw.headers["x-aig-provider"] == provider:
+            served_by.append(raw.headers["x-aig-provider"])
+            if served_by[-1] == provider:
                 break
             time.sleep(BREAKER_COOLDOWN_S + 0.1)  # open: wait for the half-open probe
+        assert served_by[-1] == provider, f"{model}'s breaker stayed open: {served_by}"
 
 
 @pytest.fixture
@@ -215,20 +218,26 @@ def test_hedged_model_answers_from_the_faster_route(client: openai.OpenAI, heale
     assert raw.parse().choices[0].message.content
 
 
-def test_failover_never_spends_past_a_cap(
+def test_failed_attempts_add_nothing_to_spend(
     admin: httpx.Client, base_url: str, healed: Sandbox
 ) -> None:
-    body = {"model": "gpt-4o-mini", "messages": ASK, "max_tokens": 50}
-    one_call = worst_case_nano_usd(body)
-    assert one_call < NANO_PER_USD
-    key = create_key(admin, "capped-failover")
-    assert admin.patch(f"/keys/{key['id']}", json={"daily_cap_usd": usd(one_call)}).is_success
+    """Two routes fail, the third serves: the call costs the third's list price for the
+    usage the client received, and the failed attempts add nothing to the bill or a cap."""
+    key = create_key(admin, "failover-spend", credits_usd="10.00")
     client = openai.OpenAI(base_url=base_url, api_key=key["key"], max_retries=0)
-
     healed.fault("openai", 503)
-    raw = client.chat.completions.with_raw_response.create(**body)
-    assert raw.headers["x-aig-provider"] == "openrouter"
-    with pytest.raises(openai.APIStatusError) as caught:
-        client.chat.completions.create(**body)
-    assert caught.value.status_code == 402
-    assert caught.value.code == "key_daily_cap"
+    healed.fault("openrouter", 503)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=ASK, max_tokens=50
+    )
+    assert (raw.headers["x-aig-provider"], raw.headers["x-aig-attempts"]) == ("google", "3")
+    usage = raw.parse().usage
+    assert usage is not None and usage.completion_tokens > 0
+    billed = apply_markup(list_price_nano_usd("gemini-2.5-flash-lite", usage), 4000)
+
+    [row] = wait_for_usage(base_url, key["key"], 1)
+    assert (row["model"], row["failed_attempts"]) == ("gemini-2.5-flash-lite", 2)
+    assert parse_usd(row["billed_cost_usd"]) == billed
+    me = wait_until_settled(base_url, key["key"])
+    assert parse_usd(me["key"]["caps"]["daily"]["spent_usd"]) == billed
+    assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - billed
