@@ -18,15 +18,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from aig.events.v1 import events_pb2 as events
 from aig_common.ids import uuid7
 from aig_common.money import NANO_PER_USD, apply_markup, parse_usd
+from catalog.models import load_catalog
 from devstack.stack import Stack
 
 from .conftest import (
     FAMILY_MODELS,
     Sandbox,
     create_key,
+    list_price_nano_usd,
+    sandbox_settings,
     usage_rows,
     wait_for_usage,
     wait_until_settled,
+    worst_case_nano_usd,
 )
 
 ASK = [{"role": "user", "content": "Count my money"}]
@@ -66,6 +70,73 @@ def test_calls_become_rows_and_exact_debits(
     assert billed > 0
     assert parse_usd(me["account"]["balance_usd"]) == 50 * NANO_PER_USD - billed
     assert parse_usd(me["key"]["caps"]["daily"]["spent_usd"]) == billed
+
+
+def test_streams_and_embeddings_are_billed_at_list_price_for_the_usage_received(
+    admin: httpx.Client, base_url: str
+) -> None:
+    """Each family's stream and an embeddings call, priced independently of the router:
+    the catalog's list price for the usage the client itself received, marked up 40 %."""
+    key = create_key(admin, "list-price", credits_usd="10.00")
+    client = openai.OpenAI(base_url=base_url, api_key=key["key"], max_retries=0)
+    expected: dict[str, int] = {}
+    for model in FAMILY_MODELS.values():
+        chunks = list(
+            client.chat.completions.create(
+                model=model,
+                messages=ASK,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body=NO_FALLBACKS,
+            )
+        )
+        usage = chunks[-1].usage
+        assert usage is not None and usage.completion_tokens > 0, model
+        expected[model] = apply_markup(list_price_nano_usd(model, usage), 4000)
+    embedded = client.embeddings.create(
+        model="text-embedding-3-small", input=["count me", "and me too"]
+    )
+    embedding = load_catalog().embedding("text-embedding-3-small")
+    assert embedding is not None and embedded.usage.prompt_tokens > 0
+    expected["text-embedding-3-small"] = apply_markup(
+        embedded.usage.prompt_tokens * embedding.input_nano_usd_per_token, 4000
+    )
+
+    rows = wait_for_usage(base_url, key["key"], len(expected))
+    assert {row["model"]: parse_usd(row["billed_cost_usd"]) for row in rows} == expected
+    me = wait_until_settled(base_url, key["key"])
+    assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - sum(expected.values())
+
+
+def test_usage_past_max_tokens_is_billed_at_most_the_reservation(
+    stack: Stack, admin: httpx.Client, base_url: str
+) -> None:
+    """The router's clamp (billed <= reserved): a provider that answers past max_tokens and
+    reports it is billed the reservation, never more, unary and streamed."""
+    body = {"model": "gpt-4o-mini", "messages": ASK, "max_tokens": 20, **NO_FALLBACKS}
+    reserved = worst_case_nano_usd(body)
+    key = create_key(admin, "overrun", credits_usd="10.00")
+    client = openai.OpenAI(base_url=base_url, api_key=key["key"], max_retries=0)
+    request = {"model": "gpt-4o-mini", "messages": ASK, "max_tokens": 20}
+    with sandbox_settings(stack, answer_tokens=1000, max_tokens_overrun=400):
+        unary = client.chat.completions.create(**request, extra_body=NO_FALLBACKS).usage
+        chunks = list(
+            client.chat.completions.create(
+                **request,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body=NO_FALLBACKS,
+            )
+        )
+    for usage in (unary, chunks[-1].usage):
+        assert usage is not None and usage.completion_tokens == 420  # the provider overran
+        assert apply_markup(list_price_nano_usd("gpt-4o-mini", usage), 4000) > reserved
+
+    [row] = wait_for_usage(base_url, key["key"], 2)
+    assert parse_usd(row["billed_cost_usd"]) == 2 * reserved
+    me = wait_until_settled(base_url, key["key"])
+    assert parse_usd(me["key"]["caps"]["daily"]["spent_usd"]) == 2 * reserved
+    assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - 2 * reserved
 
 
 def _billing_events(stack: Stack, result: str) -> float:
