@@ -5,6 +5,9 @@
 #   bench/.venv-tools      matplotlib, py-spy and psutil for plots, profiles and /proc sampling
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# The repo's own uv (scripts/bootstrap.sh puts it there; `make bench` runs that first), so a
+# fresh clone needs no uv on PATH.
+UV="${UV:-$here/../.tools/bin/uv}"
 OHA_VERSION="${OHA_VERSION:-1.10.0}"
 PYTHON="${PYTHON:-python3.11}"
 
@@ -23,8 +26,8 @@ make_venv() {
     return
   fi
   echo "bench: installing $(basename "$requirements") into $(basename "$venv")" >&2
-  uv venv --quiet --allow-existing --python "$PYTHON" "$venv"
-  uv pip install --quiet --python "$venv/bin/python" -r "$requirements"
+  UV_PYTHON_DOWNLOADS=never "$UV" venv --quiet --allow-existing --python "$PYTHON" "$venv"
+  "$UV" pip install --quiet --python "$venv/bin/python" -r "$requirements"
   echo "$want" >"$stamp"
 }
 
