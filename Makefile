@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
+
+.PHONY: fuzz
 .PHONY: up test lint typecheck proto proto-check unit fmt bench clean k8s
 
 .venv/.synced: pyproject.toml uv.lock scripts/bootstrap.sh
@@ -35,6 +37,10 @@ proto: .venv/.synced
 proto-check: .venv/.synced
 	@tmp=$$(mktemp -d) && scripts/gen_proto.sh "$$tmp" >/dev/null && \
 	  diff -r -q -x __pycache__ gen/aig "$$tmp/aig" && rm -rf "$$tmp" && echo "proto: generated code is current"
+
+# Schema fuzzing of the edge with many more examples per operation than make test runs.
+fuzz: .venv/.synced
+	@AIG_FUZZ_EXAMPLES=500 $(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_schema_fuzz.py
 
 fmt: .venv/.synced
 	@.venv/bin/ruff check --fix .

@@ -29,6 +29,7 @@ from .billing_client import BillingClient
 from .dashboard import DashboardSettings, dashboard_routes
 from .http import RequestIdMiddleware, RequestLimitsMiddleware, install_error_handlers
 from .money_api import customer_router, money_admin_router
+from .openapi import install_openapi
 from .settings import EdgeSettings
 from .throttle import FailedAuthThrottle
 from .v1 import OpenAIRoutes
@@ -162,4 +163,5 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         return checks
 
     app.router.routes.extend(ops_routes(readiness))
+    install_openapi(app)
     return app
