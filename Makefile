@@ -3,9 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-
-.PHONY: fuzz
-.PHONY: up test lint typecheck proto proto-check unit fmt bench clean k8s
+.PHONY: up test lint typecheck proto proto-check unit fmt fuzz bench clean k8s
 
 .venv/.synced: pyproject.toml uv.lock scripts/bootstrap.sh
 	@scripts/bootstrap.sh
