@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -36,8 +37,18 @@ def ops_routes(readiness: ReadinessCheck) -> list[Route]:
     ]
 
 
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server inside a service that handles SIGTERM itself. A plain one takes the
+    signal for its own and stops at once, so /readyz would vanish instead of answering 503
+    while the service drains; this one stops when the service sets `should_exit`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def ops_server(host: str, port: int, readiness: ReadinessCheck) -> uvicorn.Server:
     """A small HTTP server for services whose main protocol is not HTTP."""
     app = Starlette(routes=ops_routes(readiness))
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
-    return uvicorn.Server(config)
+    return EmbeddedServer(config)

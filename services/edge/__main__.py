@@ -25,6 +25,9 @@ def main() -> None:
         http="httptools",
         access_log=False,
         log_level="info",
+        # SIGTERM: uvicorn stops accepting, then waits for requests and streams in flight,
+        # at most AIG_DRAIN_S, before the lifespan closes the router channel and the DB.
+        timeout_graceful_shutdown=int(settings.drain_s),
     )
 
 

@@ -25,6 +25,8 @@ class EdgeSettings:
     auth_failures_per_minute: float
     service_token: str
     min_clamped_output_tokens: int
+    # After SIGTERM: how long requests and streams in flight may take to finish.
+    drain_s: float
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EdgeSettings:
@@ -61,4 +63,5 @@ class EdgeSettings:
             service_token=env.get("AIG_SERVICE_TOKEN", ""),
             # Below this many affordable output tokens a call without max_tokens is a 402.
             min_clamped_output_tokens=int(env.get("AIG_MIN_CLAMPED_OUTPUT_TOKENS", "64")),
+            drain_s=float(env.get("AIG_DRAIN_S", "30")),
         )

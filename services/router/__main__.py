@@ -59,8 +59,11 @@ async def serve(settings: RouterSettings) -> None:
     await server.start()
     freeze_startup_heap()
 
+    stop = asyncio.Event()
+
     async def readiness() -> dict[str, bool]:
-        return {"grpc": True}
+        # Not ready once draining, so no new call is sent here while the rest finish.
+        return {"grpc": True, "accepting": not stop.is_set()}
 
     ops = ops_server(settings.host, settings.metrics_port, readiness)
     ops_task = asyncio.create_task(ops.serve())
@@ -72,13 +75,15 @@ async def serve(settings: RouterSettings) -> None:
         settings.metrics_port,
         ", ".join(sandboxed) or "none",
     )
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    log.info("draining: refusing new calls, up to %.0f s for those in flight", settings.drain_s)
     watcher.cancel()
-    await server.stop(grace=5)
+    # New calls are refused at once; calls and streams in flight run to their end (at most
+    # AIG_DRAIN_S), each publishing its usage event, which publisher.stop() then flushes.
+    await server.stop(grace=settings.drain_s)
     ops.should_exit = True
     await ops_task
     await publisher.stop()

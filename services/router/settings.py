@@ -27,6 +27,8 @@ class RouterSettings:
     breaker_failures: int
     breaker_cooldown_s: float
     catalog_poll_s: float
+    # After SIGTERM: how long calls and streams in flight may take to finish.
+    drain_s: float
     # The whole environment, for the provider rows' key and base-URL variables.
     env: dict[str, str] = field(repr=False, default_factory=dict)
 
@@ -46,5 +48,6 @@ class RouterSettings:
             breaker_failures=int(env.get("AIG_BREAKER_FAILURES", "5")),
             breaker_cooldown_s=float(env.get("AIG_BREAKER_COOLDOWN_S", "30")),
             catalog_poll_s=poll_interval_from_env(env),
+            drain_s=float(env.get("AIG_DRAIN_S", "30")),
             env=env,
         )
