@@ -36,13 +36,14 @@ BREAKER_COOLDOWN_S = 1.0
 AUTH_FAILURE_BURST = 30
 BODY_TIMEOUT_S = 2
 # Test receivers listen on 127.0.0.1, which the SSRF guard refuses unless allow-listed;
-# retries come after 0.2 s instead of 5 s … 24 h. The lease outlives the 2 s timeout.
+# retries come after 0.2 s instead of 5 s … 24 h. The lease outlives the 2 s timeout and
+# the waits of a loaded machine (an expired lease means a second send of that attempt).
 WEBHOOK_TEST_ENV = {
     "AIG_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
     "AIG_WEBHOOKS_RETRY_SCHEDULE_S": ",".join(["0.2"] * 7),
     "AIG_WEBHOOKS_POLL_INTERVAL_S": "0.05",
     "AIG_WEBHOOKS_TIMEOUT_S": "2",
-    "AIG_WEBHOOKS_LEASE_S": "4",
+    "AIG_WEBHOOKS_LEASE_S": "20",
 }
 
 

@@ -27,6 +27,7 @@ from standardwebhooks import Webhook
 from aig.events.v1 import events_pb2 as pb
 from aig_common.events import EventPublisher
 from aig_common.ids import uuid7
+from devstack.processes import Service, free_port
 from devstack.stack import Stack
 
 from .conftest import create_key
@@ -374,3 +375,29 @@ def test_deliveries_are_shown_only_to_the_tasks_account(
     assert deliveries(stack, customer.key, "task_unknown").status_code == 404
     unauthenticated = httpx.get(f"{stack.edge_url}/admin/v1/accounts/x/webhook-secret")
     assert unauthenticated.status_code == 401
+
+
+def test_two_replicas_deliver_each_message_once(
+    stack: Stack, receiver: Receiver, customer: Customer
+) -> None:
+    first = stack.service("webhooks")
+    port = free_port()
+    second = Service(
+        "webhooks-2",
+        "webhooks",
+        {**first.env, "AIG_WEBHOOKS_PORT": str(port)},
+        f"http://127.0.0.1:{port}/readyz",
+        stack.var_dir / "logs" / "webhooks-2.log",
+    )
+    second.start()
+    try:
+        second.wait_ready()
+        url = receiver.script("/replicas")
+        tasks = [f"task_{uuid7().hex}" for _ in range(40)]
+        publish(stack, *(task_event(customer.account_id, task, url) for task in tasks))
+        for task in tasks:
+            assert wait_delivery(stack, customer.key, task)["attempts"] == 1
+    finally:
+        second.stop()
+    ids = [request.headers["webhook-id"] for request in receiver.seen("/replicas")]
+    assert len(ids) == len(set(ids)) == len(tasks)
