@@ -20,6 +20,8 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -304,3 +306,56 @@ class CheckoutSession(Base):
     # The Stripe event that completed it; unique, so one event never credits twice.
     event_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
     payment_intent: Mapped[str | None] = mapped_column(String(255), default=None)
+
+
+class Task(Base):
+    """One async media task (/v1/jobs): its input, where it runs, its state and its money.
+
+    Times are Unix milliseconds, as Kie's recordInfo reports them. State changes are
+    conditional updates (`WHERE state = <expected>`), so two jobs processes following the
+    same task never both record, publish or bill one change.
+    """
+
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # task_<uuid7 hex>
+    account_id: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(64))
+    workspace_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    request_id: Mapped[str] = mapped_column(String(64), default="")
+    model: Mapped[str] = mapped_column(String(128))
+    # waiting | queuing | generating | success | fail (Kie's states)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    # The createTask body as received ({"model", "callBackUrl", "input"}), JSON text.
+    param: Mapped[str] = mapped_column(Text)
+    callback_url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    # Which provider instance / upstream model serves it, and the provider's own id.
+    provider: Mapped[str] = mapped_column(String(64), default="")
+    upstream_model: Mapped[str] = mapped_column(String(256), default="")
+    provider_task_id: Mapped[str] = mapped_column(String(256), default="")
+    # Set once, atomically, by the jobs process that submits: the DB guard against a
+    # second submission when a TaskRequested is delivered twice.
+    submit_claimed_at_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    units: Mapped[int] = mapped_column(BigInteger)
+    unit_price_nano_usd: Mapped[int] = mapped_column(BigInteger)
+    markup_basis_points: Mapped[int] = mapped_column(Integer)
+    reservation_id: Mapped[str] = mapped_column(String(64))
+    reserved_nano_usd: Mapped[int] = mapped_column(BigInteger)
+    # What the customer was billed (after markup); 0 until success, and forever on fail.
+    billed_nano_usd: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Storage keys of the results aig keeps (JSON array), signed into URLs when read.
+    result_keys: Mapped[str] = mapped_column(Text, default="[]")
+    fail_code: Mapped[str] = mapped_column(String(64), default="")
+    fail_msg: Mapped[str] = mapped_column(String(2000), default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    # sha256 of the createTask body: the same Idempotency-Key with another body is a 409.
+    body_sha256: Mapped[str] = mapped_column(String(64), default="")
+    create_time_ms: Mapped[int] = mapped_column(BigInteger)
+    update_time_ms: Mapped[int] = mapped_column(BigInteger)
+    complete_time_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    deadline_ms: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_tasks_account_id_id", "account_id", "id"),
+        UniqueConstraint("account_id", "idempotency_key", name="uq_tasks_account_idempotency"),
+    )
