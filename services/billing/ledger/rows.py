@@ -38,6 +38,9 @@ class UsageRow:
     streamed: bool
     attempts: str  # JSON array, one object per upstream attempt
     reservation_id: str
+    unit: str = ""
+    units: int = 0
+    unit_price_nano_usd: int = 0
 
     @classmethod
     def from_event(cls, event: events.UsageEvent) -> UsageRow:
@@ -77,6 +80,9 @@ class UsageRow:
             streamed=event.streamed,
             attempts=orjson.dumps(attempts).decode(),
             reservation_id=event.reservation_id,
+            unit=event.unit,
+            units=max(event.units, 0),
+            unit_price_nano_usd=max(event.unit_price_nano_usd, 0),
         )
 
     def as_tuple(self) -> tuple[Any, ...]:

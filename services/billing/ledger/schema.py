@@ -68,6 +68,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             ADD INDEX IF NOT EXISTS request_id_bloom request_id TYPE bloom_filter GRANULARITY 4
         """,
     ),
+    (
+        # Media tasks are priced per unit (image, second of video, ...), not per token.
+        3,
+        f"""
+        ALTER TABLE {TABLE}
+            ADD COLUMN IF NOT EXISTS unit LowCardinality(String) DEFAULT '',
+            ADD COLUMN IF NOT EXISTS units UInt64 DEFAULT 0,
+            ADD COLUMN IF NOT EXISTS unit_price_nano_usd Int64 DEFAULT 0
+        """,
+    ),
 )
 
 # Run before the migrations, on every start; each statement is idempotent.

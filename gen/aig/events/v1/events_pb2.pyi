@@ -130,6 +130,9 @@ class UsageEvent(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     RESERVATION_ID_FIELD_NUMBER: _builtins.int
     PRICES_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    UNITS_FIELD_NUMBER: _builtins.int
+    UNIT_PRICE_NANO_USD_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """UUIDv7, made by the producer"""
     occurred_at_ms: _builtins.int
@@ -157,6 +160,12 @@ class UsageEvent(_message.Message):
     streamed: _builtins.bool
     reservation_id: _builtins.str
     """The reservation this call held at the edge, released at settlement."""
+    unit: _builtins.str
+    """Media tasks (endpoint "jobs") are priced per unit, not per token: how many units
+    (images, megapixels, seconds, tracks, 1,000 characters) at which upstream unit price.
+    """
+    units: _builtins.int
+    unit_price_nano_usd: _builtins.int
     @_builtins.property
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]: ...
     @_builtins.property
@@ -192,10 +201,13 @@ class UsageEvent(_message.Message):
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
         reservation_id: _builtins.str = ...,
         prices: Global___TokenPrices | None = ...,
+        unit: _builtins.str = ...,
+        units: _builtins.int = ...,
+        unit_price_nano_usd: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["prices", b"prices"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attempts", b"attempts", "billed_cost_nano_usd", b"billed_cost_nano_usd", "cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "endpoint", b"endpoint", "error_code", b"error_code", "event_id", b"event_id", "http_status", b"http_status", "key_id", b"key_id", "latency_ms", b"latency_ms", "markup_basis_points", b"markup_basis_points", "model", b"model", "occurred_at_ms", b"occurred_at_ms", "outcome", b"outcome", "prices", b"prices", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "reservation_id", b"reservation_id", "streamed", b"streamed", "upstream_cost_nano_usd", b"upstream_cost_nano_usd", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attempts", b"attempts", "billed_cost_nano_usd", b"billed_cost_nano_usd", "cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "endpoint", b"endpoint", "error_code", b"error_code", "event_id", b"event_id", "http_status", b"http_status", "key_id", b"key_id", "latency_ms", b"latency_ms", "markup_basis_points", b"markup_basis_points", "model", b"model", "occurred_at_ms", b"occurred_at_ms", "outcome", b"outcome", "prices", b"prices", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "reservation_id", b"reservation_id", "streamed", b"streamed", "unit", b"unit", "unit_price_nano_usd", b"unit_price_nano_usd", "units", b"units", "upstream_cost_nano_usd", b"upstream_cost_nano_usd", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
