@@ -123,17 +123,21 @@ def main() -> None:
             webhooks=int(env.get("AIG_WEBHOOKS_PORT", "9467")),
             smtp=int(env.get("AIG_MAILSINK_SMTP_PORT", "2525")),
             mail_http=int(env.get("AIG_MAILSINK_HTTP_PORT", "8025")),
+            jobs=int(env.get("AIG_JOBS_PORT", "9466")),
         ),
         admin_token=admin_token,
         key_pepper=pepper,
         database_url=env.get("AIG_DATABASE_URL", f"sqlite+aiosqlite:///{VAR / 'aig.db'}"),
         env={name: env[name] for name in ("AIG_SMTP_URL",) if env.get(name)},
         with_sandbox=bool(sandboxed),
+        result_url_secret=env.get("AIG_RESULT_URL_SECRET")
+        or _persisted("result-url.secret", new_secret("")),
     )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     print(
-        "starting aig (Kafka, sandbox, mail sink, router, billing, webhooks, edge)...", flush=True
+        "starting aig (Kafka, sandbox, mail sink, router, billing, jobs, webhooks, edge)...",
+        flush=True,
     )
     stack.start()
     try:

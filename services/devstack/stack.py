@@ -1,5 +1,5 @@
-"""The local stack: Kafka, sandbox (when a provider has no key), router, billing, webhooks
-and edge."""
+"""The local stack: Kafka, sandbox (when a provider has no key), router, billing, jobs,
+webhooks and edge."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catalog.media import load_media_catalog
 from catalog.models import DEFAULT_CATALOG_PATH, load_catalog
 
 from .kafka import (
@@ -24,7 +25,10 @@ from .processes import Service, free_port
 
 # The key variables of the shipped catalog's providers (its `providers` rows name them).
 PROVIDER_KEYS = tuple(
-    row.key_env for row in load_catalog(DEFAULT_CATALOG_PATH).providers if row.key_env
+    dict.fromkeys(
+        [row.key_env for row in load_catalog(DEFAULT_CATALOG_PATH).providers if row.key_env]
+        + [row.key_env for row in load_media_catalog(env={}).providers.values()]
+    )
 )
 
 
@@ -39,6 +43,7 @@ class StackPorts:
     router_ops: int = 9464
     sandbox: int = 8090
     billing: int = 9465
+    jobs: int = 9466
     webhooks: int = 9467
     kafka: int = 9092
     smtp: int = 2525
@@ -52,6 +57,7 @@ class StackPorts:
             router_ops=free_port(),
             sandbox=free_port(),
             billing=free_port(),
+            jobs=free_port(),
             webhooks=free_port(),
             kafka=free_port(),
             smtp=free_port(),
@@ -72,6 +78,8 @@ class Stack:
     with_sandbox: bool = True
     # More edge processes behind the same control DB, as replicas in production.
     extra_edges: int = 0
+    # Signs the expiring URLs of stored media results (edge and jobs share it).
+    result_url_secret: str = field(default_factory=lambda: new_secret(""))
     services: list[Service] = field(default_factory=list)
     supervisor: Supervisor | None = None
     kafka: KafkaCluster | None = None
@@ -115,6 +123,10 @@ class Stack:
             "AIG_MAILSINK_HTTP_PORT": str(self.ports.mail_http),
             "AIG_MAILSINK_DIR": str(self.var_dir / "mail"),
             "AIG_SMTP_URL": self.env.get("AIG_SMTP_URL", f"smtp://127.0.0.1:{self.ports.smtp}"),
+            "AIG_JOBS_PORT": str(self.ports.jobs),
+            "AIG_RESULT_URL_SECRET": self.result_url_secret,
+            "AIG_STORAGE_URL": self.env.get("AIG_STORAGE_URL")
+            or (self.var_dir / "results").as_uri(),
         }
 
     def start(self) -> None:
@@ -171,6 +183,9 @@ class Stack:
             f"http://127.0.0.1:{self.ports.billing}/readyz",
             logs / "billing.log",
         )
+        jobs = Service(
+            "jobs", "jobs", env, f"http://127.0.0.1:{self.ports.jobs}/readyz", logs / "jobs.log"
+        )
         webhooks = Service(
             "webhooks",
             "webhooks",
@@ -188,7 +203,7 @@ class Stack:
             self.kafka.wait_ready()
             self.kafka.create_topics(AIG_TOPICS, DEFAULT_TOPIC_CONFIGS)
             # The consumers start once their topics exist.
-            for consumer in (billing, webhooks):
+            for consumer in (billing, jobs, webhooks):
                 self.services.append(consumer)
                 consumer.start()
             for service in self.services:

@@ -1,0 +1,44 @@
+"""Jobs service configuration, read from the environment in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from aig_common.public_url import has_public_url, public_url_from_env
+
+
+@dataclass(frozen=True, slots=True)
+class JobsSettings:
+    host: str
+    port: int
+    kafka_bootstrap_servers: str
+    database_url: str
+    spool_dir: str
+    # Polling backoff: the first poll after this many seconds, then x1.5 up to the maximum
+    # (Kie advises 2-3 s, then 5-10 s, then 15-30 s).
+    poll_initial_s: float
+    poll_max_s: float
+    # Where providers POST their completion callbacks; empty: polling only.
+    provider_callback_base: str
+    # A task claimed for submission that has no provider id after this long was cut off
+    # mid-submission (a crash): its provider cannot be asked again, so it fails at no cost.
+    submission_grace_s: float
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> JobsSettings:
+        env = dict(os.environ) if env is None else env
+        callback_base = (
+            public_url_from_env(env) + "/v1/jobs/provider-callbacks" if has_public_url(env) else ""
+        )
+        return cls(
+            host=env.get("AIG_JOBS_HOST", "127.0.0.1"),
+            port=int(env.get("AIG_JOBS_PORT", "9466")),
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            database_url=env.get("AIG_DATABASE_URL", "sqlite+aiosqlite:///var/aig.db"),
+            spool_dir=env.get("AIG_SPOOL_DIR", "var/spool"),
+            poll_initial_s=float(env.get("AIG_JOBS_POLL_INITIAL_S", "2")),
+            poll_max_s=float(env.get("AIG_JOBS_POLL_MAX_S", "20")),
+            provider_callback_base=callback_base,
+            submission_grace_s=float(env.get("AIG_JOBS_SUBMISSION_GRACE_S", "300")),
+        )
