@@ -158,6 +158,10 @@ class Admissions:
             raise model_not_found(body["model"])
         return await self._admit(key, model.worst_case_cost_nano_usd(_input_tokens(body["input"])))
 
+    async def media(self, key: AuthenticatedKey, upstream_worst_case_nano_usd: int) -> Admission:
+        """A media task's worst case: unit price x the units its input asks for."""
+        return await self._admit(key, upstream_worst_case_nano_usd)
+
     async def release(self, admission: Admission) -> None:
         await self._money.release(admission.reservation_id)
 

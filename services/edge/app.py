@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 from fastapi import FastAPI
@@ -16,18 +18,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.contracts import GRPC_OPTIONS
+from aig_common.events import EventPublisher
 from aig_common.ops import ops_routes
 from catalog.live import LiveCatalog, poll_interval_from_env
+from catalog.media import load_media_catalog
 from controldb import KeyStore, create_engine_from_url, migrate
 from controldb.limits import Limits
 from controldb.money import Money
+from controldb.tasks import TaskStore
 from controldb.webhooks import WebhookStore
+from jobs.links import ResultLinks
 
 from .admin import admin_router
 from .admission import Admissions
 from .billing_client import BillingClient
 from .dashboard import DashboardSettings, dashboard_routes
 from .http import RequestIdMiddleware, RequestLimitsMiddleware, install_error_handlers
+from .jobs import JobRoutes, callback_state_from
 from .money_api import customer_router, money_admin_router
 from .openapi import install_openapi
 from .settings import EdgeSettings
@@ -38,7 +45,13 @@ from .webhooks_api import webhooks_admin_router, webhooks_customer_router
 HTTP_RESPONSES = Counter(
     "aig_edge_http_responses_total", "Responses of the edge by path and status", ["path", "status"]
 )
-_COUNTED_PATHS = {"/v1/chat/completions", "/v1/embeddings", "/v1/models"}
+_COUNTED_PATHS = {
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/jobs/createTask",
+    "/v1/jobs/recordInfo",
+}
 
 
 class MetricsMiddleware:
@@ -70,10 +83,25 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     money = Money(sessions, reservation_ttl=timedelta(seconds=settings.reservation_ttl_s))
     # The router validates provider rows too; the edge needs only models, chains and prices.
     catalog = LiveCatalog(lambda loaded: loaded)
-    routes = OpenAIRoutes(
+    admissions = Admissions(catalog, money, settings.min_clamped_output_tokens)
+    media = load_media_catalog()
+    routes = OpenAIRoutes(store, admissions, settings.max_body_bytes, media)
+    # One spool per edge process: replicas on one machine must not share a spool file.
+    publisher = EventPublisher(
+        settings.kafka_bootstrap_servers,
+        Path(settings.spool_dir),
+        client_id=f"aig-edge-{settings.port}",
+    )
+    webhooks = WebhookStore(sessions)
+    jobs = JobRoutes(
         store,
-        Admissions(catalog, money, settings.min_clamped_output_tokens),
+        admissions,
+        media,
+        TaskStore(sessions),
+        publisher,
+        ResultLinks.from_env(os.environ),
         settings.max_body_bytes,
+        callback_state=callback_state_from(webhooks),
     )
     channels: list[grpc.aio.Channel] = []
 
@@ -88,8 +116,10 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         channels.append(channel)
         routes.connect(pb_grpc.RouterStub(channel))
         watcher = asyncio.create_task(catalog.watch(poll_interval_from_env()))
+        await publisher.start()
         yield
         watcher.cancel()
+        await publisher.stop()
         await channel.close(grace=None)
         await billing.aclose()
         await money.aclose()
@@ -118,6 +148,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.router.routes.extend(routes.routes())
+    app.router.routes.extend(jobs.routes())
     limits = Limits(sessions)
     billing = BillingClient(settings.billing_url, settings.service_token)
     app.include_router(admin_router(store, settings.admin_token, money, limits), prefix="/admin/v1")
@@ -130,7 +161,6 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         )
     )
 
-    webhooks = WebhookStore(sessions)
     app.include_router(webhooks_admin_router(settings.admin_token, webhooks), prefix="/admin/v1")
     app.include_router(webhooks_customer_router(store, webhooks))
 

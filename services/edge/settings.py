@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from aig_common.public_url import public_url_from_env
+
 
 @dataclass(frozen=True, slots=True)
 class EdgeSettings:
@@ -27,6 +29,10 @@ class EdgeSettings:
     min_clamped_output_tokens: int
     # After SIGTERM: how long requests and streams in flight may take to finish.
     drain_s: float
+    kafka_bootstrap_servers: str
+    spool_dir: str
+    # Where clients reach aig (result URLs and provider callbacks are built on it).
+    public_url: str
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EdgeSettings:
@@ -64,4 +70,7 @@ class EdgeSettings:
             # Below this many affordable output tokens a call without max_tokens is a 402.
             min_clamped_output_tokens=int(env.get("AIG_MIN_CLAMPED_OUTPUT_TOKENS", "64")),
             drain_s=float(env.get("AIG_DRAIN_S", "30")),
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            spool_dir=env.get("AIG_SPOOL_DIR", "var/spool"),
+            public_url=public_url_from_env(env),
         )

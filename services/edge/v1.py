@@ -14,6 +14,7 @@ from starlette.routing import Route
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.errors import APIError, error_bytes, model_not_found, parse_json_object
+from catalog.media import MediaCatalog
 from controldb import AuthenticatedKey, KeyStore
 from controldb.money import Admission
 
@@ -64,8 +65,17 @@ async def authenticate(request: Request, store: KeyStore) -> AuthenticatedKey:
 
 
 class OpenAIRoutes:
-    def __init__(self, store: KeyStore, admissions: Admissions, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        store: KeyStore,
+        admissions: Admissions,
+        max_body_bytes: int,
+        media: MediaCatalog | None = None,
+    ) -> None:
         self._store = store
+        # Media models (served through /v1/jobs) join the router's chat and embeddings list.
+        self._media_models = media.model_objects() if media is not None else []
+        self._merged_models: tuple[bytes, bytes] = (b"", b"")
         self._admissions = admissions
         self._max_body_bytes = max_body_bytes
         self._router: pb_grpc.RouterStub
@@ -203,7 +213,15 @@ class OpenAIRoutes:
             reply = await self._router.ListModels(pb.ListModelsRequest())
         except grpc.aio.AioRpcError as exc:
             raise _router_unavailable(exc) from exc
-        return reply.body
+        if not self._media_models:
+            return reply.body
+        if self._merged_models[0] != reply.body:  # the router's list rarely changes
+            listing: dict[str, Any] = orjson.loads(reply.body)
+            for model in listing.get("data", []):
+                model.setdefault("modality", "text")
+            listing["data"] = [*listing.get("data", []), *self._media_models]
+            self._merged_models = (reply.body, orjson.dumps(listing))
+        return self._merged_models[1]
 
     async def list_models(self, request: Request) -> Response:
         await authenticate(request, self._store)
