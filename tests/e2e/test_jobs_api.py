@@ -94,20 +94,22 @@ def test_idempotency_key_returns_the_same_task_or_409(stack: Stack, admin: httpx
         assert len(client.get("/jobs").json()["data"]["tasks"]) == 1
 
 
-def test_the_worst_case_is_reserved_or_402(stack: Stack, admin: httpx.Client) -> None:
+def test_the_worst_case_must_fit_or_402(stack: Stack, admin: httpx.Client) -> None:
     model = load_media_catalog().model("veo-3.1")
     assert model is not None
     task_input = {"prompt": "waves", "duration": 8, "generate_audio": True}
     worst = apply_markup(model.cost_nano_usd(task_input), 4000)  # 8 s x $0.40 + 40 %
-    created = create_key(admin, "jobs-402", credits_usd=usd(worst + worst // 2))
+    assert worst == 4_480_000_000
+    created = create_key(admin, "jobs-402", credits_usd=usd(worst - 1))
     with _client(stack, created["key"]) as client:
-        body = {"model": "veo-3.1", "input": task_input}
-        assert client.post("/jobs/createTask", json=body).status_code == 200
-        me = client.get("/me").json()
-        assert me["account"]["caps"]["daily"]["reserved_usd"] == usd(worst)
-        refused = client.post("/jobs/createTask", json=body)
+        refused = client.post("/jobs/createTask", json={"model": "veo-3.1", "input": task_input})
         _both_envelopes(refused, 402)
         assert refused.json()["error"]["code"] == "insufficient_credits"
+        assert refused.json()["error"]["metadata"]["requested_usd"] == usd(worst)
+        # Four seconds without audio cost a quarter of that, and fit.
+        cheaper = {"prompt": "waves", "duration": 4, "generate_audio": False}
+        admitted = client.post("/jobs/createTask", json={"model": "veo-3.1", "input": cheaper})
+        assert admitted.status_code == 200, admitted.text
 
 
 def test_models_list_media_with_their_modality(stack: Stack, api_key: str) -> None:

@@ -20,12 +20,12 @@ async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     """
     if request.param == "chdb":
         embedded = ChdbLedger(tmp_path / "ledger")
-        assert await embedded.migrate() == [1, 2]
+        assert await embedded.migrate() == [1, 2, 3]
         yield embedded
         await embedded.close()
         return
     with chdb_http_server(tmp_path / "server") as server:
         remote = ClickHouseServerLedger(server.url)
-        assert await remote.migrate() == [1, 2]
+        assert await remote.migrate() == [1, 2, 3]
         yield remote
         await remote.close()
