@@ -47,7 +47,7 @@ from jobs.links import ResultLinks
 from jobs.storage import ObjectNotFound, ResultUrlExpired, ResultUrlRejected
 
 from .admission import Admissions
-from .http import read_body, request_id
+from .http import read_body, request_id, require_json
 from .v1 import authenticate
 
 TASKS_TOPIC = "aig.tasks.v1"
@@ -148,6 +148,7 @@ class JobRoutes:
 
     async def create_task(self, request: Request) -> Response:
         key = await authenticate(request, self._store)
+        require_json(request)
         raw = await read_body(request, self._max_body_bytes)
         try:
             body = orjson.loads(raw) if raw else None
