@@ -123,6 +123,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "AIG_AUTH_FAILURE_BURST": str(AUTH_FAILURE_BURST),
             "AIG_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
             **WEBHOOK_TEST_ENV,
+            # Media tasks are polled often, so a simulated render is noticed at once.
+            "AIG_JOBS_POLL_INITIAL_S": "0.2",
+            "AIG_JOBS_POLL_MAX_S": "0.5",
         },
     )
     running.start()

@@ -1,0 +1,231 @@
+"""Media tasks end to end: edge → Kafka → jobs → the fal simulator → storage → billing.
+
+Real broker, real control DB, real ledger, the sandbox's fal queue API rendering real files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+import wave
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from aig.events.v1 import events_pb2 as events
+from aig_common.money import NANO_PER_USD, apply_markup, parse_usd, usd
+from devstack.stack import Stack
+
+from .conftest import Sandbox, create_key, wait_for_usage, wait_until_settled
+
+STARTER_MARKUP_BP = 4000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def media_sandbox(sandbox: Sandbox) -> Iterator[Sandbox]:
+    yield sandbox
+    sandbox.http.post("/_sandbox/config", json={"media_render_ms": 1000}).raise_for_status()
+
+
+def _client(stack: Stack, key: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"{stack.edge_url}/v1", headers={"authorization": f"Bearer {key}"}, timeout=30
+    )
+
+
+def _create(client: httpx.Client, body: dict[str, Any]) -> str:
+    response = client.post("/jobs/createTask", json=body)
+    assert response.status_code == 200, response.text
+    return str(response.json()["data"]["taskId"])
+
+
+def _wait_for(
+    client: httpx.Client, task_id: str, states: set[str], timeout_s: float = 60
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        record: dict[str, Any] = client.get("/jobs/recordInfo", params={"taskId": task_id}).json()[
+            "data"
+        ]
+        if record["state"] in states:
+            return record
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"task {task_id} still {record['state']}: {record}")
+        time.sleep(0.2)
+
+
+def _submissions(sandbox: Sandbox, prompt: str) -> int:
+    """How many times the fal simulator was asked to start a render of `prompt`."""
+    return sum(
+        1
+        for seen in sandbox.requests("fal")
+        if "/requests/" not in seen["path"]
+        and "/files/" not in seen["path"]
+        and prompt in str(seen.get("body"))
+    )
+
+
+def test_image_task_succeeds_is_stored_and_billed_exactly(
+    stack: Stack, admin: httpx.Client, base_url: str, media_sandbox: Sandbox
+) -> None:
+    key = create_key(admin, "jobs-success", credits_usd="10.00")["key"]
+    with _client(stack, key) as client:
+        task_id = _create(
+            client,
+            {"model": "flux-kontext-pro", "input": {"prompt": "fox one", "num_images": 2}},
+        )
+        record = _wait_for(client, task_id, {"success", "fail"})
+        assert record["state"] == "success", record
+        assert record["failCode"] == "" and record["completeTime"] >= record["createTime"]
+        urls = httpx.Response(200, content=record["resultJson"]).json()["resultUrls"]
+        assert len(urls) == 2
+        for url in urls:
+            # The signed URL is the credential: no API key needed.
+            file = httpx.get(url, timeout=10)
+            assert file.status_code == 200
+            assert file.headers["content-type"] == "image/png"
+            assert file.content.startswith(PNG_SIGNATURE)
+        forged = httpx.get(urls[0].replace("signature=", "signature=x"), timeout=10)
+        assert forged.status_code == 403
+
+    # Two images at $0.04, marked up 40 %.
+    billed = apply_markup(2 * 40_000_000, STARTER_MARKUP_BP)
+    assert record["costUsd"] == usd(billed)
+    me = wait_until_settled(base_url, key)
+    assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - billed
+    assert parse_usd(me["key"]["caps"]["daily"]["spent_usd"]) == billed
+    rows = wait_for_usage(base_url, key, 1)
+    assert [(row["model"], parse_usd(row["billed_cost_usd"])) for row in rows] == [
+        ("flux-kontext-pro", billed)
+    ]
+    assert _submissions(media_sandbox, "fox one") == 1
+
+
+def test_audio_task_serves_a_real_wav(stack: Stack, api_key: str, media_sandbox: Sandbox) -> None:
+    with _client(stack, api_key) as client:
+        task_id = _create(
+            client, {"model": "suno-v4.5-plus", "input": {"prompt": "a calm piano tune"}}
+        )
+        record = _wait_for(client, task_id, {"success", "fail"})
+    assert record["state"] == "success", record
+    url = httpx.Response(200, content=record["resultJson"]).json()["resultUrls"][0]
+    file = httpx.get(url, timeout=10)
+    assert file.headers["content-type"] in {"audio/wav", "audio/x-wav"}
+    with wave.open(io.BytesIO(file.content)) as audio:
+        assert audio.getnframes() > 0
+
+
+def test_provider_failure_fails_the_task_at_no_cost(
+    stack: Stack, admin: httpx.Client, base_url: str, media_sandbox: Sandbox
+) -> None:
+    key = create_key(admin, "jobs-fail", credits_usd="10.00")["key"]
+    media_sandbox.http.post(
+        "/_sandbox/faults", json={"provider": "fal", "status": 500, "count": 1, "render": True}
+    ).raise_for_status()
+    with _client(stack, key) as client:
+        task_id = _create(client, {"model": "veo-3.1", "input": {"prompt": "doomed"}})
+        record = _wait_for(client, task_id, {"success", "fail"})
+    assert record["state"] == "fail", record
+    assert record["failCode"] and record["failMsg"]
+    assert record["resultJson"] == "" and record["costUsd"] == "0.00"
+    me = wait_until_settled(base_url, key)  # the reservation is released
+    assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD
+    rows = wait_for_usage(base_url, key, 1)
+    assert [(row["failed"], parse_usd(row["billed_cost_usd"])) for row in rows] == [(1, 0)]
+
+
+def test_jobs_killed_mid_render_completes_with_one_submission(
+    stack: Stack, admin: httpx.Client, base_url: str, media_sandbox: Sandbox
+) -> None:
+    media_sandbox.http.post("/_sandbox/config", json={"media_render_ms": 6000}).raise_for_status()
+    key = create_key(admin, "jobs-kill", credits_usd="10.00")["key"]
+    jobs = stack.service("jobs")
+    with _client(stack, key) as client:
+        task_id = _create(
+            client, {"model": "veo-3.1", "input": {"prompt": "survivor", "duration": 4}}
+        )
+        _wait_for(client, task_id, {"generating"})
+        assert jobs.process is not None
+        jobs.process.kill()  # SIGKILL: no shutdown, nothing flushed
+        jobs.process.wait()
+        jobs.start()
+        jobs.wait_ready()
+        record = _wait_for(client, task_id, {"success", "fail"})
+    assert record["state"] == "success", record
+    url = httpx.Response(200, content=record["resultJson"]).json()["resultUrls"][0]
+    video = httpx.get(url, timeout=10)
+    assert video.headers["content-type"] == "video/mp4"
+    assert video.content[4:8] == b"ftyp"
+    assert _submissions(media_sandbox, "survivor") == 1
+    billed = apply_markup(4 * 400_000_000, STARTER_MARKUP_BP)
+    me = wait_until_settled(base_url, key)
+    assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - billed
+
+
+def test_a_redelivered_task_requested_submits_and_bills_once(
+    stack: Stack, admin: httpx.Client, base_url: str, media_sandbox: Sandbox
+) -> None:
+    key = create_key(admin, "jobs-twice", credits_usd="10.00")["key"]
+    with _client(stack, key) as client:
+        task_id = _create(client, {"model": "qwen-image", "input": {"prompt": "twice"}})
+        task = client.get("/jobs/recordInfo", params={"taskId": task_id}).json()["data"]
+        account_id = client.get("/me").json()["account"]["id"]
+        again = events.TaskRequested(
+            event_id="redelivered", task_id=task_id, account_id=account_id, model=task["model"]
+        )
+        assert stack.kafka is not None
+        asyncio.run(_produce(stack.kafka.bootstrap_servers, account_id, again, copies=2))
+        record = _wait_for(client, task_id, {"success", "fail"})
+    assert record["state"] == "success", record
+    time.sleep(1)  # room for a second submission, were there going to be one
+    assert _submissions(media_sandbox, "twice") == 1
+    billed = apply_markup(20_000_000, STARTER_MARKUP_BP)  # 1,024 x 768 is one megapixel
+    me = wait_until_settled(base_url, key)
+    assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - billed
+
+
+async def _produce(servers: str, key: str, event: events.TaskRequested, copies: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=servers)
+    await producer.start()
+    try:
+        for _ in range(copies):
+            await producer.send_and_wait(
+                "aig.tasks.v1", event.SerializeToString(), key=key.encode()
+            )
+    finally:
+        await producer.stop()
+
+
+def test_concurrent_tasks_never_bill_past_the_cap(
+    stack: Stack, admin: httpx.Client, base_url: str, media_sandbox: Sandbox
+) -> None:
+    body = {"model": "flux-kontext-pro", "input": {"prompt": "capped"}}
+    worst = apply_markup(40_000_000, STARTER_MARKUP_BP)
+    cap = 10 * worst
+    created = create_key(admin, "jobs-cap", credits_usd="10.00")
+    admin.patch(
+        f"/accounts/{created['account_id']}", json={"daily_cap_usd": usd(cap)}
+    ).raise_for_status()
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(
+            base_url=f"{stack.edge_url}/v1",
+            headers={"authorization": f"Bearer {created['key']}"},
+            timeout=60,
+        ) as client:
+            responses = await asyncio.gather(
+                *(client.post("/jobs/createTask", json=body) for _ in range(50))
+            )
+        return [response.status_code for response in responses]
+
+    statuses = asyncio.run(burst())
+    assert set(statuses) <= {200, 402}
+    assert 1 <= statuses.count(200) <= 10
+    me = wait_until_settled(base_url, created["key"], timeout_s=120)
+    spent = parse_usd(me["account"]["caps"]["daily"]["spent_usd"])
+    assert spent == statuses.count(200) * worst <= cap
