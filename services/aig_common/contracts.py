@@ -4,6 +4,8 @@ from __future__ import annotations
 
 # The Kafka topic of UsageEvent (proto/aig/events/v1): the router publishes, billing consumes.
 USAGE_TOPIC = "aig.usage.v1"
+# The Kafka topic of TaskRequested: the edge publishes each new media task, jobs consumes.
+TASKS_TOPIC = "aig.tasks.v1"
 # The Kafka topic of TaskEvent: jobs publishes every state change of a task, webhooks consumes.
 TASK_EVENTS_TOPIC = "aig.task-events.v1"
 

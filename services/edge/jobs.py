@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from aig.events.v1 import events_pb2 as events
 from aig_common.callback_urls import CallbackUrlRefused, check_callback_url
+from aig_common.contracts import TASKS_TOPIC
 from aig_common.errors import APIError
 from aig_common.events import EventPublisher
 from aig_common.ids import uuid7
@@ -50,7 +51,6 @@ from .admission import Admissions
 from .http import read_body, request_id, require_json
 from .v1 import authenticate
 
-TASKS_TOPIC = "aig.tasks.v1"
 JSON = "application/json"
 # A reservation outlives the model's deadline by this much: the jobs service fails the task
 # at its deadline and billing settles it within seconds, so the cap is never freed early.

@@ -28,6 +28,7 @@ from aig_common.consumers import (
     start_when_reachable,
     until_signalled,
 )
+from aig_common.contracts import TASKS_TOPIC
 from aig_common.events import EventPublisher
 from aig_common.ops import ops_routes
 from aig_common.runtime import freeze_startup_heap
@@ -42,7 +43,6 @@ from .runner import Polling, TaskRunner
 from .settings import JobsSettings
 
 log = logging.getLogger("jobs")
-TASKS_TOPIC = "aig.tasks.v1"
 CONSUMER_GROUP = "jobs"
 MAX_CALLBACK_BYTES = 1024 * 1024
 

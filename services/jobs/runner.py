@@ -34,6 +34,7 @@ import orjson
 from prometheus_client import Counter, Gauge
 
 from aig.events.v1 import events_pb2 as events
+from aig_common.contracts import TASK_EVENTS_TOPIC, USAGE_TOPIC
 from aig_common.events import EventPublisher
 from aig_common.money import apply_markup
 from catalog.media import MediaCatalog
@@ -62,8 +63,6 @@ from .providers.base import (
 
 log = logging.getLogger("jobs")
 
-TASK_EVENTS_TOPIC = "aig.task-events.v1"
-USAGE_TOPIC = "aig.usage.v1"
 _EVENT_NAMESPACE = uuid.UUID("2f6b9c1e-7a43-4f0e-9d1c-5b8e3a6f0c21")
 SUBMIT_RETRIES = 3
 
