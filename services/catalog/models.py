@@ -51,6 +51,8 @@ class ProviderRow:
     sandbox_path: str | None = None
     # Azure OpenAI's `api-version` query parameter; other types refuse it.
     api_version: str | None = None
+    # The environment variable that overrides base_url (default AIG_<NAME>_BASE_URL).
+    base_url_env: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,7 +431,17 @@ def parse_catalog(document: Any, *, source: str = "<catalog>") -> Catalog:
 
 
 _PROVIDER_KEYS = frozenset(
-    {"name", "type", "base_url", "key_env", "headers", "timeout", "sandbox_path", "api_version"}
+    {
+        "name",
+        "type",
+        "base_url",
+        "key_env",
+        "headers",
+        "timeout",
+        "sandbox_path",
+        "api_version",
+        "base_url_env",
+    }
 )
 
 
@@ -450,7 +462,7 @@ def _providers(document: Mapping[str, Any], source: str) -> tuple[ProviderRow, .
                 raise ValueError(f"{where}: '{key}' must be a non-empty string")
         if not entry["base_url"].startswith(("http://", "https://")):
             raise ValueError(f"{where}: 'base_url' must be an http(s) URL")
-        for key in ("key_env", "sandbox_path", "api_version"):
+        for key in ("key_env", "sandbox_path", "api_version", "base_url_env"):
             if entry.get(key) is not None and not isinstance(entry[key], str):
                 raise ValueError(f"{where}: '{key}' must be a string")
         headers = entry.get("headers") or {}
@@ -473,6 +485,7 @@ def _providers(document: Mapping[str, Any], source: str) -> tuple[ProviderRow, .
                 timeout_s=float(timeout) if timeout is not None else None,
                 sandbox_path=entry.get("sandbox_path"),
                 api_version=entry.get("api_version"),
+                base_url_env=entry.get("base_url_env"),
             )
         )
     return tuple(rows)

@@ -17,6 +17,7 @@ from catalog.models import (
     DEFAULT_IMAGE_INPUT_TOKENS,
     Catalog,
     Route,
+    UnknownFallback,
     load_catalog,
 )
 from router.adapters.base import TokenUsage
@@ -98,6 +99,57 @@ def test_shipped_routes(catalog: Catalog, model_id: str, provider: str, upstream
     model = catalog.chat(model_id)
     assert model is not None
     assert (model.provider, model.upstream_id) == (provider, upstream_id)
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [
+        ("gpt-5", "gpt-5"),
+        ("gpt-5-codex", "gpt-5-codex"),
+        ("gpt-5.5", "gpt-5.5"),
+        ("claude-opus-4-6", "claude-opus-4-6"),
+        ("claude-sonnet-4-5", "claude-sonnet-4-5"),
+        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+        ("anthropic/claude-sonnet-4.5", "claude-sonnet-4-5"),
+        ("gemini-3-pro", "gemini-3-pro-preview"),
+        ("deepseek-v3", "deepseek-chat"),
+        ("mistral-large", "mistral-large"),
+    ],
+)
+def test_every_name_the_product_page_uses_resolves(
+    catalog: Catalog, name: str, canonical: str
+) -> None:
+    model = catalog.chat(name)
+    assert model is not None and model.id == canonical
+    listed = catalog.model_object(name)
+    assert listed is not None and listed["id"] == name
+    assert listed["aig"]["canonical_id"] == canonical
+
+
+def test_chain_follows_the_request_option(catalog: Catalog) -> None:
+    model = catalog.chat("gpt-4o")
+    assert model is not None
+    default = [link.route for link in catalog.chain(model)]
+    assert default == [model.route, *model.fallbacks]
+    assert [link.route for link in catalog.chain(model, False)] == [model.route]
+    named = catalog.chain(model, ["gemini-3-pro", "gpt-4o"])
+    # An alias resolves; a repeat of a route already in the chain is dropped.
+    assert [link.model.id for link in named] == ["gpt-4o", "gemini-3-pro-preview"]
+    with pytest.raises(UnknownFallback) as raised:
+        catalog.chain(model, ["gpt-4o-mini", "no-such-model"])
+    assert (raised.value.index, raised.value.model_id) == (1, "no-such-model")
+
+
+def test_long_context_price_is_listed_for_gpt_5_5(catalog: Catalog) -> None:
+    listed = catalog.model_object("gpt-5.5")
+    assert listed is not None
+    pricing = listed["aig"]["pricing"]
+    assert pricing["input_usd_per_million_tokens"] == "5"
+    assert pricing["long_context"] == {
+        "above_prompt_tokens": 272000,
+        "input_usd_per_million_tokens": "10",
+        "output_usd_per_million_tokens": "45",
+    }
 
 
 def test_shipped_prices_are_integers(catalog: Catalog) -> None:

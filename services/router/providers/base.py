@@ -48,7 +48,7 @@ class ProviderInstance:
         key = env.get(row.key_env, "") if row.key_env else ""
         sandboxed = bool(row.key_env) and not key and row.sandbox_path is not None
         base_url = sandbox_url.rstrip("/") + (row.sandbox_path or "") if sandboxed else row.base_url
-        override = env.get(base_url_variable(row.name))
+        override = env.get(row.base_url_env or base_url_variable(row.name))
         return cls(
             name=row.name,
             type=row.type,
