@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from aig.router.v1 import router_pb2 as pb
+from catalog.live import LiveCatalog
 from catalog.models import load_catalog
+from router.config import RouterConfig
 from router.metering import CLIENT_CLOSED
 from router.server import RouterServicer
 
@@ -36,7 +38,8 @@ class _Recorder:
 async def test_a_cancelled_call_is_metered_as_client_closed(endpoint: str) -> None:
     meter = _Recorder()
     hanging = _Hanging()
-    servicer = RouterServicer(load_catalog(), hanging, hanging, meter)  # type: ignore[arg-type]
+    config = LiveCatalog.fixed(RouterConfig.build(load_catalog(), {}, "http://127.0.0.1:1"))
+    servicer = RouterServicer(config, hanging, hanging, meter)  # type: ignore[arg-type]
     context = pb.CallContext(request_id="req_1", account_id="acct_1", reservation_id="resv_1")
     call: Coroutine[Any, Any, Any]
     if endpoint == "chat.completions":
