@@ -42,9 +42,7 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import PoolProxiedConnection
 
-from controldb.engine import create_sync_sqlite_engine
-from controldb.models import Reservation
-from controldb.money import (
+from controldb.admission import (
     LIMITS_QUERY,
     Admission,
     AdmissionsCommitted,
@@ -53,6 +51,8 @@ from controldb.money import (
     limits_parameters,
     utc_now,
 )
+from controldb.engine import create_sync_sqlite_engine
+from controldb.models import Reservation
 
 log = logging.getLogger("controldb.admission")
 

@@ -1,0 +1,214 @@
+"""The admission rule: may this call reserve its worst case, given the balance, every cap,
+settled spend and live reservations? One query reads all of it (LIMITS_QUERY) and one pure
+function decides (decide_admission), so both admission paths — a transaction per call
+(controldb.money) and SQLite's group commit (controldb.group_commit) — decide alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import BigInteger, ColumnElement, String, bindparam, cast, func, select, true
+
+from aig_common.money import apply_markup
+from controldb.ids import random_id
+from controldb.models import Account, ApiKey, Reservation, SpendCounter, Workspace
+from controldb.periods import day_period, month_period, next_day, next_month
+
+# What time it is, as money sees it (UTC). Production reads the wall clock; tests pass a fake
+# to put a call on either side of a UTC midnight or of the refund window's edge.
+Clock = Callable[[], datetime]
+# Test seam, None in production: called with how many admissions a transaction has just
+# committed, before any of them is answered. It may block (on whatever thread commits), so a
+# test can cancel the callers at exactly that point.
+AdmissionsCommitted = Callable[[int], None]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MoneyError(Exception):
+    pass
+
+
+class UnknownAccount(MoneyError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class LimitExceeded(Exception):
+    """A call that would break a cap or overdraw the balance; becomes HTTP 402."""
+
+    code: str  # key_daily_cap, …, insufficient_credits
+    limit_nano_usd: int
+    spent_nano_usd: int
+    reserved_nano_usd: int
+    needed_nano_usd: int
+    resets_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    reservation_id: str
+    amount_nano_usd: int
+    markup_basis_points: int
+    expires_at: datetime
+
+
+def nano_usd_sum(column: Any) -> ColumnElement[int]:
+    """SUM of a nano-USD column, 0 when no rows match, as BIGINT on every backend.
+
+    PostgreSQL's sum() over BIGINT is NUMERIC, which asyncpg hands back as a Decimal; the
+    cast keeps every amount read from the database a Python int (SQLite already is)."""
+    return cast(func.coalesce(func.sum(column), 0), BigInteger)
+
+
+_ACCOUNT: Any = bindparam("account_id", type_=String())
+_KEY: Any = bindparam("key_id", type_=String())
+_NOW: Any = bindparam("now", type_=Reservation.expires_at.type)
+_DAY: Any = bindparam("day", type_=String())
+_MONTH: Any = bindparam("month", type_=String())
+
+
+def _held(condition: Any) -> Any:
+    amount = nano_usd_sum(Reservation.amount_nano_usd)
+    live = (Reservation.account_id == _ACCOUNT) & (Reservation.expires_at > _NOW)
+    return select(amount).where(live, condition).scalar_subquery()
+
+
+def _spent(scope: str, scope_id: Any, period: Any) -> Any:
+    spent = select(SpendCounter.spent_nano_usd).where(
+        SpendCounter.scope == scope,
+        SpendCounter.scope_id == scope_id,
+        SpendCounter.period == period,
+    )
+    return cast(func.coalesce(spent.scalar_subquery(), 0), BigInteger)
+
+
+def _build_limits_query() -> Any:
+    """Balance, markup, every cap, settled spend and live reservations, in one statement.
+
+    Built once with bound parameters: constructing it per call cost more than running it.
+    """
+    workspace_id = ApiKey.workspace_id
+    return (
+        select(
+            Account.balance_nano_usd.label("balance"),
+            Account.markup_basis_points.label("markup"),
+            Account.daily_cap_nano_usd.label("account_daily_cap"),
+            Account.monthly_cap_nano_usd.label("account_monthly_cap"),
+            workspace_id.label("workspace_id"),
+            ApiKey.daily_cap_nano_usd.label("key_daily_cap"),
+            ApiKey.monthly_cap_nano_usd.label("key_monthly_cap"),
+            Workspace.daily_cap_nano_usd.label("workspace_daily_cap"),
+            Workspace.monthly_cap_nano_usd.label("workspace_monthly_cap"),
+            _held(true()).label("held_account"),
+            _held(Reservation.key_id == _KEY).label("held_key"),
+            _held(Reservation.workspace_id == workspace_id).label("held_workspace"),
+            _spent("key", _KEY, _DAY).label("key_daily_spent"),
+            _spent("key", _KEY, _MONTH).label("key_monthly_spent"),
+            _spent("account", _ACCOUNT, _DAY).label("account_daily_spent"),
+            _spent("account", _ACCOUNT, _MONTH).label("account_monthly_spent"),
+            _spent("workspace", workspace_id, _DAY).label("workspace_daily_spent"),
+            _spent("workspace", workspace_id, _MONTH).label("workspace_monthly_spent"),
+        )
+        .select_from(Account)
+        .join(ApiKey, (ApiKey.id == _KEY) & (ApiKey.account_id == Account.id))
+        .outerjoin(Workspace, Workspace.id == workspace_id)
+        .where(Account.id == _ACCOUNT)
+    )
+
+
+LIMITS_QUERY = _build_limits_query()
+LOCK_ACCOUNT = select(Account.id).where(Account.id == _ACCOUNT).with_for_update()
+
+
+def limits_parameters(account_id: str, key_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "key_id": key_id,
+        "now": now,
+        "day": day_period(now),
+        "month": month_period(now),
+    }
+
+
+class LimitsRow(Protocol):
+    """LIMITS_QUERY's row as decide_admission reads it. Every amount is an int: the query
+    casts its sums to BIGINT (see nano_usd_sum)."""
+
+    balance: int
+    markup: int
+    workspace_id: str | None
+    held_account: int
+
+
+def decide_admission(
+    row: LimitsRow | None,
+    account_id: str,
+    key_id: str,
+    upstream_worst_case_nano_usd: int,
+    now: datetime,
+    ttl: timedelta,
+) -> tuple[Admission, dict[str, Any]]:
+    """From LIMITS_QUERY's row: the admission and the reservation row to insert, or
+    LimitExceeded / UnknownAccount. Pure, so every admission path decides alike."""
+    if row is None:
+        raise UnknownAccount(f"no key {key_id} in account {account_id}")
+    needed = apply_markup(upstream_worst_case_nano_usd, row.markup)
+    for scope, period, cap, used, held, resets_at in _checks(row, key_id, account_id, now):
+        if cap is not None and used + held + needed > cap:
+            raise LimitExceeded(
+                code=f"{scope}_{period}_cap",
+                limit_nano_usd=cap,
+                spent_nano_usd=used,
+                reserved_nano_usd=held,
+                needed_nano_usd=needed,
+                resets_at=resets_at,
+            )
+    if row.held_account + needed > row.balance:
+        raise LimitExceeded(
+            code="insufficient_credits",
+            limit_nano_usd=row.balance,
+            spent_nano_usd=0,
+            reserved_nano_usd=row.held_account,
+            needed_nano_usd=needed,
+            resets_at=None,
+        )
+    admission = Admission(
+        reservation_id=random_id("resv_"),
+        amount_nano_usd=needed,
+        markup_basis_points=row.markup,
+        expires_at=now + ttl,
+    )
+    values = {
+        "id": admission.reservation_id,
+        "account_id": account_id,
+        "key_id": key_id,
+        "workspace_id": row.workspace_id,
+        "amount_nano_usd": needed,
+        "created_at": now,
+        "expires_at": admission.expires_at,
+    }
+    return admission, values
+
+
+def _checks(
+    row: LimitsRow, key_id: str, account_id: str, now: datetime
+) -> Iterable[tuple[str, str, int | None, int, int, datetime]]:
+    """(scope, period, cap, settled spend, in flight, reset) for every cap that applies."""
+    scopes = ["key"] + (["workspace"] if row.workspace_id else []) + ["account"]
+    for scope in scopes:
+        for period, resets_at in (("daily", next_day(now)), ("monthly", next_month(now))):
+            yield (
+                scope,
+                period,
+                getattr(row, f"{scope}_{period}_cap"),
+                getattr(row, f"{scope}_{period}_spent"),
+                getattr(row, f"held_{scope}"),
+                resets_at,
+            )
