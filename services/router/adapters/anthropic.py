@@ -19,11 +19,19 @@ from router.adapters.base import (
 )
 from router.adapters.messages import (
     AssistantMessage,
+    FunctionTool,
     ImagePart,
+    JsonSchemaFormat,
+    NamedTool,
     TextPart,
+    ToolChoice,
     UserMessage,
+    append_turn,
     no_turns,
     read_messages,
+    read_response_format,
+    read_tool_choice,
+    read_tools,
 )
 
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
@@ -78,18 +86,22 @@ def build_messages_request(
     }
 
     instructions = list(system)
-    output_format = _response_format(body.get("response_format"))
+    output_format = read_response_format(body.get("response_format"))
     if output_format == "json_object":
         instructions.append(JSON_OBJECT_INSTRUCTION)
-    elif output_format is not None:
-        request["output_config"] = {"format": output_format}
+    elif isinstance(output_format, JsonSchemaFormat):
+        request["output_config"] = {
+            "format": {"type": "json_schema", "schema": output_format.schema}
+        }
     if instructions:
         request["system"] = "\n\n".join(instructions)
 
     tools = body.get("tools")
     if tools:
-        request["tools"] = [_tool(tool, i) for i, tool in enumerate(tools)]
-        tool_choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+        request["tools"] = [_tool(tool) for tool in read_tools(tools)]
+        tool_choice = _tool_choice(
+            read_tool_choice(body.get("tool_choice")), body.get("parallel_tool_calls")
+        )
         if tool_choice is not None:
             request["tool_choice"] = tool_choice
 
@@ -137,66 +149,27 @@ def _max_tokens(body: dict[str, Any], max_output_tokens: int) -> int:
     return max_output_tokens
 
 
-def _response_format(response_format: Any) -> dict[str, Any] | str | None:
-    if not isinstance(response_format, dict):
-        return None
-    kind = response_format.get("type")
-    if kind in (None, "text"):
-        return None
-    if kind == "json_object":
-        return "json_object"
-    if kind == "json_schema":
-        spec = response_format.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
-            raise APIError(
-                400,
-                "response_format.json_schema.schema must be a JSON Schema object.",
-                param="response_format.json_schema.schema",
-            )
-        return {"type": "json_schema", "schema": schema}
-    raise APIError(400, f"Unsupported response_format type {kind!r}.", param="response_format.type")
-
-
-def _tool(tool: Any, index: int) -> dict[str, Any]:
-    param = f"tools[{index}]"
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        raise APIError(400, "Only tools of type 'function' are supported.", param=f"{param}.type")
-    function = tool.get("function")
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise APIError(400, "Each tool needs function.name.", param=f"{param}.function.name")
-    parameters = function.get("parameters")
+def _tool(tool: FunctionTool) -> dict[str, Any]:
     translated: dict[str, Any] = {
-        "name": function["name"],
-        "input_schema": parameters
-        if isinstance(parameters, dict)
-        else {"type": "object", "properties": {}},
+        "name": tool.name,
+        "input_schema": tool.parameters or {"type": "object", "properties": {}},
     }
-    if isinstance(function.get("description"), str):
-        translated["description"] = function["description"]
+    if tool.description is not None:
+        translated["description"] = tool.description
     return translated
 
 
-def _tool_choice(tool_choice: Any, parallel_tool_calls: Any) -> dict[str, Any] | None:
+_TOOL_CHOICE_TYPES = {"auto": "auto", "required": "any", "none": "none"}
+
+
+def _tool_choice(tool_choice: ToolChoice, parallel_tool_calls: Any) -> dict[str, Any] | None:
     choice: dict[str, Any] | None
     if tool_choice is None:
         choice = None
-    elif tool_choice == "auto":
-        choice = {"type": "auto"}
-    elif tool_choice == "required":
-        choice = {"type": "any"}
-    elif tool_choice == "none":
-        choice = {"type": "none"}
-    elif (
-        isinstance(tool_choice, dict)
-        and tool_choice.get("type") == "function"
-        and isinstance(tool_choice.get("function"), dict)
-        and isinstance(tool_choice["function"].get("name"), str)
-    ):
-        choice = {"type": "tool", "name": tool_choice["function"]["name"]}
+    elif isinstance(tool_choice, NamedTool):
+        choice = {"type": "tool", "name": tool_choice.name}
     else:
-        raise APIError(400, "Unsupported tool_choice.", param="tool_choice")
-
+        choice = {"type": _TOOL_CHOICE_TYPES[tool_choice]}
     if parallel_tool_calls is False:
         if choice is None:
             choice = {"type": "auto"}
@@ -210,12 +183,7 @@ def _translate_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]
     turns: list[dict[str, Any]] = []
 
     def append(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return  # Anthropic rejects empty turns; merging keeps roles alternating
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
+        append_turn(turns, role, blocks, "content")
 
     for message in conversation.messages:
         if isinstance(message, UserMessage):

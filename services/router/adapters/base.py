@@ -117,6 +117,15 @@ def parse_data_url(url: str, param: str) -> tuple[str, str]:
     return match["mime"].lower(), match["data"].strip()
 
 
+def error_object(payload: Any) -> dict[str, Any] | None:
+    """The `error` object of an error body; streams may wrap the body in an array."""
+    if isinstance(payload, list) and payload:
+        payload = payload[0]
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        return payload["error"]
+    return None
+
+
 def body_excerpt(body: bytes, limit: int = 300) -> str:
     return body[:limit].decode("utf-8", errors="replace").strip()
 

@@ -19,18 +19,27 @@ from router.adapters.base import (
     assistant_choice,
     body_excerpt,
     completion_object,
+    error_object,
     make_upstream_error,
     parse_json_body,
 )
 from router.adapters.messages import (
     AssistantMessage,
+    FunctionTool,
     ImagePart,
+    JsonSchemaFormat,
+    NamedTool,
     TextPart,
     ToolCall,
+    ToolChoice,
     UserMessage,
+    append_turn,
     image_urls,
     no_turns,
     read_messages,
+    read_response_format,
+    read_tool_choice,
+    read_tools,
 )
 
 # Gemini 3 rejects a replayed function call without the thoughtSignature it was sent with,
@@ -87,9 +96,9 @@ def build_generate_request(
     tools = body.get("tools")
     if tools:
         request["tools"] = [
-            {"functionDeclarations": [_function_declaration(t, i) for i, t in enumerate(tools)]}
+            {"functionDeclarations": [_function_declaration(t) for t in read_tools(tools)]}
         ]
-        tool_config = _tool_config(body.get("tool_choice"))
+        tool_config = _tool_config(read_tool_choice(body.get("tool_choice")))
         if tool_config is not None:
             request["toolConfig"] = {"functionCallingConfig": tool_config}
 
@@ -132,60 +141,31 @@ def _generation_config(body: dict[str, Any], max_output_tokens: int | None) -> d
     elif isinstance(stop, list) and stop:
         config["stopSequences"] = list(stop)
 
-    response_format = body.get("response_format")
-    if not isinstance(response_format, dict):
-        response_format = {}
-    kind = response_format.get("type")
-    if kind == "json_object":
+    response_format = read_response_format(body.get("response_format"))
+    if response_format is not None:
         config["responseMimeType"] = "application/json"
-    elif kind == "json_schema":
-        spec = response_format.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
-            raise APIError(
-                400,
-                "response_format.json_schema.schema must be a JSON Schema object.",
-                param="response_format.json_schema.schema",
-            )
-        config["responseMimeType"] = "application/json"
-        config["responseJsonSchema"] = schema
-    elif kind not in (None, "text"):
-        raise APIError(
-            400, f"Unsupported response_format type {kind!r}.", param="response_format.type"
-        )
+    if isinstance(response_format, JsonSchemaFormat):
+        config["responseJsonSchema"] = response_format.schema
     return config
 
 
-def _function_declaration(tool: Any, index: int) -> dict[str, Any]:
-    param = f"tools[{index}]"
-    if not isinstance(tool, dict) or tool.get("type") != "function":
-        raise APIError(400, "Only tools of type 'function' are supported.", param=f"{param}.type")
-    function = tool.get("function")
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise APIError(400, "Each tool needs function.name.", param=f"{param}.function.name")
-    declaration: dict[str, Any] = {"name": function["name"]}
-    if isinstance(function.get("description"), str):
-        declaration["description"] = function["description"]
-    if isinstance(function.get("parameters"), dict):
+def _function_declaration(tool: FunctionTool) -> dict[str, Any]:
+    declaration: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        declaration["description"] = tool.description
+    if tool.parameters is not None:
         # parametersJsonSchema takes JSON Schema as is; `parameters` is an OpenAPI subset
         # that rejects common keywords such as additionalProperties.
-        declaration["parametersJsonSchema"] = function["parameters"]
+        declaration["parametersJsonSchema"] = tool.parameters
     return declaration
 
 
-def _tool_config(tool_choice: Any) -> dict[str, Any] | None:
+def _tool_config(tool_choice: ToolChoice) -> dict[str, Any] | None:
     if tool_choice is None:
         return None
-    if isinstance(tool_choice, str) and tool_choice in TOOL_CONFIG_MODES:
-        return {"mode": TOOL_CONFIG_MODES[tool_choice]}
-    if (
-        isinstance(tool_choice, dict)
-        and tool_choice.get("type") == "function"
-        and isinstance(tool_choice.get("function"), dict)
-        and isinstance(tool_choice["function"].get("name"), str)
-    ):
-        return {"mode": "ANY", "allowedFunctionNames": [tool_choice["function"]["name"]]}
-    raise APIError(400, "Unsupported tool_choice.", param="tool_choice")
+    if isinstance(tool_choice, NamedTool):
+        return {"mode": "ANY", "allowedFunctionNames": [tool_choice.name]}
+    return {"mode": TOOL_CONFIG_MODES[tool_choice]}
 
 
 def _translate_messages(
@@ -195,12 +175,7 @@ def _translate_messages(
     contents: list[dict[str, Any]] = []
 
     def append(role: str, parts: list[dict[str, Any]]) -> None:
-        if not parts:
-            return  # Gemini rejects a turn without parts
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
+        append_turn(contents, role, parts, "parts")
 
     for message in conversation.messages:
         if isinstance(message, UserMessage):
@@ -434,14 +409,6 @@ class GenerateStreamTranslator:
 # --- errors ------------------------------------------------------------------------------
 
 
-def _error_object(payload: Any) -> dict[str, Any] | None:
-    if isinstance(payload, list) and payload:
-        payload = payload[0]  # the stream endpoint wraps errors in an array
-    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-        return payload["error"]
-    return None
-
-
 def _has_reason(error: Mapping[str, Any], reason: str) -> bool:
     details = error.get("details")
     return isinstance(details, list) and any(
@@ -477,7 +444,7 @@ def _error(status: int, error: Mapping[str, Any], headers: Mapping[str, str]) ->
 
 
 def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
-    error = _error_object(parse_json_body(body))
+    error = error_object(parse_json_body(body))
     if error is None:
         return make_upstream_error(status, body_excerpt(body), headers=headers)
     return _error(status, error, headers)
@@ -485,7 +452,7 @@ def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) ->
 
 def error_from_stream_payload(payload: Any) -> UpstreamError:
     """An error that arrived inside a 200 stream (as `data:` or as raw JSON)."""
-    error = _error_object(payload) or {"message": "upstream stream failed"}
+    error = error_object(payload) or {"message": "upstream stream failed"}
     code = error.get("code")
     status = code if isinstance(code, int) and 400 <= code <= 599 else 502
     return _error(status, error, {})

@@ -1,17 +1,18 @@
-"""One reader of OpenAI chat `messages`, shared by every translation to another format.
+"""One reader of an OpenAI chat request, shared by every translation to another format.
 
 It walks roles, content parts, image URLs (http(s) or base64 data URLs), assistant tool
 calls with their JSON arguments, and tool results (matched to the call they answer), and
 rejects what is malformed with an OpenAI-shaped 400 that names the offending `param`. A
 translation (Anthropic, Gemini, and later the ingress dialects) then only builds its own
-blocks from these typed messages.
+blocks from these typed messages. The same goes for `tools`, `tool_choice` and
+`response_format` (read_tools, read_tool_choice, read_response_format).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aig_common.errors import APIError
 
@@ -183,3 +184,100 @@ def image_urls(messages: Any) -> list[str]:
             if isinstance(url, str) and url.startswith(("http://", "https://")) and url not in urls:
                 urls.append(url)
     return urls
+
+
+def append_turn(turns: list[dict[str, Any]], role: str, items: list[Any], key: str) -> None:
+    """Adds `items` as a turn of `role`, merged into the previous turn when it has the same
+    role: Anthropic and Gemini both want alternating roles and reject an empty turn."""
+    if not items:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1][key].extend(items)
+    else:
+        turns.append({"role": role, key: items})
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionTool:
+    name: str
+    description: str | None
+    # JSON Schema of the arguments, None when the tool declares none.
+    parameters: dict[str, Any] | None
+
+
+def read_tools(tools: Any) -> list[FunctionTool]:
+    read: list[FunctionTool] = []
+    for index, tool in enumerate(tools or []):
+        param = f"tools[{index}]"
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise APIError(
+                400, "Only tools of type 'function' are supported.", param=f"{param}.type"
+            )
+        function = tool.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise APIError(400, "Each tool needs function.name.", param=f"{param}.function.name")
+        description = function.get("description")
+        parameters = function.get("parameters")
+        read.append(
+            FunctionTool(
+                function["name"],
+                description if isinstance(description, str) else None,
+                parameters if isinstance(parameters, dict) else None,
+            )
+        )
+    return read
+
+
+@dataclass(frozen=True, slots=True)
+class NamedTool:
+    """`tool_choice` naming one function the model must call."""
+
+    name: str
+
+
+ToolChoice = Literal["auto", "required", "none"] | NamedTool | None
+
+
+def read_tool_choice(tool_choice: Any) -> ToolChoice:
+    if tool_choice is None:
+        return None
+    if tool_choice in ("auto", "required", "none"):
+        return tool_choice
+    if (
+        isinstance(tool_choice, dict)
+        and tool_choice.get("type") == "function"
+        and isinstance(tool_choice.get("function"), dict)
+        and isinstance(tool_choice["function"].get("name"), str)
+    ):
+        return NamedTool(tool_choice["function"]["name"])
+    raise APIError(400, "Unsupported tool_choice.", param="tool_choice")
+
+
+@dataclass(frozen=True, slots=True)
+class JsonSchemaFormat:
+    schema: dict[str, Any]
+
+
+ResponseFormat = Literal["json_object"] | JsonSchemaFormat | None
+
+
+def read_response_format(response_format: Any) -> ResponseFormat:
+    """None for plain text, "json_object", or the JSON Schema the answer must follow."""
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return "json_object"
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            raise APIError(
+                400,
+                "response_format.json_schema.schema must be a JSON Schema object.",
+                param="response_format.json_schema.schema",
+            )
+        return JsonSchemaFormat(schema)
+    raise APIError(400, f"Unsupported response_format type {kind!r}.", param="response_format.type")

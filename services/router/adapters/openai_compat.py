@@ -14,6 +14,7 @@ from router.adapters.base import (
     TokenUsage,
     UpstreamError,
     body_excerpt,
+    error_object,
     make_upstream_error,
     parse_json_body,
 )
@@ -101,17 +102,9 @@ class ChatStreamRewriter:
         return out
 
 
-def _error_object(payload: Any) -> dict[str, Any] | None:
-    if isinstance(payload, list) and payload:
-        payload = payload[0]
-    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
-        return payload["error"]
-    return None
-
-
 def error_from_stream_payload(payload: dict[str, Any]) -> UpstreamError:
     """An `{"error": …}` object received after HTTP 200 (OpenRouter sends these)."""
-    error = _error_object(payload) or {"message": str(payload.get("error"))}
+    error = error_object(payload) or {"message": str(payload.get("error"))}
     code = error.get("code")
     upstream_status = code if isinstance(code, int) and 400 <= code <= 599 else 502
     return make_upstream_error(
@@ -122,7 +115,7 @@ def error_from_stream_payload(payload: dict[str, Any]) -> UpstreamError:
 
 
 def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
-    error = _error_object(parse_json_body(body))
+    error = error_object(parse_json_body(body))
     if error is None:
         return make_upstream_error(status, body_excerpt(body), headers=headers)
     code = error.get("code")
