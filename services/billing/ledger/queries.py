@@ -85,7 +85,7 @@ def recent_calls_sql(filters: tuple[str, ...]) -> str:
 
 def rolling_spend_sql(*, one_account: bool) -> str:
     # Failed calls are stored with zero cost already; the outcome filter says the rule
-    # (DESIGN.md: failed calls do not count toward the tier) where the tier job reads it.
+    # (docs/design.md: failed calls do not count toward the tier) where the tier job reads it.
     account_filter = "AND account_id = {account_id:String}" if one_account else ""
     return f"""
         SELECT account_id, sum(billed_cost_nano_usd) AS spend_nano_usd

@@ -71,7 +71,7 @@ class UsageRow:
             completion_tokens=max(event.completion_tokens, 0),
             cached_prompt_tokens=max(event.cached_prompt_tokens, 0),
             reasoning_tokens=max(event.reasoning_tokens, 0),
-            # Failed calls cost nothing (DESIGN.md, Money), whatever a producer put there;
+            # Failed calls cost nothing (docs/design.md, Money), whatever a producer put there;
             # the ledger must agree with settlement, which applies the same rule.
             upstream_cost_nano_usd=event.upstream_cost_nano_usd if succeeded else 0,
             markup_basis_points=_clamp(event.markup_basis_points, 0, 0xFFFFFFFF),
