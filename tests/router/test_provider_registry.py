@@ -39,14 +39,19 @@ def test_unkeyed_providers_go_to_the_sandbox_keyed_ones_to_their_api(shipped: Ca
 
 
 def test_base_url_overrides_by_convention_and_by_row(shipped: Catalog) -> None:
+    named = ProviderRow(
+        "together", "openai", "https://api.together.xyz/v1", None, base_url_env="TOGETHER_URL"
+    )
     env = {
         "OPENAI_API_KEY": "k",
         "AIG_OPENAI_BASE_URL": "https://proxy.example/v1/",
-        "AIG_GEMINI_BASE_URL": "https://gemini-proxy.example",
+        "AIG_GOOGLE_BASE_URL": "https://gemini-proxy.example",
+        "TOGETHER_URL": "https://together-proxy.example/v1",
     }
-    registry = ProviderRegistry.from_catalog(shipped, env, SANDBOX)
+    registry = ProviderRegistry.from_catalog(_with_rows(shipped, named), env, SANDBOX)
     assert registry.get("openai").destination.base_url == "https://proxy.example/v1"
     assert registry.get("google").destination.base_url == "https://gemini-proxy.example"
+    assert registry.get("together").destination.base_url == "https://together-proxy.example/v1"
 
 
 def test_a_row_of_an_existing_type_needs_no_code(shipped: Catalog) -> None:
