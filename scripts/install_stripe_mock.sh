@@ -10,7 +10,8 @@ STAMP=.tools/stripe-mock.version
 if [[ -x "$BIN" && "$(cat "$STAMP" 2>/dev/null)" == "$VERSION" ]]; then
   exit 0
 fi
-command -v go >/dev/null || { echo "stripe-mock needs Go (https://go.dev) to build" >&2; exit 1; }
+GO=$(command -v go || echo /usr/local/go/bin/go)
+[[ -x "$GO" ]] || { echo "stripe-mock needs Go to build (apt-get install golang-go)" >&2; exit 1; }
 mkdir -p .tools/bin
-GOBIN="$PWD/.tools/bin" GOFLAGS=-mod=mod go install "github.com/stripe/stripe-mock@${VERSION}"
+GOBIN="$PWD/.tools/bin" GOFLAGS=-mod=mod "$GO" install "github.com/stripe/stripe-mock@${VERSION}"
 echo "$VERSION" > "$STAMP"

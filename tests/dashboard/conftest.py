@@ -3,54 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiosmtpd.smtp import SMTP
 from dashboard_client import WEBHOOK_SECRET, Browser, Mailbox
 
 from devstack.mailsink import Inbox
 from devstack.processes import free_port
+from devstack.stripe_mock import StripeMock
 from edge.app import create_app
 from edge.settings import EdgeSettings
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
 def stripe_mock() -> Iterator[str]:
     """Stripe's own API test server, built from the Go module proxy by the repo's script."""
-    subprocess.run([REPO / "scripts" / "install_stripe_mock.sh"], check=True)
-    port = free_port()
-    process = subprocess.Popen(
-        [REPO / ".tools" / "bin" / "stripe-mock", "-http-addr", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_listening(url, process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def _wait_listening(url: str, process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            httpx.get(f"{url}/v1/charges", timeout=1)  # any answer (401 here) will do
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("stripe-mock did not start")
+    server = StripeMock()
+    yield server.start()
+    server.stop()
 
 
 @pytest.fixture(scope="session")

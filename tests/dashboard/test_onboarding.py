@@ -8,6 +8,7 @@ import pytest
 from dashboard_client import Browser, Mailbox
 
 from controldb.people import normalized_address
+from edge.dashboard.charts import dollars
 from edge.dashboard.security import RateLimiter, Signer, password_problem
 
 
@@ -41,6 +42,12 @@ def test_signed_links_resist_forgery_reuse_and_age() -> None:
     assert Signer(b"other", clock=lambda: now[0]).unsign("verify", token) is None
     now[0] += 61
     assert signer.unsign("verify", token) is None
+
+
+def test_chart_money_never_rounds_a_real_spend_to_zero() -> None:
+    assert dollars(35_280) == "$0.000035"
+    assert dollars(0) == "$0.00"
+    assert dollars(123_456_789_000) == "$123.46"
 
 
 def test_rate_limiter_window() -> None:
