@@ -27,7 +27,8 @@ class StripeMock:
         subprocess.run([str(INSTALL_SCRIPT)], check=True)
         address = f"127.0.0.1:{free_port()}"
         self._process = subprocess.Popen(
-            [str(BINARY), "-http-addr", address],
+            # Both listeners on free ports: it opens HTTPS on :12112 unless told otherwise.
+            [str(BINARY), "-http-addr", address, "-https-addr", f"127.0.0.1:{free_port()}"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
