@@ -14,8 +14,3 @@ def public_url_from_env(env: Mapping[str, str]) -> str:
         return explicit.rstrip("/")
     host = env.get("AIG_EDGE_HOST", "127.0.0.1")
     return f"http://{host}:{env.get('AIG_EDGE_PORT', '8080')}"
-
-
-def has_public_url(env: Mapping[str, str]) -> bool:
-    """Provider callbacks are only asked for when the operator says aig is reachable."""
-    return bool(env.get(PUBLIC_URL_ENV, "").strip())

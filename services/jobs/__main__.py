@@ -1,8 +1,8 @@
 """`python -m jobs`: consumes aig.tasks.v1 (group `jobs`), runs every media task to its end.
 
 HTTP on `AIG_JOBS_PORT` (9466): `/healthz`, `/readyz`, `/metrics`, and
-`POST /callbacks/{provider}/{task_id}`, where the edge forwards the providers' own
-completion callbacks (they reach aig at `AIG_PUBLIC_URL/v1/jobs/provider-callbacks/...`).
+`POST /callbacks/{provider}/{task_id}`, where providers POST their own completion callbacks
+when `AIG_PROVIDER_CALLBACK_URL` (the public address of that path) is set.
 """
 
 from __future__ import annotations

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from aig_common.public_url import has_public_url, public_url_from_env
-
 
 @dataclass(frozen=True, slots=True)
 class JobsSettings:
@@ -19,7 +17,9 @@ class JobsSettings:
     # (Kie advises 2-3 s, then 5-10 s, then 15-30 s).
     poll_initial_s: float
     poll_max_s: float
-    # Where providers POST their completion callbacks; empty: polling only.
+    # The public address of this service's `/callbacks` (AIG_PROVIDER_CALLBACK_URL, e.g. an
+    # ingress path routed here); providers POST completions to `<it>/<provider>/<task id>`.
+    # Empty: polling only.
     provider_callback_base: str
     # A task claimed for submission that has no provider id after this long was cut off
     # mid-submission (a crash): its provider cannot be asked again, so it fails at no cost.
@@ -28,9 +28,6 @@ class JobsSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> JobsSettings:
         env = dict(os.environ) if env is None else env
-        callback_base = (
-            public_url_from_env(env) + "/v1/jobs/provider-callbacks" if has_public_url(env) else ""
-        )
         return cls(
             host=env.get("AIG_JOBS_HOST", "127.0.0.1"),
             port=int(env.get("AIG_JOBS_PORT", "9466")),
@@ -39,6 +36,6 @@ class JobsSettings:
             spool_dir=env.get("AIG_SPOOL_DIR", "var/spool"),
             poll_initial_s=float(env.get("AIG_JOBS_POLL_INITIAL_S", "2")),
             poll_max_s=float(env.get("AIG_JOBS_POLL_MAX_S", "20")),
-            provider_callback_base=callback_base,
+            provider_callback_base=env.get("AIG_PROVIDER_CALLBACK_URL", "").strip().rstrip("/"),
             submission_grace_s=float(env.get("AIG_JOBS_SUBMISSION_GRACE_S", "300")),
         )
