@@ -93,11 +93,12 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         client_id=f"aig-edge-{settings.port}",
     )
     webhooks = WebhookStore(sessions)
+    tasks = TaskStore(sessions)
     jobs = JobRoutes(
         store,
         admissions,
         media,
-        TaskStore(sessions),
+        tasks,
         publisher,
         ResultLinks.from_env(os.environ),
         settings.max_body_bytes,
@@ -162,7 +163,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     )
 
     app.include_router(webhooks_admin_router(settings.admin_token, webhooks), prefix="/admin/v1")
-    app.include_router(webhooks_customer_router(store, webhooks))
+    app.include_router(webhooks_customer_router(store, webhooks, tasks))
 
     app.router.routes.extend(
         dashboard_routes(

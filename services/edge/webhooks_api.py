@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from aig_common.errors import APIError, error_body
 from controldb import AccountNotFound, KeyStore
+from controldb.tasks import TaskStore
 from controldb.webhooks import DeliveryView, SecretView, WebhookStore
 
 from .admin import require_admin_token
@@ -77,14 +78,18 @@ def _account_not_found(account_id: str) -> APIError:
     return APIError(404, f"No account with id '{account_id}'.", code="account_not_found")
 
 
-def webhooks_customer_router(store: KeyStore, webhooks: WebhookStore) -> APIRouter:
+def webhooks_customer_router(
+    store: KeyStore, webhooks: WebhookStore, tasks: TaskStore
+) -> APIRouter:
     router = APIRouter()
 
     @router.get("/v1/jobs/{task_id}/deliveries")
     async def task_deliveries(task_id: str, request: Request) -> JSONResponse:
         caller = await authenticate(request, store)
         deliveries = await webhooks.deliveries_of_task(task_id, account_id=caller.account_id)
-        if not deliveries:
+        # The caller's task without a delivery yet is an empty list; a delivery row alone
+        # (its account comes from the task event) also proves ownership.
+        if not deliveries and await tasks.get_owned(caller.account_id, task_id) is None:
             # Another account's task and an unknown one look the same: never say which.
             return _jobs_error(404, f"No task with id '{task_id}'.", "task_not_found")
         return JSONResponse(

@@ -373,6 +373,16 @@ def test_deliveries_are_shown_only_to_the_tasks_account(
     assert response.status_code == 404
     assert response.json()["code"] == 404 and response.json()["error"]["code"] == "task_not_found"
     assert deliveries(stack, customer.key, "task_unknown").status_code == 404
+    # A task of the caller's that has no delivery (yet, or no callBackUrl) is an empty list.
+    created = httpx.post(
+        f"{stack.edge_url}/v1/jobs/createTask",
+        json={"model": "flux-kontext-pro", "input": {"prompt": "a red fox in snow"}},
+        headers={"authorization": f"Bearer {customer.key}"},
+        timeout=30,
+    )
+    assert created.status_code == 200, created.text
+    own = deliveries(stack, customer.key, created.json()["data"]["taskId"])
+    assert own.status_code == 200 and own.json()["data"] == []
     unauthenticated = httpx.get(f"{stack.edge_url}/admin/v1/accounts/x/webhook-secret")
     assert unauthenticated.status_code == 401
 
