@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: up test lint typecheck proto proto-check unit fmt fuzz bench clean k8s
+.PHONY: up test test-containers lint typecheck proto proto-check unit fmt fuzz bench clean k8s
 
 .venv/.synced: pyproject.toml uv.lock scripts/bootstrap.sh
 	@scripts/bootstrap.sh
@@ -20,6 +20,11 @@ up: .venv/.synced
 
 test: .venv/.synced tests/js/node_modules/.package-lock.json .tools/kustomize.version lint typecheck proto-check
 	@$(PY) -m pytest -q -p no:cacheprovider
+
+# The ledger, money and end-to-end tests against Kafka, a ClickHouse server and PostgreSQL
+# in Docker containers (testcontainers; tests/backends.py). Fails at once without Docker.
+test-containers: .venv/.synced tests/js/node_modules/.package-lock.json
+	@AIG_TEST_BACKENDS=containers $(PY) -m pytest -q -p no:cacheprovider tests/ledger tests/controldb tests/e2e
 
 lint: .venv/.synced
 	@.venv/bin/ruff check .

@@ -1,7 +1,8 @@
 """A throwaway PostgreSQL server for tests, from the Debian binaries, without Docker.
 
-`postgres_url_fixture()` makes a session-scoped pytest fixture yielding a
-`postgresql+asyncpg://` URL. With `AIG_TEST_POSTGRES_URL` set, that server is used and
+`local_postgres()` yields a `postgresql+asyncpg://` URL for the session fixture
+`postgres_url` (tests/conftest.py; containers mode takes PostgreSQL from
+tests/backends.py instead). With `AIG_TEST_POSTGRES_URL` set, that server is used and
 nothing is started. Missing binaries fail the run (CI installs `postgresql`) rather than
 skip it: a skipped database suite looks like a green one.
 
@@ -16,10 +17,9 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -158,23 +158,18 @@ async def create_database(url: str, name: str | None = None) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
-def postgres_url_fixture() -> Callable[..., Any]:
-    """A session-scoped fixture: the URL of a database on a running PostgreSQL server."""
-
-    @pytest.fixture(scope="session")
-    def postgres_url() -> Iterator[str]:
-        configured = os.environ.get(POSTGRES_ENV_URL)
-        if configured:
-            yield configured
-            return
-        try:
-            server = PostgresServer.start()
-        except FileNotFoundError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        try:
-            server.create_database(TEST_DATABASE)
-            yield server.url(TEST_DATABASE)
-        finally:
-            server.stop()
-
-    return postgres_url
+def local_postgres() -> Iterator[str]:
+    """The URL of a database on a running PostgreSQL server, for the session."""
+    configured = os.environ.get(POSTGRES_ENV_URL)
+    if configured:
+        yield configured
+        return
+    try:
+        server = PostgresServer.start()
+    except FileNotFoundError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        server.create_database(TEST_DATABASE)
+        yield server.url(TEST_DATABASE)
+    finally:
+        server.stop()
