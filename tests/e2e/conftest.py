@@ -1,17 +1,26 @@
-"""Fixtures that run the whole gateway (sandbox, router, edge) as real processes."""
+"""Fixtures that run the whole gateway (sandbox, router, edge) as real processes.
+
+The session `stack` is parametrised by control DB: every test that uses it runs once on
+SQLite (the single-machine default) and once on PostgreSQL (production's), each stack on
+a database of its own. A test that proves something about one backend only asks for it
+with `@pytest.mark.parametrize("stack", ["postgres"], indirect=True)`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import backends
 import httpx
 import openai
 import pytest
 import yaml
+from pg import create_database
 
 from aig_common.money import apply_markup
 from catalog.estimate import estimate_prompt_tokens, worst_case_output_tokens
@@ -101,34 +110,73 @@ def _test_catalog(directory: Path, sandbox_url: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    var_dir: Path = tmp_path_factory.mktemp("aig-var")
+CONTROL_DBS = ("sqlite", "postgres")
+
+
+def _control_database_url(request: pytest.FixtureRequest, control_db: str, var_dir: Path) -> str:
+    """A fresh, empty control DB for one stack: stacks never share a database, so one's
+    accounts, caps and reservations cannot leak into another's assertions."""
+    if control_db == "sqlite":
+        return f"sqlite+aiosqlite:///{var_dir / 'aig.db'}"
+    if control_db != "postgres":
+        raise ValueError(f"unknown control DB {control_db!r}; expected one of {CONTROL_DBS}")
+    server: str = request.getfixturevalue("postgres_url")
+    return asyncio.run(create_database(server))
+
+
+def start_stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    control_db: str,
+    env: Callable[[Path, StackPorts], dict[str, str]],
+    extra_edges: int = 0,
+) -> Stack:
+    """A running stack on free ports with a control DB of its own, plus `env(var_dir,
+    ports)`. In containers mode (tests/backends.py) it also gets a Kafka broker and a
+    ClickHouse server of its own; locally it runs its own broker from the jars and chDB.
+    Stop it when done."""
+    var_dir: Path = tmp_path_factory.mktemp(f"aig-{control_db}")
     ports = StackPorts.free()
+    servers: dict[str, str] = {}
+    if backends.mode() == "containers":
+        containers: backends.ContainerServers = request.getfixturevalue("container_servers")
+        servers = containers.stack_env()
     running = Stack(
         var_dir=var_dir,
         ports=ports,
         admin_token=new_secret("aig-admin-"),
         key_pepper=new_secret(""),
-        database_url=f"sqlite+aiosqlite:///{var_dir / 'aig.db'}",
+        database_url=_control_database_url(request, control_db, var_dir),
         # Provider keys in the developer's environment must not send tests to real providers.
-        env={
-            **{key: "" for key in PROVIDER_KEYS},
-            **EXTRA_PROVIDER_KEYS,
-            "AIG_CATALOG_PATH": str(_test_catalog(var_dir, f"http://127.0.0.1:{ports.sandbox}")),
-            # Reloads are seen within a poll; tests edit the catalog file.
-            "AIG_CATALOG_POLL_S": "0.2",
-            "AIG_BREAKER_FAILURES": str(BREAKER_FAILURES),
-            "AIG_BREAKER_COOLDOWN_S": str(BREAKER_COOLDOWN_S),
-            "AIG_AUTH_FAILURE_BURST": str(AUTH_FAILURE_BURST),
-            "AIG_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
-            **WEBHOOK_TEST_ENV,
-            # Media tasks are polled often, so a simulated render is noticed at once.
-            "AIG_JOBS_POLL_INITIAL_S": "0.2",
-            "AIG_JOBS_POLL_MAX_S": "0.5",
-        },
+        env={**{key: "" for key in PROVIDER_KEYS}, **servers, **env(var_dir, ports)},
+        extra_edges=extra_edges,
     )
     running.start()
+    return running
+
+
+def _session_stack_env(var_dir: Path, ports: StackPorts) -> dict[str, str]:
+    return {
+        **EXTRA_PROVIDER_KEYS,
+        "AIG_CATALOG_PATH": str(_test_catalog(var_dir, f"http://127.0.0.1:{ports.sandbox}")),
+        # Reloads are seen within a poll; tests edit the catalog file.
+        "AIG_CATALOG_POLL_S": "0.2",
+        "AIG_BREAKER_FAILURES": str(BREAKER_FAILURES),
+        "AIG_BREAKER_COOLDOWN_S": str(BREAKER_COOLDOWN_S),
+        "AIG_AUTH_FAILURE_BURST": str(AUTH_FAILURE_BURST),
+        "AIG_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        **WEBHOOK_TEST_ENV,
+        # Media tasks are polled often, so a simulated render is noticed at once.
+        "AIG_JOBS_POLL_INITIAL_S": "0.2",
+        "AIG_JOBS_POLL_MAX_S": "0.5",
+    }
+
+
+@pytest.fixture(scope="session", params=CONTROL_DBS)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    running = start_stack(request, tmp_path_factory, request.param, _session_stack_env)
     yield running
     running.stop()
 

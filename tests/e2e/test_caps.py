@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,12 +19,13 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from aig_common.money import parse_usd, usd
-from devstack.stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
+from devstack.stack import Stack
 
 from .conftest import (
     Sandbox,
     create_key,
     sandbox_settings,
+    start_stack,
     wait_until_settled,
     worst_case_nano_usd,
 )
@@ -46,22 +46,18 @@ RESERVATION_TTL_S = 12
 
 
 @pytest.fixture(scope="module")
-def pg_stack(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """PostgreSQL control DB with two edge processes, and short-lived reservations."""
-    var_dir: Path = tmp_path_factory.mktemp("aig-caps-pg")
-    running = Stack(
-        var_dir=var_dir,
-        ports=StackPorts.free(),
-        admin_token=new_secret("aig-admin-"),
-        key_pepper=new_secret(""),
-        database_url=postgres_url,
-        env={
-            **{key: "" for key in PROVIDER_KEYS},
-            "AIG_RESERVATION_TTL_S": str(RESERVATION_TTL_S),
-        },
+def pg_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """PostgreSQL control DB (its own database) with two edge processes, and short-lived
+    reservations."""
+    running = start_stack(
+        request,
+        tmp_path_factory,
+        "postgres",
+        lambda _var_dir, _ports: {"AIG_RESERVATION_TTL_S": str(RESERVATION_TTL_S)},
         extra_edges=1,
     )
-    running.start()
     yield running
     running.stop()
 
@@ -151,12 +147,9 @@ def _prove_cap_holds(stack: Stack, edge_urls: list[str], scope: str) -> None:
     assert billed == spent
 
 
-def test_key_cap_under_concurrency_on_sqlite(stack: Stack) -> None:
+def test_key_cap_under_concurrency(stack: Stack) -> None:
+    """One edge, on each control DB (the session stack runs on SQLite and PostgreSQL)."""
     _prove_cap_holds(stack, [stack.edge_url], "key")
-
-
-def test_key_cap_under_concurrency_on_postgres(pg_stack: Stack) -> None:
-    _prove_cap_holds(pg_stack, pg_stack.edge_urls[:1], "key")
 
 
 def test_key_cap_with_two_edges_on_postgres(pg_stack: Stack) -> None:
@@ -168,6 +161,8 @@ def test_workspace_cap_over_five_keys_with_two_edges(pg_stack: Stack) -> None:
     _prove_cap_holds(pg_stack, pg_stack.edge_urls, "workspace")
 
 
+# PostgreSQL runs this with two edges above; the session stack adds SQLite's case.
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_workspace_cap_over_five_keys_on_sqlite(stack: Stack) -> None:
     _prove_cap_holds(stack, [stack.edge_url], "workspace")
 
