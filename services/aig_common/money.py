@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 NANO_PER_USD = 1_000_000_000
+# Every stored amount is a signed 64-bit integer (BIGINT, Int64): about $9.2 billion.
+MAX_NANO_USD = 2**63 - 1
 BASIS_POINTS = 10_000
 
 

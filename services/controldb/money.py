@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from aig_common.money import NANO_PER_USD
+from aig_common.money import MAX_NANO_USD, NANO_PER_USD
 from controldb.admission import (
     LIMITS_QUERY,
     LOCK_ACCOUNT,
@@ -75,6 +75,10 @@ class AlreadyClaimed(MoneyError):
 
 # Runs inside add_credits' transaction, under the account lock; False means "already done".
 Claim = Callable[[AsyncSession], Awaitable[bool]]
+
+
+class BalanceTooLarge(MoneyError):
+    """A credit that would take the balance past what its BIGINT column holds."""
 
 
 class RefundNotAllowed(MoneyError):
@@ -210,6 +214,10 @@ class Money:
                         self._entry(account_id, "bonus", bonus, "package bonus", now)
                     )
             delta = sum(entry.amount_nano_usd for entry in result.entries)
+            if account.balance_nano_usd + delta > MAX_NANO_USD:
+                raise BalanceTooLarge(
+                    f"the balance would exceed {MAX_NANO_USD} nano-USD, the most it can hold"
+                )
             session.add_all(result.entries)
             account.balance_nano_usd += delta
             result.balance_nano_usd = account.balance_nano_usd

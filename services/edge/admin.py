@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from aig_common.errors import APIError, parse_json_object
-from aig_common.money import parse_usd, percent, usd
+from aig_common.money import MAX_NANO_USD, parse_usd, percent, usd
 from controldb import Account, AccountNotFound, ApiKey, KeyStore
 from controldb.limits import Limits, NotFound
 from controldb.models import STARTER_MARKUP_BASIS_POINTS, Workspace
@@ -178,6 +178,9 @@ def _usd_param(value: object, param: str, *, minimum: int, rule: str) -> int:
         raise APIError(400, message, code="invalid_value", param=param) from None
     if amount < minimum:
         message = f"Invalid value for '{param}': {rule}."
+        raise APIError(400, message, code="invalid_value", param=param)
+    if amount > MAX_NANO_USD:
+        message = f"Invalid value for '{param}': must be at most {usd(MAX_NANO_USD)}."
         raise APIError(400, message, code="invalid_value", param=param)
     return amount
 

@@ -10,11 +10,18 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from aig_common.errors import APIError, parse_json_object
-from aig_common.money import percent, usd
+from aig_common.money import MAX_NANO_USD, percent, usd
 from controldb import KeyStore
 from controldb.limits import Limits, NotFound
 from controldb.models import Account, ApiKey, Workspace
-from controldb.money import CREDIT_KINDS, Money, PeriodSpend, RefundNotAllowed, UnknownAccount
+from controldb.money import (
+    CREDIT_KINDS,
+    BalanceTooLarge,
+    Money,
+    PeriodSpend,
+    RefundNotAllowed,
+    UnknownAccount,
+)
 
 from .admin import (
     account_object,
@@ -136,6 +143,13 @@ def money_admin_router(
                 f"at most ${usd(exc.refundable)} now.",
                 param="amount_usd",
                 code="refund_not_allowed",
+            ) from None
+        except BalanceTooLarge:
+            raise APIError(
+                400,
+                f"The balance would exceed ${usd(MAX_NANO_USD)}, the most an account can hold.",
+                param="amount_usd",
+                code="invalid_value",
             ) from None
         except UnknownAccount:
             raise _not_found(NotFound("account", account_id)) from None

@@ -18,12 +18,13 @@ from pg import create_database
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from aig_common.money import NANO_PER_USD, usd
+from aig_common.money import MAX_NANO_USD, NANO_PER_USD, usd
 from controldb import KeyStore, create_engine_from_url, migrate
 from controldb.limits import Limits
 from controldb.models import Account, ApiKey, Workspace
 from controldb.money import (
     LIMITS_QUERY,
+    BalanceTooLarge,
     LimitExceeded,
     Money,
     RefundNotAllowed,
@@ -169,3 +170,13 @@ async def test_spend_settlement_tiers_and_refunds_read_ints(ledger: Ledger, bala
     assert isinstance(account, Account) and isinstance(key, ApiKey)
     _assert_ints(account, "balance_nano_usd", "rolling_30d_spend_nano_usd", "markup_basis_points")
     assert account.balance_nano_usd == BALANCES[balance] + 10 * NANO_PER_USD - 900
+
+
+async def test_a_balance_past_bigint_is_refused_not_overflowed(ledger: Ledger) -> None:
+    money = ledger.money
+    await money.add_credits(ledger.account_id, "grant", MAX_NANO_USD - 1)
+    with pytest.raises(BalanceTooLarge):
+        await money.add_credits(ledger.account_id, "grant", 2)
+    topped = await money.add_credits(ledger.account_id, "grant", 1)
+    assert topped.balance_nano_usd == MAX_NANO_USD
+    assert type(topped.balance_nano_usd) is int

@@ -150,3 +150,20 @@ def test_a_large_balance_pays_exactly(admin: httpx.Client, base_url: str) -> Non
         assert answer.json()["balance_usd"] == usd(balance)
     assert admin.get(f"/accounts/{account_id}").json()["balance_usd"] == usd(balance)
     assert _me(base_url, api_key)["account"]["balance_usd"] == usd(balance)
+
+
+def test_amounts_past_what_the_columns_hold_are_refused(admin: httpx.Client) -> None:
+    """Balances and caps are BIGINT nano-USD: an amount or a balance past 2**63 - 1 gets a
+    400 naming the limit (it was a 500 from the database driver), and changes nothing."""
+    too_much = usd(2**63)
+    refused = admin.post("/accounts", json={"name": "huge", "credits_usd": too_much})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["param"] == "credits_usd"
+    assert usd(2**63 - 1) in refused.json()["error"]["message"]
+    account_id, _, key_id, _ = _account_with_key(admin, BALANCES["large"])
+    cap = admin.patch(f"/keys/{key_id}", json={"daily_cap_usd": too_much})
+    assert (cap.status_code, cap.json()["error"]["param"]) == (400, "daily_cap_usd")
+    overflow = admin.post(f"/accounts/{account_id}/credits", json={"amount_usd": "300000000"})
+    assert overflow.status_code == 400, overflow.text
+    assert overflow.json()["error"]["param"] == "amount_usd"
+    assert admin.get(f"/accounts/{account_id}").json()["balance_usd"] == BALANCES["large"]
