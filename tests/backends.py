@@ -120,7 +120,8 @@ class ContainerServers:
         # start only if the host port is chosen here (a free one) rather than by Docker.
         port = free_port()
         container = DockerContainer(kafka_image()).with_bind_ports(port, port)
-        host = container.get_container_host_ip()
+        # The Docker host's address (localhost for a local engine), known before start.
+        host = container.get_docker_client().host()
         container.with_envs(
             KAFKA_NODE_ID="1",
             KAFKA_PROCESS_ROLES="broker,controller",
