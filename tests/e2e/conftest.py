@@ -2,8 +2,12 @@
 
 The session `stack` is parametrised by control DB: every test that uses it runs once on
 SQLite (the single-machine default) and once on PostgreSQL (production's), each stack on
-a database of its own. A test that proves something about one backend only asks for it
-with `@pytest.mark.parametrize("stack", ["postgres"], indirect=True)`.
+a database of its own. A test whose subject does not touch the control DB may run on
+SQLite only, with `@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)`: that is
+the fixture's first parameter, so pytest keeps it in the SQLite group (any other
+function-level parametrisation of `stack` would interleave the groups and restart the
+session stack between tests). PostgreSQL-only cases use a stack of their own
+(`start_stack`), as test_caps does.
 """
 
 from __future__ import annotations
