@@ -32,7 +32,7 @@ async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         servers: backends.ContainerServers = request.getfixturevalue("container_servers")
         remote = ClickHouseServerLedger(servers.ledger_server_url())
         await remote.execute(f"DROP DATABASE IF EXISTS {DATABASE} SYNC")
-        assert await remote.migrate() == [1, 2]
+        assert await remote.migrate() == [1, 2, 3]
         yield remote
         await remote.close()
         return
