@@ -11,7 +11,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import (
+from browser_helpers import (
     balance,
     checkout_completed,
     mailed_link,

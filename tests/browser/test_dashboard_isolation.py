@@ -8,7 +8,7 @@ import time
 
 import httpx
 import openai
-from conftest import balance, mailed_link, new_address, shot, sign_in, sign_up
+from browser_helpers import balance, mailed_link, new_address, shot, sign_in, sign_up
 from playwright.sync_api import Page, expect
 
 from devstack.stack import Stack
