@@ -60,8 +60,10 @@ def stack() -> Iterator[Stack]:
         directory.cleanup()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Per module, not per session: Playwright's sync API holds an event loop on this thread
+    # while it runs, and the async tests collected after these need the thread back.
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS

@@ -46,6 +46,7 @@ async def edge(mailbox: Mailbox, stripe_mock: str) -> AsyncIterator[Any]:
     env = {
         "AIG_ADMIN_TOKEN": "admin-test",
         "AIG_KEY_PEPPER": "pepper-test",
+        "AIG_RESULT_URL_SECRET": "result-url-secret-for-the-dashboard-tests",
         "AIG_DATABASE_URL": f"sqlite+aiosqlite:///{var / 'aig.db'}",
         "AIG_SMTP_URL": f"smtp://127.0.0.1:{mailbox.port}",
         "AIG_PUBLIC_URL": "http://127.0.0.1",
