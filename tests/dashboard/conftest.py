@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -56,12 +57,16 @@ async def edge(mailbox: Mailbox, stripe_mock: str) -> AsyncIterator[Any]:
         # Billing is not running: pages that need the ledger are tested in tests/browser.
         "AIG_BILLING_URL": f"http://127.0.0.1:{free_port()}",
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        app = create_app(EdgeSettings.from_env())
-        async with app.router.lifespan_context(app):
-            yield app
+    async with contextlib.AsyncExitStack() as running:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            app = create_app(EdgeSettings.from_env())
+            await running.enter_async_context(app.router.lifespan_context(app))
+        # The app has read its settings: the environment is restored before the tests run,
+        # or every service a later test module starts would inherit this edge's
+        # AIG_PUBLIC_URL (media result links to a closed port) and its Stripe settings.
+        yield app
     directory.cleanup()
 
 
