@@ -303,14 +303,25 @@ def worst_case_nano_usd(body: dict[str, Any], markup_basis_points: int = 4000) -
 
 
 def wait_until_settled(base_url: str, api_key: str, timeout_s: float = 60) -> dict[str, Any]:
-    """Polls /v1/me until no reservation of the key's account is in flight."""
+    """Polls /v1/me until no reservation of the key's account is in flight, then returns a
+    /v1/me read after that.
+
+    /v1/me reads the balance before the reservations: the answer that first shows none in
+    flight may hold the balance from before the settlement that released them. Settlement
+    is one transaction, so a read that starts after it sees the debit."""
     deadline = time.monotonic() + timeout_s
+
+    def read() -> dict[str, Any]:
+        return dict(
+            httpx.get(
+                f"{base_url}/me", headers={"authorization": f"Bearer {api_key}"}, timeout=10
+            ).json()
+        )
+
     while True:
-        me = httpx.get(
-            f"{base_url}/me", headers={"authorization": f"Bearer {api_key}"}, timeout=10
-        ).json()
+        me = read()
         if me["account"]["caps"]["daily"]["reserved_usd"] == "0.00":
-            return dict(me)
+            return read()
         if time.monotonic() > deadline:
             raise TimeoutError(f"reservations still held after {timeout_s} s: {me}")
         time.sleep(0.25)
