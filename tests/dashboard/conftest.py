@@ -62,6 +62,7 @@ async def edge(mailbox: Mailbox, stripe_mock: str) -> AsyncIterator[Any]:
             for name, value in env.items():
                 patch.setenv(name, value)
             app = create_app(EdgeSettings.from_env())
+            app.state.database_url = env["AIG_DATABASE_URL"]
             await running.enter_async_context(app.router.lifespan_context(app))
         # The app has read its settings: the environment is restored before the tests run,
         # or every service a later test module starts would inherit this edge's

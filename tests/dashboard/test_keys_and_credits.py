@@ -17,7 +17,6 @@ from sqlalchemy import select
 
 from controldb import create_engine_from_url
 from controldb.models import CheckoutSession
-from edge.settings import EdgeSettings
 
 
 async def verified(browser: Browser, mailbox: Mailbox) -> str:
@@ -58,7 +57,7 @@ def completed(checkout_id: str, event_id: str | None = None) -> bytes:
 
 
 async def last_checkout(edge: Any) -> str:
-    engine = create_engine_from_url(EdgeSettings.from_env().database_url)
+    engine = create_engine_from_url(edge.state.database_url)
     async with engine.connect() as connection:
         found = await connection.scalar(
             select(CheckoutSession.id).order_by(CheckoutSession.created_at.desc()).limit(1)
