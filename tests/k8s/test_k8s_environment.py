@@ -13,7 +13,8 @@ from manifests import OVERLAYS, REPO, Rendered
 
 SERVICES_DIR = REPO / "services"
 DEPLOYABLES = ("edge", "router", "billing", "jobs", "webhooks")
-SHARED = ("aig_common", "controldb", "catalog")
+# Packages whose modules other services import (the edge serves results through jobs.links).
+SHARED = ("aig_common", "controldb", "catalog", "jobs")
 ENV_NAME = re.compile(r"^(AIG_[A-Z0-9_]+|KAFKA_[A-Z_]+|OTEL_[A-Z_]+|[A-Z]+_API_KEY)$")
 NOT_IN_A_CLUSTER = {
     "AIG_BILLING_CRASH_AFTER_WRITE": "a test hook that makes billing exit mid-batch",
