@@ -13,6 +13,7 @@ from . import (
     billing_throughput,
     grpc_hop,
     http_clients,
+    jobs_throughput,
     outage,
     reservations,
     webhook_throughput,
@@ -34,6 +35,7 @@ def main() -> None:
         postgres_server.stop()
     billing = billing_throughput.measure(20_000)
     webhooks = webhook_throughput.measure(3_000)
+    jobs = jobs_throughput.measure(500, render_ms=1000)
     failover = {
         "on": outage._run(breaker_failures=5, calls=outage.CALLS),
         "off": outage._run(breaker_failures=1_000_000_000, calls=outage.CALLS // 4),
@@ -44,6 +46,7 @@ def main() -> None:
         "reservations": {"sqlite": sqlite, "postgresql": postgres},
         "billing": billing,
         "webhooks": webhooks,
+        "jobs": jobs,
         "outage": failover,
         "http_clients": clients,
         "grpc_hop": hop,
@@ -90,6 +93,20 @@ def main() -> None:
         f"attempt recorded): **{webhooks['deliveries_per_s']} deliveries/s**, "
         f"{webhooks['cpu_ms_per_delivery']} ms of the webhooks process's CPU per delivery "
         f"(load average {webhooks['load_average'][0]:.1f} at the end).",
+        "",
+        "## Media tasks — `bench/jobs_throughput.py`",
+        "",
+        f"{jobs['tasks']} `{jobs_throughput.MODEL}` tasks through the whole local stack (edge,",
+        f"Kafka, jobs, the fal simulator rendering for {jobs['render_ms']} ms, storage, billing;",
+        f"SQLite control DB). createTask with {jobs_throughput.CREATORS} callers: "
+        f"**{jobs['create_tasks_per_s']} tasks/s** admitted, p50 {jobs['create']['p50_ms']} ms, "
+        f"p99 {jobs['create']['p99_ms']} ms. recordInfo with {jobs_throughput.READERS} callers "
+        f"while they render: p50 {jobs['record_info']['p50_ms']} ms, p99 "
+        f"{jobs['record_info']['p99_ms']} ms. Completion lag (completeTime - createTime - "
+        f"render time, polling the provider with the default backoff): "
+        f"{jobs['completion_lag']}. CPU per task: {jobs['cpu_ms_per_task']} ms "
+        f"({jobs['succeeded']} of {jobs['tasks']} succeeded; load average "
+        f"{jobs['load_average'][0]:.1f} at the end).",
         "",
         "## Calls during a provider outage — `bench/outage.py`",
         "",
