@@ -26,8 +26,9 @@ from typing import Any
 
 import httpx
 
-from devstack.stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
+from devstack.stack import Stack
 
+from .aig_target import start_stack
 from .procs import cpu_seconds
 
 MODEL = "flux-kontext-pro"
@@ -127,16 +128,7 @@ async def _drive(stack: Stack, key: str, count: int) -> dict[str, Any]:
 def measure(count: int, render_ms: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="aig-bench-jobs-") as directory:
         var_dir = Path(directory)
-        stack = Stack(
-            var_dir=var_dir,
-            ports=StackPorts.free(),
-            admin_token=new_secret("aig-admin-"),
-            key_pepper=new_secret(""),
-            database_url=f"sqlite+aiosqlite:///{var_dir / 'aig.db'}",
-            # No provider keys: every provider is the local simulator.
-            env={key: "" for key in PROVIDER_KEYS},
-        )
-        stack.start()
+        stack = start_stack(var_dir, sandbox_env={})
         try:
             httpx.post(
                 f"{stack.sandbox_url}/_sandbox/config", json={"media_render_ms": render_ms}
