@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
 import orjson
@@ -19,7 +19,8 @@ from controldb import AuthenticatedKey, KeyStore
 from controldb.money import Admission
 
 from .admission import Admissions
-from .http import read_body, request_id, require_json
+from .http import read_body, require_json
+from .router_calls import RouterCalls, call_context, router_unavailable
 from .throttle import auth_subjects, record_failure, refuse_if_throttled
 from .validation import validate_chat_request, validate_embeddings_request
 
@@ -28,32 +29,32 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 DONE_FRAME = b"data: [DONE]\n\n"
 
 
-def _router_unavailable(exc: grpc.aio.AioRpcError) -> APIError:
-    return APIError(
-        503,
-        f"The gateway's router is unavailable ({exc.code().name}); please retry.",
-        code="router_unavailable",
-        error_type="server_error",
-    )
-
-
 def _reply_error(reply: pb.ErrorReply, extra_headers: dict[str, str] | None = None) -> Response:
     headers = {**reply.headers, **(extra_headers or {})}
     return Response(reply.body, status_code=reply.status, headers=headers, media_type=JSON)
 
 
-async def authenticate(request: Request, store: KeyStore) -> AuthenticatedKey:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
+def bearer_token(request: Request) -> str:
+    """The token of an `Authorization: Bearer ...` header, or "" without one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def authenticate(
+    request: Request,
+    store: KeyStore,
+    token: str | None = None,
+    how: str = "'Authorization: Bearer sk-aig-...'",
+) -> AuthenticatedKey:
+    """The key a request presents: `token` when the dialect found it elsewhere (Anthropic's
+    `x-api-key`), else the Bearer token. `how` tells a caller without one where it goes."""
+    token = bearer_token(request) if token is None else token
     subjects = auth_subjects(request, token)
     refuse_if_throttled(request, subjects)
-    if scheme.lower() != "bearer" or not token:
+    if not token:
         record_failure(request, subjects)
         raise APIError(
-            401,
-            "You didn't provide an API key. Send it as 'Authorization: Bearer sk-aig-...'.",
-            code="missing_api_key",
+            401, f"You didn't provide an API key. Send it as {how}.", code="missing_api_key"
         )
     key = await store.authenticate(token)
     if key is None:
@@ -78,10 +79,10 @@ class OpenAIRoutes:
         self._merged_models: tuple[bytes, bytes] = (b"", b"")
         self._admissions = admissions
         self._max_body_bytes = max_body_bytes
-        self._router: pb_grpc.RouterStub
+        self._calls = RouterCalls(admissions)
 
     def connect(self, router: pb_grpc.RouterStub) -> None:
-        self._router = router
+        self._calls.connect(router)
 
     def routes(self) -> list[Route]:
         """Plain Starlette routes: the handlers read the raw request themselves, so FastAPI's
@@ -93,20 +94,6 @@ class OpenAIRoutes:
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", self.get_model, methods=["GET"]),
         ]
-
-    def _context(
-        self, request: Request, key: AuthenticatedKey, admission: Admission
-    ) -> pb.CallContext:
-        return pb.CallContext(
-            request_id=request_id(request),
-            account_id=key.account_id,
-            key_id=key.key_id,
-            workspace_id=key.workspace_id or "",
-            traceparent=request.headers.get("traceparent", ""),
-            markup_basis_points=admission.markup_basis_points,
-            reservation_id=admission.reservation_id,
-            reserved_nano_usd=admission.amount_nano_usd,
-        )
 
     async def chat_completions(self, request: Request) -> Response:
         key = await authenticate(request, self._store)
@@ -122,46 +109,22 @@ class OpenAIRoutes:
             body["max_completion_tokens"] = admitted.clamped_output_tokens
             raw = orjson.dumps(body)
             clamp = {"x-aig-max-tokens-clamped": str(admitted.clamped_output_tokens)}
-        message = pb.ChatRequest(context=self._context(request, key, admission), body=raw)
+        message = pb.ChatRequest(context=call_context(request, key, admission), body=raw)
         if body.get("stream"):
             return await self._stream_chat(message, admission, clamp)
-        try:
-            reply = await self._router.ChatCompletion(message)
-        except grpc.aio.AioRpcError as exc:
-            await self._router_failed(exc, admission)
+        reply = await self._calls.complete(message, admission)
         attempts = {"x-aig-attempts": str(reply.attempts), **clamp}
         if reply.WhichOneof("result") == "error":
             return _reply_error(reply.error, attempts)
         headers = {"x-aig-provider": reply.provider, "x-aig-model": reply.model, **attempts}
         return Response(reply.completion, media_type=JSON, headers=headers)
 
-    async def _router_failed(self, exc: grpc.aio.AioRpcError, admission: Admission) -> NoReturn:
-        # UNAVAILABLE means the router never took the call, so no usage event will release
-        # the reservation; anything else leaves it to settlement or, at worst, to expiry.
-        if exc.code() == grpc.StatusCode.UNAVAILABLE:
-            await self._admissions.release(admission)
-        raise _router_unavailable(exc) from exc
-
     async def _stream_chat(
         self, message: pb.ChatRequest, admission: Admission, extra_headers: dict[str, str]
     ) -> Response:
-        call = self._router.StreamChatCompletion(message)
-        events = call.__aiter__()
-        headers = {**SSE_HEADERS, **extra_headers}
-        try:
-            first: pb.ChatStreamEvent = await events.__anext__()
-            if first.WhichOneof("event") == "start":
-                headers["x-aig-provider"] = first.start.provider
-                headers["x-aig-model"] = first.start.model
-                headers["x-aig-attempts"] = str(first.start.attempts)
-                if first.start.first_chunk:
-                    first = pb.ChatStreamEvent(chunk=first.start.first_chunk)
-                else:
-                    first = await events.__anext__()
-        except grpc.aio.AioRpcError as exc:
-            await self._router_failed(exc, admission)
-        except StopAsyncIteration:
-            first = pb.ChatStreamEvent(end=pb.StreamEnd())
+        opened = await self._calls.open_stream(message, admission)
+        first, events, call = opened.first, opened.rest, opened.call
+        headers = {**SSE_HEADERS, **opened.headers, **extra_headers}
         if first.WhichOneof("event") == "error":
             return _reply_error(first.error)
 
@@ -199,20 +162,20 @@ class OpenAIRoutes:
         body = parse_json_object(raw)
         validate_embeddings_request(body)
         admission = await self._admissions.embeddings(key, body)
-        message = pb.EmbeddingsRequest(context=self._context(request, key, admission), body=raw)
+        message = pb.EmbeddingsRequest(context=call_context(request, key, admission), body=raw)
         try:
-            reply = await self._router.CreateEmbeddings(message)
+            reply = await self._calls.router.CreateEmbeddings(message)
         except grpc.aio.AioRpcError as exc:
-            await self._router_failed(exc, admission)
+            await self._calls.failed(exc, admission)
         if reply.WhichOneof("result") == "error":
             return _reply_error(reply.error)
         return Response(reply.response, media_type=JSON, headers={"x-aig-provider": reply.provider})
 
     async def _models(self) -> bytes:
         try:
-            reply = await self._router.ListModels(pb.ListModelsRequest())
+            reply = await self._calls.router.ListModels(pb.ListModelsRequest())
         except grpc.aio.AioRpcError as exc:
-            raise _router_unavailable(exc) from exc
+            raise router_unavailable(exc) from exc
         if not self._media_models:
             return reply.body
         if self._merged_models[0] != reply.body:  # the router's list rarely changes

@@ -1,0 +1,102 @@
+"""The edge's side of the router contract for chat calls, shared by every ingress dialect.
+
+Chat Completions, the Anthropic Messages API (and any later dialect) all send the router
+the same internal OpenAI chat body; this module makes that call, turns a router that cannot
+be reached into a 503 (releasing the reservation when the router never took the call), and
+opens a stream far enough to know its status and `x-aig-*` headers before answering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+import grpc
+from starlette.requests import Request
+
+from aig.router.v1 import router_pb2 as pb
+from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common.errors import APIError
+from controldb import AuthenticatedKey
+from controldb.money import Admission
+
+from .admission import Admissions
+from .http import request_id
+
+
+def router_unavailable(exc: grpc.aio.AioRpcError) -> APIError:
+    return APIError(
+        503,
+        f"The gateway's router is unavailable ({exc.code().name}); please retry.",
+        code="router_unavailable",
+        error_type="server_error",
+    )
+
+
+def call_context(request: Request, key: AuthenticatedKey, admission: Admission) -> pb.CallContext:
+    return pb.CallContext(
+        request_id=request_id(request),
+        account_id=key.account_id,
+        key_id=key.key_id,
+        workspace_id=key.workspace_id or "",
+        traceparent=request.headers.get("traceparent", ""),
+        markup_basis_points=admission.markup_basis_points,
+        reservation_id=admission.reservation_id,
+        reserved_nano_usd=admission.amount_nano_usd,
+    )
+
+
+@dataclass
+class OpenedStream:
+    """A router stream whose first event has arrived: `first` is a chunk, an error (sent
+    before any output, so the caller can still answer with its HTTP status) or the end."""
+
+    first: pb.ChatStreamEvent
+    call: grpc.aio.UnaryStreamCall[pb.ChatRequest, pb.ChatStreamEvent]
+    rest: AsyncIterator[pb.ChatStreamEvent]
+    # x-aig-provider, x-aig-model and x-aig-attempts, when the router said who serves.
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class RouterCalls:
+    def __init__(self, admissions: Admissions) -> None:
+        self._admissions = admissions
+        self.router: pb_grpc.RouterStub
+
+    def connect(self, router: pb_grpc.RouterStub) -> None:
+        self.router = router
+
+    async def failed(self, exc: grpc.aio.AioRpcError, admission: Admission) -> NoReturn:
+        # UNAVAILABLE means the router never took the call, so no usage event will release
+        # the reservation; anything else leaves it to settlement or, at worst, to expiry.
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            await self._admissions.release(admission)
+        raise router_unavailable(exc) from exc
+
+    async def complete(self, message: pb.ChatRequest, admission: Admission) -> pb.ChatResponse:
+        try:
+            reply: pb.ChatResponse = await self.router.ChatCompletion(message)
+        except grpc.aio.AioRpcError as exc:
+            await self.failed(exc, admission)
+        return reply
+
+    async def open_stream(self, message: pb.ChatRequest, admission: Admission) -> OpenedStream:
+        call = self.router.StreamChatCompletion(message)
+        events = call.__aiter__()
+        headers: dict[str, str] = {}
+        try:
+            first: pb.ChatStreamEvent = await events.__anext__()
+            if first.WhichOneof("event") == "start":
+                headers["x-aig-provider"] = first.start.provider
+                headers["x-aig-model"] = first.start.model
+                headers["x-aig-attempts"] = str(first.start.attempts)
+                if first.start.first_chunk:
+                    first = pb.ChatStreamEvent(chunk=first.start.first_chunk)
+                else:
+                    first = await events.__anext__()
+        except grpc.aio.AioRpcError as exc:
+            await self.failed(exc, admission)
+        except StopAsyncIteration:
+            first = pb.ChatStreamEvent(end=pb.StreamEnd())
+        return OpenedStream(first=first, call=call, rest=events, headers=headers)
