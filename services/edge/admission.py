@@ -15,7 +15,7 @@ from catalog.estimate import (
     worst_case_output_tokens,
 )
 from catalog.live import LiveCatalog
-from catalog.models import Catalog, ChainLink, request_chain
+from catalog.models import Catalog, ChainLink, ChatModel, request_chain
 from controldb import AuthenticatedKey
 from controldb.money import Admission, LimitExceeded, Money
 
@@ -97,11 +97,15 @@ class Admissions:
         self._money = money
         self._min_clamped_output_tokens = min_clamped_output_tokens
 
+    def chat_model(self, model_id: str) -> ChatModel:
+        model = self._catalog.current.chat(model_id)
+        if model is None:
+            raise model_not_found(model_id)
+        return model
+
     async def chat(self, key: AuthenticatedKey, body: dict[str, Any]) -> ChatAdmission:
         catalog = self._catalog.current
-        model = catalog.chat(body["model"])
-        if model is None:
-            raise model_not_found(body["model"])
+        model = self.chat_model(body["model"])
         # The router tries the same chain (Catalog.chain), skipping members that cannot
         # serve the request; a failover may land on any of them: hold the dearest.
         chain = request_chain(catalog, model, body)

@@ -31,6 +31,7 @@ from jobs.links import ResultLinks
 
 from .admin import admin_router
 from .admission import Admissions
+from .anthropic_ingress.routes import MessagesRoutes
 from .billing_client import BillingClient
 from .dashboard import DashboardSettings, dashboard_routes
 from .http import RequestIdMiddleware, RequestLimitsMiddleware, install_error_handlers
@@ -48,6 +49,7 @@ HTTP_RESPONSES = Counter(
 _COUNTED_PATHS = {
     "/v1/chat/completions",
     "/v1/embeddings",
+    "/v1/messages",
     "/v1/models",
     "/v1/jobs/createTask",
     "/v1/jobs/recordInfo",
@@ -86,6 +88,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     admissions = Admissions(catalog, money, settings.min_clamped_output_tokens)
     media = load_media_catalog()
     routes = OpenAIRoutes(store, admissions, settings.max_body_bytes, media)
+    messages = MessagesRoutes(store, admissions, settings.max_body_bytes)
     # One spool per edge process: replicas on one machine must not share a spool file.
     publisher = EventPublisher(
         settings.kafka_bootstrap_servers,
@@ -116,6 +119,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         )
         channels.append(channel)
         routes.connect(pb_grpc.RouterStub(channel))
+        messages.connect(pb_grpc.RouterStub(channel))
         watcher = asyncio.create_task(catalog.watch(poll_interval_from_env()))
         await publisher.start()
         yield
@@ -149,6 +153,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.router.routes.extend(routes.routes())
+    app.router.routes.extend(messages.routes())
     app.router.routes.extend(jobs.routes())
     limits = Limits(sessions)
     billing = BillingClient(settings.billing_url, settings.service_token)

@@ -1,4 +1,4 @@
-"""HTTP plumbing of the edge: request ids, OpenAI-shaped errors, bounded body reads."""
+"""HTTP plumbing of the edge: request ids, errors in the route's dialect, bounded body reads."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aig_common.errors import APIError, error_body
+from aig_common.errors import APIError
+
+from .anthropic_ingress import errors as anthropic_errors
 
 log = logging.getLogger("edge")
 
@@ -70,7 +72,7 @@ class RequestLimitsMiddleware:
                 f"{self.max_header_bytes} bytes.",
                 code="headers_too_large",
             )
-            await error_response(error)(scope, receive, send)
+            await error_response(error, scope["path"])(scope, receive, send)
             return
         deadline = time.monotonic() + self.body_timeout_s
         body_done = False
@@ -106,10 +108,16 @@ def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 
-def error_response(exc: APIError) -> Response:
-    return Response(
-        exc.to_bytes(), status_code=exc.status, headers=exc.headers, media_type="application/json"
-    )
+def error_response(exc: APIError, path: str = "", request_id: str = "") -> Response:
+    """The error in the dialect of the route asked for: Anthropic's shape under
+    /v1/messages (whichever layer failed, auth and body limits included), OpenAI's elsewhere."""
+    headers = exc.headers
+    if path.startswith(anthropic_errors.PATH_PREFIX):
+        body = anthropic_errors.from_api_error(exc, request_id)
+        headers = {**headers, "request-id": request_id} if request_id else headers
+    else:
+        body = exc.to_bytes()
+    return Response(body, status_code=exc.status, headers=headers, media_type="application/json")
 
 
 def require_json(request: Request) -> None:
@@ -155,23 +163,23 @@ def _too_large(limit: int) -> APIError:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def on_api_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, APIError)
-        return error_response(exc)
+    def respond(request: Request, exc: APIError) -> Response:
+        return error_response(exc, request.url.path, request_id(request))
 
-    async def on_http_error(_: Request, exc: Exception) -> Response:
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, APIError)
+        return respond(request, exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         message = {404: "Unknown request URL.", 405: "Method not allowed for this URL."}.get(
             exc.status_code, str(exc.detail)
         )
         code = {404: "unknown_url", 405: "method_not_allowed"}.get(exc.status_code)
-        return JSONResponse(
-            error_body(message, status=exc.status_code, code=code),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
+        error = APIError(exc.status_code, message, code=code, headers=getattr(exc, "headers", None))
+        return respond(request, error)
 
-    async def on_validation_error(_: Request, exc: Exception) -> Response:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errors: list[Any] = list(exc.errors())
         first = errors[0] if errors else {}
@@ -179,29 +187,24 @@ def install_error_handlers(app: FastAPI) -> None:
         message = f"Invalid request: {first.get('msg', 'bad input')}" + (
             f" ('{location}')" if location else ""
         )
-        return JSONResponse(
-            error_body(message, status=400, param=location or None, code="invalid_request"),
-            status_code=400,
-        )
+        error = APIError(400, message, param=location or None, code="invalid_request")
+        return respond(request, error)
 
-    async def on_database_busy(_: Request, exc: Exception) -> Response:
+    async def on_database_busy(request: Request, exc: Exception) -> Response:
         # Locked or unreachable: the call was not admitted and nothing was spent; retrying
         # is right. The type only: driver messages can carry connection details.
         log.warning("control database unavailable: %s", type(exc).__name__)
-        return JSONResponse(
-            error_body(
-                "The gateway's database is busy or unreachable; nothing was charged. Please retry.",
-                status=503,
-                code="database_unavailable",
-            ),
-            status_code=503,
+        error = APIError(
+            503,
+            "The gateway's database is busy or unreachable; nothing was charged. Please retry.",
+            code="database_unavailable",
             headers={"retry-after": "1"},
         )
+        return respond(request, error)
 
-    async def on_unexpected(_: Request, exc: Exception) -> Response:
-        return JSONResponse(
-            error_body("The gateway hit an internal error.", status=500, code="internal_error"),
-            status_code=500,
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        return respond(
+            request, APIError(500, "The gateway hit an internal error.", code="internal_error")
         )
 
     app.add_exception_handler(APIError, on_api_error)
@@ -210,5 +213,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, on_database_busy)
     app.add_exception_handler(sqlite3.OperationalError, on_database_busy)
     # Anything else still reaches the server's log with its traceback (Starlette re-raises
-    # after answering); the client gets OpenAI's error shape instead of a bare text 500.
+    # after answering); the client gets its dialect's error shape instead of a bare text 500.
     app.add_exception_handler(Exception, on_unexpected)

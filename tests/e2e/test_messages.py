@@ -1,0 +1,222 @@
+# mypy: disable-error-code="arg-type,union-attr,index,call-overload,list-item"
+"""The Anthropic Messages API as an ingress, driven by the official `anthropic` SDK: every
+model family answers it, streams in Anthropic's event sequence, and is billed exactly as
+the same call through chat; errors arrive in Anthropic's shape with chat's statuses."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from aig_common.money import NANO_PER_USD, apply_markup, parse_usd
+from catalog.models import load_catalog
+from devstack.stack import Stack
+
+from .conftest import FAMILY_MODELS, create_key, usage_rows, wait_for_usage, wait_until_settled
+from .test_openai_sdk import PIXEL_PNG
+
+FAMILIES = ("anthropic", "openai", "google")
+WEATHER_TOOL: Any = {
+    "name": "get_weather",
+    "description": "Current weather for a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+        "required": ["city", "unit"],
+    },
+}
+ASK = "Count my money"
+NO_FALLBACKS = {"aig": {"fallbacks": False}}
+# The SDK warns about the catalog's Claude model reaching end of life; not this test's subject.
+pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
+
+
+def _client(stack: Stack, key: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=stack.edge_url, api_key=key, max_retries=0)
+
+
+# Translation is the subject here, not money: SQLite's stack is enough. Billing and the
+# 402 below run on both control databases.
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_every_family_speaks_messages_text_images_tools_and_streams(
+    stack: Stack, api_key: str
+) -> None:
+    client = _client(stack, api_key)
+    image_url = f"{stack.sandbox_url}/_sandbox/image.png"
+    pixel = base64.b64encode(PIXEL_PNG).decode()
+    for family in FAMILIES:
+        model = FAMILY_MODELS[family]
+        described = client.messages.create(
+            model=model,
+            max_tokens=200,
+            system=[{"type": "text", "text": "You describe pictures."}],
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "What is in these two pictures?"},
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": pixel},
+                        },
+                        {"type": "image", "source": {"type": "url", "url": image_url}},
+                    ],
+                }
+            ],
+            stop_sequences=["NEVER-SAID"],
+            # SDK 2.x dropped these two from its signature; the API still takes them.
+            extra_body={"temperature": 0.5, "top_p": 0.9},
+            thinking={"type": "enabled", "budget_tokens": 1024},
+        )
+        assert described.type == "message" and described.role == "assistant", family
+        assert described.id.startswith("msg_")
+        assert described.stop_reason == "end_turn"
+        assert described.content[0].type == "text" and described.content[0].text, family
+        assert described.usage.input_tokens > 0 and described.usage.output_tokens > 0
+
+        ask = {"role": "user", "content": "Weather in Paris, in celsius?"}
+        with client.messages.stream(
+            model=model, max_tokens=200, messages=[ask], tools=[WEATHER_TOOL]
+        ) as stream:
+            kinds = [event.type for event in stream]
+            called = stream.get_final_message()
+        # Anthropic's sequence, one block opened, filled by input_json_delta, closed.
+        assert kinds[:2] == ["message_start", "content_block_start"], (family, kinds)
+        assert kinds[-3:] == ["content_block_stop", "message_delta", "message_stop"]
+        assert "input_json" in kinds  # the SDK's event for each input_json_delta it parsed
+        assert called.stop_reason == "tool_use", family
+        [tool_use] = [block for block in called.content if block.type == "tool_use"]
+        assert tool_use.name == "get_weather" and tool_use.id
+        assert isinstance(tool_use.input, dict) and set(tool_use.input) >= {"city", "unit"}
+        assert called.usage.input_tokens > 0 and called.usage.output_tokens > 0
+
+        result = {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": tool_use.id, "content": "18C"}],
+        }
+        with client.messages.stream(
+            model=model,
+            max_tokens=200,
+            messages=[ask, {"role": "assistant", "content": called.content}, result],
+            tools=[WEATHER_TOOL],
+        ) as stream:
+            streamed = "".join(stream.text_stream)
+            answered = stream.get_final_message()
+        assert answered.stop_reason == "end_turn", family
+        assert "18C" in streamed  # the simulator quotes the tool result it was given
+        assert answered.content[0].text == streamed
+
+    counted = client.messages.count_tokens(
+        model=FAMILY_MODELS["anthropic"],
+        system="You are terse.",
+        messages=[{"role": "user", "content": ASK * 30}],
+        tools=[WEATHER_TOOL],
+    )
+    short = client.messages.count_tokens(
+        model=FAMILY_MODELS["anthropic"], messages=[{"role": "user", "content": ASK}]
+    )
+    assert counted.input_tokens > short.input_tokens > 0
+
+
+def test_messages_are_billed_exactly_like_chat(
+    stack: Stack, admin: httpx.Client, base_url: str
+) -> None:
+    """The same prompt through /v1/messages and /v1/chat/completions (unary and streamed,
+    each family) costs the same nano-USD in the ledger, and the usage the Anthropic client
+    received prices to what was billed."""
+    via_messages = create_key(admin, "messages-billing", credits_usd="10.00")
+    via_chat = create_key(admin, "chat-billing", credits_usd="10.00")
+    client = _client(stack, via_messages["key"])
+    chat = openai.OpenAI(base_url=base_url, api_key=via_chat["key"], max_retries=0)
+    catalog = load_catalog()
+    expected = 0
+    for family in FAMILIES:
+        model = FAMILY_MODELS[family]
+        prompt: Any = {"model": model, "max_tokens": 300}
+        unary = client.messages.create(
+            **prompt, messages=[{"role": "user", "content": ASK}], extra_body=NO_FALLBACKS
+        )
+        with client.messages.stream(
+            **prompt, messages=[{"role": "user", "content": ASK}], extra_body=NO_FALLBACKS
+        ) as stream:
+            streamed = stream.get_final_message()
+        priced = catalog.chat(model)
+        assert priced is not None
+        for usage in (unary.usage, streamed.usage):
+            upstream = (
+                usage.input_tokens * priced.input_nano_usd_per_token
+                + usage.output_tokens * priced.output_nano_usd_per_token
+            )
+            expected += apply_markup(upstream, 4000)
+        chat.chat.completions.create(
+            **prompt, messages=[{"role": "user", "content": ASK}], extra_body=NO_FALLBACKS
+        )
+        assert list(
+            chat.chat.completions.create(
+                **prompt,
+                messages=[{"role": "user", "content": ASK}],
+                stream=True,
+                extra_body=NO_FALLBACKS,
+            )
+        )
+
+    calls = 2 * len(FAMILIES)
+    wait_for_usage(base_url, via_messages["key"], calls)
+    wait_for_usage(base_url, via_chat["key"], calls)
+
+    def billed(key: str) -> dict[str, int]:
+        return {
+            row["model"]: parse_usd(row["billed_cost_usd"]) for row in usage_rows(base_url, key)
+        }
+
+    assert billed(via_messages["key"]) == billed(via_chat["key"])
+    assert sum(billed(via_messages["key"]).values()) == expected
+    me = wait_until_settled(base_url, via_messages["key"])
+    assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - expected
+
+
+def test_errors_arrive_in_anthropic_shape_with_chat_statuses(
+    stack: Stack, admin: httpx.Client, api_key: str
+) -> None:
+    broke = create_key(admin, "messages-402", credits_usd="0.00")
+    with pytest.raises(anthropic.PaymentRequiredError) as refused:
+        _client(stack, broke["key"]).messages.create(
+            model=FAMILY_MODELS["anthropic"],
+            max_tokens=1000,
+            messages=[{"role": "user", "content": ASK}],
+        )
+    assert refused.value.status_code == 402
+    body: Any = refused.value.body
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "billing_error"
+    assert body["error"]["code"] == "insufficient_credits"
+    assert body["error"]["metadata"]["limit_source"] == "account"
+    assert refused.value.request_id == refused.value.response.headers["x-request-id"]
+
+    with pytest.raises(anthropic.AuthenticationError) as unknown:
+        _client(stack, "sk-aig-" + "x" * 40).messages.create(
+            model=FAMILY_MODELS["openai"],
+            max_tokens=10,
+            messages=[{"role": "user", "content": ASK}],
+        )
+    assert unknown.value.status_code == 401
+    assert unknown.value.body["error"]["type"] == "authentication_error"
+
+    # Bearer works as well as x-api-key; a body the SDK would not send gets a named 400.
+    no_max_tokens = httpx.post(
+        f"{stack.edge_url}/v1/messages",
+        json={"model": FAMILY_MODELS["google"], "messages": [{"role": "user", "content": ASK}]},
+        headers={"authorization": f"Bearer {api_key}", "anthropic-version": "2023-06-01"},
+        timeout=30,
+    )
+    assert no_max_tokens.status_code == 400
+    assert no_max_tokens.json() == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+        "request_id": no_max_tokens.headers["x-request-id"],
+    }
