@@ -10,9 +10,10 @@ from pathlib import Path
 import uvicorn
 import uvloop
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaMessage
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from aig_common import tracing
 from aig_common.consumers import (
     database_and_kafka_readiness,
     start_when_reachable,
@@ -63,8 +64,9 @@ async def serve(settings: BillingSettings) -> None:
         fetch_min_bytes=64 * 1024,
         fetch_max_wait_ms=settings.batch_wait_ms,
     )
-    async def on_usage(payloads: list[bytes]) -> None:
-        await settler.handle(payloads)
+    async def on_usage(payloads: list[bytes], message: KafkaMessage) -> None:
+        # Each record's headers (its W3C trace context), in the payloads' order.
+        await settler.handle(payloads, message.batch_headers if tracing.enabled() else ())
 
     readiness = database_and_kafka_readiness(engine, broker)
 
@@ -94,6 +96,7 @@ async def serve(settings: BillingSettings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tracing.setup_from_env("billing")
     uvloop.run(serve(BillingSettings.from_env()))
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from google.protobuf.message import DecodeError
 from prometheus_client import Counter
 
 from aig.events.v1 import events_pb2 as events
+from aig_common import tracing
+from aig_common.contracts import USAGE_TOPIC
 from controldb.money import Money, UsageSettlement
 
 from .ledger import Ledger, UsageRow
@@ -46,16 +49,25 @@ class UsageSettler:
         self._money = money
         self._crash_after_write = crash_after_write
 
-    async def handle(self, payloads: Sequence[bytes]) -> int:
-        """Writes one batch durably; returns how many events were new to the control DB."""
+    async def handle(
+        self, payloads: Sequence[bytes], headers: Sequence[Mapping[str, str]] = ()
+    ) -> int:
+        """Writes one batch durably; returns how many events were new to the control DB.
+        `headers` are the records' Kafka headers, in order (only read for tracing)."""
+        started_ns = time.time_ns()
         decoded: list[events.UsageEvent] = []
-        for payload in payloads:
+        traced: list[tuple[events.UsageEvent, Mapping[str, str]]] = []
+        for index, payload in enumerate(payloads):
             try:
-                decoded.append(events.UsageEvent.FromString(payload))
+                event = events.UsageEvent.FromString(payload)
             except DecodeError:
                 # A poison message must not block the partition; it is counted and logged.
                 EVENTS_SETTLED.labels("undecodable").inc()
                 log.error("skipping an undecodable usage event (%d bytes)", len(payload))
+                continue
+            decoded.append(event)
+            if index < len(headers) and "traceparent" in headers[index]:
+                traced.append((event, headers[index]))
         usable = [event for event in decoded if event.event_id and event.account_id]
         if not usable:
             return 0
@@ -63,7 +75,35 @@ class UsageSettler:
         fresh = await self._money.settle([settlement_of(event) for event in usable])
         EVENTS_SETTLED.labels("settled").inc(fresh)
         EVENTS_SETTLED.labels("duplicate").inc(len(usable) - fresh)
+        _trace_settlements(traced, started_ns)
         if self._crash_after_write:
             log.warning("AIG_BILLING_CRASH_AFTER_WRITE: exiting before the offset commit")
             os._exit(CRASH_EXIT_CODE)
         return fresh
+
+
+def _trace_settlements(
+    traced: Sequence[tuple[events.UsageEvent, Mapping[str, str]]], started_ns: int
+) -> None:
+    """One span per settled event, in the trace of the call it bills: the batch's ledger
+    write and settlement, which that event shared with the rest of its batch."""
+    for event, headers in traced:
+        parent = tracing.context_from_headers(headers.items())
+        if parent is None:
+            continue
+        span = tracing.start_span(
+            "billing settle",
+            parent=parent,
+            kind=tracing.SpanKind.CONSUMER,
+            start_time_ns=started_ns,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": USAGE_TOPIC,
+                "aig.event_id": event.event_id,
+                "aig.request_id": event.request_id,
+                "aig.account_id": event.account_id,
+                "aig.billed_nano_usd": settlement_of(event).billed_nano_usd,
+            },
+        )
+        if span is not None:
+            span.end()

@@ -6,6 +6,7 @@ import logging
 
 import uvicorn
 
+from aig_common import tracing
 from aig_common.runtime import freeze_startup_heap
 
 from .app import create_app
@@ -14,6 +15,7 @@ from .settings import EdgeSettings
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tracing.setup_from_env("edge")
     settings = EdgeSettings.from_env()
     app = create_app(settings)
     freeze_startup_heap()

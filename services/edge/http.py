@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aig_common import tracing
 from aig_common.errors import APIError
 
 from .anthropic_ingress import errors as anthropic_errors
@@ -43,6 +44,68 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class TracingMiddleware:
+    """One SERVER span per HTTP request, continuing the client's `traceparent` if it sent
+    one. Installed only when tracing is on. The span is named by the route template, never
+    the raw path (a dashboard link's path holds a signed token); the query is not recorded."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._templates: dict[Any, str] = {}
+
+    def _route_template(self, scope: Scope) -> str | None:
+        """The matched route's path template. FastAPI's routes leave themselves in the scope;
+        plain Starlette routes (the /v1 ones) only their endpoint, looked up once."""
+        template = getattr(scope.get("route"), "path_format", None)
+        if isinstance(template, str):
+            return template
+        endpoint, app = scope.get("endpoint"), scope.get("app")
+        if endpoint is None or app is None:
+            return None
+        if endpoint not in self._templates:
+            for route in getattr(app, "routes", ()):
+                if getattr(route, "endpoint", None) == endpoint:
+                    self._templates[endpoint] = route.path_format
+                    break
+        return self._templates.get(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = [
+            (name.decode("latin-1"), value)
+            for name, value in scope["headers"]
+            if name in (b"traceparent", b"tracestate")
+        ]
+        method = scope["method"]
+        attributes = {
+            "http.request.method": method,
+            "aig.request_id": scope.get("state", {}).get("request_id", ""),
+        }
+        with tracing.span(
+            f"{method} other",
+            parent=tracing.context_from_headers(received),
+            kind=tracing.SpanKind.SERVER,
+            attributes=attributes,
+        ) as span:
+
+            async def send_traced(message: Message) -> None:
+                if message["type"] == "http.response.start" and span is not None:
+                    span.set_attribute("http.response.status_code", message["status"])
+                    if message["status"] >= 500:
+                        span.set_status(tracing.Status(tracing.StatusCode.ERROR))
+                await send(message)
+
+            try:
+                await self.app(scope, receive, send_traced)
+            finally:
+                route = self._route_template(scope) if span is not None else None
+                if span is not None and route is not None:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
 
 
 class RequestLimitsMiddleware:

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aig.events.v1 import events_pb2 as events
+from aig_common import tracing
 from aig_common.callback_urls import CallbackUrlRefused, check_callback_url
 from aig_common.contracts import TASKS_TOPIC
 from aig_common.errors import APIError
@@ -281,7 +282,9 @@ class JobRoutes:
             workspace_id=key.workspace_id or "",
             request_id=task.request_id,
         )
-        self._publisher.publish(TASKS_TOPIC, task.account_id, event.SerializeToString())
+        self._publisher.publish(
+            TASKS_TOPIC, task.account_id, event.SerializeToString(), tracing.kafka_headers()
+        )
 
     # -- reading ---------------------------------------------------------------------------
 

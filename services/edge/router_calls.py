@@ -17,6 +17,7 @@ from starlette.requests import Request
 
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common import tracing
 from aig_common.errors import APIError
 from controldb import AuthenticatedKey
 from controldb.money import Admission
@@ -40,7 +41,8 @@ def call_context(request: Request, key: AuthenticatedKey, admission: Admission) 
         account_id=key.account_id,
         key_id=key.key_id,
         workspace_id=key.workspace_id or "",
-        traceparent=request.headers.get("traceparent", ""),
+        # The edge's span when tracing is on, else the client's own header passed on.
+        traceparent=tracing.outgoing_traceparent(request.headers.get("traceparent", "")),
         markup_basis_points=admission.markup_basis_points,
         reservation_id=admission.reservation_id,
         reserved_nano_usd=admission.amount_nano_usd,

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from aig_common import tracing
 from aig_common.consumers import (
     database_and_kafka_readiness,
     start_when_reachable,
@@ -130,6 +131,7 @@ async def serve(settings: JobsSettings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tracing.setup_from_env("jobs")
     uvloop.run(serve(JobsSettings.from_env()))
 
 

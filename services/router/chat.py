@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from aig_common import tracing
 from aig_common.errors import APIError, error_body, model_not_found
 from catalog.estimate import estimate_prompt_tokens
 from catalog.live import LiveCatalog
@@ -324,20 +325,24 @@ class ChatService:
     async def _attempt(
         self, target: Target, attempts: list[AttemptRecord], run: Callable[[Target], Awaitable[T]]
     ) -> T:
-        started = time.monotonic()
-        try:
-            result = await run(target)
-        except asyncio.CancelledError:
-            attempts.append(self._record(target, 499, started))
-            raise
-        except Exception as exc:
-            attempts.append(self._record(target, _status_of(exc), started))
-            if _is_outage(exc):
-                self._breakers.record_failure(target.provider, target.upstream_id)
-            raise
-        attempts.append(self._record(target, 200, started))
-        self._breakers.record_success(target.provider, target.upstream_id)
-        return result
+        with tracing.span("upstream attempt", kind=tracing.SpanKind.CLIENT) as span:
+            started = time.monotonic()
+            try:
+                result = await run(target)
+            except asyncio.CancelledError:
+                attempts.append(self._record(target, 499, started))
+                _describe_attempt(span, target, attempts, "cancelled")
+                raise
+            except Exception as exc:
+                attempts.append(self._record(target, _status_of(exc), started))
+                _describe_attempt(span, target, attempts, "error")
+                if _is_outage(exc):
+                    self._breakers.record_failure(target.provider, target.upstream_id)
+                raise
+            attempts.append(self._record(target, 200, started))
+            _describe_attempt(span, target, attempts, "ok")
+            self._breakers.record_success(target.provider, target.upstream_id)
+            return result
 
     async def _hedge(
         self,
@@ -397,6 +402,26 @@ class ChatService:
         if urls:
             images = dict(await self._clients.fetch_images(urls))
         return provider.type.chat_request(provider.instance, ChatCall(target, body, stream, images))
+
+
+def _describe_attempt(
+    span: tracing.Span | None, target: Target, attempts: list[AttemptRecord], outcome: str
+) -> None:
+    """The attempt's span: its place among the call's attempts (as in the UsageEvent), the
+    route it tried and how it ended. A stream's attempt ends at its first chunk."""
+    if span is None:
+        return
+    record = attempts[-1]
+    span.set_attributes(
+        {
+            "aig.attempt": len(attempts),
+            "aig.provider": target.provider,
+            "aig.model": target.model.id,
+            "aig.upstream_model": target.upstream_id,
+            "aig.outcome": outcome,
+            "http.response.status_code": record.status,
+        }
+    )
 
 
 async def _discard(task: asyncio.Task[Any]) -> None:

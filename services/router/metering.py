@@ -8,6 +8,7 @@ from typing import Any
 
 from aig.events.v1 import events_pb2 as events
 from aig.router.v1 import router_pb2 as pb
+from aig_common import tracing
 from aig_common.contracts import USAGE_TOPIC
 from aig_common.events import EventPublisher
 from aig_common.ids import uuid7
@@ -94,7 +95,9 @@ class Meter:
             )
             for attempt in attempts
         )
-        headers = [("traceparent", context.traceparent.encode())] if context.traceparent else []
+        # The router's span of this call when tracing is on (billing's settlement span joins
+        # it), else the edge's traceparent passed on; the journal and spool keep headers.
+        headers = tracing.kafka_headers(context.traceparent)
         self._publisher.publish(USAGE_TOPIC, context.account_id, event.SerializeToString(), headers)
         return event
 

@@ -14,6 +14,7 @@ from prometheus_client import Counter
 
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common import tracing
 from aig_common.errors import APIError, error_body, parse_json_object
 from catalog.live import LiveCatalog
 
@@ -61,6 +62,37 @@ def _failure(exc: Exception) -> tuple[pb.ErrorReply, int, str]:
 def _model_of(body: dict[str, Any]) -> str:
     model = body.get("model")
     return model if isinstance(model, str) else ""
+
+
+_SERVICE = "aig.router.v1.Router"
+
+
+def _status(reply: pb.ChatResponse | pb.EmbeddingsResponse) -> int:
+    return reply.error.status if reply.WhichOneof("result") == "error" else 200
+
+
+def _describe_call(
+    span: tracing.Span,
+    call: pb.CallContext,
+    provider: str,
+    model: str,
+    status: int,
+    attempts: int,
+) -> None:
+    """The router's span of one call: who called (ids only) and how it ended."""
+    span.set_attributes(
+        {
+            "rpc.system": "grpc",
+            "aig.request_id": call.request_id,
+            "aig.account_id": call.account_id,
+            "aig.provider": provider,
+            "aig.model": model,
+            "aig.attempts": attempts,
+            "aig.status": status,
+        }
+    )
+    if status >= 500:
+        span.set_status(tracing.Status(tracing.StatusCode.ERROR))
 
 
 class RouterServicer(pb_grpc.RouterServicer):
@@ -124,6 +156,20 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def ChatCompletion(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> pb.ChatResponse:
+        with tracing.remote_span(f"{_SERVICE}/ChatCompletion", request.context.traceparent) as span:
+            reply = await self._chat_completion(request)
+            if span is not None:
+                _describe_call(
+                    span,
+                    request.context,
+                    reply.provider,
+                    reply.model,
+                    _status(reply),
+                    reply.attempts,
+                )
+            return reply
+
+    async def _chat_completion(self, request: pb.ChatRequest) -> pb.ChatResponse:
         started = time.monotonic()
         body: dict[str, Any] = {}
         try:
@@ -160,6 +206,14 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def StreamChatCompletion(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatStreamEvent]:
+        name = f"{_SERVICE}/StreamChatCompletion"
+        with tracing.remote_span(name, request.context.traceparent) as span:
+            async for event in self._stream_chat(request, span):
+                yield event
+
+    async def _stream_chat(
+        self, request: pb.ChatRequest, span: tracing.Span | None
+    ) -> AsyncIterator[pb.ChatStreamEvent]:
         started = time.monotonic()
         outcome = StreamOutcome()
         sent_any = False
@@ -191,6 +245,11 @@ class RouterServicer(pb_grpc.RouterServicer):
         finally:
             # Runs for success, failure and a client that hung up (generator closed).
             attempts = outcome.attempts
+            if span is not None:
+                model = outcome.model_id or _model_of(body)
+                _describe_call(
+                    span, request.context, outcome.provider, model, status, len(attempts)
+                )
             self._meter.record(
                 request.context,
                 endpoint="chat.completions",
@@ -212,6 +271,14 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def CreateEmbeddings(
         self, request: pb.EmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbeddingsResponse:
+        name = f"{_SERVICE}/CreateEmbeddings"
+        with tracing.remote_span(name, request.context.traceparent) as span:
+            reply = await self._create_embeddings(request)
+            if span is not None:
+                _describe_call(span, request.context, reply.provider, "", _status(reply), 1)
+            return reply
+
+    async def _create_embeddings(self, request: pb.EmbeddingsRequest) -> pb.EmbeddingsResponse:
         started = time.monotonic()
         body: dict[str, Any] = {}
         try:

@@ -12,6 +12,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from aig_common import tracing
 from aig_common.consumers import (
     database_and_kafka_readiness,
     start_when_reachable,
@@ -76,6 +77,7 @@ async def serve(settings: WebhooksSettings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    tracing.setup_from_env("webhooks")
     uvloop.run(serve(WebhooksSettings.from_env()))
 
 

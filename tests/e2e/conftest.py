@@ -229,13 +229,18 @@ def sandbox(stack: Stack) -> Iterator[Sandbox]:
     simulator.reset()
 
 
-@pytest.fixture(scope="session")
-def admin(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(
+def admin_client(stack: Stack) -> httpx.Client:
+    """The operator's API of `stack`, as its admin."""
+    return httpx.Client(
         base_url=f"{stack.edge_url}/admin/v1",
         headers={"authorization": f"Bearer {stack.admin_token}"},
         timeout=10,
-    ) as client:
+    )
+
+
+@pytest.fixture(scope="session")
+def admin(stack: Stack) -> Iterator[httpx.Client]:
+    with admin_client(stack) as client:
         yield client
 
 

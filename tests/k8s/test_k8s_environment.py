@@ -47,6 +47,10 @@ def _names_read(files: list[Path]) -> set[str]:
     return names
 
 
+def _is_module_file(module: str) -> bool:
+    return SERVICES_DIR.joinpath(*module.split(".")).with_suffix(".py").is_file()
+
+
 def _shared_modules_imported(files: list[Path]) -> set[Path]:
     """The shared-library modules (files or packages) that these files import."""
     found: set[Path] = set()
@@ -54,7 +58,10 @@ def _shared_modules_imported(files: list[Path]) -> set[Path]:
         for node in ast.walk(ast.parse(file.read_text())):
             modules: list[str] = []
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                modules = [f"{node.module}.{a.name}" for a in node.names]
+                # `from package import module` reads that module, not the whole package.
+                if not all(_is_module_file(module) for module in modules):
+                    modules.insert(0, node.module)
             elif isinstance(node, ast.Import):
                 modules = [a.name for a in node.names]
             for module in modules:

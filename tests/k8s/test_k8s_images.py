@@ -21,7 +21,7 @@ from devstack.kafka import AIG_TOPICS
 SERVICES = ("edge", "router", "billing", "jobs", "webhooks")
 # Variables one side sets on purpose and the other does not.
 K8S_ONLY = {"FORWARDED_ALLOW_IPS"}  # the edge trusts the ingress controller's client address
-COMPOSE_ONLY = {"OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_ENDPOINT"}  # the laptop's collector
+COMPOSE_ONLY: set[str] = set()
 # Metrics prometheus_client exports for every process on its own.
 STANDARD_METRICS = re.compile(r"^(process_|python_|up$)")
 

@@ -1,0 +1,267 @@
+"""One trace per call across the services, exported over OTLP/HTTP, with no secret in it;
+and no secret in any service's log.
+
+A stack of its own (SQLite) with `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at an in-test OTLP
+receiver; the session stacks run with tracing off, as a default install does."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from devstack.stack import Stack, StackPorts
+
+from .conftest import (
+    EXTRA_PROVIDER_KEYS,
+    LOCAL_MODEL,
+    Sandbox,
+    _session_stack_env,
+    admin_client,
+    create_key,
+    start_stack,
+    wait_for_usage,
+    wait_until_settled,
+)
+from .otlp_receiver import OtlpReceiver, ReceivedSpan
+
+SERVER, CLIENT, CONSUMER = 2, 3, 5  # OTLP Span.SpanKind values
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    running = OtlpReceiver()
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def traced_stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    receiver: OtlpReceiver,
+) -> Iterator[Stack]:
+    def env(var_dir: Path, ports: StackPorts) -> dict[str, str]:
+        return {
+            **_session_stack_env(var_dir, ports),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            # Export within a tenth of a second rather than the SDK's default five.
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+
+    running = start_stack(request, tmp_path_factory, "sqlite", env)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(traced_stack: Stack) -> Iterator[httpx.Client]:
+    with admin_client(traced_stack) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def api_key(admin: httpx.Client) -> str:
+    return str(create_key(admin, "tracing")["key"])
+
+
+@pytest.fixture(scope="module")
+def client(traced_stack: Stack, api_key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{traced_stack.edge_url}/v1", api_key=api_key, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def prompts() -> list[str]:
+    """Every prompt text sent in this module: none may reach a span or a log."""
+    return []
+
+
+def _prompt(prompts: list[str]) -> str:
+    text = f"Describe the secret garden {secrets.token_hex(8)} in one line."
+    prompts.append(text)
+    return text
+
+
+def _in_trace(spans: list[ReceivedSpan], trace_id: str) -> list[ReceivedSpan]:
+    return [span for span in spans if span.trace_id == trace_id]
+
+
+def _span_text(span: ReceivedSpan) -> str:
+    return "\n".join([span.name, span.other_text, *map(str, span.attributes.values())])
+
+
+def test_one_call_is_one_trace_from_edge_to_billing(
+    traced_stack: Stack,
+    client: openai.OpenAI,
+    api_key: str,
+    receiver: OtlpReceiver,
+    prompts: list[str],
+) -> None:
+    sandbox = Sandbox(traced_stack.sandbox_url)
+    sandbox.reset()
+    # The primary route fails once: the call is served by its fallback on the second attempt.
+    sandbox.fault("openai", 500)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": _prompt(prompts)}],
+        max_tokens=20,
+    )
+    assert raw.headers["x-aig-attempts"] == "2"
+    request_id = raw.headers["x-request-id"]
+    wait_until_settled(f"{traced_stack.edge_url}/v1", api_key)
+
+    def edge_span(spans: list[ReceivedSpan]) -> ReceivedSpan | None:
+        return next(
+            (
+                s
+                for s in spans
+                if s.service == "aig-edge" and s.attributes.get("aig.request_id") == request_id
+            ),
+            None,
+        )
+
+    def complete(spans: list[ReceivedSpan]) -> bool:
+        edge = edge_span(spans)
+        services = {s.service for s in _in_trace(spans, edge.trace_id)} if edge else set()
+        return services >= {"aig-edge", "aig-router", "aig-billing"}
+
+    spans = receiver.wait_for(complete)
+    edge = edge_span(spans)
+    assert edge is not None and edge.kind == SERVER
+    assert edge.name == "POST /v1/chat/completions"
+    assert edge.attributes["http.response.status_code"] == 200
+    trace = _in_trace(spans, edge.trace_id)
+    by_id = {span.span_id: span for span in trace}
+
+    (router,) = [s for s in trace if s.service == "aig-router" and s.kind == SERVER]
+    assert router.name == "aig.router.v1.Router/ChatCompletion"
+    assert router.parent_span_id == edge.span_id
+    assert router.attributes["aig.request_id"] == request_id
+    assert router.attributes["aig.model"] == "gpt-4o-mini"
+    assert router.attributes["aig.provider"] == "openrouter"
+    assert router.attributes["aig.attempts"] == 2
+
+    attempts = sorted(
+        (s for s in trace if s.service == "aig-router" and s.kind == CLIENT),
+        key=lambda s: s.attributes["aig.attempt"],
+    )
+    assert [s.parent_span_id for s in attempts] == [router.span_id] * 2
+    described = [
+        {
+            key: s.attributes[key]
+            for key in (
+                "aig.attempt",
+                "aig.provider",
+                "aig.model",
+                "aig.outcome",
+                "http.response.status_code",
+            )
+        }
+        for s in attempts
+    ]
+    assert described == [
+        {
+            "aig.attempt": 1,
+            "aig.provider": "openai",
+            "aig.model": "gpt-4o-mini",
+            "aig.outcome": "error",
+            "http.response.status_code": 500,
+        },
+        {
+            "aig.attempt": 2,
+            "aig.provider": "openrouter",
+            "aig.model": "gpt-4o-mini",
+            "aig.outcome": "ok",
+            "http.response.status_code": 200,
+        },
+    ]
+
+    # The usage event carried the router's context through Kafka to the settlement.
+    (settle,) = [s for s in trace if s.service == "aig-billing"]
+    assert settle.kind == CONSUMER
+    assert by_id[settle.parent_span_id] is router
+    assert settle.attributes["aig.request_id"] == request_id
+    assert settle.attributes["aig.billed_nano_usd"] > 0
+
+
+def test_no_secret_in_a_span_or_a_log(
+    traced_stack: Stack,
+    client: openai.OpenAI,
+    admin: httpx.Client,
+    api_key: str,
+    receiver: OtlpReceiver,
+    prompts: list[str],
+) -> None:
+    """A success, a stream, a provider credential in use, and every error path a client can
+    reach: wrong key, unaffordable call (402), upstream 500 with no fallback."""
+    sandbox = Sandbox(traced_stack.sandbox_url)
+    sandbox.reset()
+    base_url = f"{traced_stack.edge_url}/v1"
+    client.chat.completions.create(
+        model=LOCAL_MODEL, messages=[{"role": "user", "content": _prompt(prompts)}], max_tokens=9
+    )
+    stream = client.chat.completions.create(
+        model="claude-sonnet-4-5",
+        messages=[{"role": "user", "content": _prompt(prompts)}],
+        max_tokens=9,
+        stream=True,
+    )
+    assert list(stream)
+
+    wrong_key = api_key[:-6] + "Zz9Zz9"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=base_url, api_key=wrong_key, max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": _prompt(prompts)}]
+        )
+    poor_key = str(create_key(admin, "poor", credits_usd="0.00")["key"])
+    with pytest.raises(openai.APIStatusError) as refused:
+        openai.OpenAI(base_url=base_url, api_key=poor_key, max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": _prompt(prompts)}]
+        )
+    assert refused.value.status_code == 402
+    sandbox.fault("openai", 500)
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": _prompt(prompts)}],
+            extra_body={"aig": {"fallbacks": False}},
+        )
+    # Everything the calls caused has been settled, logged and exported.
+    wait_for_usage(base_url, api_key, calls=4)
+    wait_until_settled(base_url, api_key)
+    receiver.wait_for(
+        lambda spans: (
+            sum(s.service == "aig-billing" for s in spans) >= 4
+            and sum(s.kind == SERVER and s.service == "aig-edge" for s in spans) >= 6
+        )
+    )
+
+    secrets_sent = {
+        "an API key": api_key,
+        "a wrong API key": wrong_key,
+        "a refused API key": poor_key,
+        "the admin token": traced_stack.admin_token,
+        "the service token": traced_stack.service_token,
+        "the key pepper": traced_stack.key_pepper,
+        **{f"provider key {name}": value for name, value in EXTRA_PROVIDER_KEYS.items()},
+        **{f"prompt {n}": text for n, text in enumerate(prompts)},
+    }
+    assert len(prompts) >= 6
+    for span in receiver.spans:
+        text = _span_text(span)
+        for what, secret in secrets_sent.items():
+            assert secret not in text, f"{what} in span {span.service} {span.name}"
+
+    logs = sorted((traced_stack.var_dir / "logs").glob("*.log"))
+    assert {"edge.log", "router.log", "billing.log"} <= {log.name for log in logs}
+    for log in logs:
+        if log.name == "sandbox.log":
+            continue  # the provider's side: it is sent the prompts and credentials
+        text = log.read_text(errors="replace")
+        for what, secret in secrets_sent.items():
+            assert secret not in text, f"{what} in {log.name}"
