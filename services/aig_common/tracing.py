@@ -196,10 +196,11 @@ def outgoing_traceparent(received: str = "") -> str:
 
 def kafka_headers(received_traceparent: str = "") -> list[tuple[str, bytes]]:
     """W3C trace context headers for a Kafka record published in the current span."""
-    carrier = _current_carrier() if _tracer is not None else {}
-    if not carrier and received_traceparent:
-        carrier = {"traceparent": received_traceparent}
-    return [(name, value.encode()) for name, value in carrier.items()]
+    if _tracer is not None:
+        carrier = _current_carrier()
+        if carrier:
+            return [(name, value.encode()) for name, value in carrier.items()]
+    return [("traceparent", received_traceparent.encode())] if received_traceparent else []
 
 
 def set_attributes(current: Span | None, attributes: Mapping[str, Any]) -> None:
