@@ -44,6 +44,7 @@ _NOOP: contextlib.nullcontext[None] = contextlib.nullcontext()
 _tracer: trace.Tracer | None = None
 
 __all__ = [
+    "Context",
     "Span",
     "SpanKind",
     "Status",
@@ -53,11 +54,11 @@ __all__ = [
     "enabled",
     "kafka_headers",
     "outgoing_traceparent",
+    "record_consumed",
     "remote_span",
     "set_attributes",
     "setup_from_env",
     "span",
-    "start_span",
 ]
 
 
@@ -106,21 +107,29 @@ def span(
     return _recording(_tracer, name, parent, kind, attributes)
 
 
-def start_span(
+def record_consumed(
     name: str,
-    *,
-    parent: Context | None,
-    kind: SpanKind = SpanKind.INTERNAL,
-    start_time_ns: int | None = None,
-    attributes: Attributes = None,
-) -> Span | None:
-    """A span that is not made current, for work already done (the caller ends it);
-    None when tracing is off."""
+    topic: str,
+    headers: Mapping[str, str],
+    started_ns: int,
+    attributes: Mapping[str, Any],
+) -> None:
+    """A finished CONSUMER span, from `started_ns` to now, for work done on one Kafka record,
+    in the trace its producer put in the record's headers (nothing without them)."""
     if _tracer is None:
-        return None
-    return _tracer.start_span(
-        name, context=parent, kind=kind, attributes=attributes, start_time=start_time_ns
+        return
+    parent = context_from_headers(headers.items())
+    if parent is None:
+        return
+    span = _tracer.start_span(
+        name,
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        attributes={"messaging.system": "kafka", "messaging.destination.name": topic},
+        start_time=started_ns,
     )
+    span.set_attributes(attributes)
+    span.end()
 
 
 def remote_span(

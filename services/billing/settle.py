@@ -88,22 +88,15 @@ def _trace_settlements(
     """One span per settled event, in the trace of the call it bills: the batch's ledger
     write and settlement, which that event shared with the rest of its batch."""
     for event, headers in traced:
-        parent = tracing.context_from_headers(headers.items())
-        if parent is None:
-            continue
-        span = tracing.start_span(
+        tracing.record_consumed(
             "billing settle",
-            parent=parent,
-            kind=tracing.SpanKind.CONSUMER,
-            start_time_ns=started_ns,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.destination.name": USAGE_TOPIC,
+            USAGE_TOPIC,
+            headers,
+            started_ns,
+            {
                 "aig.event_id": event.event_id,
                 "aig.request_id": event.request_id,
                 "aig.account_id": event.account_id,
                 "aig.billed_nano_usd": settlement_of(event).billed_nano_usd,
             },
         )
-        if span is not None:
-            span.end()

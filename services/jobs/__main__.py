@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 import uvloop
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaMessage
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -78,8 +78,8 @@ async def serve(settings: JobsSettings) -> None:
         # restarted service finds it again (`resume`), so the offset may move on at once.
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
-    async def on_task(payload: bytes) -> None:
-        await runner.on_requested(payload)
+    async def on_task(payload: bytes, message: KafkaMessage) -> None:
+        await runner.on_requested(payload, message.headers)
 
     readiness = database_and_kafka_readiness(engine, broker)
 

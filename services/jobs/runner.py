@@ -34,6 +34,7 @@ import orjson
 from prometheus_client import Counter, Gauge
 
 from aig.events.v1 import events_pb2 as events
+from aig_common import tracing
 from aig_common.contracts import TASK_EVENTS_TOPIC, USAGE_TOPIC
 from aig_common.events import EventPublisher
 from aig_common.money import apply_markup
@@ -120,10 +121,15 @@ class TaskRunner:
 
     # -- entry points ----------------------------------------------------------------------
 
-    async def on_requested(self, payload: bytes) -> None:
+    async def on_requested(self, payload: bytes, headers: Mapping[str, str] | None = None) -> None:
+        """`headers`: the record's Kafka headers, whose trace context (the edge's createTask)
+        the task's follower continues."""
         request = events.TaskRequested.FromString(payload)
         if request.task_id:
-            self.follow(request.task_id)
+            parent = None
+            if headers and tracing.enabled():
+                parent = tracing.context_from_headers(headers.items())
+            self.follow(request.task_id, parent)
 
     async def resume(self) -> int:
         """Follows every task in flight (after a restart)."""
@@ -132,10 +138,12 @@ class TaskRunner:
             self.follow(task.id)
         return len(in_flight)
 
-    def follow(self, task_id: str) -> None:
+    def follow(self, task_id: str, parent: tracing.Context | None = None) -> None:
         if task_id in self._followers:
             return
-        follower = asyncio.create_task(self._follow(task_id), name=f"follow-{task_id}")
+        follower = asyncio.create_task(
+            self._follow_traced(task_id, parent), name=f"follow-{task_id}"
+        )
         self._followers[task_id] = follower
         self._wakeups[task_id] = asyncio.Event()
         TASKS_FOLLOWED.set(len(self._followers))
@@ -177,6 +185,14 @@ class TaskRunner:
         await self._publisher.flush()
 
     # -- one task --------------------------------------------------------------------------
+
+    async def _follow_traced(self, task_id: str, parent: tracing.Context | None) -> None:
+        """One span over following the task, in the createTask call's trace when the request
+        carried it (a task resumed after a restart starts a trace of its own); the events
+        the follower publishes carry it on to webhooks and billing."""
+        with tracing.span("jobs task", parent=parent, kind=tracing.SpanKind.CONSUMER) as span:
+            tracing.set_attributes(span, {"aig.task_id": task_id})
+            await self._follow(task_id)
 
     async def _follow(self, task_id: str) -> None:
         delay = self._polling.initial_s
@@ -405,7 +421,9 @@ class TaskRunner:
             fail_code=task.fail_code if task.state == FAIL else "",
             record=orjson.dumps(record),
         )
-        self._publisher.publish(TASK_EVENTS_TOPIC, task.id, event.SerializeToString())
+        self._publisher.publish(
+            TASK_EVENTS_TOPIC, task.id, event.SerializeToString(), tracing.kafka_headers()
+        )
         await self._publisher.flush()
         TASK_TRANSITIONS.labels(task.state).inc()
 
@@ -445,7 +463,9 @@ class TaskRunner:
             units=units,
             unit_price_nano_usd=task.unit_price_nano_usd,
         )
-        self._publisher.publish(USAGE_TOPIC, task.account_id, event.SerializeToString())
+        self._publisher.publish(
+            USAGE_TOPIC, task.account_id, event.SerializeToString(), tracing.kafka_headers()
+        )
 
 
 def _with(task: Task, **values: Any) -> Task:

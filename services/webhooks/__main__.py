@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import uvloop
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaMessage
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from aig_common import tracing
@@ -25,7 +26,7 @@ from controldb import create_engine_from_url, migrate
 from controldb.webhooks import WebhookStore
 
 from .deliver import Deliverer
-from .intake import store_deliveries
+from .intake import store_deliveries, trace_intake
 from .settings import WebhooksSettings
 
 log = logging.getLogger("webhooks")
@@ -53,9 +54,12 @@ async def serve(settings: WebhooksSettings) -> None:
         # rows are committed; a failure seeks back so the batch comes again.
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )
-    async def on_task_events(payloads: list[bytes]) -> None:
+    async def on_task_events(payloads: list[bytes], message: KafkaMessage) -> None:
+        started_ns = time.time_ns()
         if await store_deliveries(store, payloads):
             deliverer.wake()
+        if tracing.enabled():
+            trace_intake(payloads, message.batch_headers, started_ns)
 
     # Deliveries already stored go out even while Kafka is unreachable.
     server = ops_server(settings.host, settings.port, database_and_kafka_readiness(engine, broker))

@@ -1,6 +1,7 @@
 """A tiny OTLP/HTTP trace receiver for tests: what a collector's `otlp` receiver accepts on
 `POST /v1/traces` (an `ExportTraceServiceRequest`, protobuf), decoded with the
-opentelemetry-proto package and kept in memory."""
+opentelemetry-proto package and kept in memory. A POST to any other path is answered 200,
+so the receiver doubles as a webhook endpoint."""
 
 from __future__ import annotations
 
@@ -54,7 +55,10 @@ class OtlpReceiver:
                 if self.headers.get("content-encoding") == "gzip":
                     body = gzip.decompress(body)
                 if self.path != "/v1/traces":
-                    self.send_error(404)
+                    # Anything else is a customer's webhook endpoint that accepts everything.
+                    self.send_response(200)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
                     return
                 receiver._take(ExportTraceServiceRequest.FromString(body))
                 reply = ExportTraceServiceResponse().SerializeToString()

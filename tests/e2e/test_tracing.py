@@ -189,6 +189,45 @@ def test_one_call_is_one_trace_from_edge_to_billing(
     assert settle.attributes["aig.billed_nano_usd"] > 0
 
 
+def test_a_media_task_is_one_trace_from_create_task_to_webhooks_and_billing(
+    traced_stack: Stack, api_key: str, receiver: OtlpReceiver, prompts: list[str]
+) -> None:
+    headers = {"authorization": f"Bearer {api_key}"}
+    body = {
+        "model": "flux-kontext-pro",
+        "callBackUrl": f"{receiver.endpoint}/callback",
+        "input": {"prompt": _prompt(prompts)},
+    }
+    with httpx.Client(base_url=f"{traced_stack.edge_url}/v1", headers=headers, timeout=30) as api:
+        created = api.post("/jobs/createTask", json=body)
+        assert created.status_code == 200, created.text
+    task_id = created.json()["data"]["taskId"]
+    request_id = created.headers["x-request-id"]
+
+    def task_trace(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        edge = [s for s in spans if s.attributes.get("aig.request_id") == request_id]
+        return _in_trace(spans, edge[0].trace_id) if edge else []
+
+    def complete(spans: list[ReceivedSpan]) -> bool:
+        names = {s.name for s in task_trace(spans)}
+        return {"webhooks intake", "billing settle"} <= names and any(
+            s.name == "jobs task" for s in task_trace(spans)
+        )
+
+    trace = task_trace(receiver.wait_for(complete, timeout_s=60))
+    (edge,) = [s for s in trace if s.service == "aig-edge"]
+    assert edge.name == "POST /v1/jobs/createTask"
+    (follower,) = [s for s in trace if s.name == "jobs task"]
+    assert follower.service == "aig-jobs" and follower.parent_span_id == edge.span_id
+    assert follower.attributes["aig.task_id"] == task_id
+    intakes = [s for s in trace if s.name == "webhooks intake"]
+    assert {s.service for s in intakes} == {"aig-webhooks"}
+    assert {s.parent_span_id for s in intakes} == {follower.span_id}
+    assert any(s.attributes["aig.deliverable"] for s in intakes)  # the terminal state
+    (settle,) = [s for s in trace if s.name == "billing settle"]
+    assert settle.service == "aig-billing" and settle.parent_span_id == follower.span_id
+
+
 def test_no_secret_in_a_span_or_a_log(
     traced_stack: Stack,
     client: openai.OpenAI,
@@ -232,7 +271,7 @@ def test_no_secret_in_a_span_or_a_log(
             extra_body={"aig": {"fallbacks": False}},
         )
     # Everything the calls caused has been settled, logged and exported.
-    wait_for_usage(base_url, api_key, calls=4)
+    wait_for_usage(base_url, api_key, calls=5)
     wait_until_settled(base_url, api_key)
     receiver.wait_for(
         lambda spans: (
@@ -251,7 +290,7 @@ def test_no_secret_in_a_span_or_a_log(
         **{f"provider key {name}": value for name, value in EXTRA_PROVIDER_KEYS.items()},
         **{f"prompt {n}": text for n, text in enumerate(prompts)},
     }
-    assert len(prompts) >= 6
+    assert len(prompts) >= 7
     for span in receiver.spans:
         text = _span_text(span)
         for what, secret in secrets_sent.items():
