@@ -60,6 +60,9 @@ class Capabilities:
     vision: bool
     tools: bool
     json: bool
+    # Accepts chat's `reasoning_effort` (OpenAI's o-series and GPT-5 family); the Responses
+    # ingress passes `reasoning.effort` on only to such models and drops it for the others.
+    reasoning: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +341,7 @@ def _model_object(model: ChatModel | EmbeddingModel, model_id: str) -> dict[str,
                 "vision": model.capabilities.vision,
                 "tools": model.capabilities.tools,
                 "json": model.capabilities.json,
+                "reasoning": model.capabilities.reasoning,
             },
             pricing=pricing,
         )
@@ -607,12 +611,16 @@ class _EntryReader:
 
     def capabilities(self) -> Capabilities:
         raw = self._entry.get("capabilities")
-        if not isinstance(raw, Mapping) or set(raw) != {"vision", "tools", "json"}:
-            raise self.fail("'capabilities' must map exactly vision, tools and json to booleans")
+        if not isinstance(raw, Mapping) or set(raw) - {"reasoning"} != {"vision", "tools", "json"}:
+            raise self.fail(
+                "'capabilities' must map exactly vision, tools, json and optionally reasoning "
+                "to booleans"
+            )
         return Capabilities(
             vision=self.flag("vision", raw),
             tools=self.flag("tools", raw),
             json=self.flag("json", raw),
+            reasoning=self.flag("reasoning", raw) if "reasoning" in raw else False,
         )
 
     def long_context(self, base: TokenPrices) -> LongContextPrices | None:

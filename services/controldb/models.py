@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
@@ -359,3 +360,23 @@ class Task(Base):
         Index("ix_tasks_account_id_id", "account_id", "id"),
         UniqueConstraint("account_id", "idempotency_key", name="uq_tasks_account_idempotency"),
     )
+
+
+class StoredResponse(Base):
+    """One /v1/responses call of an account: what `GET /v1/responses/{id}`, its input items
+    and a later `previous_response_id` read. A `store: false` call leaves only a marker
+    (no prompt or answer), so a follow-up learns why it cannot continue from it.
+
+    The JSON columns hold Responses items: `context_items` is the conversation the call
+    continued (its previous response's context, input and output), `input_items` its own.
+    """
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # resp_<48 hex>
+    account_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stored: Mapped[bool] = mapped_column(Boolean)
+    response: Mapped[str] = mapped_column(Text, default="")
+    input_items: Mapped[str] = mapped_column(Text, default="[]")
+    context_items: Mapped[str] = mapped_column(Text, default="[]")

@@ -26,6 +26,7 @@ from catalog.media import load_media_catalog
 from controldb import KeyStore, create_engine_from_url, migrate
 from controldb.limits import Limits
 from controldb.money import Money
+from controldb.responses import ResponseStore
 from controldb.tasks import TaskStore
 from controldb.webhooks import WebhookStore
 from jobs.links import ResultLinks
@@ -44,6 +45,7 @@ from .http import (
 from .jobs import JobRoutes, callback_state_from
 from .money_api import customer_router, money_admin_router
 from .openapi import install_openapi
+from .responses_ingress.routes import ResponsesRoutes
 from .settings import EdgeSettings
 from .throttle import FailedAuthThrottle
 from .v1 import OpenAIRoutes
@@ -56,6 +58,7 @@ _COUNTED_PATHS = {
     "/v1/chat/completions",
     "/v1/embeddings",
     "/v1/messages",
+    "/v1/responses",
     "/v1/models",
     "/v1/jobs/createTask",
     "/v1/jobs/recordInfo",
@@ -95,6 +98,9 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     media = load_media_catalog()
     routes = OpenAIRoutes(store, admissions, settings.max_body_bytes, media)
     messages = MessagesRoutes(store, admissions, settings.max_body_bytes)
+    responses = ResponsesRoutes(
+        store, admissions, catalog, ResponseStore(sessions), settings.max_body_bytes
+    )
     # One spool per edge process: replicas on one machine must not share a spool file.
     publisher = EventPublisher(
         settings.kafka_bootstrap_servers,
@@ -126,6 +132,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         channels.append(channel)
         routes.connect(pb_grpc.RouterStub(channel))
         messages.connect(pb_grpc.RouterStub(channel))
+        responses.connect(pb_grpc.RouterStub(channel))
         watcher = asyncio.create_task(catalog.watch(poll_interval_from_env()))
         await publisher.start()
         yield
@@ -164,6 +171,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.router.routes.extend(routes.routes())
     app.router.routes.extend(messages.routes())
+    app.router.routes.extend(responses.routes())
     app.router.routes.extend(jobs.routes())
     limits = Limits(sessions)
     billing = BillingClient(settings.billing_url, settings.service_token)

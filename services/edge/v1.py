@@ -29,7 +29,7 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 DONE_FRAME = b"data: [DONE]\n\n"
 
 
-def _reply_error(reply: pb.ErrorReply, extra_headers: dict[str, str] | None = None) -> Response:
+def reply_error(reply: pb.ErrorReply, extra_headers: dict[str, str] | None = None) -> Response:
     headers = {**reply.headers, **(extra_headers or {})}
     return Response(reply.body, status_code=reply.status, headers=headers, media_type=JSON)
 
@@ -115,7 +115,7 @@ class OpenAIRoutes:
         reply = await self._calls.complete(message, admission)
         attempts = {"x-aig-attempts": str(reply.attempts), **clamp}
         if reply.WhichOneof("result") == "error":
-            return _reply_error(reply.error, attempts)
+            return reply_error(reply.error, attempts)
         headers = {"x-aig-provider": reply.provider, "x-aig-model": reply.model, **attempts}
         return Response(reply.completion, media_type=JSON, headers=headers)
 
@@ -126,7 +126,7 @@ class OpenAIRoutes:
         first, events, call = opened.first, opened.rest, opened.call
         headers = {**SSE_HEADERS, **opened.headers, **extra_headers}
         if first.WhichOneof("event") == "error":
-            return _reply_error(first.error)
+            return reply_error(first.error)
 
         async def frames() -> AsyncIterator[bytes]:
             try:
@@ -168,7 +168,7 @@ class OpenAIRoutes:
         except grpc.aio.AioRpcError as exc:
             await self._calls.failed(exc, admission)
         if reply.WhichOneof("result") == "error":
-            return _reply_error(reply.error)
+            return reply_error(reply.error)
         return Response(reply.response, media_type=JSON, headers={"x-aig-provider": reply.provider})
 
     async def _models(self) -> bytes:

@@ -1,0 +1,225 @@
+"""The OpenAI Responses API (`/v1/responses`) on the chat path.
+
+Every model, OpenAI's included, runs as the chat completion `request.chat_body` builds:
+the same admission (402 before any spend), the same router call with its failover,
+provider translation and single usage event, so a call here is billed exactly like the
+chat call it becomes. `response` turns the answer back into a `response` object or the
+Responses SSE events. Stored responses (`store`, default true) live in the control DB per
+account: `previous_response_id` continues from them, and another account's id is a 404
+like an unknown one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from aig.router.v1 import router_pb2 as pb
+from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common.errors import APIError, parse_json_object
+from aig_common.usage import TokenUsage
+from catalog.live import LiveCatalog
+from catalog.models import Catalog
+from controldb import KeyStore
+from controldb.responses import ResponseRecord, ResponseStore
+
+from ..admission import Admissions
+from ..http import read_body, require_json
+from ..router_calls import OpenedStream, RouterCalls, call_context
+from ..v1 import JSON, SSE_HEADERS, authenticate, reply_error
+from ..validation import invalid_value, validate_chat_request
+from .request import Item, chat_body, parse_request
+from .response import ResponseEvents, ResponseShell, response_from_completion
+
+MAX_LIST_LIMIT = 100
+
+
+def response_not_found(response_id: str, param: str | None = None) -> APIError:
+    return APIError(
+        404,
+        f"Response with id '{response_id}' not found.",
+        param=param,
+        code="response_not_found",
+    )
+
+
+def _sse(event: Item) -> bytes:
+    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+class ResponsesRoutes:
+    def __init__(
+        self,
+        store: KeyStore,
+        admissions: Admissions,
+        catalog: LiveCatalog[Catalog],
+        responses: ResponseStore,
+        max_body_bytes: int,
+    ) -> None:
+        self._store = store
+        self._admissions = admissions
+        self._catalog = catalog
+        self._responses = responses
+        self._max_body_bytes = max_body_bytes
+        self._calls = RouterCalls(admissions)
+
+    def connect(self, router: pb_grpc.RouterStub) -> None:
+        self._calls.connect(router)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/responses", self.create, methods=["POST"]),
+            Route("/v1/responses/{response_id}", self.retrieve, methods=["GET"]),
+            Route("/v1/responses/{response_id}", self.delete, methods=["DELETE"]),
+            Route("/v1/responses/{response_id}/input_items", self.input_items, methods=["GET"]),
+        ]
+
+    async def create(self, request: Request) -> Response:
+        key = await authenticate(request, self._store)
+        require_json(request)
+        call = parse_request(parse_json_object(await read_body(request, self._max_body_bytes)))
+        history = await self._history(key.account_id, call.previous_response_id)
+        model = self._catalog.current.chat(call.model)
+        reasoning = model is not None and model.capabilities.reasoning
+        body = chat_body(call, history, reasoning=reasoning)
+        validate_chat_request(body)
+        admitted = await self._admissions.chat(key, body)
+        headers: dict[str, str] = {}
+        if admitted.clamped_output_tokens is not None:
+            body["max_completion_tokens"] = admitted.clamped_output_tokens
+            headers["x-aig-max-tokens-clamped"] = str(admitted.clamped_output_tokens)
+        message = pb.ChatRequest(
+            context=call_context(request, key, admitted.admission), body=orjson.dumps(body)
+        )
+        shell = ResponseShell.new(call, call.model)
+        if call.stream:
+            opened = await self._calls.open_stream(message, admitted.admission)
+            if opened.first.WhichOneof("event") == "error":
+                return reply_error(opened.first.error, headers)
+            frames = self._frames(opened, shell, key.account_id, history)
+            headers = {**SSE_HEADERS, **headers, **opened.headers}
+            return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
+        reply = await self._calls.complete(message, admitted.admission)
+        headers["x-aig-attempts"] = str(reply.attempts)
+        if reply.WhichOneof("result") == "error":
+            return reply_error(reply.error, headers)
+        response = response_from_completion(shell, orjson.loads(reply.completion))
+        await self._responses.save(key.account_id, response, call.input_items, history)
+        headers.update({"x-aig-provider": reply.provider, "x-aig-model": reply.model})
+        return Response(orjson.dumps(response), media_type=JSON, headers=headers)
+
+    async def _frames(
+        self, opened: OpenedStream, shell: ResponseShell, account_id: str, history: list[Item]
+    ) -> AsyncIterator[bytes]:
+        translator = ResponseEvents(shell)
+        for event in translator.start():
+            yield _sse(event)
+        fallback_usage: Item | None = None
+        try:
+            message = opened.first
+            while True:
+                kind = message.WhichOneof("event")
+                if kind == "chunk":
+                    for event in translator.feed(orjson.loads(message.chunk)):
+                        yield _sse(event)
+                elif kind == "error":
+                    error = orjson.loads(message.error.body).get("error") or {}
+                    for event in translator.fail(
+                        str(error.get("code") or "upstream_error"),
+                        str(error.get("message") or "The upstream provider failed."),
+                    ):
+                        yield _sse(event)
+                    return
+                else:
+                    if kind == "end" and message.end.HasField("usage"):
+                        usage = message.end.usage
+                        fallback_usage = TokenUsage(
+                            usage.prompt_tokens,
+                            usage.completion_tokens,
+                            usage.cached_prompt_tokens,
+                            usage.reasoning_tokens,
+                        ).as_openai()
+                    break
+                message = await opened.rest.__anext__()
+        except StopAsyncIteration:
+            pass
+        except grpc.aio.AioRpcError as exc:
+            dropped = f"The gateway's router dropped the stream ({exc.code().name})."
+            for event in translator.fail("router_unavailable", dropped):
+                yield _sse(event)
+            return
+        finally:
+            opened.call.cancel()
+        for event in translator.finish(fallback_usage):
+            yield _sse(event)
+        assert translator.final is not None
+        await self._responses.save(account_id, translator.final, shell.request.input_items, history)
+
+    async def _history(self, account_id: str, previous_id: str | None) -> list[Item]:
+        if previous_id is None:
+            return []
+        record = await self._responses.get(account_id, previous_id)
+        if record is None:
+            raise response_not_found(previous_id, "previous_response_id")
+        if not record.stored:
+            raise invalid_value(
+                "previous_response_id",
+                f"response '{previous_id}' was created with 'store': false, so there is no "
+                "stored conversation to continue.",
+            )
+        return record.conversation()
+
+    async def _stored(self, request: Request) -> tuple[str, ResponseRecord]:
+        key = await authenticate(request, self._store)
+        response_id = request.path_params["response_id"]
+        record = await self._responses.get(key.account_id, response_id)
+        if record is None or not record.stored:
+            raise response_not_found(response_id)
+        return key.account_id, record
+
+    async def retrieve(self, request: Request) -> Response:
+        _, record = await self._stored(request)
+        return Response(orjson.dumps(record.response), media_type=JSON)
+
+    async def delete(self, request: Request) -> Response:
+        account_id, record = await self._stored(request)
+        if not await self._responses.delete(account_id, record.id):
+            raise response_not_found(record.id)
+        deleted = {"id": record.id, "object": "response.deleted", "deleted": True}
+        return Response(orjson.dumps(deleted), media_type=JSON)
+
+    async def input_items(self, request: Request) -> Response:
+        """This response's own input items (the conversation it continued is its previous
+        response's), paged as OpenAI does: `limit`, `order` (default desc), `after`."""
+        _, record = await self._stored(request)
+        limit = _limit(request.query_params.get("limit"))
+        order = request.query_params.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise invalid_value("order", "expected 'asc' or 'desc'.")
+        items = record.input_items if order == "asc" else record.input_items[::-1]
+        after = request.query_params.get("after")
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            items = items[ids.index(after) + 1 :] if after in ids else []
+        page = items[:limit]
+        listing = {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > limit,
+        }
+        return Response(orjson.dumps(listing), media_type=JSON)
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 20
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
+        raise invalid_value("limit", f"expected an integer from 1 to {MAX_LIST_LIMIT}.")
+    return int(raw)

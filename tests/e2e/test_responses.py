@@ -1,0 +1,204 @@
+# mypy: disable-error-code="arg-type,call-overload,union-attr,index,list-item"
+"""The OpenAI Responses API (/v1/responses) through the whole gateway, driven by the
+official OpenAI SDKs: one model of each family, stored conversations, money."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+from pydantic import BaseModel
+
+from aig_common.money import apply_markup, parse_usd
+
+from .conftest import (
+    FAMILY_MODELS,
+    Sandbox,
+    create_key,
+    list_price_nano_usd,
+    wait_for_usage,
+    wait_until_settled,
+)
+
+MODELS = [FAMILY_MODELS[family] for family in ("openai", "anthropic", "google")]
+WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather for a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+    "strict": True,
+}
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_each_family_through_the_responses_api(client: openai.OpenAI, model: str) -> None:
+    plain = client.responses.create(model=model, input="Say hello", instructions="Be brief.")
+    assert plain.object == "response" and plain.status == "completed"
+    assert plain.model == model
+    assert plain.output_text.startswith('Sandbox answer to "Say hello"')
+    usage = plain.usage
+    assert usage.input_tokens > 0 and usage.output_tokens > 0
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert usage.input_tokens_details.cached_tokens == 0
+    assert usage.output_tokens_details.reasoning_tokens == 0
+
+    events = list(client.responses.create(model=model, input="Stream to me", stream=True))
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    streamed = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert streamed.startswith('Sandbox answer to "Stream to me"')
+    completed = events[-1].response
+    assert completed.output_text == streamed and completed.usage.output_tokens > 0
+
+    with client.responses.stream(model=model, input="Stream with the helper") as stream:
+        final = stream.get_final_response()
+    assert final.output_text.startswith('Sandbox answer to "Stream with the helper"')
+
+    # A function-tool round trip, continued from the stored response.
+    asked = client.responses.create(
+        model=model, input="What's the weather in Paris?", tools=[WEATHER_TOOL]
+    )
+    calls = [item for item in asked.output if item.type == "function_call"]
+    assert calls and calls[0].name == "get_weather"
+    assert "city" in json.loads(calls[0].arguments)
+    answered = client.responses.create(
+        model=model,
+        previous_response_id=asked.id,
+        tools=[WEATHER_TOOL],
+        input=[
+            {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18C, sunny"}
+        ],
+    )
+    assert "18C, sunny" in answered.output_text
+
+    parsed = client.responses.parse(
+        model=model, input="Invent a person", text_format=Person, store=False
+    )
+    assert isinstance(parsed.output_parsed, Person)
+
+
+def test_stored_responses_belong_to_their_account(
+    client: openai.OpenAI, admin: httpx.Client, base_url: str, sandbox: Sandbox
+) -> None:
+    first = client.responses.create(
+        model="gpt-5-mini",
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "Remember the word 'teal'"},
+                    {"type": "input_image", "image_url": "https://example.com/cat.png"},
+                ],
+            }
+        ],
+        reasoning={"effort": "low"},
+        metadata={"ticket": "42"},
+        max_output_tokens=500,
+    )
+    sent = sandbox.last_request("openai")["body"]
+    assert sent["reasoning_effort"] == "low" and sent["max_completion_tokens"] == 500
+    follow = client.responses.create(
+        model="gpt-4o-mini",
+        previous_response_id=first.id,
+        input="Which word?",
+        reasoning={"effort": "low"},
+    )
+    sent = sandbox.last_request("openai")["body"]
+    assert "reasoning_effort" not in sent  # gpt-4o-mini takes no reasoning_effort
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
+    assert sent["messages"][0]["content"][1]["image_url"]["url"] == "https://example.com/cat.png"
+    assert follow.previous_response_id == first.id
+
+    fetched = client.responses.retrieve(first.id)
+    assert fetched.id == first.id and fetched.output_text == first.output_text
+    assert fetched.metadata == {"ticket": "42"}
+    items = client.responses.input_items.list(follow.id)
+    assert [item.type for item in items.data] == ["message"]
+    assert items.data[0].content[0].text == "Which word?"
+
+    stranger = openai.OpenAI(
+        base_url=base_url, api_key=create_key(admin, "stranger")["key"], max_retries=0
+    )
+    for attempt in (
+        lambda: stranger.responses.retrieve(first.id),
+        lambda: stranger.responses.delete(first.id),
+        lambda: stranger.responses.input_items.list(first.id),
+        lambda: stranger.responses.create(
+            model="gpt-4o-mini", previous_response_id=first.id, input="Steal it"
+        ),
+    ):
+        with pytest.raises(openai.NotFoundError):
+            attempt()
+
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+    unstored = client.responses.create(model="gpt-4o-mini", input="Forget me", store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unstored.id)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(
+            model="gpt-4o-mini", previous_response_id=unstored.id, input="Go on"
+        )
+    assert refused.value.body["param"] == "previous_response_id"
+
+
+def test_billed_exactly_like_chat_and_402_in_openai_shape(
+    admin: httpx.Client, base_url: str
+) -> None:
+    """The same prompt through chat and through /v1/responses, each on an account of its
+    own: the ledger bills both the same nano-USD, the list price of the usage received."""
+    model = FAMILY_MODELS["anthropic"]
+    chat_key = create_key(admin, "chat-twin", credits_usd="5.00")["key"]
+    responses_key = create_key(admin, "responses-twin", credits_usd="5.00")["key"]
+    chat = openai.OpenAI(base_url=base_url, api_key=chat_key, max_retries=0)
+    responses = openai.OpenAI(base_url=base_url, api_key=responses_key, max_retries=0)
+    completion = chat.chat.completions.create(
+        model=model,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Bill"}],
+    )
+    response = responses.responses.create(model=model, instructions="Be brief.", input="Bill")
+    assert response.usage.input_tokens == completion.usage.prompt_tokens
+    assert response.usage.output_tokens == completion.usage.completion_tokens
+    billed = []
+    for key in (chat_key, responses_key):
+        rows = wait_for_usage(base_url, key, 1)
+        wait_until_settled(base_url, key)
+        billed.append(sum(parse_usd(row["billed_cost_usd"]) for row in rows))
+    list_price = list_price_nano_usd(model, completion.usage)
+    assert billed[0] == billed[1] == apply_markup(list_price, 4000)
+
+    broke = openai.OpenAI(
+        base_url=base_url,
+        api_key=create_key(admin, "broke", credits_usd="0.00")["key"],
+        max_retries=0,
+    )
+    with pytest.raises(openai.APIStatusError) as refused:
+        broke.responses.create(model=model, input="Bill me", max_output_tokens=1000)
+    assert refused.value.status_code == 402
+    assert refused.value.code == "insufficient_credits"
+    assert refused.value.response.headers["x-request-id"].startswith("req_")
