@@ -44,6 +44,7 @@ def test_a_full_request_becomes_the_chat_body_a_chat_client_would_send() -> None
             "temperature": 0.5,
             "metadata": {"k": "v"},
             "stream": True,
+            "aig": {"fallbacks": False},
         }
     )
     body = chat_body(request, [], reasoning=True)
@@ -72,6 +73,7 @@ def test_a_full_request_becomes_the_chat_body_a_chat_client_would_send() -> None
         "reasoning_effort": "high",
         "max_completion_tokens": 300,
         "temperature": 0.5,
+        "aig": {"fallbacks": False},
         "stream": True,
         "stream_options": {"include_usage": True},
     }

@@ -59,6 +59,8 @@ class ResponsesRequest:
     top_p: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     user: str | None = None
+    # The gateway's own routing options (`aig.fallbacks`), passed to the router as in chat.
+    aig: dict[str, Any] | None = None
 
 
 def parse_request(body: dict[str, Any]) -> ResponsesRequest:
@@ -105,6 +107,7 @@ def parse_request(body: dict[str, Any]) -> ResponsesRequest:
         top_p=_number(body, "top_p", 0, 1),
         metadata=metadata,
         user=_optional_str(body, "user") or _optional_str(body, "safety_identifier"),
+        aig=_object(body, "aig") or None,
     )
 
 
@@ -140,7 +143,7 @@ def chat_body(request: ResponsesRequest, history: list[Item], *, reasoning: bool
         body["reasoning_effort"] = request.reasoning_effort
     if request.max_output_tokens is not None:
         body["max_completion_tokens"] = request.max_output_tokens
-    for name in ("temperature", "top_p", "user"):
+    for name in ("temperature", "top_p", "user", "aig"):
         value = getattr(request, name)
         if value is not None:
             body[name] = value
