@@ -225,7 +225,7 @@ def test_a_chunk_stream_becomes_the_responses_event_sequence() -> None:
     ]
     assert out[6]["text"] == "Hello"
     assert out[12]["arguments"] == '{"a":1}' and out[13]["output_index"] == 1
-    final = out[-1]["response"]
+    final: dict[str, Any] = out[-1]["response"]
     assert final is events.final and final["usage"]["output_tokens"] == 7
     assert [item["type"] for item in final["output"]] == ["message", "function_call"]
     assert final["output"][1]["call_id"] == "call_9"
