@@ -15,13 +15,15 @@ from .procs import ProcessGroup
 UPSTREAM_SERVICES = {"sandbox"}
 
 
-def start_stack(var_dir: Path, sandbox_env: dict[str, str]) -> Stack:
+def start_stack(
+    var_dir: Path, sandbox_env: dict[str, str], database_url: str | None = None
+) -> Stack:
     stack = Stack(
         var_dir=var_dir,
         ports=StackPorts.free(),
         admin_token=new_secret("aig-admin-"),
         key_pepper=new_secret(""),
-        database_url=f"sqlite+aiosqlite:///{var_dir / 'aig.db'}",
+        database_url=database_url or f"sqlite+aiosqlite:///{var_dir / 'aig.db'}",
         # No real provider keys: every provider is the sandbox, as in the tests.
         env={**{key: "" for key in PROVIDER_KEYS}, **sandbox_env},
     )

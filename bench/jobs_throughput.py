@@ -62,7 +62,8 @@ async def _create_all(client: httpx.AsyncClient, count: int) -> tuple[list[str],
                 json={"model": MODEL, "input": {"prompt": f"bench fox {index}"}},
             )
             latencies.append(time.perf_counter() - started)
-            answer.raise_for_status()
+            if answer.status_code != 200:
+                raise RuntimeError(f"createTask answered {answer.status_code}: {answer.text}")
             task_ids.append(answer.json()["data"]["taskId"])
 
     await asyncio.gather(*(creator() for _ in range(CREATORS)))
@@ -125,10 +126,11 @@ async def _drive(stack: Stack, key: str, count: int) -> dict[str, Any]:
     }
 
 
-def measure(count: int, render_ms: int) -> dict[str, Any]:
+def measure(count: int, render_ms: int, database_url: str | None = None) -> dict[str, Any]:
+    """On SQLite unless `database_url` names another control database."""
     with tempfile.TemporaryDirectory(prefix="aig-bench-jobs-") as directory:
         var_dir = Path(directory)
-        stack = start_stack(var_dir, sandbox_env={})
+        stack = start_stack(var_dir, sandbox_env={}, database_url=database_url)
         try:
             httpx.post(
                 f"{stack.sandbox_url}/_sandbox/config", json={"media_render_ms": render_ms}
@@ -153,6 +155,7 @@ def measure(count: int, render_ms: int) -> dict[str, Any]:
         (record["completeTime"] - record["createTime"] - render_ms) / 1000 for record in succeeded
     ]
     return {
+        "control_db": "postgresql" if database_url and "postgresql" in database_url else "sqlite",
         "tasks": count,
         "succeeded": len(succeeded),
         "render_ms": render_ms,
@@ -168,9 +171,20 @@ def measure(count: int, render_ms: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    """python -m bench.jobs_throughput [TASKS] [RENDER_MS] [sqlite|postgresql]"""
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 500
     render_ms = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
-    results = measure(count, render_ms)
+    backend = sys.argv[3] if len(sys.argv) > 3 else "postgresql"
+    if backend == "sqlite":
+        results = measure(count, render_ms)
+    else:
+        from tests.pg import PostgresServer
+
+        server = PostgresServer.start()
+        try:
+            results = measure(count, render_ms, server.url())
+        finally:
+            server.stop()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))

@@ -6,10 +6,17 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+# An execution option: transactions of connections that carry it only read (see reader_of).
+READS_ONLY = "aig_reads_only"
 POSTGRES_POOL_SIZE = 10
 POSTGRES_MAX_OVERFLOW = 10
 # Recycle before typical load-balancer / PgBouncer idle timeouts cut connections.
@@ -91,4 +98,23 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READS_ONLY):
+            # A WAL reader sees the last commit without the write lock: it must not queue
+            # behind writers (nor make them wait) for it.
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def reader_of(sessions: async_sessionmaker[AsyncSession]) -> async_sessionmaker[AsyncSession]:
+    """Sessions on the same engine for transactions that only read.
+
+    On SQLite every other transaction begins IMMEDIATE, i.e. takes the one write lock
+    first, so reads would queue with the writes of every service on the file: under load
+    (recordInfo polls, the jobs runner following its tasks) a read then waited past the
+    busy timeout and the caller got a 503. These begin DEFERRED and, in WAL mode, never
+    wait. On PostgreSQL the option changes nothing. Never write through them: a deferred
+    transaction that writes can fail halfway with "database is locked"."""
+    options = dict(sessions.kw)
+    bind = options.pop("bind")
+    return async_sessionmaker(bind.execution_options(**{READS_ONLY: True}), **options)

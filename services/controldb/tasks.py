@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aig_common.ids import uuid7
 from aig_common.money import usd
+from controldb.engine import reader_of
 from controldb.models import Reservation, Task
 
 WAITING, QUEUING, GENERATING, SUCCESS, FAIL = "waiting", "queuing", "generating", "success", "fail"
@@ -54,6 +55,7 @@ class TaskPage:
 class TaskStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._reads = reader_of(sessions)
 
     async def create(self, task: Task, reservation_expires_at: datetime) -> Task:
         """Stores a new task and holds its reservation until `reservation_expires_at` (the
@@ -80,13 +82,13 @@ class TaskStore:
             return existing
 
     async def by_idempotency_key(self, account_id: str, key: str) -> Task | None:
-        async with self._sessions() as session:
+        async with self._reads() as session:
             return await session.scalar(
                 select(Task).where(Task.account_id == account_id, Task.idempotency_key == key)
             )
 
     async def get(self, task_id: str) -> Task | None:
-        async with self._sessions() as session:
+        async with self._reads() as session:
             return await session.get(Task, task_id)
 
     async def get_owned(self, account_id: str, task_id: str) -> Task | None:
@@ -113,7 +115,7 @@ class TaskStore:
         if after:
             query = query.where(Task.id < after)
         query = query.order_by(Task.id.desc()).limit(limit + 1)
-        async with self._sessions() as session:
+        async with self._reads() as session:
             rows = list((await session.scalars(query)).all())
         return TaskPage(rows[:limit], len(rows) > limit)
 
@@ -142,7 +144,7 @@ class TaskStore:
         return await self.get(task_id)
 
     async def in_flight(self) -> list[Task]:
-        async with self._sessions() as session:
+        async with self._reads() as session:
             return list(
                 (
                     await session.scalars(

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controldb.engine import reader_of
 from controldb.ids import random_id
 from controldb.keystore import AccountNotFound
 from controldb.models import (
@@ -136,6 +137,7 @@ def _insert(session: AsyncSession) -> Any:
 class WebhookStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._reads = reader_of(sessions)
 
     # -- secrets ---------------------------------------------------------------------------
 
@@ -340,7 +342,7 @@ class WebhookStore:
 
     async def next_due_at(self) -> datetime | None:
         """When the earliest pending delivery is due (leases aside): the loop's wake-up."""
-        async with self._sessions() as session:
+        async with self._reads() as session:
             return await session.scalar(
                 select(WebhookDelivery.next_attempt_at)
                 .where(WebhookDelivery.state == PENDING)
@@ -374,7 +376,7 @@ class WebhookStore:
     # -- reading ---------------------------------------------------------------------------
 
     async def delivery(self, delivery_id: str) -> DeliveryView | None:
-        async with self._sessions() as session:
+        async with self._reads() as session:
             row = await session.get(WebhookDelivery, delivery_id)
             if row is None:
                 return None
@@ -388,7 +390,7 @@ class WebhookStore:
         query = select(WebhookDelivery).where(WebhookDelivery.task_id == task_id)
         if account_id is not None:
             query = query.where(WebhookDelivery.account_id == account_id)
-        async with self._sessions() as session:
+        async with self._reads() as session:
             rows = list((await session.scalars(query.order_by(WebhookDelivery.created_at))).all())
             return await _views(session, rows)
 
