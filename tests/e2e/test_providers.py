@@ -114,13 +114,17 @@ def test_catalog_edits_take_effect_and_a_bad_file_is_refused(
         assert _chat(client, "reloaded-mini").parse().model == "gpt-4o-mini"
 
         mini["output_nano_usd_per_token"] = -1
+        log = stack.var_dir / "logs" / "router.log"
+        # Only what the router logs from now on: a poll that caught an earlier write half
+        # done may have logged a refusal of its own.
+        seen = len(log.read_text())
         path.write_text(yaml.safe_dump(document))
         deadline = time.monotonic() + 20
-        log = stack.var_dir / "logs" / "router.log"
-        while "catalog reload refused" not in log.read_text():
+        reason = "'output_nano_usd_per_token' must be an integer >= 0"
+        while reason not in log.read_text()[seen:]:
             assert time.monotonic() < deadline, "the router never reported the bad catalog"
             time.sleep(0.2)
-        assert "'output_nano_usd_per_token' must be an integer >= 0" in log.read_text()
+        assert "catalog reload refused" in log.read_text()[seen:]
         # The previous catalog keeps serving.
         assert _chat(client, "reloaded-mini").parse().model == "gpt-4o-mini"
     finally:
