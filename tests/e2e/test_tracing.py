@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -66,8 +67,13 @@ def admin(traced_stack: Stack) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def api_key(admin: httpx.Client) -> str:
-    return str(create_key(admin, "tracing")["key"])
+def created_key(admin: httpx.Client) -> dict[str, Any]:
+    return create_key(admin, "tracing")
+
+
+@pytest.fixture(scope="module")
+def api_key(created_key: dict[str, Any]) -> str:
+    return str(created_key["key"])
 
 
 @pytest.fixture(scope="module")
@@ -232,12 +238,14 @@ def test_no_secret_in_a_span_or_a_log(
     traced_stack: Stack,
     client: openai.OpenAI,
     admin: httpx.Client,
+    created_key: dict[str, Any],
     api_key: str,
     receiver: OtlpReceiver,
     prompts: list[str],
 ) -> None:
-    """A success, a stream, a provider credential in use, and every error path a client can
-    reach: wrong key, unaffordable call (402), upstream 500 with no fallback."""
+    """A success, a stream, a provider credential in use, a signed webhook (the test above),
+    and every error path a client can reach: wrong key, unaffordable call (402), upstream
+    500 with no fallback."""
     sandbox = Sandbox(traced_stack.sandbox_url)
     sandbox.reset()
     base_url = f"{traced_stack.edge_url}/v1"
@@ -280,7 +288,11 @@ def test_no_secret_in_a_span_or_a_log(
         )
     )
 
+    # The media task's callback (the test above) is signed with it.
+    webhook_secret = admin.get(f"/accounts/{created_key['account_id']}/webhook-secret")
+    assert webhook_secret.status_code == 200, webhook_secret.text
     secrets_sent = {
+        "the webhook secret": webhook_secret.json()["secret"],
         "an API key": api_key,
         "a wrong API key": wrong_key,
         "a refused API key": poor_key,
