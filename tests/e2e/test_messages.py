@@ -6,6 +6,7 @@ the same call through chat; errors arrive in Anthropic's shape with chat's statu
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import anthropic
@@ -17,8 +18,15 @@ from aig_common.money import NANO_PER_USD, apply_markup, parse_usd
 from catalog.models import load_catalog
 from devstack.stack import Stack
 
-from .conftest import FAMILY_MODELS, create_key, usage_rows, wait_for_usage, wait_until_settled
-from .test_openai_sdk import PIXEL_PNG
+from .conftest import (
+    FAMILY_MODELS,
+    Sandbox,
+    create_key,
+    usage_rows,
+    wait_for_usage,
+    wait_until_settled,
+)
+from .test_openai_sdk import PERSON_SCHEMA, PIXEL_PNG
 
 FAMILIES = ("anthropic", "openai", "google")
 WEATHER_TOOL: Any = {
@@ -78,6 +86,14 @@ def test_every_family_speaks_messages_text_images_tools_and_streams(
         assert described.stop_reason == "end_turn"
         assert described.content[0].type == "text" and described.content[0].text, family
         assert described.usage.input_tokens > 0 and described.usage.output_tokens > 0
+
+        structured = client.messages.create(
+            model=model,
+            max_tokens=200,
+            messages=[{"role": "user", "content": "Who are you?"}],
+            output_config={"format": {"type": "json_schema", "schema": PERSON_SCHEMA}},
+        )
+        assert set(json.loads(structured.content[0].text)) == {"name", "age", "tags"}, family
 
         ask = {"role": "user", "content": "Weather in Paris, in celsius?"}
         with client.messages.stream(
@@ -181,7 +197,7 @@ def test_messages_are_billed_exactly_like_chat(
 
 
 def test_errors_arrive_in_anthropic_shape_with_chat_statuses(
-    stack: Stack, admin: httpx.Client, api_key: str
+    stack: Stack, admin: httpx.Client, api_key: str, base_url: str, sandbox: Sandbox
 ) -> None:
     broke = create_key(admin, "messages-402", credits_usd="0.00")
     with pytest.raises(anthropic.PaymentRequiredError) as refused:
@@ -220,3 +236,27 @@ def test_errors_arrive_in_anthropic_shape_with_chat_statuses(
         "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
         "request_id": no_max_tokens.headers["x-request-id"],
     }
+
+    # An upstream failure: the status chat answers, in Anthropic's shape; after the stream
+    # began, Anthropic's `event: error`, which the SDK raises mid-iteration.
+    client = _client(stack, api_key)
+    chat = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+    ask: Any = {
+        "model": FAMILY_MODELS["google"],
+        "max_tokens": 50,
+        "messages": [{"role": "user", "content": ASK}],
+        "extra_body": NO_FALLBACKS,
+    }
+    sandbox.fault("google", 503, count=2)
+    with pytest.raises(openai.APIStatusError) as via_chat:
+        chat.chat.completions.create(**ask)
+    with pytest.raises(anthropic.APIStatusError) as via_messages:
+        client.messages.create(**ask)
+    assert via_messages.value.status_code == via_chat.value.status_code >= 500
+    assert via_messages.value.body["error"]["type"] in ("api_error", "overloaded_error")
+    sandbox.fault("google", 500, after_chunks=2)
+    with pytest.raises(anthropic.APIStatusError) as broken:  # noqa: SIM117 (one `with` each)
+        with client.messages.stream(**ask) as stream:
+            stream.until_done()
+    assert broken.value.body["type"] == "error"
+    assert broken.value.body["error"]["type"] == "api_error"

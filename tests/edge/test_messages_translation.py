@@ -77,6 +77,7 @@ def test_a_tool_round_trip_with_system_and_images_becomes_chat() -> None:
             metadata={"user_id": "u1"},
             thinking={"type": "enabled", "budget_tokens": 2048},
             top_k=5,
+            output_config={"format": {"type": "json_schema", "schema": {"type": "object"}}},
         )
     )
     assert chat["messages"] == [
@@ -118,6 +119,10 @@ def test_a_tool_round_trip_with_system_and_images_becomes_chat() -> None:
     assert chat["tool_choice"] == "required" and chat["parallel_tool_calls"] is False
     assert chat["max_completion_tokens"] == 64  # what admission reserves against
     assert chat["stop"] == ["END"] and chat["temperature"] == 0.2 and chat["user"] == "u1"
+    assert chat["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": {"type": "object"}},
+    }
     assert "thinking" not in chat and "top_k" not in chat and "max_tokens" not in chat
 
 

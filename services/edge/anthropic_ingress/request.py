@@ -16,6 +16,7 @@ What maps where:
   `stop_sequences` → `stop`; `temperature`, `top_p` as they are; `metadata.user_id` → `user`.
 - `tools` → function tools; `tool_choice` auto/any/tool/none → auto/required/named/none,
   `disable_parallel_tool_use` → `parallel_tool_calls: false`.
+- `output_config.format` (a JSON schema) → `response_format` json_schema.
 - `thinking` is accepted and checked, then not forwarded: the catalog does not say which
   models reason, and the router has no mapping of a thinking budget for any provider yet.
 - `top_k`, `cache_control`, `service_tier` and fields added later are ignored, as chat
@@ -286,6 +287,25 @@ def _check_thinking(value: Any) -> None:
         raise _invalid("thinking.budget_tokens", "expected a positive integer")
 
 
+def _output_format(value: Any, chat: dict[str, Any]) -> None:
+    """`output_config.format` (structured output) → chat's json_schema response_format,
+    which each provider adapter renders its own way. `effort` goes with `thinking`."""
+    if not isinstance(value, dict):
+        raise _wrong_type("output_config", "an object", value)
+    spec = value.get("format")
+    if spec is None:
+        return
+    if not isinstance(spec, dict) or spec.get("type") != "json_schema":
+        raise _invalid("output_config.format.type", "expected 'json_schema'")
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        raise _wrong_type("output_config.format.schema", "an object", schema)
+    chat["response_format"] = {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema},
+    }
+
+
 def _check_number(body: dict[str, Any], param: str, low: float, high: float) -> None:
     value = body.get(param)
     if value is None:
@@ -342,6 +362,9 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
             raise _wrong_type("stop_sequences", "an array of strings", stops)
         if stops:
             chat["stop"] = stops
+    output = body.get("output_config")
+    if output is not None:
+        _output_format(output, chat)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _wrong_type("stream", "a boolean", stream)

@@ -105,7 +105,13 @@ class MessagesRoutes:
                 while True:
                     kind = event.WhichOneof("event")
                     if kind == "chunk":
-                        for frame in translator.chunk(orjson.loads(event.chunk)):
+                        chunk = orjson.loads(event.chunk)
+                        if "error" in chunk:
+                            # Once output flowed the router sends a failure as a chunk
+                            # (its status is gone): Anthropic's `event: error` ends the stream.
+                            yield error_event(errors.from_openai_body(502, event.chunk, rid))
+                            return
+                        for frame in translator.chunk(chunk):
                             yield frame
                     elif kind == "error":
                         yield error_event(
