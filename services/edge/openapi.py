@@ -14,6 +14,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from .anthropic_ingress import openapi as anthropic_openapi
+
 JSON = "application/json"
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
@@ -251,13 +253,16 @@ def install_openapi(app: FastAPI) -> None:
             return app.openapi_schema
         document = generate()
         document.setdefault("paths", {}).update(v1_paths())
+        document["paths"].update(anthropic_openapi.messages_paths())
         components = document.setdefault("components", {})
         components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+        components["schemas"]["AnthropicError"] = anthropic_openapi.ANTHROPIC_ERROR_SCHEMA
         components.setdefault("securitySchemes", {})["bearer"] = {
             "type": "http",
             "scheme": "bearer",
             "description": "An `sk-aig-` API key",
         }
+        components["securitySchemes"].update(anthropic_openapi.SECURITY_SCHEMES)
         app.openapi_schema = document
         return document
 

@@ -1,9 +1,10 @@
 """Schema fuzzing of the edge: schemathesis generates valid and invalid requests from the
 edge's own OpenAPI document (`/openapi.json`) and sends them to the running stack.
 
-Every answer must be a documented status in the documented shape (errors in OpenAI's) and
-never a 5xx. `make test` runs a bounded number of examples per operation
-(`AIG_FUZZ_EXAMPLES`, 25); `make fuzz` runs many more.
+Every answer must be a documented status in the documented shape (errors in the route's
+dialect: OpenAI's, Anthropic's under /v1/messages) and never a 5xx. `make test` runs a
+bounded number of examples per operation (`AIG_FUZZ_EXAMPLES`, 25); `make fuzz` runs many
+more.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from .conftest import FAMILY_MODELS
 
 EXAMPLES = int(os.environ.get("AIG_FUZZ_EXAMPLES", "25"))
 # The hot path and the customer's reads; the admin API is fuzzed by its own unit tests.
-FUZZED_PATHS = r"^/v1/(chat/completions|embeddings|models|me|usage)"
+FUZZED_PATHS = r"^/v1/(chat/completions|messages|embeddings|models|me|usage)"
 REAL_MODELS = {
     "/v1/chat/completions": list(FAMILY_MODELS.values()),
+    "/v1/messages": list(FAMILY_MODELS.values()),
+    "/v1/messages/count_tokens": list(FAMILY_MODELS.values()),
     "/v1/embeddings": ["text-embedding-3-small"],
 }
 
@@ -63,6 +66,7 @@ def test_the_edge_answers_every_generated_request_as_documented(stack: Stack, ap
         operations.append(result.ok())
     assert {operation.path for operation in operations} >= {
         "/v1/chat/completions",
+        "/v1/messages",
         "/v1/embeddings",
         "/v1/models",
         "/v1/me",
