@@ -52,7 +52,7 @@ def _client(stack: Stack, key: str) -> anthropic.Anthropic:
 # 402 below run on both control databases.
 @pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
 def test_every_family_speaks_messages_text_images_tools_and_streams(
-    stack: Stack, api_key: str
+    stack: Stack, api_key: str, sandbox: Sandbox
 ) -> None:
     client = _client(stack, api_key)
     image_url = f"{stack.sandbox_url}/_sandbox/image.png"
@@ -126,6 +126,15 @@ def test_every_family_speaks_messages_text_images_tools_and_streams(
         assert answered.stop_reason == "end_turn", family
         assert "18C" in streamed  # the simulator quotes the tool result it was given
         assert answered.content[0].text == streamed
+
+    # A model that reasons gets the thinking budget as chat's reasoning_effort.
+    client.messages.create(
+        model="o4-mini",
+        max_tokens=9000,
+        messages=[{"role": "user", "content": ASK}],
+        thinking={"type": "enabled", "budget_tokens": 8000},
+    )
+    assert sandbox.last_request("openai")["body"]["reasoning_effort"] == "medium"
 
     counted = client.messages.count_tokens(
         model=FAMILY_MODELS["anthropic"],

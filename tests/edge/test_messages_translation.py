@@ -127,6 +127,24 @@ def test_a_tool_round_trip_with_system_and_images_becomes_chat() -> None:
 
 
 @pytest.mark.parametrize(
+    ("fields", "reasoning", "effort"),
+    [
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, True, "low"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 8000}}, True, "medium"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 16384}}, True, "high"),
+        ({"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}, True, "high"),
+        ({"thinking": {"type": "disabled"}}, True, None),
+        ({"thinking": {"type": "enabled", "budget_tokens": 8000}}, False, None),
+    ],
+)
+def test_thinking_becomes_reasoning_effort_only_where_the_model_reasons(
+    fields: dict[str, Any], reasoning: bool, effort: str | None
+) -> None:
+    chat = messages_to_chat(_request(**fields), reasoning=reasoning)
+    assert chat.get("reasoning_effort") == effort
+
+
+@pytest.mark.parametrize(
     ("change", "param"),
     [
         ({"max_tokens": None}, "max_tokens"),

@@ -17,8 +17,12 @@ What maps where:
 - `tools` → function tools; `tool_choice` auto/any/tool/none → auto/required/named/none,
   `disable_parallel_tool_use` → `parallel_tool_calls: false`.
 - `output_config.format` (a JSON schema) → `response_format` json_schema.
-- `thinking` is accepted and checked, then not forwarded: the catalog does not say which
-  models reason, and the router has no mapping of a thinking budget for any provider yet.
+- `thinking` (a token budget) and `output_config.effort` become chat's `reasoning_effort`
+  for catalog models with `capabilities.reasoning` (OpenAI's o-series and GPT-5 family), and
+  are dropped for the others, whose adapters have nothing to map them to: a budget under
+  4,096 tokens is `low`, under 16,384 `medium`, more `high`; `effort` wins when both are
+  given (`xhigh`/`max` → `high`, chat's most). Disabled or adaptive thinking leaves the
+  model's default. No thinking blocks come back: the router's chat answers carry none.
 - `top_k`, `cache_control`, `service_tier` and fields added later are ignored, as chat
   ignores parameters a provider lacks. The gateway's own `aig` options pass through.
 
@@ -287,9 +291,30 @@ def _check_thinking(value: Any) -> None:
         raise _invalid("thinking.budget_tokens", "expected a positive integer")
 
 
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
+# Thinking budgets (tokens) below which chat's lower efforts are asked for.
+_LOW_BUDGET_BELOW = 4096
+_MEDIUM_BUDGET_BELOW = 16384
+
+
+def _reasoning_effort(thinking: Any, output: Any) -> str | None:
+    """The chat `reasoning_effort` a checked request asks for, if any."""
+    effort = output.get("effort") if isinstance(output, dict) else None
+    if effort is not None:
+        if effort not in _EFFORTS:
+            raise _invalid("output_config.effort", f"expected one of {', '.join(_EFFORTS)}")
+        return _EFFORTS[effort]
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget: int = thinking["budget_tokens"]
+    if budget < _LOW_BUDGET_BELOW:
+        return "low"
+    return "medium" if budget < _MEDIUM_BUDGET_BELOW else "high"
+
+
 def _output_format(value: Any, chat: dict[str, Any]) -> None:
     """`output_config.format` (structured output) → chat's json_schema response_format,
-    which each provider adapter renders its own way. `effort` goes with `thinking`."""
+    which each provider adapter renders its own way. `effort`: see _reasoning_effort."""
     if not isinstance(value, dict):
         raise _wrong_type("output_config", "an object", value)
     spec = value.get("format")
@@ -342,8 +367,9 @@ def prompt_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     return chat
 
 
-def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
-    """The whole Messages request as the internal chat body, or a 400 naming the field."""
+def messages_to_chat(body: dict[str, Any], *, reasoning: bool = False) -> dict[str, Any]:
+    """The whole Messages request as the internal chat body, or a 400 naming the field.
+    `reasoning`: the model takes chat's `reasoning_effort` (its catalog capability)."""
     chat = prompt_to_chat(body)
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
@@ -365,6 +391,9 @@ def messages_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     output = body.get("output_config")
     if output is not None:
         _output_format(output, chat)
+    effort = _reasoning_effort(body.get("thinking"), output)
+    if effort is not None and reasoning:
+        chat["reasoning_effort"] = effort
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _wrong_type("stream", "a boolean", stream)

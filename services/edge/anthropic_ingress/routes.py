@@ -28,7 +28,7 @@ from ..http import read_body, request_id, require_json
 from ..router_calls import RouterCalls, call_context
 from ..v1 import JSON, SSE_HEADERS, authenticate
 from . import errors
-from .request import messages_to_chat, prompt_to_chat
+from .request import check_model, messages_to_chat, prompt_to_chat
 from .response import StreamTranslator, completion_to_message, error_event
 
 
@@ -73,7 +73,9 @@ class MessagesRoutes:
 
     async def create(self, request: Request) -> Response:
         key = await self._authenticate(request)
-        chat = messages_to_chat(await self._body(request))
+        body = await self._body(request)
+        model = self._admissions.chat_model(check_model(body))
+        chat = messages_to_chat(body, reasoning=model.capabilities.reasoning)
         # max_tokens is required, so admission reserves exactly it and never clamps.
         admission = (await self._admissions.chat(key, chat)).admission
         message = pb.ChatRequest(
