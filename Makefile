@@ -18,7 +18,11 @@ tests/js/node_modules/.package-lock.json: tests/js/package.json tests/js/package
 up: .venv/.synced
 	@$(PY) -m devstack
 
-test: .venv/.synced tests/js/node_modules/.package-lock.json .tools/kustomize.version lint typecheck proto-check
+# SeaweedFS's weed, an S3-compatible server for the S3 result store's tests (tests/jobs).
+.tools/weed.version: scripts/install_seaweedfs.sh
+	@scripts/install_seaweedfs.sh >/dev/null
+
+test: .venv/.synced tests/js/node_modules/.package-lock.json .tools/kustomize.version .tools/weed.version lint typecheck proto-check
 	@$(PY) -m pytest -q -p no:cacheprovider
 
 # The ledger, money and end-to-end tests against Kafka, a ClickHouse server and PostgreSQL
