@@ -6,6 +6,7 @@ A missing `weed` fails the run instead of skipping: a skipped S3 suite looks lik
 
 from __future__ import annotations
 
+import os
 import subprocess
 import tempfile
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import boto3
 import pytest
 
+from devstack.lifetime import die_with_parent_preexec
 from devstack.processes import free_port
 from jobs.storage import ObjectNotFound, S3ResultStore, store_from_env
 
@@ -55,6 +57,8 @@ def s3_endpoint() -> Iterator[str]:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Dies with the test run even if the run is killed before the fixture's cleanup.
+            preexec_fn=die_with_parent_preexec(os.getpid()),
         )
         endpoint = f"http://127.0.0.1:{ports['s3']}"
         try:
