@@ -127,14 +127,20 @@ def test_every_family_speaks_messages_text_images_tools_and_streams(
         assert "18C" in streamed  # the simulator quotes the tool result it was given
         assert answered.content[0].text == streamed
 
-    # A model that reasons gets the thinking budget as chat's reasoning_effort.
-    client.messages.create(
+    # A model that reasons gets the thinking budget as chat's reasoning_effort; a
+    # max_tokens sized for Claude is capped at what the model can make.
+    with client.messages.stream(  # the SDK refuses so large a max_tokens unstreamed
         model="o4-mini",
-        max_tokens=9000,
+        max_tokens=500_000,
         messages=[{"role": "user", "content": ASK}],
         thinking={"type": "enabled", "budget_tokens": 8000},
-    )
-    assert sandbox.last_request("openai")["body"]["reasoning_effort"] == "medium"
+    ) as stream:
+        assert stream.get_final_message().content
+    sent = sandbox.last_request("openai")["body"]
+    assert sent["reasoning_effort"] == "medium"
+    o4_mini = load_catalog().chat("o4-mini")
+    assert o4_mini is not None
+    assert sent["max_completion_tokens"] == o4_mini.max_output_tokens < 500_000
 
     counted = client.messages.count_tokens(
         model=FAMILY_MODELS["anthropic"],

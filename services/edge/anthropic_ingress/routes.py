@@ -76,6 +76,9 @@ class MessagesRoutes:
         body = await self._body(request)
         model = self._admissions.chat_model(check_model(body))
         chat = messages_to_chat(body, reasoning=model.capabilities.reasoning)
+        # Anthropic's clients size max_tokens for Claude (Claude Code asks 32,000); a model
+        # that makes less would refuse it upstream. Its own maximum is what was asked for.
+        chat["max_completion_tokens"] = min(chat["max_completion_tokens"], model.max_output_tokens)
         # max_tokens is required, so admission reserves exactly it and never clamps.
         admission = (await self._admissions.chat(key, chat)).admission
         message = pb.ChatRequest(
