@@ -195,6 +195,46 @@ def test_one_call_is_one_trace_from_edge_to_billing(
     assert settle.attributes["aig.billed_nano_usd"] > 0
 
 
+def test_a_stream_is_one_trace_too(
+    traced_stack: Stack,
+    client: openai.OpenAI,
+    api_key: str,
+    receiver: OtlpReceiver,
+    prompts: list[str],
+) -> None:
+    """The router's streaming handler keeps its span current across the stream's yields."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="claude-sonnet-4-5",
+        messages=[{"role": "user", "content": _prompt(prompts)}],
+        max_tokens=9,
+        stream=True,
+    )
+    assert list(raw.parse())
+    request_id = raw.headers["x-request-id"]
+
+    def trace_of(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
+        edge = [
+            s
+            for s in spans
+            if s.service == "aig-edge" and s.attributes.get("aig.request_id") == request_id
+        ]
+        return _in_trace(spans, edge[0].trace_id) if edge else []
+
+    trace = trace_of(
+        receiver.wait_for(lambda spans: any(s.service == "aig-billing" for s in trace_of(spans)))
+    )
+    (edge,) = [s for s in trace if s.service == "aig-edge"]
+    (router,) = [s for s in trace if s.service == "aig-router" and s.kind == SERVER]
+    (attempt,) = [s for s in trace if s.kind == CLIENT]
+    (settle,) = [s for s in trace if s.service == "aig-billing"]
+    assert router.name == "aig.router.v1.Router/StreamChatCompletion"
+    assert router.parent_span_id == edge.span_id
+    assert attempt.parent_span_id == settle.parent_span_id == router.span_id
+    assert router.attributes["aig.status"] == 200
+    assert attempt.attributes["aig.provider"] == "anthropic"
+    assert attempt.attributes["aig.outcome"] == "ok"
+
+
 def test_a_media_task_is_one_trace_from_create_task_to_webhooks_and_billing(
     traced_stack: Stack, api_key: str, receiver: OtlpReceiver, prompts: list[str]
 ) -> None:
@@ -279,7 +319,7 @@ def test_no_secret_in_a_span_or_a_log(
             extra_body={"aig": {"fallbacks": False}},
         )
     # Everything the calls caused has been settled, logged and exported.
-    wait_for_usage(base_url, api_key, calls=5)
+    wait_for_usage(base_url, api_key, calls=6)
     wait_until_settled(base_url, api_key)
     receiver.wait_for(
         lambda spans: (
@@ -302,7 +342,7 @@ def test_no_secret_in_a_span_or_a_log(
         **{f"provider key {name}": value for name, value in EXTRA_PROVIDER_KEYS.items()},
         **{f"prompt {n}": text for n, text in enumerate(prompts)},
     }
-    assert len(prompts) >= 7
+    assert len(prompts) >= 8
     for span in receiver.spans:
         text = _span_text(span)
         for what, secret in secrets_sent.items():
@@ -314,5 +354,7 @@ def test_no_secret_in_a_span_or_a_log(
         if log.name == "sandbox.log":
             continue  # the provider's side: it is sent the prompts and credentials
         text = log.read_text(errors="replace")
+        # The API's complaint when a span's context was left in another task's context.
+        assert "Failed to detach context" not in text, log.name
         for what, secret in secrets_sent.items():
             assert secret not in text, f"{what} in {log.name}"
