@@ -97,6 +97,17 @@ def _in_trace(spans: list[ReceivedSpan], trace_id: str) -> list[ReceivedSpan]:
     return [span for span in spans if span.trace_id == trace_id]
 
 
+def _call_trace(spans: list[ReceivedSpan], request_id: str) -> list[ReceivedSpan]:
+    """The trace of the call the edge answered with this x-request-id (empty until its span
+    arrived)."""
+    edge = [
+        s
+        for s in spans
+        if s.service == "aig-edge" and s.attributes.get("aig.request_id") == request_id
+    ]
+    return _in_trace(spans, edge[0].trace_id) if edge else []
+
+
 def _span_text(span: ReceivedSpan) -> str:
     return "\n".join([span.name, span.other_text, *map(str, span.attributes.values())])
 
@@ -121,27 +132,15 @@ def test_one_call_is_one_trace_from_edge_to_billing(
     request_id = raw.headers["x-request-id"]
     wait_until_settled(f"{traced_stack.edge_url}/v1", api_key)
 
-    def edge_span(spans: list[ReceivedSpan]) -> ReceivedSpan | None:
-        return next(
-            (
-                s
-                for s in spans
-                if s.service == "aig-edge" and s.attributes.get("aig.request_id") == request_id
-            ),
-            None,
-        )
-
     def complete(spans: list[ReceivedSpan]) -> bool:
-        edge = edge_span(spans)
-        services = {s.service for s in _in_trace(spans, edge.trace_id)} if edge else set()
+        services = {s.service for s in _call_trace(spans, request_id)}
         return services >= {"aig-edge", "aig-router", "aig-billing"}
 
-    spans = receiver.wait_for(complete)
-    edge = edge_span(spans)
-    assert edge is not None and edge.kind == SERVER
+    trace = _call_trace(receiver.wait_for(complete), request_id)
+    (edge,) = [s for s in trace if s.service == "aig-edge"]
+    assert edge.kind == SERVER
     assert edge.name == "POST /v1/chat/completions"
     assert edge.attributes["http.response.status_code"] == 200
-    trace = _in_trace(spans, edge.trace_id)
     by_id = {span.span_id: span for span in trace}
 
     (router,) = [s for s in trace if s.service == "aig-router" and s.kind == SERVER]
@@ -212,16 +211,11 @@ def test_a_stream_is_one_trace_too(
     assert list(raw.parse())
     request_id = raw.headers["x-request-id"]
 
-    def trace_of(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
-        edge = [
-            s
-            for s in spans
-            if s.service == "aig-edge" and s.attributes.get("aig.request_id") == request_id
-        ]
-        return _in_trace(spans, edge[0].trace_id) if edge else []
-
-    trace = trace_of(
-        receiver.wait_for(lambda spans: any(s.service == "aig-billing" for s in trace_of(spans)))
+    trace = _call_trace(
+        receiver.wait_for(
+            lambda spans: any(s.service == "aig-billing" for s in _call_trace(spans, request_id))
+        ),
+        request_id,
     )
     (edge,) = [s for s in trace if s.service == "aig-edge"]
     (router,) = [s for s in trace if s.service == "aig-router" and s.kind == SERVER]
@@ -251,8 +245,7 @@ def test_a_media_task_is_one_trace_from_create_task_to_webhooks_and_billing(
     request_id = created.headers["x-request-id"]
 
     def task_trace(spans: list[ReceivedSpan]) -> list[ReceivedSpan]:
-        edge = [s for s in spans if s.attributes.get("aig.request_id") == request_id]
-        return _in_trace(spans, edge[0].trace_id) if edge else []
+        return _call_trace(spans, request_id)
 
     def complete(spans: list[ReceivedSpan]) -> bool:
         names = {s.name for s in task_trace(spans)}
