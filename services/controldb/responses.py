@@ -26,6 +26,9 @@ class ResponseRecord:
     input_items: list[Item]
     context_items: list[Item]
 
+    def output_item(self, item_id: str) -> Item | None:
+        return next((i for i in self.response.get("output", []) if i.get("id") == item_id), None)
+
     def conversation(self) -> list[Item]:
         """What a follow-up (`previous_response_id` = this id) continues: everything the
         model saw, then what it answered."""

@@ -48,3 +48,14 @@ def test_js_sdk_responses_stream(base_url: str, api_key: str) -> None:
         assert outcome[model]["text"].startswith('Sandbox answer to "Stream to JavaScript"')
         assert outcome[model]["deltas"] > 1
         assert "18C and sunny" in outcome[model]["tool_answer"]
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_vercel_ai_sdk_openai_provider(base_url: str, api_key: str) -> None:
+    """The AI SDK's `openai(id)` provider (Responses API): generateText, streamText and a
+    two-step tool loop, whose second step refers to stored output by `item_reference`."""
+    outcome = _run_node("vercel_ai.mjs", base_url, api_key, *RESPONSES_MODELS)
+    for model in RESPONSES_MODELS:
+        assert outcome[model]["plain"].startswith('Sandbox answer to "Say hello to the AI SDK"')
+        assert outcome[model]["streamed"].startswith('Sandbox answer to "Stream to the AI SDK"')
+        assert "18C and sunny in" in outcome[model]["tool_answer"]

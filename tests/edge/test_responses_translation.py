@@ -8,7 +8,12 @@ import pytest
 
 from aig_common.errors import APIError
 from edge.responses_ingress.request import chat_body, chat_messages, parse_request
-from edge.responses_ingress.response import ResponseEvents, ResponseShell, response_from_completion
+from edge.responses_ingress.response import (
+    ResponseEvents,
+    ResponseShell,
+    response_from_completion,
+    response_id_of_item,
+)
 
 USAGE = {
     "prompt_tokens": 12,
@@ -121,7 +126,8 @@ def test_calls_and_their_outputs_become_assistant_tool_calls_and_tool_messages()
         ({"model": "m"}, "input"),
         ({"model": "m", "input": 3}, "input"),
         ({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
-        ({"model": "m", "input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
+        ({"model": "m", "input": [{"type": "computer_call", "id": "x"}]}, "input[0].type"),
+        ({"model": "m", "input": [{"type": "item_reference"}]}, "input[0].id"),
         ({"model": "m", "input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
         (
             {"model": "m", "input": [{"role": "user", "content": [{"type": "input_file"}]}]},
@@ -170,6 +176,9 @@ def test_a_chat_completion_becomes_a_response_with_responses_usage() -> None:
     assert response["object"] == "response" and response["status"] == "completed"
     assert response["id"].startswith("resp_") and response["metadata"] == {"k": "v"}
     message, call = response["output"]
+    # Item ids name their response, so an item_reference finds it.
+    assert response_id_of_item(message["id"]) == response_id_of_item(call["id"]) == response["id"]
+    assert response_id_of_item("msg_abc") is None
     assert message["content"][0]["text"] == "Looking."
     assert (call["type"], call["call_id"], call["arguments"]) == (
         "function_call",

@@ -270,14 +270,18 @@ def _input_item(index: int, item: Any) -> Item:
             "call_id": _required_str(item, "call_id", param),
             "output": _tool_output(f"{param}.output", item.get("output")),
         }
+    if kind == "item_reference":
+        # An earlier output item by id (the Vercel AI SDK sends these when `store` is on);
+        # the routes replace it with the stored item before anything else reads the input.
+        return {"type": "item_reference", "id": _required_str(item, "id", param)}
     if kind == "reasoning":
         # Another model's reasoning summary: nothing a chat turn can carry. Dropping it
         # keeps agents that replay whole outputs working.
         return {"type": "reasoning", "id": item_id or new_id("rs"), "summary": []}
     raise invalid_value(
         f"{param}.type",
-        f"unsupported input item type {kind!r}; expected 'message', 'function_call' or "
-        "'function_call_output'.",
+        f"unsupported input item type {kind!r}; expected 'message', 'function_call', "
+        "'function_call_output' or 'item_reference'.",
     )
 
 

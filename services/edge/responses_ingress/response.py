@@ -15,6 +15,7 @@ from typing import Any
 
 from .request import Item, ResponsesRequest, new_id
 
+RESPONSE_PREFIX = "resp"
 # Chat finish reasons that leave a response `incomplete`, and the reason Responses gives.
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -30,7 +31,12 @@ class ResponseShell:
 
     @classmethod
     def new(cls, request: ResponsesRequest, model: str) -> ResponseShell:
-        return cls(new_id("resp"), int(time.time()), model, request)
+        return cls(new_id(RESPONSE_PREFIX), int(time.time()), model, request)
+
+    def item_id(self, prefix: str, output_index: int) -> str:
+        """An output item's id names its response (`msg_<response hex>_<index>`), so an
+        `item_reference` to it finds the stored response without an index of its own."""
+        return f"{prefix}_{self.id.removeprefix(RESPONSE_PREFIX + '_')}_{output_index}"
 
     def render(
         self,
@@ -69,6 +75,14 @@ class ResponseShell:
             "user": request.user,
             "metadata": request.metadata,
         }
+
+
+def response_id_of_item(item_id: str) -> str | None:
+    """The response an output item id (`ResponseShell.item_id`) belongs to, if it is one."""
+    parts = item_id.split("_")
+    if len(parts) != 3 or not parts[2].isdigit():
+        return None
+    return f"{RESPONSE_PREFIX}_{parts[1]}"
 
 
 def responses_usage(chat_usage: Item | None) -> Item | None:
@@ -135,12 +149,14 @@ def response_from_completion(shell: ResponseShell, completion: Item) -> Item:
         parts.append({"type": "refusal", "refusal": message["refusal"]})
     tool_calls = message.get("tool_calls") or []
     if parts or not tool_calls:
-        output.append(_message_item(new_id("msg"), parts or [_text_part("")], item_status))
+        output.append(
+            _message_item(shell.item_id("msg", 0), parts or [_text_part("")], item_status)
+        )
     for call in tool_calls:
         function = call.get("function") or {}
         output.append(
             _function_call_item(
-                new_id("fc"),
+                shell.item_id("fc", len(output)),
                 call.get("id") or new_id("call"),
                 function.get("name", ""),
                 function.get("arguments") or "",
@@ -216,7 +232,8 @@ class ResponseEvents:
     def _text_delta(self, text: str) -> list[Item]:
         events: list[Item] = []
         if self._text is None:
-            self._text = _OpenText(len(self._output), new_id("msg"))
+            index = len(self._output)
+            self._text = _OpenText(index, self.shell.item_id("msg", index))
             item = _message_item(self._text.item_id, [], "in_progress")
             self._output.append(item)
             events.append(
@@ -255,7 +272,7 @@ class ResponseEvents:
             events.extend(self._close_text("completed"))
             call = _OpenCall(
                 len(self._output),
-                new_id("fc"),
+                self.shell.item_id("fc", len(self._output)),
                 delta.get("id") or new_id("call"),
                 function.get("name") or "",
             )

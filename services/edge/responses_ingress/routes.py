@@ -11,6 +11,7 @@ like an unknown one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 import grpc
@@ -34,7 +35,12 @@ from ..router_calls import OpenedStream, RouterCalls, call_context
 from ..v1 import JSON, SSE_HEADERS, authenticate, reply_error
 from ..validation import invalid_value, validate_chat_request
 from .request import Item, chat_body, parse_request
-from .response import ResponseEvents, ResponseShell, response_from_completion
+from .response import (
+    ResponseEvents,
+    ResponseShell,
+    response_from_completion,
+    response_id_of_item,
+)
 
 MAX_LIST_LIMIT = 100
 
@@ -84,6 +90,9 @@ class ResponsesRoutes:
         require_json(request)
         call = parse_request(parse_json_object(await read_body(request, self._max_body_bytes)))
         history = await self._history(key.account_id, call.previous_response_id)
+        if any(item["type"] == "item_reference" for item in call.input_items):
+            items = await self._dereference(key.account_id, call.input_items)
+            call = dataclasses.replace(call, input_items=items)
         model = self._catalog.current.chat(call.model)
         reasoning = model is not None and model.capabilities.reasoning
         body = chat_body(call, history, reasoning=reasoning)
@@ -173,6 +182,31 @@ class ResponsesRoutes:
                 "stored conversation to continue.",
             )
         return record.conversation()
+
+    async def _dereference(self, account_id: str, items: list[Item]) -> list[Item]:
+        """`item_reference`s replaced by the account's stored output items they name."""
+        records: dict[str, ResponseRecord | None] = {}
+        resolved: list[Item] = []
+        for index, item in enumerate(items):
+            if item["type"] != "item_reference":
+                resolved.append(item)
+                continue
+            found = None
+            response_id = response_id_of_item(item["id"])
+            if response_id is not None:
+                if response_id not in records:
+                    records[response_id] = await self._responses.get(account_id, response_id)
+                record = records[response_id]
+                found = record.output_item(item["id"]) if record is not None else None
+            if found is None:
+                raise APIError(
+                    404,
+                    f"Item with id '{item['id']}' not found.",
+                    param=f"input[{index}].id",
+                    code="item_not_found",
+                )
+            resolved.append(found)
+        return resolved
 
     async def _stored(self, request: Request) -> tuple[str, ResponseRecord]:
         key = await authenticate(request, self._store)
