@@ -202,3 +202,19 @@ def test_billed_exactly_like_chat_and_402_in_openai_shape(
     assert refused.value.status_code == 402
     assert refused.value.code == "insufficient_credits"
     assert refused.value.response.headers["x-request-id"].startswith("req_")
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_a_stream_that_breaks_ends_in_response_failed(
+    client: openai.OpenAI, sandbox: Sandbox
+) -> None:
+    sandbox.fault("anthropic", 500, after_chunks=2)
+    events = list(
+        client.responses.create(
+            model=FAMILY_MODELS["anthropic"], input="A long answer please", stream=True
+        )
+    )
+    assert events[0].type == "response.created"
+    assert [e.type for e in events[-2:]] == ["error", "response.failed"]
+    assert events[-1].response.status == "failed"
+    assert not any(e.type == "response.completed" for e in events)

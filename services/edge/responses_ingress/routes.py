@@ -58,6 +58,16 @@ def _sse(event: Item) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
+def _failure(body: Item) -> tuple[str, str]:
+    """The code and message of an OpenAI error body, for the stream's `error` event."""
+    found = body.get("error")
+    error: Item = found if isinstance(found, dict) else {}
+    return (
+        str(error.get("code") or "upstream_error"),
+        str(error.get("message") or "The upstream provider failed."),
+    )
+
+
 class ResponsesRoutes:
     def __init__(
         self,
@@ -133,18 +143,7 @@ class ResponsesRoutes:
             message = opened.first
             while True:
                 kind = message.WhichOneof("event")
-                if kind == "chunk":
-                    for event in translator.feed(orjson.loads(message.chunk)):
-                        yield _sse(event)
-                elif kind == "error":
-                    error = orjson.loads(message.error.body).get("error") or {}
-                    for event in translator.fail(
-                        str(error.get("code") or "upstream_error"),
-                        str(error.get("message") or "The upstream provider failed."),
-                    ):
-                        yield _sse(event)
-                    return
-                else:
+                if kind not in ("chunk", "error"):
                     if kind == "end" and message.end.HasField("usage"):
                         usage = message.end.usage
                         fallback_usage = TokenUsage(
@@ -154,6 +153,15 @@ class ResponsesRoutes:
                             usage.reasoning_tokens,
                         ).as_openai()
                     break
+                # Once output flowed the router reports a failure as a chunk holding an
+                # OpenAI error (its status is gone); before that, as an `error` event.
+                body = orjson.loads(message.chunk if kind == "chunk" else message.error.body)
+                if kind == "error" or "error" in body:
+                    for event in translator.fail(*_failure(body)):
+                        yield _sse(event)
+                    return
+                for event in translator.feed(body):
+                    yield _sse(event)
                 message = await opened.rest.__anext__()
         except StopAsyncIteration:
             pass
