@@ -22,6 +22,7 @@ from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.errors import parse_json_object
 from catalog.estimate import estimate_prompt_tokens
 from controldb import AuthenticatedKey, KeyStore
+from controldb.money import Admission
 
 from ..admission import Admissions
 from ..http import read_body, request_id, require_json
@@ -96,7 +97,7 @@ class MessagesRoutes:
         return Response(orjson.dumps(answer), media_type=JSON, headers=headers)
 
     async def _stream(
-        self, message: pb.ChatRequest, admission: Any, model: str, rid: str
+        self, message: pb.ChatRequest, admission: Admission, model: str, rid: str
     ) -> Response:
         opened = await self._calls.open_stream(message, admission)
         if opened.first.WhichOneof("event") == "error":
