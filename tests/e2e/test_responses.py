@@ -157,7 +157,14 @@ def test_stored_responses_belong_to_their_account(
     client.responses.delete(first.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(first.id)
-    unstored = client.responses.create(model="gpt-4o-mini", input="Forget me", store=False)
+    raw = client.responses.with_raw_response.create(
+        model="gpt-4o-mini", input="Forget me", store=False
+    )
+    assert raw.headers["x-aig-provider"] == "openai"
+    assert raw.headers["x-aig-model"] == "gpt-4o-mini"
+    assert raw.headers["x-aig-attempts"] == "1"
+    assert raw.headers["x-request-id"].startswith("req_")
+    unstored = raw.parse()
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(unstored.id)
     with pytest.raises(openai.BadRequestError) as refused:
