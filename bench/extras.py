@@ -160,7 +160,7 @@ def tracing_section(traced: dict[str, Any]) -> list[str]:
         "",
         f"{off['calls']} chat calls, {traced['concurrency']} at a time, through a stack with "
         "tracing off (the default) and one exporting every call over OTLP/HTTP to a receiver "
-        "in the harness. CPU of aig's processes per call: "
+        "in the harness. CPU of edge, router and billing per call: "
         f"off {off['cpu_us_per_call']} µs, on {on['cpu_us_per_call']} µs "
         f"(**{traced['cpu_on_over_off']}x**; {on['spans_received']} spans received). "
         f"With tracing off a call passes through the tracing helpers for "
