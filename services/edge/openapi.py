@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from .anthropic_ingress import openapi as anthropic_openapi
+from .responses_ingress import openapi as responses_openapi
 
 JSON = "application/json"
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -254,6 +255,7 @@ def install_openapi(app: FastAPI) -> None:
         document = generate()
         document.setdefault("paths", {}).update(v1_paths())
         document["paths"].update(anthropic_openapi.messages_paths())
+        document["paths"].update(responses_openapi.responses_paths())
         components = document.setdefault("components", {})
         components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
         components["schemas"]["AnthropicError"] = anthropic_openapi.ANTHROPIC_ERROR_SCHEMA

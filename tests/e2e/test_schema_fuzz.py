@@ -29,9 +29,10 @@ from .conftest import FAMILY_MODELS
 
 EXAMPLES = int(os.environ.get("AIG_FUZZ_EXAMPLES", "25"))
 # The hot path and the customer's reads; the admin API is fuzzed by its own unit tests.
-FUZZED_PATHS = r"^/v1/(chat/completions|messages|embeddings|models|me|usage)"
+FUZZED_PATHS = r"^/v1/(chat/completions|responses|messages|embeddings|models|me|usage)"
 REAL_MODELS = {
     "/v1/chat/completions": list(FAMILY_MODELS.values()),
+    "/v1/responses": list(FAMILY_MODELS.values()),
     "/v1/messages": list(FAMILY_MODELS.values()),
     "/v1/messages/count_tokens": list(FAMILY_MODELS.values()),
     "/v1/embeddings": ["text-embedding-3-small"],
@@ -66,6 +67,7 @@ def test_the_edge_answers_every_generated_request_as_documented(stack: Stack, ap
         operations.append(result.ok())
     assert {operation.path for operation in operations} >= {
         "/v1/chat/completions",
+        "/v1/responses",
         "/v1/messages",
         "/v1/embeddings",
         "/v1/models",
