@@ -4,6 +4,7 @@ for the in-process dashboard tests."""
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 
 import httpx
@@ -67,3 +68,12 @@ class Browser:
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+async def verified(browser: Browser, mailbox: Mailbox) -> str:
+    """Signs up a fresh address, signs in and follows the verification mail; its email."""
+    email = f"buyer.{secrets.token_hex(4)}@example.com"
+    await browser.sign_up(email)
+    await browser.log_in(email)
+    await browser.get(mailbox.link(email, "verify"))
+    return email

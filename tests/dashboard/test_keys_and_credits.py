@@ -12,19 +12,11 @@ from typing import Any
 
 import httpx
 import orjson
-from dashboard_client import WEBHOOK_SECRET, Browser, Mailbox
+from dashboard_client import WEBHOOK_SECRET, Browser, Mailbox, verified
 from sqlalchemy import select
 
 from controldb import create_engine_from_url
 from controldb.models import CheckoutSession
-
-
-async def verified(browser: Browser, mailbox: Mailbox) -> str:
-    email = f"buyer.{secrets.token_hex(4)}@example.com"
-    await browser.sign_up(email)
-    await browser.log_in(email)
-    await browser.get(mailbox.link(email, "verify"))
-    return email
 
 
 def balance(page: str) -> str:

@@ -1,5 +1,6 @@
 """The customer's web side, served by the edge under /dashboard: sign-up with email
-verification and the trial, sign-in, keys and caps, spend charts and calls, credits.
+verification and the trial, sign-in, keys and caps, spend charts and calls, media tasks
+with their webhook deliveries, credits.
 
 Server-rendered HTML (Jinja2, autoescaped), a few lines of JS for the copy button, charts as
 server-drawn SVG; no framework, no build step, nothing loaded from another site.
@@ -18,6 +19,8 @@ from controldb import KeyStore
 from controldb.limits import Limits
 from controldb.money import Money
 from controldb.people import People
+from controldb.tasks import TaskStore
+from controldb.webhooks import WebhookStore
 
 from ..billing_client import BillingClient
 from .mail import Mailer
@@ -55,7 +58,17 @@ def dashboard_routes(
         else None
     )
     onboarding = Onboarding(web, Mailer(settings.smtp_url, settings.mail_from))
-    pages = Pages(web, store, money, limits, billing, tier_interval, payments)
+    pages = Pages(
+        web,
+        store,
+        money,
+        limits,
+        billing,
+        tier_interval,
+        payments,
+        TaskStore(sessions),
+        WebhookStore(sessions),
+    )
     return [
         Mount(f"{PREFIX}/static", app=StaticFiles(directory=STATIC), name="dashboard-static"),
         *onboarding.routes(),

@@ -18,7 +18,9 @@ from controldb.limits import Limits, NotFound
 from controldb.models import Account, ApiKey, Workspace
 from controldb.money import PACKAGE_BONUS_BASIS_POINTS, Money, RefundNotAllowed
 from controldb.people import SignedIn
+from controldb.tasks import TaskStore
 from controldb.tiers import TIERS
+from controldb.webhooks import WebhookStore
 
 from ..billing_client import BillingClient
 from ..money_api import cap_figures
@@ -31,6 +33,16 @@ PERIODS = (7, 30, 90)
 CALLS_SHOWN = 50
 CSV_ROWS = 10_000
 OUTCOMES = ("succeeded", "failed")
+
+
+# The dashboard's task list: the newest this many (the API pages through all of them).
+TASKS_SHOWN = 50
+
+
+def _utc_ms(moment_ms: int | None) -> str:
+    if moment_ms is None:
+        return ""
+    return datetime.fromtimestamp(moment_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def tier_progress(account: Account) -> dict[str, Any]:
@@ -79,7 +91,11 @@ class Pages:
         billing: BillingClient,
         tier_interval: timedelta,
         payments: Payments | None,
+        tasks: TaskStore,
+        webhooks: WebhookStore,
     ) -> None:
+        self._tasks = tasks
+        self._webhooks = webhooks
         self._web = web
         self._store = store
         self._money = money
@@ -101,6 +117,7 @@ class Pages:
             route("/account/caps", self.account_caps, ["POST"]),
             route("/usage", self.usage, ["GET"]),
             route("/usage.csv", self.usage_csv, ["GET"]),
+            route("/tasks", self.tasks, ["GET"]),
             route("/credits", self.credits, ["GET"]),
             route("/credits/checkout", self.checkout, ["POST"]),
             route("/credits/refund", self.refund, ["POST"]),
@@ -288,6 +305,34 @@ class Pages:
             key_names=key_names,
             calls=[{**call, "cost_nano_usd": parse_usd(call["billed_cost_usd"])} for call in calls],
             csv_query=str(request.url.query),
+        )
+
+    async def tasks(self, request: Request) -> Response:
+        """The account's recent media tasks, each with its webhook deliveries and attempts."""
+        viewer = await self._web.require_viewer(request)
+        account_id = viewer.account.id
+        page = await self._tasks.list_owned(account_id, limit=TASKS_SHOWN)
+        keys = await self._store.list_keys(account_id)
+        key_names = {key.id: f"{key.name} ({key.key_prefix}…)" for key in keys}
+        return self._web.render(
+            request,
+            "tasks.html",
+            viewer=viewer,
+            tasks=[
+                {
+                    "task": task,
+                    "created": _utc_ms(task.create_time_ms),
+                    "completed": _utc_ms(task.complete_time_ms),
+                    # What it cost, or what is held for it while it runs.
+                    "cost_nano_usd": task.billed_nano_usd
+                    if task.state in ("success", "fail")
+                    else task.reserved_nano_usd,
+                    "deliveries": await self._webhooks.deliveries_of_task(task.id, account_id),
+                }
+                for task in page.tasks
+            ],
+            shown=TASKS_SHOWN,
+            key_names=key_names,
         )
 
     async def usage_csv(self, request: Request) -> Response:
