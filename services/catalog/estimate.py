@@ -21,6 +21,10 @@ TOKENS_PER_REQUEST = 16
 # BPE vocabularies average ~4 bytes of English per token; 3 leaves headroom for code, digits
 # and non-Latin scripts (a CJK character is 3 UTF-8 bytes and usually about one token).
 BYTES_PER_TOKEN = 3
+# The central estimate (likely_prompt_tokens), where erring high would overcharge.
+LIKELY_BYTES_PER_TOKEN = 4
+LIKELY_TOKENS_PER_MESSAGE = 3
+LIKELY_TOKENS_PER_REQUEST = 3
 
 
 def requested_max_output_tokens(body: dict[str, Any]) -> int | None:
@@ -63,6 +67,33 @@ def prompt_size(body: dict[str, Any]) -> PromptSize:
     the size of its JSON. It is a heuristic, not a tokenizer: adversarial text such as
     punctuation-separated digits can still tokenize denser than this.
     """
+    total_bytes, image_count, message_count = _prompt_parts(body)
+    text_tokens = -(-total_bytes // BYTES_PER_TOKEN)
+    return PromptSize(
+        text_tokens=TOKENS_PER_REQUEST + TOKENS_PER_MESSAGE * message_count + text_tokens,
+        images=image_count,
+    )
+
+
+def likely_prompt_tokens(
+    body: dict[str, Any], *, tokens_per_image: int = DEFAULT_IMAGE_INPUT_TOKENS
+) -> int:
+    """A central estimate of the prompt, for billing a stream whose provider never reported
+    usage (the client left first): what the provider most likely counted, not an upper
+    bound, so the customer is not charged the reservation's safety margin. English averages
+    about 4 UTF-8 bytes per token; OpenAI's chat format adds about 3 tokens per message and
+    3 for the reply's priming."""
+    total_bytes, image_count, message_count = _prompt_parts(body)
+    return (
+        LIKELY_TOKENS_PER_REQUEST
+        + LIKELY_TOKENS_PER_MESSAGE * message_count
+        + -(-total_bytes // LIKELY_BYTES_PER_TOKEN)
+        + image_count * tokens_per_image
+    )
+
+
+def _prompt_parts(body: dict[str, Any]) -> tuple[int, int, int]:
+    """(bytes of text and JSON, images, messages) of a chat request's prompt."""
     total_bytes = 0
     image_count = 0
     messages = chat_messages(body)
@@ -77,11 +108,7 @@ def prompt_size(body: dict[str, Any]) -> PromptSize:
     for param in ("tools", "functions", "response_format"):
         if body.get(param):
             total_bytes += _json_size(body[param])
-    text_tokens = -(-total_bytes // BYTES_PER_TOKEN)
-    return PromptSize(
-        text_tokens=TOKENS_PER_REQUEST + TOKENS_PER_MESSAGE * len(messages) + text_tokens,
-        images=image_count,
-    )
+    return total_bytes, image_count, len(messages)
 
 
 def estimate_prompt_tokens(

@@ -20,7 +20,7 @@ import orjson
 
 from aig_common import tracing
 from aig_common.errors import APIError, error_body, model_not_found
-from catalog.estimate import estimate_prompt_tokens
+from catalog.estimate import likely_prompt_tokens
 from catalog.live import LiveCatalog
 from catalog.models import ChatModel, request_chain
 
@@ -73,6 +73,33 @@ class AttemptsFailed(Exception):
         super().__init__(str(error))
         self.error = error
         self.attempts = attempts
+
+
+def _stream_usage(
+    reported: TokenUsage | None, finished: bool, body: dict[str, Any], streamed_chars: int
+) -> TokenUsage:
+    """What a stream that reached its first chunk is billed for.
+
+    The provider bills us from the moment it accepted the request, so the customer pays
+    for the prompt and the output produced even when they leave early (docs: billing rules).
+    A stream that ran to its end is billed on the provider's usage exactly. One cut short
+    (the client left, or the upstream broke off) may have no usage yet, or only the partial
+    figures some providers send first (Anthropic's message_start counts one output token):
+    each figure the provider did not report is our estimate instead, the prompt from the
+    request's size (catalog.estimate.likely_prompt_tokens, a central estimate rather than
+    the reservation's upper bound) and the output from the characters streamed (4 per
+    token)."""
+    if finished and reported is not None:
+        return reported
+    produced = -(-streamed_chars // 4)
+    if reported is None:
+        return TokenUsage(prompt_tokens=likely_prompt_tokens(body), completion_tokens=produced)
+    return TokenUsage(
+        prompt_tokens=reported.prompt_tokens or likely_prompt_tokens(body),
+        completion_tokens=max(reported.completion_tokens, produced),
+        cached_prompt_tokens=reported.cached_prompt_tokens,
+        reasoning_tokens=reported.reasoning_tokens,
+    )
 
 
 def unreachable(provider: str, exc: UpstreamUnreachable) -> UpstreamError:
@@ -234,28 +261,23 @@ class ChatService:
         )
         outcome.provider, outcome.model_id = target.provider, target.model.id
         streamed_chars = 0
+        finished = False
         try:
             streamed_chars += _output_chars(started.first)
             yield started.first
             async for chunk in started.rest:
                 streamed_chars += _output_chars(chunk)
                 yield chunk
+            finished = True
         except UpstreamError:
             self._breakers.record_failure(target.provider, target.upstream_id)
             raise
         finally:
+            # Closing the upstream stream is what stops the provider producing (and billing)
+            # more once the client has gone.
             await started.aclose()
-            reported = started.request.usage()
-            if reported is not None:
-                outcome.usage, outcome.reported_usage = reported, True
-            elif streamed_chars:
-                # The stream ended (or the client left) before the provider's usage
-                # arrived: bill what was produced, estimated, rather than nothing.
-                outcome.usage = TokenUsage(
-                    prompt_tokens=estimate_prompt_tokens(body),
-                    completion_tokens=-(-streamed_chars // 4),
-                )
-                outcome.reported_usage = True
+            outcome.usage = _stream_usage(started.request.usage(), finished, body, streamed_chars)
+            outcome.reported_usage = True
 
     async def _start_stream(
         self, plan: Plan, target: Target, body: dict[str, Any]

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,6 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from aig.events.v1 import events_pb2 as events
 from aig_common.ids import uuid7
 from aig_common.money import NANO_PER_USD, apply_markup, parse_usd
+from aig_common.service_auth import service_headers
+from catalog.estimate import likely_prompt_tokens
 from catalog.models import load_catalog
 from devstack.stack import Stack
 
@@ -266,3 +269,58 @@ def test_tier_follows_rolling_30_day_spend(
     upstream = parse_usd(claude["upstream_cost_usd"])
     assert upstream > 0
     assert parse_usd(claude["billed_cost_usd"]) == apply_markup(upstream, 3000)
+
+
+def _calls_of(stack: Stack, account_id: str) -> list[dict[str, Any]]:
+    """The account's calls as billing's ledger holds them, one row each (internal API)."""
+    answer = httpx.get(
+        f"http://127.0.0.1:{stack.ports.billing}/internal/v1/calls",
+        params={
+            "account_id": account_id,
+            "start": "2000-01-01T00:00:00+00:00",
+            "end": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+        },
+        headers=service_headers(stack.service_token),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["data"])
+
+
+def test_a_stream_the_client_leaves_pays_for_its_prompt_and_what_it_produced(
+    stack: Stack, admin: httpx.Client, base_url: str
+) -> None:
+    """The provider bills the prompt and the output it made before the router closed the
+    upstream stream; the customer pays that (with markup), not nothing and not the rest."""
+    key = create_key(admin, "abandoned-stream", credits_usd="5.00")
+    body = {"model": "gpt-4o-mini", "messages": ASK, "stream": True, **NO_FALLBACKS}
+    seen = ""
+    with (
+        sandbox_settings(stack, chunk_interval_ms=200, stream_chunks=12, answer_tokens=120),
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST",
+            f"{base_url}/chat/completions",
+            json=body,
+            headers={"authorization": f"Bearer {key['key']}"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                for choice in orjson.loads(line.removeprefix("data: "))["choices"]:
+                    seen += choice["delta"].get("content") or ""
+            if seen:
+                break  # one content chunk of twelve, then the client hangs up
+    me = wait_until_settled(base_url, key["key"])
+    (call,) = _calls_of(stack, key["account_id"])
+    assert (call["http_status"], call["error_code"]) == (499, "client_closed"), call
+    model = load_catalog().chat("gpt-4o-mini")
+    assert model is not None
+    prompt, produced = likely_prompt_tokens(body), -(-len(seen.encode()) // 4)
+    assert (int(call["prompt_tokens"]), int(call["completion_tokens"])) == (prompt, produced)
+    assert produced < 120 // 2  # the router stopped the upstream: not the whole answer
+    upstream = prompt * model.input_nano_usd_per_token + produced * model.output_nano_usd_per_token
+    billed = apply_markup(upstream, 4000)
+    assert billed > 0 and parse_usd(call["billed_cost_usd"]) == billed
+    assert parse_usd(me["account"]["balance_usd"]) == 5 * NANO_PER_USD - billed
