@@ -23,7 +23,7 @@ up: .venv/.synced
 	@scripts/install_seaweedfs.sh >/dev/null
 
 test: .venv/.synced tests/js/node_modules/.package-lock.json .tools/kustomize.version .tools/weed.version lint typecheck proto-check
-	@$(PY) -m pytest -q -p no:cacheprovider
+	@$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 # The ledger, money and end-to-end tests against Kafka, a ClickHouse server and PostgreSQL
 # in Docker containers (testcontainers; tests/backends.py). Fails at once without Docker.
