@@ -11,6 +11,7 @@ from aig_common.runtime import freeze_startup_heap
 
 from .app import create_app
 from .settings import EdgeSettings
+from .wire import JsonErrorHttpToolsProtocol
 
 
 def main() -> None:
@@ -24,7 +25,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=JsonErrorHttpToolsProtocol,
         access_log=False,
         log_level="info",
         # SIGTERM: uvicorn stops accepting, then waits for requests and streams in flight,

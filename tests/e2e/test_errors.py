@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import httpx
@@ -222,3 +223,36 @@ def test_a_body_that_never_finishes_arriving_gets_408(stack: Stack, api_key: str
                 break
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+
+
+def _raw_exchange(stack: Stack, request: bytes) -> bytes:
+    """Sends bytes no HTTP client library would send; returns all the edge answers before it
+    closes the connection."""
+    with socket.create_connection(("127.0.0.1", stack.ports.edge), timeout=30) as connection:
+        connection.sendall(request)
+        reply = b""
+        while chunk := connection.recv(4096):
+            reply += chunk
+    return reply
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /v1/models HTTP/1.1\r\nhost: x\r\nx-bad: a\x00b\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\r\nhost: x\r\nx-bad: a\x01b\r\n\r\n",
+        b"GET /v1/models HTTP/1.1\rhost: x\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n"
+        b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /v1/mo dels HTTP/1.1\r\nhost: x\r\n\r\n",
+    ],
+    ids=["nul-in-header", "control-char-in-header", "bare-cr", "cl-and-te", "space-in-target"],
+)
+def test_malformed_http_gets_an_openai_shaped_400(stack: Stack, request_bytes: bytes) -> None:
+    reply = _raw_exchange(stack, request_bytes)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), reply[:300]
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == "malformed_http"
