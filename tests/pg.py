@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
+
+from devstack.lifetime import die_with_parent_preexec
 
 POSTGRES_ENV_URL = "AIG_TEST_POSTGRES_URL"
 DEBIAN_POSTGRES_ROOT = Path("/usr/lib/postgresql")
@@ -59,6 +64,8 @@ class PostgresServer:
     bin_dir: Path
     base_dir: Path
     port: int
+    _process: subprocess.Popen[bytes] = field(init=False, repr=False)
+    _log: BinaryIO = field(init=False, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -105,18 +112,47 @@ class PostgresServer:
             "full_page_writes": "off",
             "max_connections": "100",
         }
-        options = " ".join(f"-c {name}={value}" for name, value in settings.items())
-        self._run(
-            "pg_ctl",
-            "start",
-            "--wait",
-            "--pgdata",
-            str(self.data_dir),
-            "--log",
-            str(self.base_dir / "server.log"),
-            "--options",
-            options,
+        # The postmaster is this process's child, not pg_ctl's daemon: it gets SIGQUIT
+        # (immediate shutdown) when the test run dies, so a killed run leaves no server.
+        command = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
+        for name, value in settings.items():
+            command += ["-c", f"{name}={value}"]
+        self._log = open(self.base_dir / "server.log", "ab")  # noqa: SIM115 - the server's lifetime
+        # PostgreSQL refuses to run as root; Popen switches to its system user first.
+        as_user: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            as_user = {"user": SERVER_USER, "group": SERVER_USER, "extra_groups": []}
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent_preexec(os.getpid(), signal.SIGQUIT),
+            **as_user,
         )
+        self._wait_until_ready()
+
+    def _wait_until_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(
+                    f"postgres exited ({self._process.returncode}):\n{self._log_text()}"
+                )
+            ready = subprocess.run(
+                [str(self.bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"postgres was not ready within {timeout_s:g} s:\n{self._log_text()}")
+
+    def _log_text(self) -> str:
+        log = self.base_dir / "server.log"
+        return log.read_text(errors="replace") if log.exists() else ""
 
     def create_database(self, name: str) -> None:
         self._run(
@@ -125,8 +161,14 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "stop", "--pgdata", str(self.data_dir), "--mode", "immediate")
+            self._process.send_signal(signal.SIGQUIT)  # immediate shutdown
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
         finally:
+            self._log.close()
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def _run(self, program: str, *args: str) -> None:
@@ -135,11 +177,9 @@ class PostgresServer:
             command = ["runuser", "-u", SERVER_USER, "--", *command]
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
         if result.returncode != 0:
-            log = self.base_dir / "server.log"
-            server_log = log.read_text(errors="replace") if log.exists() else ""
             raise RuntimeError(
                 f"{program} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}\n"
-                f"{server_log}"
+                f"{self._log_text()}"
             )
 
 

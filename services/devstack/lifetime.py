@@ -25,17 +25,21 @@ if sys.platform == "linux":
     _libc_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
-def die_with_parent_preexec(parent_pid: int) -> Callable[[], None] | None:
-    """A `preexec_fn` for Popen: SIGTERM this child when `parent_pid` (the caller) dies.
+def die_with_parent_preexec(
+    parent_pid: int, signal_number: int = signal.SIGTERM
+) -> Callable[[], None] | None:
+    """A `preexec_fn` for Popen: send `signal_number` (SIGTERM) to this child when
+    `parent_pid` (the caller) dies.
 
     Linux ties the signal to the thread that forked; Popen is called from long-lived threads
-    here (the main thread, the supervisor's thread). None on other platforms."""
+    here (the main thread, the supervisor's thread). A change of user clears the setting,
+    but Popen's `user=` switches before `preexec_fn` runs. None on other platforms."""
     prctl = _libc_prctl
     if prctl is None:
         return None
 
     def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl(_PR_SET_PDEATHSIG, signal_number)
         if os.getppid() != parent_pid:  # the parent died before the prctl took effect
             os._exit(1)
 
