@@ -50,5 +50,7 @@ class EmbeddedServer(uvicorn.Server):
 def ops_server(host: str, port: int, readiness: ReadinessCheck) -> uvicorn.Server:
     """A small HTTP server for services whose main protocol is not HTTP."""
     app = Starlette(routes=ops_routes(readiness))
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", log_config=None, lifespan="off"
+    )
     return EmbeddedServer(config)

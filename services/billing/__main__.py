@@ -13,7 +13,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from aig_common import tracing
+from aig_common import logs, tracing
 from aig_common.consumers import (
     database_and_kafka_readiness,
     start_when_reachable,
@@ -45,7 +45,12 @@ async def serve(settings: BillingSettings) -> None:
     # Per-message logs go out at DEBUG: at thousands of events a second INFO would cost more
     # than the work.
     broker = KafkaBroker(
-        settings.kafka_bootstrap_servers, client_id="aig-billing", log_level=logging.DEBUG
+        settings.kafka_bootstrap_servers,
+        client_id="aig-billing",
+        log_level=logging.DEBUG,
+        # FastStream's own logger has its own (coloured) handler; this one goes to the
+        # root handler, so its lines have the service's format (AIG_LOG_FORMAT).
+        logger=logging.getLogger("billing.kafka"),
     )
 
     @broker.subscriber(
@@ -77,6 +82,7 @@ async def serve(settings: BillingSettings) -> None:
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            log_config=None,
             lifespan="off",
         )
     )
@@ -95,7 +101,7 @@ async def serve(settings: BillingSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure("billing")
     tracing.setup_from_env("billing")
     uvloop.run(serve(BillingSettings.from_env()))
 

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from aig_common import logs
 from controldb.engine import is_postgres
 from controldb.migrate import migrate
 
@@ -23,7 +24,7 @@ def main(argv: list[str]) -> int:
     if argv != ["migrate"]:
         print(USAGE, file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure("controldb")
     url = os.environ.get("AIG_DATABASE_URL") or DEFAULT_DATABASE_URL
     asyncio.run(migrate(url))
     # The URL holds the password: name only the kind of database.

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
-from aig_common import tracing
+from aig_common import logs, tracing
 from aig_common.runtime import freeze_startup_heap
 
 from .app import create_app
@@ -15,7 +13,7 @@ from .wire import JsonErrorHttpToolsProtocol
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure("edge")
     tracing.setup_from_env("edge")
     settings = EdgeSettings.from_env()
     app = create_app(settings)
@@ -27,6 +25,7 @@ def main() -> None:
         loop="uvloop",
         http=JsonErrorHttpToolsProtocol,
         access_log=False,
+        log_config=None,  # its loggers go to the root handler, in AIG_LOG_FORMAT
         log_level="info",
         # SIGTERM: uvicorn stops accepting, then waits for requests and streams in flight,
         # at most AIG_DRAIN_S, before the lifespan closes the router channel and the DB.

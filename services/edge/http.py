@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aig_common import tracing
+from aig_common import logs, tracing
 from aig_common.errors import APIError
 
 from .anthropic_ingress import errors as anthropic_errors
@@ -36,6 +36,7 @@ class RequestIdMiddleware:
             return
         request_id = "req_" + secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
+        logs.current_request_id.set(request_id)
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from aig_common import tracing
+from aig_common import logs, tracing
 from aig_common.consumers import (
     database_and_kafka_readiness,
     start_when_reachable,
@@ -67,7 +67,12 @@ async def serve(settings: JobsSettings) -> None:
         callback_base=settings.provider_callback_base,
     )
     broker = KafkaBroker(
-        settings.kafka_bootstrap_servers, client_id="aig-jobs", log_level=logging.DEBUG
+        settings.kafka_bootstrap_servers,
+        client_id="aig-jobs",
+        log_level=logging.DEBUG,
+        # FastStream's own logger has its own (coloured) handler; this one goes to the
+        # root handler, so its lines have the service's format (AIG_LOG_FORMAT).
+        logger=logging.getLogger("jobs.kafka"),
     )
 
     @broker.subscriber(
@@ -107,7 +112,12 @@ async def serve(settings: JobsSettings) -> None:
     )
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            log_config=None,
+            lifespan="off",
         )
     )
     resumed = await runner.resume()
@@ -130,7 +140,7 @@ async def serve(settings: JobsSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure("jobs")
     tracing.setup_from_env("jobs")
     uvloop.run(serve(JobsSettings.from_env()))
 

@@ -11,7 +11,7 @@ import grpc
 import uvloop
 
 from aig.router.v1 import router_pb2_grpc as pb_grpc
-from aig_common import tracing
+from aig_common import logs, tracing
 from aig_common.contracts import GRPC_OPTIONS
 from aig_common.events import EventPublisher
 from aig_common.ops import ops_server
@@ -92,7 +92,7 @@ async def serve(settings: RouterSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure("router")
     tracing.setup_from_env("router")
     uvloop.run(serve(RouterSettings.from_env()))
 

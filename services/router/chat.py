@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from .config import RouterConfig
 from .providers import ChatCall, Provider, UpstreamRequest
 from .requests import Target
 from .upstream import UpstreamClients, UpstreamStream, UpstreamUnreachable
+
+log = logging.getLogger("router")
 
 T = TypeVar("T")
 
@@ -358,6 +361,15 @@ class ChatService:
             except Exception as exc:
                 attempts.append(self._record(target, _status_of(exc), started))
                 _describe_attempt(span, target, attempts, "error")
+                # The exception's type only: a provider's message may quote the request.
+                log.warning(
+                    "upstream attempt %d failed: provider=%s model=%s status=%d (%s)",
+                    len(attempts),
+                    target.provider,
+                    target.upstream_id,
+                    attempts[-1].status,
+                    type(exc).__name__,
+                )
                 if _is_outage(exc):
                     self._breakers.record_failure(target.provider, target.upstream_id)
                 raise

@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
-from aig_common import tracing
+from aig_common import logs, tracing
 from aig_common.errors import APIError, error_body, parse_json_object
 from catalog.live import LiveCatalog
 
@@ -156,6 +156,7 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def ChatCompletion(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> pb.ChatResponse:
+        logs.current_request_id.set(request.context.request_id)
         with tracing.remote_span(f"{_SERVICE}/ChatCompletion", request.context.traceparent) as span:
             reply = await self._chat_completion(request)
             if span is not None:
@@ -206,6 +207,7 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def StreamChatCompletion(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatStreamEvent]:
+        logs.current_request_id.set(request.context.request_id)
         name = f"{_SERVICE}/StreamChatCompletion"
         with tracing.remote_span(name, request.context.traceparent) as span:
             async for event in self._stream_chat(request, span):
@@ -271,6 +273,7 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def CreateEmbeddings(
         self, request: pb.EmbeddingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.EmbeddingsResponse:
+        logs.current_request_id.set(request.context.request_id)
         name = f"{_SERVICE}/CreateEmbeddings"
         with tracing.remote_span(name, request.context.traceparent) as span:
             reply = await self._create_embeddings(request)

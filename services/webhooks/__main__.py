@@ -13,7 +13,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from aig_common import tracing
+from aig_common import logs, tracing
 from aig_common.consumers import (
     database_and_kafka_readiness,
     start_when_reachable,
@@ -40,7 +40,12 @@ async def serve(settings: WebhooksSettings) -> None:
     deliverer = Deliverer(store, settings)
 
     broker = KafkaBroker(
-        settings.kafka_bootstrap_servers, client_id="aig-webhooks", log_level=logging.DEBUG
+        settings.kafka_bootstrap_servers,
+        client_id="aig-webhooks",
+        log_level=logging.DEBUG,
+        # FastStream's own logger has its own (coloured) handler; this one goes to the
+        # root handler, so its lines have the service's format (AIG_LOG_FORMAT).
+        logger=logging.getLogger("webhooks.kafka"),
     )
 
     @broker.subscriber(
@@ -80,7 +85,7 @@ async def serve(settings: WebhooksSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure("webhooks")
     tracing.setup_from_env("webhooks")
     uvloop.run(serve(WebhooksSettings.from_env()))
 

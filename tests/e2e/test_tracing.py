@@ -6,6 +6,7 @@ receiver; the session stacks run with tracing off, as a default install does."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,8 @@ def traced_stack(
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
             # Export within a tenth of a second rather than the SDK's default five.
             "OTEL_BSP_SCHEDULE_DELAY": "100",
+            # Production's log shape, so the log checks below read what a pipeline would.
+            "AIG_LOG_FORMAT": "json",
         }
 
     running = start_stack(request, tmp_path_factory, "sqlite", env)
@@ -192,6 +195,33 @@ def test_one_call_is_one_trace_from_edge_to_billing(
     assert by_id[settle.parent_span_id] is router
     assert settle.attributes["aig.request_id"] == request_id
     assert settle.attributes["aig.billed_nano_usd"] > 0
+
+    # The router's log says why the call took two attempts, in a line that leads to both
+    # the request and its trace.
+    (failed,) = [
+        line
+        for line in _json_log(traced_stack, "router")
+        if line.get("request_id") == request_id and line["message"].startswith("upstream attempt")
+    ]
+    assert failed["level"] == "WARNING"
+    assert failed["message"] == (
+        "upstream attempt 1 failed: provider=openai model=gpt-4o-mini status=500 (UpstreamError)"
+    )
+    assert failed["trace_id"] == edge.trace_id
+    assert failed["span_id"] == attempts[0].span_id
+
+
+SERVICES_LOGGING_JSON = ("edge", "router", "billing", "jobs", "webhooks")
+
+
+def _json_log(stack: Stack, service: str) -> list[dict[str, Any]]:
+    """A service's log, one JSON object per line (AIG_LOG_FORMAT=json); any other line fails."""
+    lines = (stack.var_dir / "logs" / f"{service}.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines if line.strip()]
+    for entry in entries:
+        assert {"ts", "level", "service", "logger", "message"} <= entry.keys(), entry
+        assert entry["service"] == service
+    return entries
 
 
 def test_a_stream_is_one_trace_too(
@@ -341,6 +371,8 @@ def test_no_secret_in_a_span_or_a_log(
         for what, secret in secrets_sent.items():
             assert secret not in text, f"{what} in span {span.service} {span.name}"
 
+    for service in SERVICES_LOGGING_JSON:
+        assert _json_log(traced_stack, service), f"{service} logged nothing"
     logs = sorted((traced_stack.var_dir / "logs").glob("*.log"))
     assert {"edge.log", "router.log", "billing.log"} <= {log.name for log in logs}
     for log in logs:

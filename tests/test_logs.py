@@ -1,0 +1,87 @@
+"""aig_common.logs: the JSON line shape, and the request and trace it points at."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from aig_common import logs
+
+
+@pytest.fixture
+def root_handlers() -> Iterator[None]:
+    """`configure` replaces the root's handlers (pytest's own among them): put them back."""
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved:
+        root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(False)
+
+
+def _record(message: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:
+    exc_info = (type(exc), exc, exc.__traceback__) if exc else None
+    return logging.LogRecord("router", logging.WARNING, __file__, 1, message, args, exc_info)
+
+
+def test_a_line_is_one_json_object_with_the_request_and_trace_it_belongs_to() -> None:
+    formatter = logs.JsonFormatter("router")
+    context = SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0xB7AD6B7169203331,
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    token = logs.current_request_id.set("req_abc")
+    try:
+        with trace.use_span(NonRecordingSpan(context)):
+            line = formatter.format(_record("attempt %d failed", 2))
+    finally:
+        logs.current_request_id.reset(token)
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert entry["level"] == "WARNING"
+    assert entry["service"] == "router"
+    assert entry["logger"] == "router"
+    assert entry["message"] == "attempt 2 failed"
+    assert entry["request_id"] == "req_abc"
+    assert entry["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert entry["span_id"] == "b7ad6b7169203331"
+    assert entry["ts"].endswith("+00:00")
+
+
+def test_outside_a_call_there_is_no_request_or_trace_and_exceptions_are_one_field() -> None:
+    try:
+        raise KeyError("k")
+    except KeyError as caught:
+        line = logs.JsonFormatter("billing").format(_record("batch failed", exc=caught))
+    entry = json.loads(line)
+    assert "request_id" not in entry and "trace_id" not in entry
+    assert entry["exc_type"] == "KeyError"
+    assert "Traceback" in entry["exc"]
+
+
+def test_configure_installs_one_handler_in_the_chosen_format(
+    root_handlers: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert logs.configure("edge", {"AIG_LOG_FORMAT": "json", "AIG_LOG_LEVEL": "warning"}) == "json"
+    root = logging.getLogger()
+    assert len(root.handlers) == 1 and root.level == logging.WARNING
+    logging.getLogger("uvicorn.error").warning("from a library")
+    logging.getLogger("edge").info("below the level")
+    written = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(e["logger"], e["message"]) for e in written] == [("uvicorn.error", "from a library")]
+    assert logs.configure("edge", {}) == "text"
+
+
+def test_an_unknown_format_is_refused(root_handlers: None) -> None:
+    with pytest.raises(ValueError, match="AIG_LOG_FORMAT must be one of text, json"):
+        logs.configure("edge", {"AIG_LOG_FORMAT": "yaml"})
