@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import (
+    billing_scaleout,
     billing_throughput,
     grpc_hop,
     http_clients,
@@ -36,6 +37,7 @@ def main() -> None:
     finally:
         postgres_server.stop()
     billing = billing_throughput.measure(20_000)
+    scaleout = billing_scaleout.measure(20_000)
     webhooks = webhook_throughput.measure(3_000)
     jobs = jobs_throughput.measure(500, render_ms=1000)
     failover = {
@@ -48,6 +50,7 @@ def main() -> None:
     results = {
         "reservations": {"sqlite": sqlite, "postgresql": postgres},
         "billing": billing,
+        "billing_scaleout": scaleout,
         "webhooks": webhooks,
         "jobs": jobs,
         "outage": failover,
@@ -89,6 +92,16 @@ def main() -> None:
         f"**{billing['billing_events_per_s']} events/s**, against "
         f"{billing['bare_consumer_events_per_s']} events/s for a consumer that only reads "
         f"({billing['billing_over_bare']}x).",
+        "",
+        "## Billing with one and two consumers — `bench/billing_scaleout.py`",
+        "",
+        f"{scaleout['events']} events, PostgreSQL control DB, a 6-partition topic; the",
+        "consumers start together on a full topic, each with its own chDB ledger: "
+        f"1 consumer **{scaleout['one_consumer']['events_per_s']} events/s** (machine "
+        f"{scaleout['one_consumer']['machine_cpu_busy']:.0%} busy), 2 consumers "
+        f"**{scaleout['two_consumers']['events_per_s']} events/s** (machine "
+        f"{scaleout['two_consumers']['machine_cpu_busy']:.0%} busy): "
+        f"**{scaleout['two_over_one']}x**. The broker and PostgreSQL share the same cores.",
         "",
         "## Webhook deliveries — `bench/webhook_throughput.py`",
         "",
