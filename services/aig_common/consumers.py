@@ -38,10 +38,15 @@ async def until_signalled() -> None:
     await stop.wait()
 
 
-def database_and_kafka_readiness(engine: AsyncEngine, broker: KafkaBroker) -> ReadinessCheck:
-    """/readyz of a consumer: the control DB answers and the broker is reachable."""
+def database_and_kafka_readiness(
+    engine: AsyncEngine, broker: KafkaBroker, draining: asyncio.Event | None = None
+) -> ReadinessCheck:
+    """/readyz of a consumer: the control DB answers, the broker is reachable, and the
+    service is not draining after a SIGTERM (`draining` set)."""
 
     async def readiness() -> dict[str, bool]:
+        if draining is not None and draining.is_set():
+            return {"accepting": False}
         checks = {"database": False, "kafka": False}
         with contextlib.suppress(Exception):
             async with engine.connect() as connection:

@@ -51,6 +51,9 @@ async def serve(settings: BillingSettings) -> None:
         # FastStream's own logger has its own (coloured) handler; this one goes to the
         # root handler, so its lines have the service's format (AIG_LOG_FORMAT).
         logger=logging.getLogger("billing.kafka"),
+        # At SIGTERM the batch in hand is finished and its offsets committed (at most
+        # AIG_DRAIN_S) before the consumer leaves the group.
+        graceful_timeout=settings.drain_s,
     )
 
     @broker.subscriber(
@@ -73,7 +76,8 @@ async def serve(settings: BillingSettings) -> None:
         # Each record's headers (its W3C trace context), in the payloads' order.
         await settler.handle(payloads, message.batch_headers if tracing.enabled() else ())
 
-    readiness = database_and_kafka_readiness(engine, broker)
+    draining = asyncio.Event()
+    readiness = database_and_kafka_readiness(engine, broker, draining)
 
     await start_when_reachable(broker)
     server = uvicorn.Server(
@@ -92,6 +96,8 @@ async def serve(settings: BillingSettings) -> None:
     log.info("billing consuming %s as group %s", USAGE_TOPIC, CONSUMER_GROUP)
 
     await until_signalled()
+    draining.set()
+    log.info("draining: finishing the batch in hand, up to %.0f s", settings.drain_s)
     tiers.cancel()
     await broker.stop()
     server.should_exit = True

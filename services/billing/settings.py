@@ -24,6 +24,9 @@ class BillingSettings:
     # Required by the internal API (`/internal/v1/*`); unset, that API refuses every call.
     service_token: str
 
+    # After SIGTERM: how long work in hand may take to finish (AIG_DRAIN_S).
+    drain_s: float = 30.0
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> BillingSettings:
         env = dict(os.environ) if env is None else env
@@ -38,4 +41,5 @@ class BillingSettings:
             tier_recompute_interval_s=float(env.get("AIG_TIER_RECOMPUTE_INTERVAL_S", "21600")),
             crash_after_write=env.get("AIG_BILLING_CRASH_AFTER_WRITE") == "1",
             service_token=env.get("AIG_SERVICE_TOKEN", ""),
+            drain_s=float(env.get("AIG_DRAIN_S", "30")),
         )

@@ -73,6 +73,9 @@ async def serve(settings: JobsSettings) -> None:
         # FastStream's own logger has its own (coloured) handler; this one goes to the
         # root handler, so its lines have the service's format (AIG_LOG_FORMAT).
         logger=logging.getLogger("jobs.kafka"),
+        # At SIGTERM the batch in hand is finished and its offsets committed (at most
+        # AIG_DRAIN_S) before the consumer leaves the group.
+        graceful_timeout=settings.drain_s,
     )
 
     @broker.subscriber(
@@ -86,7 +89,8 @@ async def serve(settings: JobsSettings) -> None:
     async def on_task(payload: bytes, message: KafkaMessage) -> None:
         await runner.on_requested(payload, message.headers)
 
-    readiness = database_and_kafka_readiness(engine, broker)
+    draining = asyncio.Event()
+    readiness = database_and_kafka_readiness(engine, broker, draining)
 
     async def provider_callback(request: Request) -> Response:
         body = await request.body()
@@ -128,8 +132,10 @@ async def serve(settings: JobsSettings) -> None:
     log.info("jobs consuming %s as group %s", TASKS_TOPIC, CONSUMER_GROUP)
 
     await until_signalled()
+    draining.set()
+    log.info("draining: finishing submissions in flight, up to %.0f s", settings.drain_s)
     await broker.stop()
-    await runner.stop()
+    await runner.stop(settings.drain_s)
     await publisher.stop()
     for provider in providers.values():
         with contextlib.suppress(Exception):

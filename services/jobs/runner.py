@@ -118,6 +118,13 @@ class TaskRunner:
         self._wakeups: dict[str, asyncio.Event] = {}
         # Verified provider callbacks waiting for their task's follower.
         self._callbacks: dict[str, ProviderStatus] = {}
+        # Submissions between their claim and the provider's answer being recorded: a
+        # shutdown lets them finish, since one cut off here can never be sent again (the
+        # task would fail as submission_interrupted). Set while there are none.
+        self._submitting = 0
+        self._no_submissions = asyncio.Event()
+        self._no_submissions.set()
+        self._stopping = False
 
     # -- entry points ----------------------------------------------------------------------
 
@@ -175,7 +182,13 @@ class TaskRunner:
             self._wakeups[task_id].set()
         return True
 
-    async def stop(self) -> None:
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Claims no new submission, lets those in flight finish (at most `drain_s`), then
+        stops following: another replica, or this one restarted, resumes every task in
+        flight from the control DB."""
+        self._stopping = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_submissions.wait(), drain_s)
         followers = list(self._followers.values())
         for follower in followers:
             follower.cancel()
@@ -242,9 +255,18 @@ class TaskRunner:
                 )
                 return False
             return True  # someone else is submitting: poll once they record it
+        if self._stopping:
+            return True  # draining: the next replica (or this one restarted) submits it
         if not await self._tasks.claim_submission(task.id):
             return True
-        await self._submit(task)
+        self._submitting += 1
+        self._no_submissions.clear()
+        try:
+            await self._submit(task)
+        finally:
+            self._submitting -= 1
+            if not self._submitting:
+                self._no_submissions.set()
         return True
 
     async def _submit(self, task: Task) -> None:

@@ -25,6 +25,9 @@ class JobsSettings:
     # mid-submission (a crash): its provider cannot be asked again, so it fails at no cost.
     submission_grace_s: float
 
+    # After SIGTERM: how long work in hand may take to finish (AIG_DRAIN_S).
+    drain_s: float = 30.0
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> JobsSettings:
         env = dict(os.environ) if env is None else env
@@ -38,4 +41,5 @@ class JobsSettings:
             poll_max_s=float(env.get("AIG_JOBS_POLL_MAX_S", "20")),
             provider_callback_base=env.get("AIG_PROVIDER_CALLBACK_URL", "").strip().rstrip("/"),
             submission_grace_s=float(env.get("AIG_JOBS_SUBMISSION_GRACE_S", "300")),
+            drain_s=float(env.get("AIG_DRAIN_S", "30")),
         )

@@ -4,7 +4,6 @@ task with a callback URL, signed, until the receiver takes it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -46,6 +45,9 @@ async def serve(settings: WebhooksSettings) -> None:
         # FastStream's own logger has its own (coloured) handler; this one goes to the
         # root handler, so its lines have the service's format (AIG_LOG_FORMAT).
         logger=logging.getLogger("webhooks.kafka"),
+        # At SIGTERM the batch in hand is finished and its offsets committed (at most
+        # AIG_DRAIN_S) before the consumer leaves the group.
+        graceful_timeout=settings.drain_s,
     )
 
     @broker.subscriber(
@@ -67,7 +69,9 @@ async def serve(settings: WebhooksSettings) -> None:
             trace_intake(payloads, message.batch_headers, started_ns)
 
     # Deliveries already stored go out even while Kafka is unreachable.
-    server = ops_server(settings.host, settings.port, database_and_kafka_readiness(engine, broker))
+    draining = asyncio.Event()
+    readiness = database_and_kafka_readiness(engine, broker, draining)
+    server = ops_server(settings.host, settings.port, readiness)
     http = asyncio.create_task(server.serve())
     delivering = asyncio.create_task(deliverer.run())
     await start_when_reachable(broker)
@@ -75,10 +79,13 @@ async def serve(settings: WebhooksSettings) -> None:
     log.info("webhooks consuming %s as group %s", TASK_EVENTS_TOPIC, CONSUMER_GROUP)
 
     await until_signalled()
+    draining.set()
+    log.info("draining: finishing deliveries in flight, up to %.0f s", settings.drain_s)
     await broker.stop()
-    delivering.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await delivering
+    # Attempts in flight finish and are recorded: cut off, one would be sent again when its
+    # lease ran out, a second delivery the receiver may not deduplicate.
+    deliverer.stop()
+    await delivering
     server.should_exit = True
     await http
     await engine.dispose()

@@ -107,6 +107,7 @@ class Deliverer:
         self._settings = settings
         self._allow_hosts = allowed_hosts_from_env()
         self._wake = asyncio.Event()
+        self._stopping = False
         self._in_flight: set[asyncio.Task[None]] = set()
         self._rng = random.Random()
         self._http: aiohttp.ClientSession | None = None
@@ -117,6 +118,12 @@ class Deliverer:
 
     def wake(self) -> None:
         """New deliveries were stored: look for due ones now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Claim nothing more; `run` returns once the attempts in flight are recorded (at
+        most `drain_s`; any still running then are cancelled and their leases run out)."""
+        self._stopping = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -131,7 +138,7 @@ class Deliverer:
         lease = timedelta(seconds=settings.lease_s)
         recorder = asyncio.create_task(self._record_results())
         try:
-            while True:
+            while not self._stopping:
                 free = settings.concurrency - len(self._in_flight)
                 if self._in_flight and free < max(1, settings.concurrency // 2):
                     # Claim in large batches: a claim is a write transaction (an fsync), so
@@ -148,9 +155,11 @@ class Deliverer:
                     task = asyncio.create_task(self._attempt(delivery))
                     self._in_flight.add(task)
                     task.add_done_callback(self._in_flight.discard)
-                if len(claimed) < free:
+                if len(claimed) < free and not self._stopping:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), settings.poll_interval_s)
+            if self._in_flight:
+                await asyncio.wait(self._in_flight, timeout=settings.drain_s)
         finally:
             for task in [*self._in_flight, recorder]:
                 task.cancel()

@@ -30,6 +30,9 @@ class WebhooksSettings:
     concurrency: int
     poll_interval_s: float
 
+    # After SIGTERM: how long work in hand may take to finish (AIG_DRAIN_S).
+    drain_s: float = 30.0
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> WebhooksSettings:
         env = dict(os.environ) if env is None else env
@@ -51,6 +54,7 @@ class WebhooksSettings:
             lease_s=float(env.get("AIG_WEBHOOKS_LEASE_S", "60")),
             concurrency=int(env.get("AIG_WEBHOOKS_CONCURRENCY", "64")),
             poll_interval_s=float(env.get("AIG_WEBHOOKS_POLL_INTERVAL_S", "1")),
+            drain_s=float(env.get("AIG_DRAIN_S", "30")),
         )
         if settings.lease_s <= settings.timeout_s:
             raise RuntimeError("AIG_WEBHOOKS_LEASE_S must exceed AIG_WEBHOOKS_TIMEOUT_S.")

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import signal
 import tempfile
 import threading
 import time
@@ -51,6 +52,8 @@ class Receiver:
 
     url: str
     scripts: dict[str, list[tuple[int, dict[str, str]]]] = field(default_factory=dict)
+    # Seconds a path waits before answering (it is recorded as received at once).
+    delays: dict[str, float] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -78,6 +81,8 @@ def receiver() -> Iterator[Receiver]:
                 state.received.append(
                     Received(self.path, dict(self.headers), body, status, time.time())
                 )
+                delay = state.delays.get(self.path, 0.0)
+            time.sleep(delay)
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -287,6 +292,42 @@ def test_kill_9_between_attempts_loses_nothing_and_delivers_once(
     answered_ok = [r for r in receiver.seen("/crash") if r.status == 200]
     assert len(answered_ok) == 1
     assert {r.headers["webhook-id"] for r in receiver.seen("/crash")} == {delivery["id"]}
+
+
+def test_sigterm_lets_the_attempt_in_flight_finish_and_be_recorded(
+    stack: Stack, receiver: Receiver, customer: Customer
+) -> None:
+    """A rolling restart of webhooks: the POST in flight is not cut off (which would leave
+    it unrecorded, to be sent again when its lease ran out), the service stops being ready,
+    records the 200, and exits 0."""
+    task_id = f"task_{uuid7().hex}"
+    path = f"/drain/{task_id}"  # the receiver outlives one stack when the module is run alone
+    url = receiver.script(path)
+    receiver.delays[path] = 1.5  # under the test stack's 2 s attempt timeout
+    service = stack.service("webhooks")
+    assert service.process is not None
+    publish(stack, task_event(customer.account_id, task_id, url))
+    deadline = time.monotonic() + 30
+    while not receiver.seen(path):
+        assert time.monotonic() < deadline, "the delivery never reached the receiver"
+        time.sleep(0.01)
+    service.process.send_signal(signal.SIGTERM)
+    try:
+        ready = httpx.get(f"http://127.0.0.1:{stack.ports.webhooks}/readyz", timeout=5)
+        assert ready.status_code == 503
+        assert service.process.wait(timeout=30) == 0
+        # Recorded before the exit: read from the control DB through the edge.
+        delivery = wait_delivery(stack, customer.key, task_id, timeout_s=1)
+        assert (delivery["state"], delivery["attempts"], delivery["lastStatus"]) == (
+            "delivered",
+            1,
+            200,
+        )
+    finally:
+        service.start()
+        service.wait_ready()
+    wait_consumed(stack)
+    assert len(receiver.seen(path)) == 1
 
 
 def test_410_disables_the_url_until_an_operator_redelivers(
