@@ -148,8 +148,8 @@ def main() -> None:
         f"process, alternating: httpx {cpu['httpx']} µs of CPU per call, aiohttp "
         f"{cpu['aiohttp']} µs ({clients['httpx_over_aiohttp']}x). The router uses aiohttp.",
     ]
-    trips = hop["round_trip"]
-    assert isinstance(trips, dict)
+    trips, unix, ratio = hop["round_trip"], hop["round_trip_unix"], hop["unix_over_tcp_p50"]
+    assert isinstance(trips, dict) and isinstance(unix, dict) and isinstance(ratio, dict)
     lines += [
         "",
         "## One edge → router gRPC hop — `bench/grpc_hop.py`",
@@ -159,7 +159,10 @@ def main() -> None:
         f"{trips['every_20_ms']['p50_ms']} ms with 20 ms between calls (p90 "
         f"{trips['back_to_back']['p90_ms']} / {trips['every_20_ms']['p90_ms']} ms). On an "
         "idle machine every hop pays for waking gRPC's threads and the other process; that "
-        "floor sits under aig's latency overhead at low rates.",
+        "floor sits under aig's latency overhead at low rates. Over a Unix domain socket "
+        "(`unix:` address, edge and router on one host): p50 "
+        f"{unix['back_to_back']['p50_ms']} / {unix['every_20_ms']['p50_ms']} ms "
+        f"({ratio['back_to_back']}x / {ratio['every_20_ms']}x of TCP).",
     ]
     lines += ["", *tracing_section(traced)]
     (HERE / "EXTRAS.md").write_text("\n".join(lines) + "\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import statistics
+import tempfile
 import time
 
 import grpc
@@ -31,23 +32,23 @@ class _Instant(pb_grpc.RouterServicer):
         return pb.ChatResponse(completion=b"{}", provider="sandbox", attempts=1)
 
 
-async def _serve(port: int, ready: multiprocessing.synchronize.Event) -> None:
+async def _serve(address: str, ready: multiprocessing.synchronize.Event) -> None:
     server = grpc.aio.server()
     pb_grpc.add_RouterServicer_to_server(_Instant(), server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.add_insecure_port(address)
     await server.start()
     ready.set()
     await server.wait_for_termination()
 
 
-def _server_process(port: int, ready: multiprocessing.synchronize.Event) -> None:
-    uvloop.run(_serve(port, ready))
+def _server_process(address: str, ready: multiprocessing.synchronize.Event) -> None:
+    uvloop.run(_serve(address, ready))
 
 
-async def _round_trips(port: int) -> dict[str, dict[str, float]]:
+async def _round_trips(address: str) -> dict[str, dict[str, float]]:
     request = pb.ChatRequest(context=pb.CallContext(request_id="req_bench"), body=b"{}" * 100)
     figures: dict[str, dict[str, float]] = {}
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.RouterStub(channel)
         for _ in range(100):
             await stub.ChatCompletion(request)
@@ -66,21 +67,35 @@ async def _round_trips(port: int) -> dict[str, dict[str, float]]:
     return figures
 
 
-def measure() -> dict[str, object]:
-    port = free_port()
+def _measure_at(address: str) -> dict[str, dict[str, float]]:
     # Spawned, not forked: a forked child would inherit this process's gRPC internals.
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
-    server = context.Process(target=_server_process, args=(port, ready), daemon=True)
+    server = context.Process(target=_server_process, args=(address, ready), daemon=True)
     server.start()
     try:
         if not ready.wait(30):
             raise RuntimeError("the gRPC test server did not start")
-        figures = uvloop.run(_round_trips(port))
+        return uvloop.run(_round_trips(address))
     finally:
         server.terminate()
         server.join(10)
-    return {"calls": CALLS, "round_trip": figures}
+
+
+def measure() -> dict[str, object]:
+    """Over loopback TCP (what Kubernetes uses between pods) and over a Unix domain socket
+    (`unix:` addresses, for an edge and a router on one host), one after the other."""
+    with tempfile.TemporaryDirectory() as directory:
+        unix = _measure_at(f"unix:{directory}/router.sock")
+    tcp = _measure_at(f"127.0.0.1:{free_port()}")
+    return {
+        "calls": CALLS,
+        "round_trip": tcp,
+        "round_trip_unix": unix,
+        "unix_over_tcp_p50": {
+            name: round(unix[name]["p50_ms"] / tcp[name]["p50_ms"], 2) for name in tcp
+        },
+    }
 
 
 if __name__ == "__main__":
