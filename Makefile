@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: up test test-containers lint typecheck proto proto-check unit fmt fuzz bench clean k8s
+.PHONY: up test test-slow test-containers lint typecheck proto proto-check unit fmt fuzz bench clean k8s
 
 .venv/.synced: pyproject.toml uv.lock scripts/bootstrap.sh
 	@scripts/bootstrap.sh
@@ -23,7 +23,11 @@ up: .venv/.synced
 	@scripts/install_seaweedfs.sh >/dev/null
 
 test: .venv/.synced tests/js/node_modules/.package-lock.json .tools/kustomize.version .tools/weed.version lint typecheck proto-check
-	@$(PY) -m pytest -q -p no:cacheprovider --durations=15
+	@$(PY) -m pytest -q -p no:cacheprovider --durations=15 -m "not slow"
+
+# The chaos and scale-out runs (marked slow): minutes each, so out of `make test`; CI runs both.
+test-slow: .venv/.synced
+	@$(PY) -m pytest -q -p no:cacheprovider -s -m slow
 
 # The ledger, money and end-to-end tests against Kafka, a ClickHouse server and PostgreSQL
 # in Docker containers (testcontainers; tests/backends.py). Fails at once without Docker.

@@ -16,3 +16,8 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
     ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
 ]
+# The edge's channel to the routers: round robin over every address the target resolves to
+# (`dns:///router:50051` behind a headless Service, or a list such as
+# `ipv4:127.0.0.1:50051,127.0.0.1:50052`). gRPC's default, pick_first, would send every call
+# to the first router and leave the others idle.
+GRPC_CLIENT_OPTIONS = [*GRPC_OPTIONS, ("grpc.lb_policy_name", "round_robin")]

@@ -78,6 +78,10 @@ class Stack:
     with_sandbox: bool = True
     # More edge processes behind the same control DB, as replicas in production.
     extra_edges: int = 0
+    # More routers (every edge round-robins over all of them) and more billing, jobs and
+    # webhooks consumers in the same consumer groups: the scale-out of a cluster, on one host.
+    extra_routers: int = 0
+    extra_consumers: int = 0
     # Signs the expiring URLs of stored media results (edge and jobs share it).
     result_url_secret: str = field(default_factory=lambda: new_secret(""))
     services: list[Service] = field(default_factory=list)
@@ -162,6 +166,25 @@ class Stack:
                 logs / "router.log",
             )
         )
+        routers = [f"127.0.0.1:{self.ports.router}"]
+        for replica in range(1, self.extra_routers + 1):
+            port, ops = free_port(), free_port()
+            routers.append(f"127.0.0.1:{port}")
+            self.services.append(
+                Service(
+                    f"router-{replica}",
+                    "router",
+                    {
+                        **self._replica_env(env, f"router-{replica}"),
+                        "AIG_ROUTER_PORT": str(port),
+                        "AIG_ROUTER_METRICS_PORT": str(ops),
+                    },
+                    f"http://127.0.0.1:{ops}/healthz",
+                    logs / f"router-{replica}.log",
+                )
+            )
+        if self.extra_routers:
+            env = {**env, "AIG_ROUTER_ADDRESS": "ipv4:" + ",".join(routers)}
         self.services.append(
             Service("edge", "edge", env, f"{self.edge_url}/readyz", logs / "edge.log")
         )
@@ -171,7 +194,7 @@ class Stack:
                 Service(
                     f"edge-{replica}",
                     "edge",
-                    {**env, "AIG_EDGE_PORT": str(port)},
+                    {**self._replica_env(env, f"edge-{replica}"), "AIG_EDGE_PORT": str(port)},
                     f"http://127.0.0.1:{port}/readyz",
                     logs / f"edge-{replica}.log",
                 )
@@ -193,6 +216,23 @@ class Stack:
             f"http://127.0.0.1:{self.ports.webhooks}/readyz",
             logs / "webhooks.log",
         )
+        consumers = [billing, jobs, webhooks]
+        for replica in range(1, self.extra_consumers + 1):
+            for module, port_variable in (
+                ("billing", "AIG_BILLING_PORT"),
+                ("jobs", "AIG_JOBS_PORT"),
+                ("webhooks", "AIG_WEBHOOKS_PORT"),
+            ):
+                name, port = f"{module}-{replica}", free_port()
+                consumers.append(
+                    Service(
+                        name,
+                        module,
+                        {**self._replica_env(env, name), port_variable: str(port)},
+                        f"http://127.0.0.1:{port}/readyz",
+                        logs / f"{name}.log",
+                    )
+                )
         try:
             # The JVM takes seconds to start: the Python services start meanwhile.
             if isinstance(self.kafka, LocalKafka):
@@ -203,7 +243,7 @@ class Stack:
             self.kafka.wait_ready()
             self.kafka.create_topics(AIG_TOPICS, DEFAULT_TOPIC_CONFIGS)
             # The consumers start once their topics exist.
-            for consumer in (billing, jobs, webhooks):
+            for consumer in consumers:
                 self.services.append(consumer)
                 consumer.start()
             for service in self.services:
@@ -211,6 +251,21 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    def _replica_env(self, env: dict[str, str], name: str) -> dict[str, str]:
+        """A replica's own disk, as each pod has its own: the event journal and spool
+        (replicas share a client id, and a starting producer takes over the journal it finds
+        as a crashed one's) and billing's chDB ledger (one process per data directory)."""
+        own = self.var_dir / "replicas" / name
+        return {**env, "AIG_SPOOL_DIR": str(own / "spool"), "AIG_VAR_DIR": str(own)}
+
+    def billing_urls(self) -> list[str]:
+        """Every billing replica's internal API (each keeps its own chDB ledger here)."""
+        return [
+            service.ready_url.removesuffix("/readyz")
+            for service in self.services
+            if service.module == "billing"
+        ]
 
     @property
     def edge_urls(self) -> list[str]:

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common import tracing
-from aig_common.contracts import GRPC_OPTIONS
+from aig_common.contracts import GRPC_CLIENT_OPTIONS
 from aig_common.events import EventPublisher
 from aig_common.ops import ops_routes
 from catalog.live import LiveCatalog, poll_interval_from_env
@@ -127,7 +127,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         # A gRPC channel belongs to the event loop it is made on: make it on the server's.
         channel = grpc.aio.insecure_channel(
             settings.router_address,
-            options=GRPC_OPTIONS,
+            options=GRPC_CLIENT_OPTIONS,
         )
         channels.append(channel)
         routes.connect(pb_grpc.RouterStub(channel))

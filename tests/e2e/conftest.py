@@ -134,6 +134,8 @@ def start_stack(
     control_db: str,
     env: Callable[[Path, StackPorts], dict[str, str]],
     extra_edges: int = 0,
+    extra_routers: int = 0,
+    extra_consumers: int = 0,
 ) -> Stack:
     """A running stack on free ports with a control DB of its own, plus `env(var_dir,
     ports)`. In containers mode (tests/backends.py) it also gets a Kafka broker and a
@@ -154,6 +156,8 @@ def start_stack(
         # Provider keys in the developer's environment must not send tests to real providers.
         env={**{key: "" for key in PROVIDER_KEYS}, **servers, **env(var_dir, ports)},
         extra_edges=extra_edges,
+        extra_routers=extra_routers,
+        extra_consumers=extra_consumers,
     )
     running.start()
     return running
