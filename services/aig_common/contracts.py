@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 # The Kafka topic of UsageEvent (proto/aig/events/v1): the router publishes, billing consumes.
 USAGE_TOPIC = "aig.usage.v1"
 # The Kafka topic of TaskRequested: the edge publishes each new media task, jobs consumes.
@@ -16,8 +18,31 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
     ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
 ]
-# The edge's channel to the routers: round robin over every address the target resolves to
-# (`dns:///router:50051` behind a headless Service, or a list such as
-# `ipv4:127.0.0.1:50051,127.0.0.1:50052`). gRPC's default, pick_first, would send every call
-# to the first router and leave the others idle.
-GRPC_CLIENT_OPTIONS = [*GRPC_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
+# The edge's channel to the routers, as a gRPC service config:
+# - round robin over every address the target resolves to (`dns:///router:50051` behind a
+#   headless Service, or a list such as `ipv4:127.0.0.1:50051,127.0.0.1:50052`); gRPC's
+#   default, pick_first, would send every call to the first router and leave the others idle.
+# - a call refused with UNAVAILABLE before the router answered anything (a router that is
+#   draining or just went away) is retried on another router, up to 3 attempts in all, so a
+#   rolling restart fails no call. gRPC retries only until the router sent a response
+#   header: a stream that has begun is never repeated.
+ROUTER_SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{"service": "aig.router.v1.Router"}],
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "0.5s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+GRPC_CLIENT_OPTIONS = [
+    *GRPC_OPTIONS,
+    ("grpc.service_config", json.dumps(ROUTER_SERVICE_CONFIG)),
+    ("grpc.enable_retries", 1),
+]

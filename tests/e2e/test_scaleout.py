@@ -16,6 +16,7 @@ A slow test: `make test-slow` (and CI) runs it; `make test` does not.
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 from collections import Counter
@@ -110,7 +111,7 @@ def _call(client: openai.OpenAI, stream: bool, outcomes: Outcomes) -> None:
             raw.parse()
             outcomes.add_ok(raw.headers["x-request-id"])
     except openai.APIStatusError as error:
-        outcomes.add_failed(str(error.status_code))
+        outcomes.add_failed(f"{error.status_code} {error.code}")
     except (openai.APIConnectionError, httpx.HTTPError):
         outcomes.add_failed("connection")
 
@@ -118,7 +119,8 @@ def _call(client: openai.OpenAI, stream: bool, outcomes: Outcomes) -> None:
 def _load(clients: list[openai.OpenAI], stop: threading.Event, outcomes: Outcomes) -> None:
     calls = 0
     while not stop.is_set():
-        _call(clients[calls % len(clients)], stream=calls % 3 == 0, outcomes=outcomes)
+        rotation = list(clients)  # another thread may take an edge out of it
+        _call(rotation[calls % len(rotation)], stream=calls % 3 == 0, outcomes=outcomes)
         calls += 1
 
 
@@ -267,3 +269,86 @@ def test_a_rolling_kill_9_of_router_billing_and_edge_loses_and_doubles_nothing(
     # The surviving replica took the dead one's partitions, and gave some back on its return.
     assert _assignments(stack, "billing") >= 2
     assert _assignments(stack, "billing-1") >= 2
+
+
+def _sigterm_and_restart(stack: Stack, name: str) -> tuple[int, float]:
+    """SIGTERM (a rolling update's stop), wait for the exit, start again: (exit code, seconds
+    from the signal to ready again)."""
+    service = stack.service(name)
+    assert service.process is not None and service.process.poll() is None
+    signalled = time.monotonic()
+    service.process.send_signal(signal.SIGTERM)
+    code = service.process.wait(timeout=90)
+    service.start()
+    service.wait_ready(timeout_s=120)
+    return code, time.monotonic() - signalled
+
+
+def test_a_graceful_rolling_restart_of_every_replica_fails_no_call(scaled_stack: Stack) -> None:
+    """What `kubectl rollout restart` does to each Deployment in turn, one pod at a time:
+    SIGTERM, drain, exit 0, the replacement ready, then the next. The load sees no failure
+    (an edge is taken out of the clients' rotation before its SIGTERM, as the preStop sleep
+    and endpoint removal do in a cluster) and every call is billed exactly once."""
+    stack = scaled_stack
+    with admin_client(stack) as admin:
+        key = create_key(admin, "rolling", credits_usd=f"{CREDITS_USD}.00")
+    clients = [
+        openai.OpenAI(base_url=f"{url}/v1", api_key=key["key"], max_retries=0, timeout=60)
+        for url in stack.edge_urls
+    ]
+    rotation = list(clients)  # the edges the "Service" sends calls to
+    outcomes = Outcomes()
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=_load, args=(rotation, stop, outcomes), daemon=True)
+        for _ in range(CLIENT_THREADS)
+    ]
+    exits: dict[str, int] = {}
+    took_s: dict[str, float] = {}
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(PHASE_S / 2)
+        order = ["router", "router-1", "billing", "billing-1", "jobs", "jobs-1"]
+        order += ["webhooks", "webhooks-1", "edge", "edge-1"]
+        for name in order:
+            if name.startswith("edge"):
+                url = stack.service(name).ready_url.removesuffix("/readyz")
+                edge = clients[stack.edge_urls.index(url)]
+                rotation.remove(edge)
+                time.sleep(1.0)  # calls already sent to it are in flight: it drains them
+            exits[name], took_s[name] = _sigterm_and_restart(stack, name)
+            if name.startswith("edge"):
+                rotation.append(edge)
+        time.sleep(PHASE_S / 2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    rolling_s = time.monotonic() - started
+
+    me = wait_until_settled(f"{stack.edge_url}/v1", key["key"], timeout_s=120)
+    deadline = time.monotonic() + 120
+    while True:
+        rows = _ledger_rows(stack, key["account_id"])
+        if len(rows) >= len(outcomes.ok):
+            break
+        assert time.monotonic() < deadline, (len(rows), len(outcomes.ok))
+        time.sleep(0.5)
+    me = wait_until_settled(f"{stack.edge_url}/v1", key["key"])
+    settled, settled_total = asyncio.run(_settlements(stack.database_url, key["account_id"]))
+    billed = sum(parse_usd(row["billed_cost_usd"]) for row in rows)
+    print(
+        f"\ngraceful rolling restart of {len(exits)} processes in {rolling_s:.0f} s under "
+        f"load: {len(outcomes.ok)} x 200, failed {dict(outcomes.failed)}; exit codes "
+        f"{set(exits.values())}; ledger rows {len(rows)}, settlements {settled}, billed "
+        f"{billed} nano-USD; SIGTERM to ready again (s) "
+        f"{ {name: round(seconds, 1) for name, seconds in took_s.items()} }"
+    )
+    assert exits == {name: 0 for name in exits}
+    assert not outcomes.failed, f"calls failed during a graceful restart: {outcomes.failed}"
+    assert len(outcomes.ok) > 100
+    assert sorted(row["request_id"] for row in rows) == sorted(outcomes.ok)
+    assert settled == len(rows) and settled_total == billed
+    assert parse_usd(me["account"]["balance_usd"]) == CREDITS_USD * NANO_PER_USD - billed
