@@ -20,6 +20,7 @@ from devstack.processes import free_port
 from devstack.stack import Stack
 
 from .conftest import Sandbox, create_key
+from .test_failover import _close_breakers
 from .test_webhooks import publish, task_event, wait_delivery
 
 pytestmark = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
@@ -136,6 +137,7 @@ def test_a_stream_records_one_time_to_first_token(stack: Stack, client: openai.O
 def test_a_provider_fault_moves_failovers_and_attempt_latency(
     stack: Stack, client: openai.OpenAI, sandbox: Sandbox
 ) -> None:
+    _close_breakers(client)  # an open breaker would skip openai instead of failing over
     before = scrape(router_ops(stack))
     sandbox.fault("openai", 503)
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ASK)
