@@ -26,6 +26,7 @@ from controldb.money import Money
 
 from .api import billing_app
 from .ledger import ledger_from_env
+from .metrics import count_reservations, record_lag
 from .settings import BillingSettings
 from .settle import UsageSettler
 from .tiers import run_periodically
@@ -75,6 +76,8 @@ async def serve(settings: BillingSettings) -> None:
     async def on_usage(payloads: list[bytes], message: KafkaMessage) -> None:
         # Each record's headers (its W3C trace context), in the payloads' order.
         await settler.handle(payloads, message.batch_headers if tracing.enabled() else ())
+        raw = message.raw_message
+        record_lag(message.consumer, raw if isinstance(raw, tuple) else (raw,))
 
     draining = asyncio.Event()
     readiness = database_and_kafka_readiness(engine, broker, draining)
@@ -93,12 +96,14 @@ async def serve(settings: BillingSettings) -> None:
     http = asyncio.create_task(server.serve())
     freeze_startup_heap()
     tiers = asyncio.create_task(run_periodically(ledger, money, settings.tier_recompute_interval_s))
+    reservations = asyncio.create_task(count_reservations(engine))
     log.info("billing consuming %s as group %s", USAGE_TOPIC, CONSUMER_GROUP)
 
     await until_signalled()
     draining.set()
     log.info("draining: finishing the batch in hand, up to %.0f s", settings.drain_s)
     tiers.cancel()
+    reservations.cancel()
     await broker.stop()
     server.should_exit = True
     await http

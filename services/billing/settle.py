@@ -23,6 +23,7 @@ from aig_common.contracts import USAGE_TOPIC
 from controldb.money import Money, UsageSettlement
 
 from .ledger import Ledger, UsageRow
+from .metrics import BATCH_SIZE, LEDGER_WRITE_LAG
 
 log = logging.getLogger("billing")
 
@@ -55,6 +56,7 @@ class UsageSettler:
         """Writes one batch durably; returns how many events were new to the control DB.
         `headers` are the records' Kafka headers, in order (only read for tracing)."""
         started_ns = time.time_ns()
+        BATCH_SIZE.observe(len(payloads))
         decoded: list[events.UsageEvent] = []
         traced: list[tuple[events.UsageEvent, Mapping[str, str]]] = []
         for index, payload in enumerate(payloads):
@@ -75,6 +77,9 @@ class UsageSettler:
         fresh = await self._money.settle([settlement_of(event) for event in usable])
         EVENTS_SETTLED.labels("settled").inc(fresh)
         EVENTS_SETTLED.labels("duplicate").inc(len(usable) - fresh)
+        written_ms = time.time_ns() // 1_000_000
+        for event in usable:
+            LEDGER_WRITE_LAG.observe(max(0, written_ms - event.occurred_at_ms) / 1000)
         _trace_settlements(traced, started_ns)
         if self._crash_after_write:
             log.warning("AIG_BILLING_CRASH_AFTER_WRITE: exiting before the offset commit")

@@ -19,6 +19,8 @@ from catalog.models import Catalog, ChainLink, ChatModel, request_chain
 from controldb import AuthenticatedKey
 from controldb.money import Admission, LimitExceeded, Money
 
+from .metrics import ADMITTED, CLAMPED, count_refusal, note_model
+
 _LIMIT_WORDS = {
     "key": "this API key's",
     "workspace": "this workspace's",
@@ -48,7 +50,9 @@ def _affordable_note(affordable_tokens: int, floor: int) -> str:
 
 
 def payment_required(limit: LimitExceeded, note: str = "") -> APIError:
-    """HTTP 402 naming the limit that was hit, the limit itself, and when it resets."""
+    """HTTP 402 naming the limit that was hit, the limit itself, and when it resets.
+    Every 402 of admission is made here, so here it is counted."""
+    count_refusal(limit.code)
     if limit.code == "insufficient_credits":
         message = (
             f"Insufficient credits: this call may cost up to ${usd(limit.needed_nano_usd)} and "
@@ -106,6 +110,7 @@ class Admissions:
     async def chat(self, key: AuthenticatedKey, body: dict[str, Any]) -> ChatAdmission:
         catalog = self._catalog.current
         model = self.chat_model(body["model"])
+        note_model(model.id)
         # The router tries the same chain (Catalog.chain), skipping members that cannot
         # serve the request; a failover may land on any of them: hold the dearest.
         chain = request_chain(catalog, model, body)
@@ -118,11 +123,13 @@ class Admissions:
             for link in chain
         )
         try:
-            return ChatAdmission(await self._money.admit(key.account_id, key.key_id, worst))
+            admitted = ChatAdmission(await self._money.admit(key.account_id, key.key_id, worst))
         except LimitExceeded as limit:
             if requested_max_output_tokens(body) is not None:
                 raise payment_required(limit) from None
             return await self._clamped(key, chain, size, worst, limit)
+        ADMITTED.inc()
+        return admitted
 
     async def _clamped(
         self,
@@ -153,6 +160,7 @@ class Admissions:
             except LimitExceeded as tighter:
                 limit = tighter
                 continue
+            CLAMPED.inc()
             return ChatAdmission(admission, clamped_output_tokens=tokens)
         raise payment_required(limit) from None
 
@@ -160,6 +168,7 @@ class Admissions:
         model = self._catalog.current.embedding(body["model"])
         if model is None:
             raise model_not_found(body["model"])
+        note_model(model.id)
         return await self._admit(key, model.worst_case_cost_nano_usd(_input_tokens(body["input"])))
 
     async def media(self, key: AuthenticatedKey, upstream_worst_case_nano_usd: int) -> Admission:
@@ -171,9 +180,11 @@ class Admissions:
 
     async def _admit(self, key: AuthenticatedKey, worst_case_nano_usd: int) -> Admission:
         try:
-            return await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
+            admission = await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
         except LimitExceeded as limit:
             raise payment_required(limit) from None
+        ADMITTED.inc()
+        return admission
 
 
 def _worst_case(chain: list[ChainLink], size: PromptSize, output_tokens: int) -> int:

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import grpc
 from fastapi import FastAPI
-from prometheus_client import Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common import tracing
@@ -43,6 +41,7 @@ from .http import (
     install_error_handlers,
 )
 from .jobs import JobRoutes, callback_state_from
+from .metrics import MetricsMiddleware
 from .money_api import customer_router, money_admin_router
 from .openapi import install_openapi
 from .responses_ingress.routes import ResponsesRoutes
@@ -50,37 +49,6 @@ from .settings import EdgeSettings
 from .throttle import FailedAuthThrottle
 from .v1 import OpenAIRoutes
 from .webhooks_api import webhooks_admin_router, webhooks_customer_router
-
-HTTP_RESPONSES = Counter(
-    "aig_edge_http_responses_total", "Responses of the edge by path and status", ["path", "status"]
-)
-_COUNTED_PATHS = {
-    "/v1/chat/completions",
-    "/v1/embeddings",
-    "/v1/messages",
-    "/v1/responses",
-    "/v1/models",
-    "/v1/jobs/createTask",
-    "/v1/jobs/recordInfo",
-}
-
-
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope["path"] if scope["path"] in _COUNTED_PATHS else "other"
-
-        async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                HTTP_RESPONSES.labels(path, str(message["status"])).inc()
-            await send(message)
-
-        await self.app(scope, receive, counting_send)
 
 
 def create_app(settings: EdgeSettings) -> FastAPI:

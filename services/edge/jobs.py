@@ -50,6 +50,7 @@ from jobs.storage import ObjectNotFound, ResultUrlExpired, ResultUrlRejected
 
 from .admission import Admissions
 from .http import read_body, request_id, require_json
+from .metrics import note_model
 from .v1 import authenticate
 
 JSON = "application/json"
@@ -167,6 +168,7 @@ class JobRoutes:
                 "model",
                 code="model_not_found",
             )
+        note_model(model_id)  # found in the media catalog, so a bounded label
         try:
             task_input = model.validate_input(body.get("input"))
         except InputRejected as rejected:

@@ -24,6 +24,7 @@ from controldb.money import Admission
 
 from .admission import Admissions
 from .http import request_id
+from .metrics import note_upstream
 
 
 def router_unavailable(exc: grpc.aio.AioRpcError) -> APIError:
@@ -81,6 +82,7 @@ class RouterCalls:
             reply: pb.ChatResponse = await self.router.ChatCompletion(message)
         except grpc.aio.AioRpcError as exc:
             await self.failed(exc, admission)
+        note_upstream(reply.upstream_us)
         return reply
 
     async def open_stream(self, message: pb.ChatRequest, admission: Admission) -> OpenedStream:
@@ -93,6 +95,7 @@ class RouterCalls:
                 headers["x-aig-provider"] = first.start.provider
                 headers["x-aig-model"] = first.start.model
                 headers["x-aig-attempts"] = str(first.start.attempts)
+                note_upstream(first.start.upstream_us)
                 if first.start.first_chunk:
                     first = pb.ChatStreamEvent(chunk=first.start.first_chunk)
                 else:

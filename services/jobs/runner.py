@@ -67,7 +67,9 @@ log = logging.getLogger("jobs")
 _EVENT_NAMESPACE = uuid.UUID("2f6b9c1e-7a43-4f0e-9d1c-5b8e3a6f0c21")
 SUBMIT_RETRIES = 3
 
-TASK_TRANSITIONS = Counter("aig_jobs_transitions_total", "Task state changes", ["state"])
+TASK_TRANSITIONS = Counter(
+    "aig_jobs_transitions_total", "Task state changes by state and provider", ["state", "provider"]
+)
 TASKS_FOLLOWED = Gauge("aig_jobs_tasks_followed", "Tasks this process is following")
 PROVIDER_CALLS = Counter(
     "aig_jobs_provider_calls_total", "Calls to media providers", ["provider", "call", "outcome"]
@@ -447,7 +449,7 @@ class TaskRunner:
             TASK_EVENTS_TOPIC, task.id, event.SerializeToString(), tracing.kafka_headers()
         )
         await self._publisher.flush()
-        TASK_TRANSITIONS.labels(task.state).inc()
+        TASK_TRANSITIONS.labels(task.state, task.provider).inc()
 
     def _publish_usage(self, task: Task, units: int, upstream: int) -> None:
         model = self._catalog.model(task.model)

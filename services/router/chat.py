@@ -30,6 +30,7 @@ from .adapters.sse import SSEDecoder
 from .breaker import Breakers
 from .capabilities import check_chat_request
 from .config import RouterConfig
+from .metrics import count_failover, observe_attempt
 from .providers import ChatCall, Provider, UpstreamRequest
 from .requests import Target
 from .upstream import UpstreamClients, UpstreamStream, UpstreamUnreachable
@@ -55,6 +56,8 @@ class ChatResult:
     # The catalog model the call is billed as: the fallback's, when a fallback served it.
     model_id: str
     attempts: list[AttemptRecord]
+    # Seconds spent in upstream attempts (the chain's wall time: hedges overlap once).
+    upstream_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -67,6 +70,8 @@ class StreamOutcome:
     # False when the stream failed before the provider reported (or we could estimate) usage.
     reported_usage: bool = False
     attempts: list[AttemptRecord] = field(default_factory=list)
+    # As ChatResult.upstream_s, up to the first chunk.
+    upstream_s: float = 0.0
 
 
 class AttemptsFailed(Exception):
@@ -226,6 +231,7 @@ class ChatService:
     async def complete(self, body: dict[str, Any]) -> ChatResult:
         plan = self.plan(body)
         attempts: list[AttemptRecord] = []
+        began = time.monotonic()
         result, target = await self._failover(
             plan.targets, attempts, lambda target: self._complete_once(plan, target, body)
         )
@@ -236,6 +242,7 @@ class ChatService:
             provider=target.provider,
             model_id=target.model.id,
             attempts=attempts,
+            upstream_s=time.monotonic() - began,
         )
 
     async def _complete_once(
@@ -259,9 +266,11 @@ class ChatService:
         """Yields OpenAI chunks. Raises AttemptsFailed before the first chunk if no route
         could start the stream."""
         plan = self.plan(body)
+        began = time.monotonic()
         started, target = await self._failover(
             plan.targets, outcome.attempts, lambda target: self._start_stream(plan, target, body)
         )
+        outcome.upstream_s = time.monotonic() - began
         outcome.provider, outcome.model_id = target.provider, target.model.id
         streamed_chars = 0
         finished = False
@@ -344,6 +353,8 @@ class ChatService:
             if _is_rate_limit(last_error):
                 # Never retry a rate limit on the provider that set it.
                 remaining = [t for t in remaining if t.provider != target.provider]
+            if remaining:
+                count_failover(target.provider)
         assert last_error is not None
         raise AttemptsFailed(last_error, attempts)
 
@@ -357,10 +368,12 @@ class ChatService:
             except asyncio.CancelledError:
                 attempts.append(self._record(target, 499, started))
                 _describe_attempt(span, target, attempts, "cancelled")
+                observe_attempt(target.provider, "cancelled", time.monotonic() - started)
                 raise
             except Exception as exc:
                 attempts.append(self._record(target, _status_of(exc), started))
                 _describe_attempt(span, target, attempts, "error")
+                observe_attempt(target.provider, "error", time.monotonic() - started)
                 # The exception's type only: a provider's message may quote the request.
                 log.warning(
                     "upstream attempt %d failed: provider=%s model=%s status=%d (%s)",
@@ -374,6 +387,7 @@ class ChatService:
                     self._breakers.record_failure(target.provider, target.upstream_id)
                 raise
             attempts.append(self._record(target, 200, started))
+            observe_attempt(target.provider, "ok", time.monotonic() - started)
             _describe_attempt(span, target, attempts, "ok")
             self._breakers.record_success(target.provider, target.upstream_id)
             return result

@@ -202,6 +202,7 @@ class RouterServicer(pb_grpc.RouterServicer):
             usage=_usage_message(result.usage),
             attempts=len(result.attempts),
             model=result.model_id,
+            upstream_us=int(result.upstream_s * 1_000_000),
         )
 
     async def StreamChatCompletion(
@@ -231,6 +232,7 @@ class RouterServicer(pb_grpc.RouterServicer):
                         attempts=len(outcome.attempts),
                         first_chunk=orjson.dumps(chunk),
                         model=outcome.model_id,
+                        upstream_us=int(outcome.upstream_s * 1_000_000),
                     )
                     yield pb.ChatStreamEvent(start=start)
                     continue

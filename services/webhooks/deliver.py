@@ -48,6 +48,19 @@ from .signing import signature_headers
 log = logging.getLogger("webhooks")
 
 ATTEMPTS = Counter("aig_webhook_attempts_total", "Webhook POST attempts by outcome", ["outcome"])
+SENDS = Counter(
+    "aig_webhook_sends_total",
+    "Webhook POSTs by what the receiver did: 2xx, 3xx, 4xx, 5xx, timeout, unreachable "
+    "(refused, reset, DNS), or url_refused (the SSRF guard did not send it)",
+    ["result"],
+)
+DEAD_LETTERS = Counter(
+    "aig_webhook_dead_letters_total", "Deliveries given up on (retries exhausted, account gone)"
+)
+_SEND_RESULTS = {
+    name: SENDS.labels(name)
+    for name in ("2xx", "3xx", "4xx", "5xx", "timeout", "unreachable", "url_refused")
+}
 ATTEMPT_SECONDS = Histogram(
     "aig_webhook_attempt_seconds",
     "Duration of webhook POST attempts",
@@ -182,10 +195,13 @@ class Deliverer:
             try:
                 await check_callback_url(delivery.callback_url, self._allow_hosts)
             except CallbackUrlRefused as refused:
+                _SEND_RESULTS["url_refused"].inc()
                 result = self._final(delivery, started, REFUSED, f"not sent: {refused}")
             else:
                 result = await self._post(delivery, started, clock)
         ATTEMPTS.labels(result.outcome).inc()
+        if result.outcome == DEAD:
+            DEAD_LETTERS.inc()
         recorded = asyncio.get_running_loop().create_future()
         self._finished.put_nowait((delivery, result, recorded))
         if not await recorded:
@@ -289,10 +305,14 @@ class Deliverer:
             ) as response:
                 await response.content.read(MAX_RESPONSE_BYTES)
                 error = None if 200 <= response.status < 300 else f"HTTP {response.status}"
+                _SEND_RESULTS.get(f"{response.status // 100}xx", _SEND_RESULTS["5xx"]).inc()
                 return Answer(response.status, error, response.headers.get("retry-after"))
         except TimeoutError:
+            _SEND_RESULTS["timeout"].inc()
             return Answer(None, f"timed out after {self._settings.timeout_s:g} s", None)
         except aiohttp.ClientError as exc:
+            _SEND_RESULTS["unreachable"].inc()
             return Answer(None, f"{type(exc).__name__}: {exc}"[:500], None)
         except OSError as exc:
+            _SEND_RESULTS["unreachable"].inc()
             return Answer(None, f"{type(exc).__name__}: {exc}"[:500], None)

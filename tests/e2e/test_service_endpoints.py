@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.stack import Stack
 
@@ -14,7 +15,12 @@ def test_health_ready_metrics(stack: Stack, edge: httpx.Client) -> None:
     assert ready.json()["checks"] == {"database": True, "router": True}
     edge.get("/v1/models")
     metrics = edge.get("/metrics").text
-    assert 'aig_edge_http_responses_total{path="/v1/models",status="200"}' in metrics
+    labels = {"route": "/v1/models", "model": "other", "provider": "none", "status": "200"}
+    assert any(
+        sample.name == "aig_edge_http_responses_total" and sample.labels == labels
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+    )
     router_ops = f"http://127.0.0.1:{stack.ports.router_ops}"
     assert httpx.get(f"{router_ops}/healthz").status_code == 200
     assert "aig_router_upstream_calls_total" in httpx.get(f"{router_ops}/metrics").text

@@ -178,6 +178,7 @@ class ChatResponse(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    UPSTREAM_US_FIELD_NUMBER: _builtins.int
     completion: _builtins.bytes
     """An OpenAI chat.completion JSON object."""
     provider: _builtins.str
@@ -186,6 +187,11 @@ class ChatResponse(_message.Message):
     model: _builtins.str
     """The canonical catalog id the call was served and billed as (an alias resolves to it;
     a fallback to another model reports that model).
+    """
+    upstream_us: _builtins.int
+    """Microseconds the router spent in upstream attempts (failover and hedging included,
+    overlapping hedged attempts counted once): the edge subtracts it from what it observed
+    to chart aig's own overhead.
     """
     @_builtins.property
     def error(self) -> Global___ErrorReply: ...
@@ -200,10 +206,11 @@ class ChatResponse(_message.Message):
         usage: Global___TokenUsage | None = ...,
         attempts: _builtins.int = ...,
         model: _builtins.str = ...,
+        upstream_us: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "error", b"error", "result", b"result", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "completion", b"completion", "error", b"error", "model", b"model", "provider", b"provider", "result", b"result", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "completion", b"completion", "error", b"error", "model", b"model", "provider", b"provider", "result", b"result", "upstream_us", b"upstream_us", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["completion", "error"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
@@ -223,6 +230,7 @@ class StreamStart(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     FIRST_CHUNK_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    UPSTREAM_US_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     attempts: _builtins.int
     first_chunk: _builtins.bytes
@@ -231,6 +239,8 @@ class StreamStart(_message.Message):
     """
     model: _builtins.str
     """As ChatResponse.model."""
+    upstream_us: _builtins.int
+    """As ChatResponse.upstream_us, up to the first chunk."""
     def __init__(
         self,
         *,
@@ -238,10 +248,11 @@ class StreamStart(_message.Message):
         attempts: _builtins.int = ...,
         first_chunk: _builtins.bytes = ...,
         model: _builtins.str = ...,
+        upstream_us: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "first_chunk", b"first_chunk", "model", b"model", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "first_chunk", b"first_chunk", "model", b"model", "provider", b"provider", "upstream_us", b"upstream_us"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

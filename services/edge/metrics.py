@@ -1,0 +1,180 @@
+"""The edge's Prometheus metrics and the middleware that records them.
+
+One `CallFacts` per request lives in a context variable: handlers (admission, the router
+call) note what only they know — the catalog model, the router's upstream time — and the
+middleware labels the response with it when the response starts. Labelled children are
+cached in plain dicts (`labels()` takes a lock and builds a tuple each call); every label
+value comes from a bounded set: route templates of the code, catalog ids, provider names
+from the catalog, HTTP statuses, limit codes.
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_RESPONSES = Counter(
+    "aig_edge_http_responses_total",
+    "Responses of the edge by route template, catalog model, provider and status",
+    ["route", "model", "provider", "status"],
+)
+ADMISSIONS = Counter(
+    "aig_edge_admissions_total",
+    "Admission decisions: admitted, clamped (admitted for less output), refused (402)",
+    ["outcome"],
+)
+PAYMENT_REQUIRED = Counter(
+    "aig_edge_payment_required_total", "402 answers by the limit that refused the call", ["code"]
+)
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+OVERHEAD = Histogram(
+    "aig_edge_overhead_seconds",
+    "aig's own time in a chat call: the edge's time to the answer (a stream: its first "
+    "bytes) minus the router's upstream time",
+    ["mode"],
+    buckets=_LATENCY_BUCKETS,
+)
+TTFT = Histogram(
+    "aig_edge_time_to_first_token_seconds",
+    "Time from a streamed call's arrival to its first body bytes, as the edge sent them",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+LIMIT_CODES = (
+    "key_daily_cap",
+    "key_monthly_cap",
+    "workspace_daily_cap",
+    "workspace_monthly_cap",
+    "account_daily_cap",
+    "account_monthly_cap",
+    "insufficient_credits",
+)
+ADMITTED = ADMISSIONS.labels("admitted")
+CLAMPED = ADMISSIONS.labels("clamped")
+REFUSED = ADMISSIONS.labels("refused")
+_REFUSED_BY_CODE = {code: PAYMENT_REQUIRED.labels(code) for code in LIMIT_CODES}
+_OVERHEAD_UNARY = OVERHEAD.labels("unary")
+_OVERHEAD_STREAM = OVERHEAD.labels("stream")
+
+OTHER = "other"
+NONE = "none"
+
+
+class CallFacts:
+    """What the handler learnt about the call, for the middleware's labels."""
+
+    __slots__ = ("model", "upstream_s")
+
+    def __init__(self) -> None:
+        self.model = OTHER
+        # The router's upstream time; negative until (unless) a router reply reports it.
+        self.upstream_s = -1.0
+
+
+_current: ContextVar[CallFacts | None] = ContextVar("aig_edge_call_facts", default=None)
+
+
+def note_model(model_id: str) -> None:
+    """The catalog id of the model a call was admitted for (never a client's string)."""
+    facts = _current.get()
+    if facts is not None:
+        facts.model = model_id
+
+
+def note_upstream(upstream_us: int) -> None:
+    facts = _current.get()
+    if facts is not None and upstream_us > 0:
+        facts.upstream_s = upstream_us / 1_000_000
+
+
+def count_refusal(code: str) -> None:
+    REFUSED.inc()
+    child = _REFUSED_BY_CODE.get(code)
+    if child is None:  # a limit kind added later: still bounded by the code
+        child = _REFUSED_BY_CODE[code] = PAYMENT_REQUIRED.labels(code)
+    child.inc()
+
+
+_responses: dict[tuple[str, str, str, int], Any] = {}
+
+
+_templates: dict[Any, str] = {}
+
+
+def _route_of(scope: Scope) -> str:
+    """The matched route's path template: FastAPI's routes leave themselves in the scope,
+    plain Starlette ones (the /v1 calls) their endpoint, looked up once. Every /v1 template
+    is a bounded label value; anything else (no route, admin, dashboard) is `other`."""
+    route = getattr(scope.get("route"), "path_format", None)  # FastAPI's own routes
+    if isinstance(route, str):
+        return route if route.startswith("/v1") else OTHER
+    endpoint = scope.get("endpoint")
+    if endpoint is None:
+        return OTHER
+    template = _templates.get(endpoint)
+    if template is None:
+        template = OTHER
+        for route in getattr(scope.get("app"), "routes", ()):
+            if getattr(route, "endpoint", None) == endpoint:
+                path = getattr(route, "path_format", "")
+                template = path if path.startswith("/v1") else OTHER
+                break
+        _templates[endpoint] = template
+    return template
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        facts = CallFacts()
+        token = _current.set(facts)
+        streaming = False
+
+        async def counting_send(message: Message) -> None:
+            nonlocal streaming
+            kind = message["type"]
+            if kind == "http.response.start":
+                status: int = message["status"]
+                provider, model, event_stream = NONE, facts.model, False
+                for name, value in message.get("headers", ()):
+                    if name == b"x-aig-provider":
+                        provider = value.decode("latin-1")
+                    elif name == b"x-aig-model":
+                        model = value.decode("latin-1")
+                    elif name == b"content-type":
+                        event_stream = value.startswith(b"text/event-stream")
+                key = (_route_of(scope), model, provider, status)
+                child = _responses.get(key)
+                if child is None:
+                    child = _responses[key] = HTTP_RESPONSES.labels(*key[:3], str(status))
+                child.inc()
+                if event_stream and status == 200:
+                    streaming = True
+                elif facts.upstream_s >= 0:
+                    _OVERHEAD_UNARY.observe(
+                        max(0.0, time.perf_counter() - started - facts.upstream_s)
+                    )
+            elif streaming and kind == "http.response.body" and message.get("body"):
+                streaming = False
+                first = time.perf_counter() - started
+                TTFT.observe(first)
+                if facts.upstream_s >= 0:
+                    _OVERHEAD_STREAM.observe(max(0.0, first - facts.upstream_s))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            _current.reset(token)
