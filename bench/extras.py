@@ -17,6 +17,7 @@ from . import (
     jobs_throughput,
     outage,
     reservations,
+    tokenizer,
     tracing_overhead,
     webhook_throughput,
 )
@@ -45,6 +46,7 @@ def main() -> None:
     clients = http_clients.measure()
     hop = grpc_hop.measure()
     traced = tracing_overhead.measure()
+    tokens = tokenizer.measure()
     results = {
         "reservations": {"sqlite": sqlite, "postgresql": postgres},
         "billing": billing,
@@ -54,6 +56,7 @@ def main() -> None:
         "http_clients": clients,
         "grpc_hop": hop,
         "tracing": traced,
+        "tokenizer": tokens,
     }
     (HERE / "out").mkdir(exist_ok=True)
     (HERE / "out" / "extras.json").write_text(json.dumps(results, indent=2))
@@ -149,6 +152,7 @@ def main() -> None:
         "floor sits under aig's latency overhead at low rates.",
     ]
     lines += ["", *tracing_section(traced)]
+    lines += ["", *tokenizer.section(tokens)]
     (HERE / "EXTRAS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
