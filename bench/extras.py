@@ -18,6 +18,7 @@ from . import (
     jobs_throughput,
     outage,
     reservations,
+    tokenizer,
     tracing_overhead,
     webhook_throughput,
 )
@@ -47,6 +48,7 @@ def main() -> None:
     clients = http_clients.measure()
     hop = grpc_hop.measure()
     traced = tracing_overhead.measure()
+    tokens = tokenizer.measure()
     results = {
         "reservations": {"sqlite": sqlite, "postgresql": postgres},
         "billing": billing,
@@ -57,6 +59,7 @@ def main() -> None:
         "http_clients": clients,
         "grpc_hop": hop,
         "tracing": traced,
+        "tokenizer": tokens,
     }
     (HERE / "out").mkdir(exist_ok=True)
     (HERE / "out" / "extras.json").write_text(json.dumps(results, indent=2))
@@ -165,6 +168,7 @@ def main() -> None:
         f"({ratio['back_to_back']}x / {ratio['every_20_ms']}x of TCP).",
     ]
     lines += ["", *tracing_section(traced)]
+    lines += ["", *tokenizer.section(tokens)]
     (HERE / "EXTRAS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -24,6 +24,7 @@ from aig_common.errors import APIError, error_body, model_not_found
 from catalog.estimate import likely_prompt_tokens
 from catalog.live import LiveCatalog
 from catalog.models import ChatModel, request_chain
+from catalog.tokenizer import chat_prompt_tokens, output_tokens
 
 from .adapters.base import TokenUsage, UpstreamError
 from .adapters.sse import SSEDecoder
@@ -84,7 +85,11 @@ class AttemptsFailed(Exception):
 
 
 def _stream_usage(
-    reported: TokenUsage | None, finished: bool, body: dict[str, Any], streamed_chars: int
+    reported: TokenUsage | None,
+    finished: bool,
+    body: dict[str, Any],
+    produced: Produced,
+    model: ChatModel,
 ) -> TokenUsage:
     """What a stream that reached its first chunk is billed for.
 
@@ -93,21 +98,63 @@ def _stream_usage(
     A stream that ran to its end is billed on the provider's usage exactly. One cut short
     (the client left, or the upstream broke off) may have no usage yet, or only the partial
     figures some providers send first (Anthropic's message_start counts one output token):
-    each figure the provider did not report is our estimate instead, the prompt from the
-    request's size (catalog.estimate.likely_prompt_tokens, a central estimate rather than
-    the reservation's upper bound) and the output from the characters streamed (4 per
-    token)."""
+    each figure the provider did not report is counted instead. For a model with a public
+    tokenizer (OpenAI's; catalog.tokenizer) that is the real count of the prompt, in
+    OpenAI's chat format, and of the text and tool-call arguments streamed; for the others
+    it is an estimate, the prompt from the request's size (catalog.estimate.
+    likely_prompt_tokens, a central estimate rather than the reservation's upper bound) and
+    the output from the characters streamed (4 per token). `model` is the catalog model the
+    call is billed as (a fallback's, when one served it)."""
     if finished and reported is not None:
         return reported
-    produced = -(-streamed_chars // 4)
+    counted = output_tokens(model, produced.texts())
+    output = -(-produced.chars // 4) if counted is None else counted
     if reported is None:
-        return TokenUsage(prompt_tokens=likely_prompt_tokens(body), completion_tokens=produced)
+        return TokenUsage(prompt_tokens=_prompt_tokens(body, model), completion_tokens=output)
     return TokenUsage(
-        prompt_tokens=reported.prompt_tokens or likely_prompt_tokens(body),
-        completion_tokens=max(reported.completion_tokens, produced),
+        prompt_tokens=reported.prompt_tokens or _prompt_tokens(body, model),
+        completion_tokens=max(reported.completion_tokens, output),
         cached_prompt_tokens=reported.cached_prompt_tokens,
         reasoning_tokens=reported.reasoning_tokens,
     )
+
+
+def _prompt_tokens(body: dict[str, Any], model: ChatModel) -> int:
+    counted = chat_prompt_tokens(body, model)
+    if counted is None:
+        return likely_prompt_tokens(body, tokens_per_image=model.image_input_tokens)
+    return counted
+
+
+class Produced:
+    """The output a stream has sent so far, kept as the provider's text pieces (joined only
+    if a count is needed): each choice's content and each tool call's arguments."""
+
+    __slots__ = ("_pieces", "chars")
+
+    def __init__(self) -> None:
+        self._pieces: dict[tuple[int, int], list[str]] = {}
+        self.chars = 0
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        for position, choice in enumerate(chunk.get("choices") or ()):
+            index = choice.get("index", position)
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                self._piece((index, -1), content)
+            for number, call in enumerate(delta.get("tool_calls") or ()):
+                arguments = (call.get("function") or {}).get("arguments")
+                if arguments:
+                    self._piece((index, call.get("index", number)), arguments)
+
+    def _piece(self, key: tuple[Any, Any], text: Any) -> None:
+        if isinstance(text, str):
+            self._pieces.setdefault(key, []).append(text)
+            self.chars += len(text)
+
+    def texts(self) -> list[str]:
+        return ["".join(pieces) for pieces in self._pieces.values()]
 
 
 def unreachable(provider: str, exc: UpstreamUnreachable) -> UpstreamError:
@@ -138,16 +185,6 @@ def _all_open(model_id: str) -> UpstreamError:
     return UpstreamError(
         status=503, body=error_body(message, status=503, code="upstream_unavailable")
     )
-
-
-def _output_chars(chunk: dict[str, Any]) -> int:
-    total = 0
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") or {}
-        total += len(delta.get("content") or "")
-        for call in delta.get("tool_calls") or ():
-            total += len((call.get("function") or {}).get("arguments") or "")
-    return total
 
 
 def _status_of(exc: BaseException) -> int:
@@ -272,13 +309,13 @@ class ChatService:
         )
         outcome.upstream_s = time.monotonic() - began
         outcome.provider, outcome.model_id = target.provider, target.model.id
-        streamed_chars = 0
+        produced = Produced()
         finished = False
         try:
-            streamed_chars += _output_chars(started.first)
+            produced.add(started.first)
             yield started.first
             async for chunk in started.rest:
-                streamed_chars += _output_chars(chunk)
+                produced.add(chunk)
                 yield chunk
             finished = True
         except UpstreamError:
@@ -288,7 +325,19 @@ class ChatService:
             # Closing the upstream stream is what stops the provider producing (and billing)
             # more once the client has gone.
             await started.aclose()
-            outcome.usage = _stream_usage(started.request.usage(), finished, body, streamed_chars)
+            reported = started.request.usage()
+            if finished and reported is not None:
+                outcome.usage = reported
+            else:
+                # A count may be the process's first, which loads the tokenizer (a second or
+                # more on a busy machine; bench/tokenizer.py): off the event loop.
+                count = (reported, finished, body, produced, target.model)
+                try:
+                    outcome.usage = await asyncio.to_thread(_stream_usage, *count)
+                except asyncio.CancelledError:
+                    outcome.usage = _stream_usage(*count)
+                    outcome.reported_usage = True
+                    raise
             outcome.reported_usage = True
 
     async def _start_stream(

@@ -10,6 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import bpe_openai
 import httpx
 import openai
 import orjson
@@ -21,7 +22,6 @@ from aig.events.v1 import events_pb2 as events
 from aig_common.ids import uuid7
 from aig_common.money import NANO_PER_USD, apply_markup, parse_usd
 from aig_common.service_auth import service_headers
-from catalog.estimate import likely_prompt_tokens
 from catalog.models import load_catalog
 from devstack.stack import Stack
 
@@ -287,39 +287,61 @@ def _calls_of(stack: Stack, account_id: str) -> list[dict[str, Any]]:
     return list(answer.json()["data"])
 
 
-def test_a_stream_the_client_leaves_pays_for_its_prompt_and_what_it_produced(
-    stack: Stack, admin: httpx.Client, base_url: str
-) -> None:
-    """The provider bills the prompt and the output it made before the router closed the
-    upstream stream; the customer pays that (with markup), not nothing and not the rest."""
-    key = create_key(admin, "abandoned-stream", credits_usd="5.00")
-    body = {"model": "gpt-4o-mini", "messages": ASK, "stream": True, **NO_FALLBACKS}
-    seen = ""
+def _stream_pieces(base_url: str, key: str, body: dict[str, Any], leave_early: bool) -> list[str]:
+    """The content of each chunk a stream delivers; with `leave_early`, the client hangs up
+    after the first one that carries text."""
+    pieces: list[str] = []
     with (
-        sandbox_settings(stack, chunk_interval_ms=200, stream_chunks=12, answer_tokens=120),
         httpx.Client(timeout=30) as client,
         client.stream(
             "POST",
             f"{base_url}/chat/completions",
             json=body,
-            headers={"authorization": f"Bearer {key['key']}"},
+            headers={"authorization": f"Bearer {key}"},
         ) as response,
     ):
         assert response.status_code == 200
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 for choice in orjson.loads(line.removeprefix("data: "))["choices"]:
-                    seen += choice["delta"].get("content") or ""
-            if seen:
-                break  # one content chunk of twelve, then the client hangs up
+                    if choice["delta"].get("content"):
+                        pieces.append(choice["delta"]["content"])
+            if pieces and leave_early:
+                break
+    return pieces
+
+
+def test_a_stream_the_client_leaves_pays_for_its_prompt_and_what_it_produced(
+    stack: Stack, admin: httpx.Client, base_url: str
+) -> None:
+    """The provider bills the prompt and the output it made before the router closed the
+    upstream stream; the customer pays that (with markup), not nothing and not the rest."""
+    key = create_key(admin, "abandoned-stream", credits_usd="5.00")
+    reader = create_key(admin, "whole-stream", credits_usd="5.00")
+    body = {"model": "gpt-4o-mini", "messages": ASK, "stream": True, **NO_FALLBACKS}
+    with sandbox_settings(stack, chunk_interval_ms=200, stream_chunks=12, answer_tokens=120):
+        # The sandbox answers a prompt the same way every time: read it all once, chunk by
+        # chunk, then leave the same stream after its first content chunk.
+        whole = _stream_pieces(base_url, reader["key"], body, leave_early=False)
+        seen = _stream_pieces(base_url, key["key"], body, leave_early=True)
+    assert len(whole) == 12 and seen == whole[:1]
     me = wait_until_settled(base_url, key["key"])
     (call,) = _calls_of(stack, key["account_id"])
     assert (call["http_status"], call["error_code"]) == (499, "client_closed"), call
     model = load_catalog().chat("gpt-4o-mini")
     assert model is not None
-    prompt, produced = likely_prompt_tokens(body), -(-len(seen.encode()) // 4)
-    assert (int(call["prompt_tokens"]), int(call["completion_tokens"])) == (prompt, produced)
-    assert produced < 120 // 2  # the router stopped the upstream: not the whole answer
+    # gpt-4o-mini's tokenizer is public (o200k_base): the prompt as OpenAI's chat format
+    # counts it (3 tokens per message, role and content, 3 priming the reply), the output as
+    # the text the router relayed, counted here with the encoding itself. The router relays
+    # what it has until the edge notices the client has gone (at its next write), so that is
+    # the first chunk or a few more, never the whole answer.
+    o200k = bpe_openai.get_encoding("o200k_base")
+    prompt = sum(3 + len(o200k.encode(m["role"])) + len(o200k.encode(m["content"])) for m in ASK)
+    prompt += 3
+    produced = int(call["completion_tokens"])
+    relayed = {len(o200k.encode("".join(whole[:chunks]))): chunks for chunks in range(1, 7)}
+    assert produced in relayed, (produced, relayed)
+    assert int(call["prompt_tokens"]) == prompt
     upstream = prompt * model.input_nano_usd_per_token + produced * model.output_nano_usd_per_token
     billed = apply_markup(upstream, 4000)
     assert billed > 0 and parse_usd(call["billed_cost_usd"]) == billed
