@@ -45,4 +45,13 @@ GRPC_CLIENT_OPTIONS = [
     *GRPC_OPTIONS,
     ("grpc.service_config", json.dumps(ROUTER_SERVICE_CONFIG)),
     ("grpc.enable_retries", 1),
+    # A router back from a restart is used again within 2 s. gRPC's default backoff grows to
+    # 120 s, so after a rolling restart an edge could know only the next router to stop,
+    # and fail every call while it drained (measured: 188 failures of 1,720 calls).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    # New router pods (new addresses behind the headless Service) are looked up again at
+    # most this often when a connection drops; gRPC's default is 30 s.
+    ("grpc.dns_min_time_between_resolutions_ms", 5000),
 ]

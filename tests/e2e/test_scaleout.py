@@ -51,6 +51,7 @@ DAILY_CAP_USD = "40.00"
 CLIENT_THREADS = 4
 PHASE_S = 8.0  # load before, between and after the kills
 DOWN_S = 2.0  # how long a killed process stays down
+MIN_READY_S = 3.0  # k8s/base/router.yaml's minReadySeconds, a little shortened
 
 
 @pytest.fixture(scope="module")
@@ -321,6 +322,9 @@ def test_a_graceful_rolling_restart_of_every_replica_fails_no_call(scaled_stack:
             exits[name], took_s[name] = _sigterm_and_restart(stack, name)
             if name.startswith("edge"):
                 rotation.append(edge)
+            # The router Deployment's minReadySeconds: the edges reconnect to the new
+            # process (backoff at most 2 s) before the next one stops.
+            time.sleep(MIN_READY_S)
         time.sleep(PHASE_S / 2)
     finally:
         stop.set()
