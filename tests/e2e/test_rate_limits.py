@@ -8,6 +8,7 @@ boundary (3 x 40/60 > 2), so the counts below do not depend on when the test run
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import anthropic
@@ -46,7 +47,7 @@ def _limited_key(admin: httpx.Client, name: str) -> dict[str, Any]:
     return dict(key.json())
 
 
-def _assert_refused(headers: httpx.Headers) -> None:
+def _assert_refused(headers: Mapping[str, str]) -> None:
     assert headers["x-ratelimit-limit-requests"] == str(LIMIT)
     assert headers["x-ratelimit-remaining-requests"] == "0"
     assert headers["x-ratelimit-reset-requests"].endswith("s")
