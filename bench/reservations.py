@@ -20,7 +20,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from controldb import KeyStore, create_engine_from_url, migrate
+from controldb.limits import Limits
 from controldb.money import Admission, Money
+from controldb.ratelimit import MAX_RPM_LIMIT
 
 CALLS = 2000
 OUT = Path(__file__).parent / "out" / "reservations.json"
@@ -58,6 +60,9 @@ async def measure(database_url: str, calls: int = CALLS) -> dict[str, Any]:
     account = await store.create_account("bench")
     key, _ = await store.create_key(account.id, "bench")
     await money.add_credits(account.id, "grant", 10**15)
+    # A key with an rpm_limit pays one UPDATE more per admission; the limit is never reached.
+    limited, _ = await store.create_key(account.id, "bench-rpm")
+    await Limits(sessions).set_caps("key", limited.id, {"rpm_limit": MAX_RPM_LIMIT})
 
     async def round_trip() -> None:
         async with sessions() as session, session.begin():
@@ -66,6 +71,9 @@ async def measure(database_url: str, calls: int = CALLS) -> dict[str, Any]:
     async def admit() -> Admission:
         return await money.admit(account.id, key.id, 1000)
 
+    async def admit_limited() -> Admission:
+        return await money.admit(account.id, limited.id, 1000)
+
     async def settle(admission: Admission) -> None:
         await money.release(admission.reservation_id)
 
@@ -73,6 +81,7 @@ async def measure(database_url: str, calls: int = CALLS) -> dict[str, Any]:
     baseline = _percentiles(await _timed(calls, round_trip))
     # Steady state: calls settle, so few reservations are in flight at any time.
     admission = _percentiles(await _timed(calls, admit, settle))
+    limited_admission = _percentiles(await _timed(calls, admit_limited, settle))
     await engine.dispose()
     return {
         "calls": calls,
@@ -80,6 +89,10 @@ async def measure(database_url: str, calls: int = CALLS) -> dict[str, Any]:
         "admission": admission,
         "admission_over_baseline_p50": round(admission["p50_us"] / baseline["p50_us"], 2),
         "admission_over_baseline_p99": round(admission["p99_us"] / baseline["p99_us"], 2),
+        "admission_rpm_limited_key": limited_admission,
+        "rpm_limited_over_unlimited_p50": round(
+            limited_admission["p50_us"] / admission["p50_us"], 2
+        ),
     }
 
 

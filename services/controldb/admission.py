@@ -11,12 +11,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import BigInteger, ColumnElement, String, bindparam, cast, func, select, true
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    String,
+    bindparam,
+    cast,
+    func,
+    select,
+    true,
+    update,
+)
 
 from aig_common.money import apply_markup
 from controldb.ids import random_id
 from controldb.models import Account, ApiKey, Reservation, SpendCounter, Workspace
 from controldb.periods import day_period, month_period, next_day, next_month
+from controldb.ratelimit import RateStatus, take
 
 # What time it is, as money sees it (UTC). Production reads the wall clock; tests pass a fake
 # to put a call on either side of a UTC midnight or of the refund window's edge.
@@ -57,6 +68,8 @@ class Admission:
     amount_nano_usd: int
     markup_basis_points: int
     expires_at: datetime
+    # The key's request rate after this call, when the key has an rpm_limit.
+    rate: RateStatus | None = None
 
 
 def nano_usd_sum(column: Any) -> ColumnElement[int]:
@@ -104,6 +117,10 @@ def _build_limits_query() -> Any:
             workspace_id.label("workspace_id"),
             ApiKey.daily_cap_nano_usd.label("key_daily_cap"),
             ApiKey.monthly_cap_nano_usd.label("key_monthly_cap"),
+            ApiKey.rpm_limit.label("rpm_limit"),
+            ApiKey.rpm_minute.label("rpm_minute"),
+            ApiKey.rpm_current.label("rpm_current"),
+            ApiKey.rpm_previous.label("rpm_previous"),
             Workspace.daily_cap_nano_usd.label("workspace_daily_cap"),
             Workspace.monthly_cap_nano_usd.label("workspace_monthly_cap"),
             _held(true()).label("held_account"),
@@ -125,6 +142,17 @@ def _build_limits_query() -> Any:
 
 LIMITS_QUERY = _build_limits_query()
 LOCK_ACCOUNT = select(Account.id).where(Account.id == _ACCOUNT).with_for_update()
+# The one extra statement, only for keys with an rpm_limit: the counts after an admitted call.
+# Absolute values, computed from what LIMITS_QUERY read under the same lock.
+COUNT_REQUEST = (
+    update(ApiKey)
+    .where(ApiKey.id == bindparam("window_key_id", type_=String()))
+    .values(
+        rpm_minute=bindparam("window_minute"),
+        rpm_current=bindparam("window_current"),
+        rpm_previous=bindparam("window_previous"),
+    )
+)
 
 
 def limits_parameters(account_id: str, key_id: str, now: datetime) -> dict[str, Any]:
@@ -145,6 +173,20 @@ class LimitsRow(Protocol):
     markup: int
     workspace_id: str | None
     held_account: int
+    rpm_limit: int | None
+    rpm_minute: int | None
+    rpm_current: int
+    rpm_previous: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An admitted call: the admission, the reservation row to insert and, for a key with an
+    rpm_limit, COUNT_REQUEST's parameters."""
+
+    admission: Admission
+    reservation: dict[str, Any]
+    request_count: dict[str, Any] | None
 
 
 def decide_admission(
@@ -154,11 +196,22 @@ def decide_admission(
     upstream_worst_case_nano_usd: int,
     now: datetime,
     ttl: timedelta,
-) -> tuple[Admission, dict[str, Any]]:
-    """From LIMITS_QUERY's row: the admission and the reservation row to insert, or
-    LimitExceeded / UnknownAccount. Pure, so every admission path decides alike."""
+) -> Decision:
+    """From LIMITS_QUERY's row: what to write for an admitted call, or RateLimited /
+    LimitExceeded / UnknownAccount. Pure, so every admission path decides alike. The rate
+    comes first: a runaway loop is told to slow down (429, retryable) before it is told a
+    cap is spent."""
     if row is None:
         raise UnknownAccount(f"no key {key_id} in account {account_id}")
+    rate, request_count = None, None
+    if row.rpm_limit is not None:
+        rate, window = take(row.rpm_limit, row.rpm_minute, row.rpm_current, row.rpm_previous, now)
+        request_count = {
+            "window_key_id": key_id,
+            "window_minute": window.minute,
+            "window_current": window.current,
+            "window_previous": window.previous,
+        }
     needed = apply_markup(upstream_worst_case_nano_usd, row.markup)
     for scope, period, cap, used, held, resets_at in _checks(row, key_id, account_id, now):
         if cap is not None and used + held + needed > cap:
@@ -184,6 +237,7 @@ def decide_admission(
         amount_nano_usd=needed,
         markup_basis_points=row.markup,
         expires_at=now + ttl,
+        rate=rate,
     )
     values = {
         "id": admission.reservation_id,
@@ -194,7 +248,7 @@ def decide_admission(
         "created_at": now,
         "expires_at": admission.expires_at,
     }
-    return admission, values
+    return Decision(admission, values, request_count)
 
 
 def _checks(

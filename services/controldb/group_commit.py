@@ -43,6 +43,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import PoolProxiedConnection
 
 from controldb.admission import (
+    COUNT_REQUEST,
     LIMITS_QUERY,
     Admission,
     AdmissionsCommitted,
@@ -103,6 +104,7 @@ class _Statements:
         self.limits_sql = str(limits)
         self.limits_constants = {k: v for k, v in limits.params.items() if v is not None}
         self.insert_sql = str(insert(Reservation).compile(dialect=named))
+        self.count_request_sql = str(COUNT_REQUEST.compile(dialect=named))
         release = delete(Reservation).where(Reservation.id == bindparam("reservation_id"))
         self.release_sql = str(release.compile(dialect=named))
         # Timestamps stored exactly as the ORM stores them, so `expires_at > :now` compares
@@ -286,15 +288,18 @@ class GroupCommitAdmissions:
             else _Row(zip((d[0] for d in cursor.description), found, strict=True))
         )
         try:
-            admission, values = decide_admission(
+            decision = decide_admission(
                 row, account_id, key_id, worst_case_nano_usd, now, self._ttl
             )
-        except Exception as refusal:  # LimitExceeded, UnknownAccount: this call only
+        except Exception as refusal:  # RateLimited, LimitExceeded, UnknownAccount: this call only
             return refusal
+        if decision.request_count is not None:
+            connection.execute(sql.count_request_sql, decision.request_count)
+        values = decision.reservation
         values["created_at"] = sql.timestamp(values["created_at"])
         values["expires_at"] = sql.timestamp(values["expires_at"])
         connection.execute(sql.insert_sql, values)
-        return admission
+        return decision.admission
 
     # -- back on the event loop ----------------------------------------------------------
 

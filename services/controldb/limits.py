@@ -12,6 +12,8 @@ from controldb.ids import random_id
 from controldb.models import Account, ApiKey, Workspace
 
 CAP_FIELDS = ("daily_cap_nano_usd", "monthly_cap_nano_usd")
+# What else a key's owner may set on it: its request rate (controldb.ratelimit).
+KEY_FIELDS = (*CAP_FIELDS, "rpm_limit")
 
 
 class NotFound(Exception):
@@ -74,7 +76,9 @@ class Limits:
     async def set_caps(
         self, kind: str, object_id: str, changes: Mapping[str, int | None]
     ) -> Account | ApiKey | Workspace:
-        """Sets (or, with None, removes) caps; the very next admission reads them."""
+        """Sets (or, with None, removes) caps, and a key's rpm_limit; the very next admission
+        reads them."""
+        settable = KEY_FIELDS if kind == "key" else CAP_FIELDS
         async with self._sessions() as session, session.begin():
             found: Account | ApiKey | Workspace | None = await session.get(
                 _MODELS[kind], object_id, with_for_update=True
@@ -82,7 +86,7 @@ class Limits:
             if found is None:
                 raise NotFound(kind, object_id)
             for name, value in changes.items():
-                if name in CAP_FIELDS:
+                if name in settable:
                     setattr(found, name, value)
         return found
 

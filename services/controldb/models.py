@@ -121,6 +121,13 @@ class ApiKey(Base):
     )
     daily_cap_nano_usd: Mapped[int | None] = mapped_column(BigInteger, default=None)
     monthly_cap_nano_usd: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # Requests per minute (None: unlimited) and the key's request counts of the current and
+    # previous UTC minute, which admission reads and writes under the account's lock
+    # (controldb.ratelimit). On the key's own row, so a key without a limit costs nothing.
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, default=None)
+    rpm_minute: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    rpm_current: Mapped[int] = mapped_column(Integer, default=0)
+    rpm_previous: Mapped[int] = mapped_column(Integer, default=0)
 
     @property
     def is_revoked(self) -> bool:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from aig_common.money import MAX_NANO_USD, NANO_PER_USD
 from controldb.admission import (
+    COUNT_REQUEST,
     LIMITS_QUERY,
     LOCK_ACCOUNT,
     Admission,
@@ -56,6 +57,7 @@ from controldb.models import (
     SpendCounter,
 )
 from controldb.periods import day_period, month_period, next_day, next_month
+from controldb.ratelimit import RateLimited as RateLimited  # re-exported, as LimitExceeded
 from controldb.tiers import Tier, tier_for
 
 DEFAULT_RESERVATION_TTL = timedelta(minutes=15)
@@ -285,13 +287,15 @@ class Money:
             row = (
                 await connection.execute(LIMITS_QUERY, limits_parameters(account_id, key_id, now))
             ).one_or_none()
-            admission, values = decide_admission(
+            decision = decide_admission(
                 row, account_id, key_id, upstream_worst_case_nano_usd, now, self._reservation_ttl
             )
-            await connection.execute(insert(Reservation).values(values))
+            if decision.request_count is not None:
+                await connection.execute(COUNT_REQUEST, decision.request_count)
+            await connection.execute(insert(Reservation).values(decision.reservation))
         if self._admissions_committed is not None:
             await asyncio.to_thread(self._admissions_committed, 1)
-        return admission
+        return decision.admission
 
     def _release_abandoned(self, transaction: asyncio.Task[Admission]) -> None:
         if transaction.cancelled() or transaction.exception() is not None:

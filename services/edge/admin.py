@@ -22,6 +22,7 @@ from controldb import Account, AccountNotFound, ApiKey, KeyStore
 from controldb.limits import Limits, NotFound
 from controldb.models import STARTER_MARKUP_BASIS_POINTS, Workspace
 from controldb.money import Money
+from controldb.ratelimit import MAX_RPM_LIMIT
 
 from .throttle import auth_subjects, record_failure, refuse_if_throttled
 
@@ -46,6 +47,8 @@ class CreateKeyBody(_Body):
     workspace_id: Identifier | None = None
     daily_cap_usd: str | None = None
     monthly_cap_usd: str | None = None
+    # Requests per minute; absent or null: unlimited. Checked by parse_rpm_limit.
+    rpm_limit: Any = None
 
 
 BodyT = TypeVar("BodyT", bound=_Body)
@@ -111,6 +114,7 @@ def admin_router(
             "daily_cap_nano_usd": parse_cap(body.daily_cap_usd, "daily_cap_usd"),
             "monthly_cap_nano_usd": parse_cap(body.monthly_cap_usd, "monthly_cap_usd"),
         }
+        rpm_limit = parse_rpm_limit(body.rpm_limit)
         if limits is not None and body.workspace_id is not None:
             workspace = await _workspace_of(limits, body.workspace_id)
             if workspace.account_id != body.account_id:
@@ -124,12 +128,14 @@ def admin_router(
             record, plain_key = await store.create_key(body.account_id, body.name)
         except AccountNotFound as exc:
             raise _account_not_found(exc.account_id, param="account_id") from None
-        if limits is not None and (body.workspace_id or any(caps.values())):
+        settings = {**caps, "rpm_limit": rpm_limit}
+        configured = any(value is not None for value in settings.values())
+        if limits is not None and (body.workspace_id or configured):
             await limits.attach_key(record.id, body.workspace_id)
-            await limits.set_caps("key", record.id, caps)
+            await limits.set_caps("key", record.id, settings)
             record.workspace_id = body.workspace_id
-            record.daily_cap_nano_usd = caps["daily_cap_nano_usd"]
-            record.monthly_cap_nano_usd = caps["monthly_cap_nano_usd"]
+            for name, value in settings.items():
+                setattr(record, name, value)
         return JSONResponse(created_key_object(record, plain_key), status_code=201)
 
     @router.get("/keys")
@@ -192,6 +198,21 @@ def parse_cap(value: object, param: str) -> int | None:
     return _usd_param(value, param, minimum=0, rule="must not be negative")
 
 
+def parse_rpm_limit(value: object, param: str = "rpm_limit") -> int | None:
+    """A key's requests per minute: a whole number from 1 to MAX_RPM_LIMIT; null: unlimited."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RPM_LIMIT:
+        raise APIError(
+            400,
+            f"Invalid value for '{param}': expected a whole number of requests per minute "
+            f"from 1 to {MAX_RPM_LIMIT}, or null for no limit.",
+            code="invalid_value",
+            param=param,
+        )
+    return value
+
+
 def parse_amount(value: object, param: str) -> int:
     return _usd_param(value, param, minimum=1, rule="must be positive")
 
@@ -222,6 +243,7 @@ def key_object(record: ApiKey) -> dict[str, Any]:
         "workspace_id": record.workspace_id,
         "daily_cap_usd": optional_usd(record.daily_cap_nano_usd),
         "monthly_cap_usd": optional_usd(record.monthly_cap_nano_usd),
+        "rpm_limit": record.rpm_limit,
         "revoked": record.revoked_at is not None,
         "revoked_at": _unix(record.revoked_at) if record.revoked_at else None,
     }
@@ -239,6 +261,7 @@ def created_key_object(record: ApiKey, plain_key: str) -> dict[str, Any]:
         "workspace_id": record.workspace_id,
         "daily_cap_usd": optional_usd(record.daily_cap_nano_usd),
         "monthly_cap_usd": optional_usd(record.monthly_cap_nano_usd),
+        "rpm_limit": record.rpm_limit,
     }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import Request
+
 from aig_common.errors import APIError, model_not_found
 from aig_common.money import usd
 from catalog.estimate import (
@@ -16,9 +18,10 @@ from catalog.estimate import (
 )
 from catalog.live import LiveCatalog
 from catalog.models import Catalog, ChainLink, ChatModel, request_chain
-from controldb import AuthenticatedKey
-from controldb.money import Admission, LimitExceeded, Money
+from controldb import AuthenticatedKey, ratelimit
+from controldb.money import Admission, LimitExceeded, Money, RateLimited
 
+from .http import add_response_headers
 from .metrics import ADMITTED, CLAMPED, count_refusal, note_model
 
 _LIMIT_WORDS = {
@@ -93,6 +96,30 @@ def payment_required(limit: LimitExceeded, note: str = "") -> APIError:
     )
 
 
+def too_many_requests(limited: RateLimited) -> APIError:
+    """HTTP 429 for a key over its rpm_limit, with OpenAI's rate-limit headers."""
+    wait = ratelimit.retry_after_seconds(limited.retry_after_ms)
+    return APIError(
+        429,
+        f"Rate limit reached for requests: this API key may make {limited.limit} requests per "
+        f"minute. Please try again in {ratelimit.duration(limited.retry_after_ms)}.",
+        code="rate_limit_exceeded",
+        error_type="requests",
+        headers={
+            "retry-after": str(wait),
+            **ratelimit.headers(limited.limit, 0, limited.reset_ms),
+        },
+    )
+
+
+def note_rate(request: Request, admission: Admission) -> None:
+    """An admitted call of a key with an rpm_limit answers with its x-ratelimit-* headers,
+    whatever its outcome (the call counted)."""
+    rate = admission.rate
+    if rate is not None:
+        add_response_headers(request, ratelimit.headers(rate.limit, rate.remaining, rate.reset_ms))
+
+
 class Admissions:
     def __init__(
         self, catalog: LiveCatalog[Catalog], money: Money, min_clamped_output_tokens: int = 64
@@ -123,7 +150,7 @@ class Admissions:
             for link in chain
         )
         try:
-            admitted = ChatAdmission(await self._money.admit(key.account_id, key.key_id, worst))
+            admitted = ChatAdmission(await self._reserve(key, worst))
         except LimitExceeded as limit:
             if requested_max_output_tokens(body) is not None:
                 raise payment_required(limit) from None
@@ -156,7 +183,7 @@ class Admissions:
             worst = _worst_case(chain, size, tokens)
             ceiling = tokens
             try:
-                admission = await self._money.admit(key.account_id, key.key_id, worst)
+                admission = await self._reserve(key, worst)
             except LimitExceeded as tighter:
                 limit = tighter
                 continue
@@ -180,11 +207,18 @@ class Admissions:
 
     async def _admit(self, key: AuthenticatedKey, worst_case_nano_usd: int) -> Admission:
         try:
-            admission = await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
+            admission = await self._reserve(key, worst_case_nano_usd)
         except LimitExceeded as limit:
             raise payment_required(limit) from None
         ADMITTED.inc()
         return admission
+
+    async def _reserve(self, key: AuthenticatedKey, worst_case_nano_usd: int) -> Admission:
+        """Money.admit; a key over its rpm_limit is a 429 (LimitExceeded is the caller's)."""
+        try:
+            return await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
+        except RateLimited as limited:
+            raise too_many_requests(limited) from None
 
 
 def _worst_case(chain: list[ChainLink], size: PromptSize, output_tokens: int) -> int:

@@ -35,13 +35,15 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = "req_" + secrets.token_hex(16)
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         logs.current_request_id.set(request_id)
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
+                added = state.get(_ADDED_HEADERS, ())
+                message["headers"] = [*message.get("headers", []), header, *added]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
@@ -166,6 +168,16 @@ def _loop_time(monotonic_deadline: float) -> float:
     """`asyncio.timeout_at` wants the loop's clock; convert a time.monotonic() deadline."""
     loop = asyncio.get_running_loop()
     return loop.time() + (monotonic_deadline - time.monotonic())
+
+
+_ADDED_HEADERS = "added_response_headers"
+
+
+def add_response_headers(request: Request, headers: dict[str, str]) -> None:
+    """Headers for whatever response this request ends with, errors included (RequestIdMiddleware
+    adds them): what a handler learnt before it knew which response it would build."""
+    added = request.scope.setdefault("state", {}).setdefault(_ADDED_HEADERS, [])
+    added.extend((name.encode(), value.encode()) for name, value in headers.items())
 
 
 def request_id(request: Request) -> str:

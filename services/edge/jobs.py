@@ -48,7 +48,7 @@ from controldb.webhooks import WebhookStore
 from jobs.links import ResultLinks
 from jobs.storage import ObjectNotFound, ResultUrlExpired, ResultUrlRejected
 
-from .admission import Admissions
+from .admission import Admissions, note_rate
 from .http import read_body, request_id, require_json
 from .metrics import note_model
 from .v1 import authenticate
@@ -197,6 +197,7 @@ class JobRoutes:
         units = model.units_for(task_input)
         unit_price = model.unit_price_for(task_input)
         admission = await self._admissions.media(key, unit_price * units)
+        note_rate(request, admission)
         created = now_ms()
         deadline = created + model.deadline_s * 1000
         route = model.routes[0]

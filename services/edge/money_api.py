@@ -29,6 +29,7 @@ from .admin import (
     optional_usd,
     parse_amount,
     parse_cap,
+    parse_rpm_limit,
     require_admin_token,
 )
 from .billing_client import BillingClient
@@ -166,7 +167,10 @@ def money_admin_router(
         )
 
     async def _patch(kind: str, object_id: str, request: Request) -> Account | ApiKey | Workspace:
-        changes = _cap_changes(await _json_object(request))
+        body = await _json_object(request)
+        changes = _cap_changes(body)
+        if kind == "key" and "rpm_limit" in body:
+            changes["rpm_limit"] = parse_rpm_limit(body["rpm_limit"])
         try:
             return await limits.set_caps(kind, object_id, changes)
         except NotFound as exc:
@@ -293,7 +297,12 @@ def customer_router(
                     "computed_at": _rfc3339(computed),
                     "next_recompute_at": _rfc3339(computed + tier_interval if computed else None),
                 },
-                "key": {"id": key.id, "name": key.name, "caps": await caps("key", key)},
+                "key": {
+                    "id": key.id,
+                    "name": key.name,
+                    "caps": await caps("key", key),
+                    "rpm_limit": key.rpm_limit,
+                },
                 "workspace": workspace,
             }
         )

@@ -18,7 +18,7 @@ from catalog.media import MediaCatalog
 from controldb import AuthenticatedKey, KeyStore
 from controldb.money import Admission
 
-from .admission import Admissions
+from .admission import Admissions, note_rate
 from .http import read_body, require_json
 from .router_calls import RouterCalls, call_context, router_unavailable
 from .throttle import auth_subjects, record_failure, refuse_if_throttled
@@ -103,6 +103,7 @@ class OpenAIRoutes:
         validate_chat_request(body)
         admitted = await self._admissions.chat(key, body)
         admission = admitted.admission
+        note_rate(request, admission)
         clamp: dict[str, str] = {}
         if admitted.clamped_output_tokens is not None:
             # The reservation only covers this much output: the provider must not make more.
@@ -162,6 +163,7 @@ class OpenAIRoutes:
         body = parse_json_object(raw)
         validate_embeddings_request(body)
         admission = await self._admissions.embeddings(key, body)
+        note_rate(request, admission)
         message = pb.EmbeddingsRequest(context=call_context(request, key, admission), body=raw)
         try:
             reply = await self._calls.router.CreateEmbeddings(message)

@@ -126,8 +126,10 @@ async def test_create_list_and_revoke_a_key(
         "workspace_id",
         "daily_cap_usd",
         "monthly_cap_usd",
+        "rpm_limit",
     }
     assert (created["workspace_id"], created["daily_cap_usd"]) == (None, None)
+    assert created["rpm_limit"] is None
     assert created["object"] == "api_key"
     assert created["key"].startswith("sk-aig-")
     assert created["key"].startswith(created["key_prefix"])
@@ -143,6 +145,7 @@ async def test_create_list_and_revoke_a_key(
     assert [item["id"] for item in listed["data"]] == [created["id"]]
     assert "key" not in listed["data"][0]
     assert listed["data"][0]["revoked"] is False
+    assert listed["data"][0]["rpm_limit"] is None
 
     revoked = await client.delete(f"/admin/v1/keys/{created['id']}", headers=AUTH)
     assert revoked.status_code == 200

@@ -84,6 +84,25 @@ async def test_key_created_once_shown_with_caps_and_revoked(
     assert "1 revoked key" in (await browser.get("/dashboard")).text
 
 
+async def test_a_key_gets_a_request_rate_limit_at_creation_and_later(
+    browser: Browser, mailbox: Mailbox
+) -> None:
+    await verified(browser, mailbox)
+    await browser.submit("/dashboard", "/dashboard/keys", {"name": "loop", "rpm_limit": "30"})
+    page = (await browser.get("/dashboard")).text
+    assert "at most 30 requests/min" in page
+    key_id = re.search(r'action="/dashboard/keys/(key_[^/]+)/rate"', page)
+    assert key_id
+    rate = f"/dashboard/keys/{key_id.group(1)}/rate"
+    refused = await browser.submit("/dashboard", rate, {"rpm_limit": "0"})
+    assert refused.status_code == 400 and "whole number of requests per minute" in refused.text
+    saved = await browser.submit("/dashboard", rate, {"rpm_limit": "120"})
+    assert "notice=rate_saved" in saved.headers["location"]
+    assert "at most 120 requests/min" in (await browser.get("/dashboard")).text
+    await browser.submit("/dashboard", rate, {"rpm_limit": ""})
+    assert "requests/min</span>" not in (await browser.get("/dashboard")).text
+
+
 async def test_another_customers_keys_and_workspaces_are_out_of_reach(
     browser: Browser, other_browser: Browser, mailbox: Mailbox
 ) -> None:
@@ -99,9 +118,12 @@ async def test_another_customers_keys_and_workspaces_are_out_of_reach(
     for action in (
         f"/dashboard/keys/{key_id.group(1)}/revoke",
         f"/dashboard/keys/{key_id.group(1)}/caps",
+        f"/dashboard/keys/{key_id.group(1)}/rate",
         f"/dashboard/workspaces/{ws_id.group(1)}/caps",
     ):
-        reply = await other_browser.submit("/dashboard", action, {"daily_cap_usd": "0"})
+        reply = await other_browser.submit(
+            "/dashboard", action, {"daily_cap_usd": "0", "rpm_limit": "1"}
+        )
         assert reply.status_code == 404, action
     # A key in someone else's workspace cannot be made either.
     stolen = await other_browser.submit(

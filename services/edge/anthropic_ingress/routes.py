@@ -24,7 +24,7 @@ from catalog.estimate import estimate_prompt_tokens
 from controldb import AuthenticatedKey, KeyStore
 from controldb.money import Admission
 
-from ..admission import Admissions
+from ..admission import Admissions, note_rate
 from ..http import read_body, request_id, require_json
 from ..router_calls import RouterCalls, call_context
 from ..v1 import JSON, SSE_HEADERS, authenticate
@@ -82,6 +82,7 @@ class MessagesRoutes:
         chat["max_completion_tokens"] = min(chat["max_completion_tokens"], model.max_output_tokens)
         # max_tokens is required, so admission reserves exactly it and never clamps.
         admission = (await self._admissions.chat(key, chat)).admission
+        note_rate(request, admission)
         message = pb.ChatRequest(
             context=call_context(request, key, admission), body=orjson.dumps(chat)
         )

@@ -18,6 +18,7 @@ from controldb.limits import Limits, NotFound
 from controldb.models import Account, ApiKey, Workspace
 from controldb.money import PACKAGE_BONUS_BASIS_POINTS, Money, RefundNotAllowed
 from controldb.people import SignedIn
+from controldb.ratelimit import MAX_RPM_LIMIT
 from controldb.tasks import TaskStore
 from controldb.tiers import TIERS
 from controldb.webhooks import WebhookStore
@@ -74,6 +75,20 @@ def _cap_param(form: dict[str, str], name: str) -> int | None:
     return amount
 
 
+def _rpm_limit(form: dict[str, str]) -> int | None:
+    """A key's requests per minute from the form; empty: no limit."""
+    text = form.get("rpm_limit", "").strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_RPM_LIMIT:
+        raise PageError(
+            400,
+            "Not a rate",
+            f"A rate limit is a whole number of requests per minute, 1 to {MAX_RPM_LIMIT}.",
+        )
+    return int(text)
+
+
 def _caps(form: dict[str, str]) -> dict[str, int | None]:
     return {
         "daily_cap_nano_usd": _cap_param(form, "daily_cap_usd"),
@@ -111,6 +126,7 @@ class Pages:
             route("/", self.overview, ["GET"]),
             route("/keys", self.create_key, ["POST"]),
             route("/keys/{key_id}/caps", self.key_caps, ["POST"]),
+            route("/keys/{key_id}/rate", self.key_rate, ["POST"]),
             route("/keys/{key_id}/revoke", self.revoke_key, ["POST"]),
             route("/workspaces", self.create_workspace, ["POST"]),
             route("/workspaces/{workspace_id}/caps", self.workspace_caps, ["POST"]),
@@ -182,12 +198,12 @@ class Pages:
         workspace_id = form.get("workspace_id") or None
         if workspace_id is not None:
             await self._owned(viewer, "workspace", workspace_id)
-        caps = _caps(form)
+        settings = {**_caps(form), "rpm_limit": _rpm_limit(form)}
         record, plain = await self._store.create_key(viewer.account.id, name)
         if workspace_id is not None:
             await self._limits.attach_key(record.id, workspace_id)
-        if any(value is not None for value in caps.values()):
-            await self._limits.set_caps("key", record.id, caps)
+        if any(value is not None for value in settings.values()):
+            await self._limits.set_caps("key", record.id, settings)
         response = await self.overview(request, new_key={"name": name, "secret": plain})
         return response
 
@@ -197,6 +213,13 @@ class Pages:
         key = await self._owned(viewer, "key", request.path_params["key_id"])
         await self._limits.set_caps("key", key.id, _caps(form))
         return redirect("", "caps_saved")
+
+    async def key_rate(self, request: Request) -> Response:
+        viewer = await self._web.require_viewer(request)
+        form = await self._web.form(request)
+        key = await self._owned(viewer, "key", request.path_params["key_id"])
+        await self._limits.set_caps("key", key.id, {"rpm_limit": _rpm_limit(form)})
+        return redirect("", "rate_saved")
 
     async def revoke_key(self, request: Request) -> Response:
         viewer = await self._web.require_viewer(request)

@@ -46,6 +46,7 @@ NOTICES = {
     "trial_granted": "Your email address is verified and your trial credits are in.",
     "trial_used": "Your email address is verified. This address already received its trial.",
     "caps_saved": "Caps saved. The next call is checked against them.",
+    "rate_saved": "Rate limit saved. The next call is checked against it.",
     "key_revoked": "Key revoked. Calls with it now get 401.",
     "workspace_created": "Workspace created.",
     "password_changed": "Password changed. Every browser was signed out; sign in again.",

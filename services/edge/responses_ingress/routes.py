@@ -29,7 +29,7 @@ from catalog.models import Catalog
 from controldb import KeyStore
 from controldb.responses import ResponseRecord, ResponseStore
 
-from ..admission import Admissions
+from ..admission import Admissions, note_rate
 from ..http import read_body, require_json
 from ..router_calls import OpenedStream, RouterCalls, call_context
 from ..v1 import JSON, SSE_HEADERS, authenticate, reply_error
@@ -108,6 +108,7 @@ class ResponsesRoutes:
         body = chat_body(call, history, reasoning=reasoning)
         validate_chat_request(body)
         admitted = await self._admissions.chat(key, body)
+        note_rate(request, admitted.admission)
         headers: dict[str, str] = {}
         if admitted.clamped_output_tokens is not None:
             body["max_completion_tokens"] = admitted.clamped_output_tokens
