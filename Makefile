@@ -1,9 +1,9 @@
-# The front door: `make up` runs the gateway, `make test` runs every test.
+# The front door: `make up` runs the gateway, `make test` runs every test but the slow ones.
 SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: up test test-containers lint typecheck proto proto-check unit fmt fuzz bench clean k8s
+.PHONY: up test test-slow test-containers lint typecheck proto proto-check unit fmt fuzz bench clean k8s
 
 .venv/.synced: pyproject.toml uv.lock scripts/bootstrap.sh
 	@scripts/bootstrap.sh
@@ -23,7 +23,12 @@ up: .venv/.synced
 	@scripts/install_seaweedfs.sh >/dev/null
 
 test: .venv/.synced tests/js/node_modules/.package-lock.json .tools/kustomize.version .tools/weed.version lint typecheck proto-check
-	@$(PY) -m pytest -q -p no:cacheprovider --durations=15
+	@$(PY) -m pytest -q -p no:cacheprovider --durations=15 -m "not slow"
+
+# The slow tests make test leaves out (the chaos run, tests/e2e/test_chaos.py); -s shows
+# the figures they print.
+test-slow: .venv/.synced
+	@$(PY) -m pytest -q -s -p no:cacheprovider -m slow
 
 # The ledger, money and end-to-end tests against Kafka, a ClickHouse server and PostgreSQL
 # in Docker containers (testcontainers; tests/backends.py). Fails at once without Docker.
