@@ -1,4 +1,4 @@
-# The front door: `make up` runs the gateway, `make test` runs every test.
+# The front door: `make up` runs the gateway, `make test` runs every test but the slow ones.
 SHELL := /bin/bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
@@ -25,9 +25,10 @@ up: .venv/.synced
 test: .venv/.synced tests/js/node_modules/.package-lock.json .tools/kustomize.version .tools/weed.version lint typecheck proto-check
 	@$(PY) -m pytest -q -p no:cacheprovider --durations=15 -m "not slow"
 
-# The chaos and scale-out runs (marked slow): minutes each, so out of `make test`; CI runs both.
+# The slow tests make test leaves out (the chaos and scale-out runs, tests/e2e/test_chaos.py
+# and test_scaleout.py); -s shows the figures they print.
 test-slow: .venv/.synced
-	@$(PY) -m pytest -q -p no:cacheprovider -s -m slow
+	@$(PY) -m pytest -q -s -p no:cacheprovider -m slow
 
 # The ledger, money and end-to-end tests against Kafka, a ClickHouse server and PostgreSQL
 # in Docker containers (testcontainers; tests/backends.py). Fails at once without Docker.

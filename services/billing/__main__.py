@@ -41,7 +41,12 @@ async def serve(settings: BillingSettings) -> None:
     await migrate(settings.database_url)
     engine = create_engine_from_url(settings.database_url)
     money = Money(async_sessionmaker(engine, expire_on_commit=False))
-    settler = UsageSettler(ledger, money, crash_after_write=settings.crash_after_write)
+    settler = UsageSettler(
+        ledger,
+        money,
+        crash_after_write=settings.crash_after_write,
+        crash_after_ledger_batch=settings.crash_after_ledger_batch,
+    )
 
     # Per-message logs go out at DEBUG: at thousands of events a second INFO would cost more
     # than the work.

@@ -21,6 +21,10 @@ class BillingSettings:
     # Test hook: exit right after the ledger and the control DB are written, before the
     # Kafka offsets are committed, to prove that redelivery changes nothing.
     crash_after_write: bool
+    # Test hook: exit after the ledger write of the Nth batch (1-based; 0 = never), before
+    # the control DB settles it and before the offset commit: the window in which the
+    # ledger has rows that no settlement matches yet.
+    crash_after_ledger_batch: int
     # Required by the internal API (`/internal/v1/*`); unset, that API refuses every call.
     service_token: str
 
@@ -40,6 +44,7 @@ class BillingSettings:
             batch_wait_ms=int(env.get("AIG_BILLING_BATCH_WAIT_MS", "500")),
             tier_recompute_interval_s=float(env.get("AIG_TIER_RECOMPUTE_INTERVAL_S", "21600")),
             crash_after_write=env.get("AIG_BILLING_CRASH_AFTER_WRITE") == "1",
+            crash_after_ledger_batch=int(env.get("AIG_BILLING_CRASH_AFTER_LEDGER_BATCH") or "0"),
             service_token=env.get("AIG_SERVICE_TOKEN", ""),
             drain_s=float(env.get("AIG_DRAIN_S", "30")),
         )

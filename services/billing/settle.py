@@ -45,10 +45,19 @@ def settlement_of(event: events.UsageEvent) -> UsageSettlement:
 
 
 class UsageSettler:
-    def __init__(self, ledger: Ledger, money: Money, *, crash_after_write: bool = False) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        money: Money,
+        *,
+        crash_after_write: bool = False,
+        crash_after_ledger_batch: int = 0,
+    ) -> None:
         self._ledger = ledger
         self._money = money
         self._crash_after_write = crash_after_write
+        self._crash_after_ledger_batch = crash_after_ledger_batch
+        self._batches = 0
 
     async def handle(
         self, payloads: Sequence[bytes], headers: Sequence[Mapping[str, str]] = ()
@@ -74,6 +83,14 @@ class UsageSettler:
         if not usable:
             return 0
         await self._ledger.insert([UsageRow.from_event(event) for event in usable])
+        self._batches += 1
+        if self._batches == self._crash_after_ledger_batch:
+            log.warning(
+                "AIG_BILLING_CRASH_AFTER_LEDGER_BATCH: exiting after the ledger write of batch"
+                " %d, before its settlement and offset commit",
+                self._batches,
+            )
+            os._exit(CRASH_EXIT_CODE)
         fresh = await self._money.settle([settlement_of(event) for event in usable])
         EVENTS_SETTLED.labels("settled").inc(fresh)
         EVENTS_SETTLED.labels("duplicate").inc(len(usable) - fresh)

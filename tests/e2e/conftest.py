@@ -19,12 +19,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import backends
 import httpx
 import openai
 import pytest
 import yaml
 from pg import create_database
+from sqlalchemy.engine import make_url
 
 from aig_common.money import apply_markup
 from catalog.estimate import estimate_prompt_tokens, worst_case_output_tokens
@@ -231,6 +233,12 @@ def sandbox(stack: Stack) -> Iterator[Sandbox]:
     simulator.reset()
     yield simulator
     simulator.reset()
+
+
+async def control_db_connection(stack: Stack) -> asyncpg.Connection:
+    """A connection to the PostgreSQL control DB of `stack`, to read what the services wrote."""
+    url = make_url(stack.database_url).set(drivername="postgresql")
+    return await asyncpg.connect(url.render_as_string(hide_password=False))
 
 
 def admin_client(stack: Stack) -> httpx.Client:

@@ -271,7 +271,7 @@ def test_tier_follows_rolling_30_day_spend(
     assert parse_usd(claude["billed_cost_usd"]) == apply_markup(upstream, 3000)
 
 
-def _calls_of(stack: Stack, account_id: str) -> list[dict[str, Any]]:
+def _calls_of(stack: Stack, account_id: str, limit: int = 100) -> list[dict[str, Any]]:
     """The account's calls as billing's ledger holds them, one row each (internal API)."""
     answer = httpx.get(
         f"http://127.0.0.1:{stack.ports.billing}/internal/v1/calls",
@@ -279,6 +279,7 @@ def _calls_of(stack: Stack, account_id: str) -> list[dict[str, Any]]:
             "account_id": account_id,
             "start": "2000-01-01T00:00:00+00:00",
             "end": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+            "limit": str(limit),
         },
         headers=service_headers(stack.service_token),
         timeout=10,

@@ -12,17 +12,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import asyncpg
 import httpx
 import openai
 import pytest
-from sqlalchemy.engine import make_url
 
 from aig_common.money import parse_usd, usd
 from devstack.stack import Stack
 
 from .conftest import (
     Sandbox,
+    control_db_connection,
     create_key,
     sandbox_settings,
     start_stack,
@@ -225,8 +224,7 @@ def _held_reservations(stack: Stack, key_id: str) -> int:
     """Reservation rows of a key, expired or not: only a release or a settlement deletes one."""
 
     async def count() -> int:
-        url = make_url(stack.database_url).set(drivername="postgresql")
-        connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+        connection = await control_db_connection(stack)
         try:
             query = "SELECT count(*) FROM reservations WHERE key_id = $1"
             return int(await connection.fetchval(query, key_id))

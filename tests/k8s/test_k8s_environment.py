@@ -18,6 +18,7 @@ SHARED = ("aig_common", "controldb", "catalog", "jobs")
 ENV_NAME = re.compile(r"^(AIG_[A-Z0-9_]+|KAFKA_[A-Z_]+|OTEL_[A-Z_]+|[A-Z]+_API_KEY)$")
 NOT_IN_A_CLUSTER = {
     "AIG_BILLING_CRASH_AFTER_WRITE": "a test hook that makes billing exit mid-batch",
+    "AIG_BILLING_CRASH_AFTER_LEDGER_BATCH": "a test hook that makes billing exit mid-batch",
     "AIG_LEDGER_DIR": "chDB's directory; in a cluster the ledger is ClickHouse",
     "AIG_KAFKA_PORT": "the port of the devstack's local broker",
 }

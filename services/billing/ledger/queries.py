@@ -71,7 +71,8 @@ def recent_calls_sql(filters: tuple[str, ...]) -> str:
     narrowing = "".join(f" AND {name} = {{{name}:String}}" for name in filters)
     return f"""
         SELECT formatDateTime(occurred_at, '%Y-%m-%dT%H:%i:%SZ', 'UTC') AS time,
-               request_id, key_id, workspace_id, endpoint, model, provider,
+               toString(event_id) AS event_id, request_id, key_id, workspace_id, endpoint,
+               model, provider,
                toString(outcome) AS outcome, http_status, error_code,
                prompt_tokens, completion_tokens, billed_cost_nano_usd, latency_ms, streamed,
                toUInt32(JSONLength(attempts)) AS attempts
