@@ -150,8 +150,14 @@ def _router_calls(ops_url: str) -> float:
 
 
 def _ledger_rows(stack: Stack, account_id: str) -> list[dict[str, Any]]:
+    """The account's calls in every billing replica's ledger, one row per usage event.
+
+    Each replica keeps its own chDB ledger here, so a batch that a replica wrote and was
+    killed before settling is written again by the replica that takes its partitions: the
+    same event in two ledgers. One ClickHouse server (production) keeps it once
+    (ReplacingMergeTree on the event id); here the union is deduplicated by event id."""
     now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
+    rows: dict[str, dict[str, Any]] = {}
     for url in stack.billing_urls():
         response = httpx.get(
             f"{url}/internal/v1/calls",
@@ -165,8 +171,9 @@ def _ledger_rows(stack: Stack, account_id: str) -> list[dict[str, Any]]:
             timeout=30,
         )
         assert response.status_code == 200, response.text
-        rows += response.json()["data"]
-    return rows
+        for row in response.json()["data"]:
+            rows.setdefault(row["event_id"], row)
+    return list(rows.values())
 
 
 async def _settlements(database_url: str, account_id: str) -> tuple[int, int]:
