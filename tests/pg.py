@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from devstack.lifetime import die_with_parent_preexec
+from devstack.processes import free_port
 
 POSTGRES_ENV_URL = "AIG_TEST_POSTGRES_URL"
 DEBIAN_POSTGRES_ROOT = Path("/usr/lib/postgresql")
@@ -49,12 +49,6 @@ def find_postgres_bin_dir() -> Path:
             f"'postgresql' package (apt-get install postgresql) or set {POSTGRES_ENV_URL}"
         )
     return max(candidates, key=lambda path: int(path.parent.name))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -78,7 +72,7 @@ class PostgresServer:
     def start(cls) -> PostgresServer:
         bin_dir = find_postgres_bin_dir()
         base_dir = Path(tempfile.mkdtemp(prefix="aig-pg-"))
-        server = cls(bin_dir=bin_dir, base_dir=base_dir, port=_free_port())
+        server = cls(bin_dir=bin_dir, base_dir=base_dir, port=free_port())
         try:
             server._init_and_start()
         except BaseException:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +17,53 @@ import httpx
 
 from .lifetime import die_with_parent_preexec
 
+# Ports are handed out below the kernel's ephemeral range. A port the kernel picked for
+# bind(0) is an ephemeral one, and between our probe closing it and the service binding it,
+# any outgoing connection (a Kafka client, an HTTP probe) may take it as its local port:
+# CI saw a billing consumer fail to bind for exactly that reason.
+_LOWEST_PORT = 10_000
+_handed_out: set[int] = set()
+_port_lock = threading.Lock()
+
+
+def ephemeral_port_range(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> range:
+    try:
+        low, high = (int(part) for part in path.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32_768, 60_999  # Linux's default
+    return range(low, high + 1)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            # No SO_REUSEADDR: a port with a connection in TIME_WAIT counts as taken too.
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _candidate_ports() -> list[int]:
+    ephemeral = ephemeral_port_range()
+    return [port for port in range(_LOWEST_PORT, 65_536) if port not in ephemeral]
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free now, outside the ephemeral range (so no
+    outgoing connection can take it before its service binds it) and not handed out
+    before by this process (so two services started together never share one)."""
+    candidates = _candidate_ports()
+    with _port_lock:
+        # A random start keeps two test runs on one machine from probing in lockstep.
+        start = random.randrange(len(candidates))
+        for index in range(len(candidates)):
+            port = candidates[(start + index) % len(candidates)]
+            if port in _handed_out or not _port_is_free(port):
+                continue
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free TCP port on 127.0.0.1 outside the ephemeral range")
 
 
 def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:

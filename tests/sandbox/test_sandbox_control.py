@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ import zlib
 import httpx
 import openai
 import pytest
+
+from devstack.processes import free_port
 
 CHAT_BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "log me"}]}
 
@@ -193,14 +194,8 @@ def test_healthz(control: httpx.Client) -> None:
     assert control.get("/healthz").json() == {"status": "ok"}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_python_dash_m_sandbox_serves_on_env_port() -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "AIG_SANDBOX_PORT": str(port), "AIG_SANDBOX_STREAM_CHUNKS": "2"}
     process = subprocess.Popen(
         [sys.executable, "-m", "sandbox"],
