@@ -1,7 +1,12 @@
 # The front door: `make up` runs the gateway, `make test` runs every test but the slow ones.
 SHELL := /bin/bash
 PY := .venv/bin/python
-export PYTHONDONTWRITEBYTECODE := 1
+# Bytecode is cached in one directory outside the source tree: the tree stays clean, and the
+# dozens of service processes a test run starts reuse it instead of compiling every module
+# again (with PYTHONDONTWRITEBYTECODE, which many CI images set, an edge took 10 s to import
+# instead of 3 s here).
+export PYTHONPYCACHEPREFIX := $(CURDIR)/.venv/pycache
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: up test test-slow test-containers lint typecheck proto proto-check unit fmt fuzz bench clean k8s
 
