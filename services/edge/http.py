@@ -20,6 +20,7 @@ from aig_common import logs, tracing
 from aig_common.errors import APIError
 
 from .anthropic_ingress import errors as anthropic_errors
+from .route_template import route_template
 
 log = logging.getLogger("edge")
 
@@ -56,23 +57,6 @@ class TracingMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._templates: dict[Any, str] = {}
-
-    def _route_template(self, scope: Scope) -> str | None:
-        """The matched route's path template. FastAPI's routes leave themselves in the scope;
-        plain Starlette routes (the /v1 ones) only their endpoint, looked up once."""
-        template = getattr(scope.get("route"), "path_format", None)
-        if isinstance(template, str):
-            return template
-        endpoint, app = scope.get("endpoint"), scope.get("app")
-        if endpoint is None or app is None:
-            return None
-        if endpoint not in self._templates:
-            for route in getattr(app, "routes", ()):
-                if getattr(route, "endpoint", None) == endpoint:
-                    self._templates[endpoint] = route.path_format
-                    break
-        return self._templates.get(endpoint)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,7 +89,7 @@ class TracingMiddleware:
             try:
                 await self.app(scope, receive, send_traced)
             finally:
-                route = self._route_template(scope) if span is not None else None
+                route = route_template(scope) if span is not None else None
                 if span is not None and route is not None:
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)

@@ -17,6 +17,8 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .route_template import route_template
+
 HTTP_RESPONSES = Counter(
     "aig_edge_http_responses_total",
     "Responses of the edge by route template, catalog model, provider and status",
@@ -104,29 +106,11 @@ def count_refusal(code: str) -> None:
 _responses: dict[tuple[str, str, str, int], Any] = {}
 
 
-_templates: dict[Any, str] = {}
-
-
 def _route_of(scope: Scope) -> str:
-    """The matched route's path template: FastAPI's routes leave themselves in the scope,
-    plain Starlette ones (the /v1 calls) their endpoint, looked up once. Every /v1 template
-    is a bounded label value; anything else (no route, admin, dashboard) is `other`."""
-    route = getattr(scope.get("route"), "path_format", None)  # FastAPI's own routes
-    if isinstance(route, str):
-        return route if route.startswith("/v1") else OTHER
-    endpoint = scope.get("endpoint")
-    if endpoint is None:
-        return OTHER
-    template = _templates.get(endpoint)
-    if template is None:
-        template = OTHER
-        for route in getattr(scope.get("app"), "routes", ()):
-            if getattr(route, "endpoint", None) == endpoint:
-                path = getattr(route, "path_format", "")
-                template = path if path.startswith("/v1") else OTHER
-                break
-        _templates[endpoint] = template
-    return template
+    """The route template as a label: every /v1 template is a bounded value; anything else
+    (no route, admin, dashboard) is `other`."""
+    template = route_template(scope)
+    return template if template is not None and template.startswith("/v1") else OTHER
 
 
 class MetricsMiddleware:
