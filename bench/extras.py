@@ -152,7 +152,9 @@ def main() -> None:
         f"{cpu['aiohttp']} µs ({clients['httpx_over_aiohttp']}x). The router uses aiohttp.",
     ]
     trips, unix, ratio = hop["round_trip"], hop["round_trip_unix"], hop["unix_over_tcp_p50"]
+    watched = hop["watched_over_plain_p50"]
     assert isinstance(trips, dict) and isinstance(unix, dict) and isinstance(ratio, dict)
+    assert isinstance(watched, dict)
     lines += [
         "",
         "## One edge → router gRPC hop — `bench/grpc_hop.py`",
@@ -165,7 +167,11 @@ def main() -> None:
         "floor sits under aig's latency overhead at low rates. Over a Unix domain socket "
         "(`unix:` address, edge and router on one host): p50 "
         f"{unix['back_to_back']['p50_ms']} / {unix['every_20_ms']['p50_ms']} ms "
-        f"({ratio['back_to_back']}x / {ratio['every_20_ms']}x of TCP).",
+        f"({ratio['back_to_back']}x / {ratio['every_20_ms']}x of TCP). As the edge makes "
+        "it, racing the client's hang-up (one more task per call, so a client that leaves "
+        "cancels the call upstream): p50 "
+        f"{trips['watched_back_to_back']['p50_ms']} / {trips['watched_every_20_ms']['p50_ms']}"
+        f" ms, {watched['back_to_back']}x / {watched['every_20_ms']}x of the bare call.",
     ]
     lines += ["", *tracing_section(traced)]
     lines += ["", *tokenizer.section(tokens)]

@@ -8,12 +8,14 @@ opens a stream far enough to know its status and `x-aig-*` headers before answer
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import NoReturn
 
 import grpc
 from starlette.requests import Request
+from starlette.types import Receive
 
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
@@ -34,6 +36,22 @@ def router_unavailable(exc: grpc.aio.AioRpcError) -> APIError:
         code="router_unavailable",
         error_type="server_error",
     )
+
+
+def client_closed() -> APIError:
+    # nginx's 499: no one reads this answer, but the access log and metrics say what ended it.
+    return APIError(
+        499, "The client closed the connection before the answer.", code="client_closed"
+    )
+
+
+async def _cancel_on_hang_up(receive: Receive, call: grpc.aio.Call) -> None:
+    """Returns, having cancelled `call`, once the client disconnects. Started after the
+    request body was read, so the next ASGI message is the disconnect (the server holds
+    pipelined requests until this one is answered)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    call.cancel()
 
 
 def call_context(request: Request, key: AuthenticatedKey, admission: Admission) -> pb.CallContext:
@@ -77,11 +95,24 @@ class RouterCalls:
             await self._admissions.release(admission)
         raise router_unavailable(exc) from exc
 
-    async def complete(self, message: pb.ChatRequest, admission: Admission) -> pb.ChatResponse:
+    async def complete(
+        self, message: pb.ChatRequest, admission: Admission, request: Request
+    ) -> pb.ChatResponse:
+        """The router's answer to a non-streamed call. If the client hangs up first, the
+        call is cancelled, which cancels the upstream request (no output is produced for no
+        one), and the router bills the prompt the provider was sent."""
+        call = self.router.ChatCompletion(message)
+        hang_up = asyncio.create_task(_cancel_on_hang_up(request.receive, call))
         try:
-            reply: pb.ChatResponse = await self.router.ChatCompletion(message)
+            reply: pb.ChatResponse = await call
+        except asyncio.CancelledError:
+            if hang_up.done() and not hang_up.cancelled():
+                raise client_closed() from None
+            raise
         except grpc.aio.AioRpcError as exc:
             await self.failed(exc, admission)
+        finally:
+            hang_up.cancel()
         note_upstream(reply.upstream_us)
         return reply
 

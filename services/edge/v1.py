@@ -113,7 +113,7 @@ class OpenAIRoutes:
         message = pb.ChatRequest(context=call_context(request, key, admission), body=raw)
         if body.get("stream"):
             return await self._stream_chat(message, admission, clamp)
-        reply = await self._calls.complete(message, admission)
+        reply = await self._calls.complete(message, admission, request)
         attempts = {"x-aig-attempts": str(reply.attempts), **clamp}
         if reply.WhichOneof("result") == "error":
             return reply_error(reply.error, attempts)

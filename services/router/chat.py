@@ -75,6 +75,18 @@ class StreamOutcome:
     upstream_s: float = 0.0
 
 
+@dataclass(slots=True)
+class CallProgress:
+    """How far a unary call has got; read when the edge cancels it because its client left.
+
+    `in_flight` holds the routes whose request went upstream and has not been answered: the
+    provider bills us for such a request's prompt even though we close its connection, so
+    the abandoned call is billed for that prompt (see `abandoned_usage`)."""
+
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    in_flight: list[Target] = field(default_factory=list)
+
+
 class AttemptsFailed(Exception):
     """Every route failed (or was skipped); carries the error to show and the attempts."""
 
@@ -124,6 +136,25 @@ def _prompt_tokens(body: dict[str, Any], model: ChatModel) -> int:
     if counted is None:
         return likely_prompt_tokens(body, tokens_per_image=model.image_input_tokens)
     return counted
+
+
+async def abandoned_usage(
+    body: dict[str, Any], progress: CallProgress
+) -> tuple[Target, TokenUsage] | None:
+    """What a unary call its client left is billed for: the prompt of the upstream request
+    in flight (counted as for a stream cut short, `_prompt_tokens`), or nothing if no
+    request had gone upstream. A non-streamed answer arrives whole, so output produced
+    before the cancellation cannot be seen and is not billed. Of two hedged requests only
+    the first is billed, as a hedge's duplicate is not billed on success either."""
+    if not progress.in_flight:
+        return None
+    target = progress.in_flight[0]
+    try:
+        # The process's first count loads the tokenizer: off the event loop.
+        prompt = await asyncio.to_thread(_prompt_tokens, body, target.model)
+    except asyncio.CancelledError:
+        prompt = _prompt_tokens(body, target.model)
+    return target, TokenUsage(prompt_tokens=prompt)
 
 
 class Produced:
@@ -265,12 +296,19 @@ class ChatService:
 
     # -- unary ---------------------------------------------------------------------------
 
-    async def complete(self, body: dict[str, Any]) -> ChatResult:
+    async def complete(
+        self, body: dict[str, Any], progress: CallProgress | None = None
+    ) -> ChatResult:
+        """Answers a non-streamed call. If the call is cancelled (the client left), the
+        upstream requests in flight are cancelled with it and `progress` says which they were."""
         plan = self.plan(body)
-        attempts: list[AttemptRecord] = []
+        progress = progress if progress is not None else CallProgress()
+        attempts = progress.attempts
         began = time.monotonic()
         result, target = await self._failover(
-            plan.targets, attempts, lambda target: self._complete_once(plan, target, body)
+            plan.targets,
+            attempts,
+            lambda target: self._complete_once(plan, target, body, progress),
         )
         completion, usage = result
         return ChatResult(
@@ -283,14 +321,18 @@ class ChatService:
         )
 
     async def _complete_once(
-        self, plan: Plan, target: Target, body: dict[str, Any]
+        self, plan: Plan, target: Target, body: dict[str, Any], progress: CallProgress
     ) -> tuple[dict[str, Any], TokenUsage]:
         provider = plan.provider(target)
         request = await self._request(provider, target, body, stream=False)
+        progress.in_flight.append(target)
         try:
             reply = await self._clients.post(provider.destination, request.path, request.content)
         except UpstreamUnreachable as exc:
+            progress.in_flight.remove(target)
             raise unreachable(target.provider, exc) from exc
+        # A cancellation (CancelledError) skips this: the request stays in flight, billed.
+        progress.in_flight.remove(target)
         if reply.status != 200:
             raise request.error_from_response(reply.status, reply.body, reply.headers)
         return request.parse_completion(orjson.loads(reply.body))
@@ -452,6 +494,26 @@ class ChatService:
         """Starts `second` if `first` has not answered within `delay_s`; the first answer
         wins and the other attempt is cancelled (its upstream connection closed)."""
         tasks = {asyncio.create_task(self._attempt(first, attempts, run)): first}
+        try:
+            return await self._race(tasks, second, delay_s, attempts, run)
+        except asyncio.CancelledError:
+            # The caller left: asyncio.wait does not cancel what it waits for, so each
+            # attempt is cancelled here (closing its upstream connection) and awaited, so
+            # its record is in `attempts` before the cancellation goes on.
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                await _discard(task)
+            raise
+
+    async def _race(
+        self,
+        tasks: dict[asyncio.Task[T], Target],
+        second: Target,
+        delay_s: float,
+        attempts: list[AttemptRecord],
+        run: Callable[[Target], Awaitable[T]],
+    ) -> tuple[T, Target]:
         done, _ = await asyncio.wait(tasks, timeout=delay_s)
         if not done:
             tasks[asyncio.create_task(self._attempt(second, attempts, run))] = second

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -19,7 +19,14 @@ from aig_common.errors import APIError, error_body, parse_json_object
 from catalog.live import LiveCatalog
 
 from .adapters.base import TokenUsage, UpstreamError
-from .chat import AttemptRecord, AttemptsFailed, ChatService, StreamOutcome
+from .chat import (
+    AttemptRecord,
+    AttemptsFailed,
+    CallProgress,
+    ChatService,
+    StreamOutcome,
+    abandoned_usage,
+)
 from .config import RouterConfig
 from .embed import EmbeddingsService
 from .metering import CLIENT_CLOSED, Meter, error_code_of
@@ -136,11 +143,16 @@ class RouterServicer(pb_grpc.RouterServicer):
         return reply, attempts
 
     def _record_abandoned(
-        self, call: pb.CallContext, endpoint: str, body: dict[str, Any], started: float
+        self,
+        call: pb.CallContext,
+        endpoint: str,
+        body: dict[str, Any],
+        started: float,
+        attempts: Sequence[AttemptRecord] = (),
     ) -> None:
-        """The edge cancelled the call (it went away, or a deadline fired): no answer, no
-        cost, but an event all the same, so settlement frees the reservation now rather
-        than at its expiry."""
+        """The edge cancelled the call before anything was asked of a provider: no cost, but
+        an event all the same, so settlement frees the reservation now rather than at its
+        expiry."""
         self._meter.record(
             call,
             endpoint=endpoint,
@@ -151,6 +163,32 @@ class RouterServicer(pb_grpc.RouterServicer):
             usage=None,
             streamed=False,
             started_at=started,
+            attempts=attempts,
+        )
+
+    async def _record_abandoned_chat(
+        self, call: pb.CallContext, body: dict[str, Any], progress: CallProgress, started: float
+    ) -> None:
+        """The edge cancelled a unary chat call because its client left. Cancelling closed
+        the upstream request in flight, but the provider bills us for its prompt, so that
+        prompt is billed (the rule for every abandoned call: docs/architecture.md, billing
+        rules); a call that had sent nothing upstream yet costs nothing."""
+        billed = await abandoned_usage(body, progress)
+        if billed is None:
+            self._record_abandoned(call, "chat.completions", body, started, progress.attempts)
+            return
+        target, usage = billed
+        self._meter.record(
+            call,
+            endpoint="chat.completions",
+            model_id=target.model.id,
+            provider=target.provider,
+            status=CLIENT_CLOSED,
+            error_code="client_closed",
+            usage=usage,
+            streamed=False,
+            started_at=started,
+            attempts=progress.attempts,
         )
 
     async def ChatCompletion(
@@ -173,11 +211,12 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def _chat_completion(self, request: pb.ChatRequest) -> pb.ChatResponse:
         started = time.monotonic()
         body: dict[str, Any] = {}
+        progress = CallProgress()
         try:
             body = parse_json_object(request.body)
-            result = await self._chat.complete(body)
+            result = await self._chat.complete(body, progress)
         except asyncio.CancelledError:
-            self._record_abandoned(request.context, "chat.completions", body, started)
+            await self._record_abandoned_chat(request.context, body, progress, started)
             raise
         except Exception as exc:
             reply, attempts = self._record_failure(

@@ -347,3 +347,37 @@ def test_a_stream_the_client_leaves_pays_for_its_prompt_and_what_it_produced(
     billed = apply_markup(upstream, 4000)
     assert billed > 0 and parse_usd(call["billed_cost_usd"]) == billed
     assert parse_usd(me["account"]["balance_usd"]) == 5 * NANO_PER_USD - billed
+
+
+def test_a_call_the_client_leaves_is_cancelled_upstream_and_pays_for_its_prompt(
+    stack: Stack, admin: httpx.Client, base_url: str, sandbox: Sandbox
+) -> None:
+    """A non-streamed call whose client hangs up: the edge cancels it, the router closes the
+    upstream request (so the provider makes nothing more) and bills the prompt the provider
+    was sent; the answer never came, so no output is billed."""
+    key = create_key(admin, "abandoned-unary", credits_usd="5.00")
+    provider_delay_ms = 120_000
+    sandbox.fault("openai", 200, delay_ms=provider_delay_ms)
+    body = {"model": "gpt-4o-mini", "messages": ASK, **NO_FALLBACKS}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{base_url}/chat/completions",
+            json=body,
+            headers={"authorization": f"Bearer {key['key']}"},
+            timeout=httpx.Timeout(10, read=2),
+        )
+    # Settled long before the provider would have answered: the call ended with the client.
+    me = wait_until_settled(base_url, key["key"])
+    (call,) = _calls_of(stack, key["account_id"])
+    assert (call["http_status"], call["error_code"]) == (499, "client_closed"), call
+    assert int(call["latency_ms"]) < provider_delay_ms
+    assert sandbox.last_request("openai")["body"]["messages"] == ASK
+    model = load_catalog().chat("gpt-4o-mini")
+    assert model is not None
+    o200k = bpe_openai.get_encoding("o200k_base")
+    prompt = sum(3 + len(o200k.encode(m["role"])) + len(o200k.encode(m["content"])) for m in ASK)
+    prompt += 3
+    assert (int(call["prompt_tokens"]), int(call["completion_tokens"])) == (prompt, 0)
+    billed = apply_markup(prompt * model.input_nano_usd_per_token, 4000)
+    assert billed > 0 and parse_usd(call["billed_cost_usd"]) == billed
+    assert parse_usd(me["account"]["balance_usd"]) == 5 * NANO_PER_USD - billed

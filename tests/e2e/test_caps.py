@@ -12,11 +12,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import bpe_openai
 import httpx
 import openai
 import pytest
 
-from aig_common.money import parse_usd, usd
+from aig_common.money import apply_markup, parse_usd, usd
+from catalog.models import load_catalog
 from devstack.stack import Stack
 
 from .conftest import (
@@ -295,7 +297,8 @@ def _hang_a_call_and_kill(
 
 
 def test_a_call_whose_edge_dies_is_released_at_settlement(pg_stack: Stack) -> None:
-    """The edge dies mid-call: the router's call is cancelled and metered at no cost, and
+    """The edge dies mid-call: the router's call is cancelled (which closes the upstream
+    request) and metered as abandoned, billed for the prompt the provider was sent, and
     billing's settlement deletes the reservation (expiry would leave the row in place)."""
     url, headers, key_id = _hang_a_call_and_kill(pg_stack, ("edge",))
     deadline = time.monotonic() + 120
@@ -308,9 +311,18 @@ def test_a_call_whose_edge_dies_is_released_at_settlement(pg_stack: Stack) -> No
         headers=headers,
         timeout=30,
     ).json()["data"]
-    # Metered as the client having gone (499): one failed call, at no cost.
+    # Metered as the client having gone (499). gRPC's cancellation carries no reason, so the
+    # router cannot tell an edge's death from a client's hang-up: the prompt upstream is
+    # billed either way (docs/architecture.md, abandoned calls), and a billed call counts
+    # among the succeeded, not the failed.
+    o200k = bpe_openai.get_encoding("o200k_base")
+    (message,) = BODY["messages"]
+    prompt = 3 + len(o200k.encode(message["role"])) + len(o200k.encode(message["content"])) + 3
+    model = load_catalog().chat("gpt-4o-mini")
+    assert model is not None
+    billed = apply_markup(prompt * model.input_nano_usd_per_token, 4000)
     seen = [(int(r["calls"]), int(r["failed"]), parse_usd(r["billed_cost_usd"])) for r in usage]
-    assert seen == [(1, 1, 0)]
+    assert seen == [(1, 0, billed)] and billed > 0
     body = {**BODY, "aig": {"fallbacks": False}}
     assert httpx.post(url, json=body, headers=headers, timeout=30).status_code == 200
 

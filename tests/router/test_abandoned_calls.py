@@ -1,4 +1,5 @@
-"""A call the edge cancels mid-flight still produces its usage event, at no cost."""
+"""A call the edge cancels before anything went upstream still produces its usage event, at
+no cost (one cancelled with a request upstream: tests/router/test_failover.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from router.server import RouterServicer
 class _Hanging:
     """Stands in for the chat and embeddings services: the upstream never answers."""
 
-    async def complete(self, body: dict[str, Any]) -> Any:
+    async def complete(self, body: dict[str, Any], progress: Any = None) -> Any:
         await asyncio.Event().wait()
 
     async def create(self, body: dict[str, Any]) -> Any:

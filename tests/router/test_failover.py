@@ -13,11 +13,16 @@ from typing import Any, cast
 import orjson
 import pytest
 
+from aig.router.v1 import router_pb2 as pb
 from catalog.live import LiveCatalog
 from catalog.models import Catalog, load_catalog
+from catalog.tokenizer import chat_prompt_tokens
+from router.adapters.base import TokenUsage
 from router.breaker import Breakers
 from router.chat import AttemptsFailed, ChatService
 from router.config import RouterConfig
+from router.metering import CLIENT_CLOSED
+from router.server import RouterServicer
 from router.upstream import Destination, UpstreamClients, UpstreamReply, UpstreamUnreachable
 
 PRIMARY = "gpt-4o-mini"  # openai
@@ -168,3 +173,75 @@ async def test_a_first_route_failing_before_the_hedge_delay_runs_the_partner_nex
     result = await _service(catalog, upstream, hedge_ms=10_000).complete(_body())
     assert [a.status for a in result.attempts] == [503, 200]
     assert upstream.cancelled == []
+
+
+# -- a unary call whose client left: the edge cancels the RPC ----------------------------
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def record(self, context: pb.CallContext, **fields: Any) -> None:
+        self.records.append(fields)
+
+
+async def _cancel_mid_flight(
+    service: ChatService, upstream: FakeUpstream, body: dict[str, Any], in_flight: int
+) -> dict[str, Any]:
+    """Runs the router's ChatCompletion, cancels it once `in_flight` upstream requests are
+    out (as gRPC does when the edge cancels), and returns the one usage record."""
+    meter = _Recorder()
+    servicer = RouterServicer(service._config, service, cast(Any, None), cast(Any, meter))
+    context = pb.CallContext(request_id="req_1", account_id="acct_1", reservation_id="r")
+    request = pb.ChatRequest(context=context, body=orjson.dumps(body))
+    task = asyncio.ensure_future(servicer.ChatCompletion(request, cast(Any, None)))
+    for _ in range(1_000):
+        if len(upstream.calls) >= in_flight:
+            break
+        await asyncio.sleep(0.005)
+    assert len(upstream.calls) == in_flight
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(meter.records) == 1
+    return meter.records[0]
+
+
+async def test_a_cancelled_unary_call_cancels_upstream_and_bills_the_prompt(
+    catalog: Catalog,
+) -> None:
+    upstream = FakeUpstream({"openai": [Step(delay_s=30)]})
+    body = _body(messages=[{"role": "user", "content": "Count the primes below one million."}])
+    record = await _cancel_mid_flight(_service(catalog, upstream), upstream, body, 1)
+    assert upstream.cancelled == ["openai"]
+    model = catalog.chat(PRIMARY)
+    assert model is not None
+    prompt = chat_prompt_tokens(body, model)  # gpt-4o-mini: o200k, a real count
+    assert prompt is not None and prompt > 10
+    assert (record["status"], record["error_code"]) == (CLIENT_CLOSED, "client_closed")
+    assert (record["provider"], record["model_id"]) == ("openai", PRIMARY)
+    assert record["usage"] == TokenUsage(prompt_tokens=prompt, completion_tokens=0)
+    assert [a.status for a in record["attempts"]] == [499]
+
+
+async def test_a_cancelled_hedge_cancels_both_requests_and_bills_one_prompt(
+    catalog: Catalog,
+) -> None:
+    upstream = FakeUpstream({"openai": [Step(delay_s=30), Step(delay_s=30)]})
+    service = _service(catalog, upstream, hedge_ms=10)
+    record = await _cancel_mid_flight(service, upstream, _body(), 2)
+    assert sorted(upstream.cancelled) == ["openai", "openai"]
+    assert [a.status for a in record["attempts"]] == [499, 499]
+    assert record["model_id"] == PRIMARY and record["usage"].prompt_tokens > 0
+
+
+async def test_a_call_cancelled_after_a_failed_attempt_bills_only_the_one_in_flight(
+    catalog: Catalog,
+) -> None:
+    # The first route answered 503 (free); the fallback was in flight when the client left.
+    upstream = FakeUpstream({"openai": [Step(503), Step(delay_s=30)]})
+    record = await _cancel_mid_flight(_service(catalog, upstream), upstream, _body(), 2)
+    assert [a.status for a in record["attempts"]] == [503, 499]
+    assert record["model_id"] == "gpt-4.1-mini"
+    assert record["usage"].prompt_tokens > 0

@@ -89,7 +89,7 @@ class MessagesRoutes:
         rid = request_id(request)
         if chat.get("stream"):
             return await self._stream(message, admission, chat["model"], rid)
-        reply = await self._calls.complete(message, admission)
+        reply = await self._calls.complete(message, admission, request)
         headers = {"x-aig-attempts": str(reply.attempts), "request-id": rid}
         if reply.WhichOneof("result") == "error":
             return _error_reply(reply.error, rid, headers)

@@ -124,7 +124,7 @@ class ResponsesRoutes:
             frames = self._frames(opened, shell, key.account_id, history)
             headers = {**SSE_HEADERS, **headers, **opened.headers}
             return StreamingResponse(frames, media_type="text/event-stream", headers=headers)
-        reply = await self._calls.complete(message, admitted.admission)
+        reply = await self._calls.complete(message, admitted.admission, request)
         headers["x-aig-attempts"] = str(reply.attempts)
         if reply.WhichOneof("result") == "error":
             return reply_error(reply.error, headers)
