@@ -101,7 +101,7 @@ async def serve(settings: BillingSettings) -> None:
     http = asyncio.create_task(server.serve())
     freeze_startup_heap()
     tiers = asyncio.create_task(run_periodically(ledger, money, settings.tier_recompute_interval_s))
-    reservations = asyncio.create_task(count_reservations(engine))
+    reservations = asyncio.create_task(count_reservations(engine, money))
     log.info("billing consuming %s as group %s", USAGE_TOPIC, CONSUMER_GROUP)
 
     await until_signalled()

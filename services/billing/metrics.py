@@ -13,7 +13,9 @@ from prometheus_client import Gauge, Histogram
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from controldb.admission import utc_now
 from controldb.models import Reservation
+from controldb.money import Money
 
 log = logging.getLogger("billing")
 
@@ -42,6 +44,8 @@ RESERVED_NANO_USD = Gauge(
 )
 # How often billing counts the reservations table (the rows of calls in flight: small).
 RESERVATIONS_POLL_S = 2.0
+# How often billing deletes reservations that expired unsettled.
+EXPIRED_PURGE_EVERY_S = 60.0
 
 _lag_children: dict[int, Any] = {}
 
@@ -64,14 +68,27 @@ def record_lag(consumer: Any, records: Iterable[Any]) -> None:
         child.set(max(0, high - offset - 1))
 
 
-async def count_reservations(engine: AsyncEngine) -> None:
-    query = select(func.count(), func.coalesce(func.sum(Reservation.amount_nano_usd), 0))
+async def count_reservations(engine: AsyncEngine, money: Money) -> None:
+    """Every RESERVATIONS_POLL_S, counts the live reservations; every
+    EXPIRED_PURGE_EVERY_S, deletes the expired ones (every billing replica does: the
+    delete is idempotent and cheap on the indexed expiry)."""
+    polls_per_purge = max(1, round(EXPIRED_PURGE_EVERY_S / RESERVATIONS_POLL_S))
+    polls = 0
     while True:
         try:
+            if polls % polls_per_purge == 0:
+                purged = await money.purge_expired_reservations()
+                if purged:
+                    log.info("deleted %d expired reservations", purged)
+            live = Reservation.expires_at > utc_now()
+            query = select(
+                func.count(), func.coalesce(func.sum(Reservation.amount_nano_usd), 0)
+            ).where(live)
             async with engine.connect() as connection:
                 count, held = (await connection.execute(query)).one()
             RESERVATIONS_IN_FLIGHT.set(count)
             RESERVED_NANO_USD.set(held)
         except Exception:
             log.warning("counting reservations failed", exc_info=True)
+        polls += 1
         await asyncio.sleep(RESERVATIONS_POLL_S)

@@ -312,6 +312,17 @@ class Money:
         async with self._sessions() as session, session.begin():
             await session.execute(delete(Reservation).where(Reservation.id == reservation_id))
 
+    async def purge_expired_reservations(self) -> int:
+        """Deletes reservations past their expiry (their calls were never settled: a router
+        died with them in flight). Admission stopped counting them at expiry, and a late
+        settlement deletes its reservation by id, a no-op once it is gone: they only took
+        space. Returns how many went."""
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(
+                delete(Reservation).where(Reservation.expires_at <= self._clock())
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
     @staticmethod
     async def _locked_account(session: AsyncSession, account_id: str) -> Account:
         account = await session.scalar(

@@ -152,6 +152,29 @@ async def test_expired_reservations_stop_counting(world: World) -> None:
     assert (await world.money.admit(world.account_id, world.key_id, 1000)).amount_nano_usd == 1400
 
 
+async def test_expired_reservations_are_purged_and_a_late_settlement_still_settles(
+    world: World,
+) -> None:
+    await world.money.add_credits(world.account_id, "grant", 10_000)
+    orphan = await world.money.admit(world.account_id, world.key_id, 1000)
+    live = await world.money.admit(world.account_id, world.key_id, 1000)
+    async with world.sessions() as session, session.begin():
+        await session.execute(
+            update(Reservation)
+            .where(Reservation.id == orphan.reservation_id)
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    assert await world.money.purge_expired_reservations() == 1
+    assert await world.money.purge_expired_reservations() == 0
+    async with world.sessions() as session:
+        left = (await session.scalars(select(Reservation.id))).all()
+    assert left == [live.reservation_id]
+    # The orphan's usage event arrives after all: it is billed, its reservation already gone.
+    settled = await world.money.settle([_settlement(world, "evt_late", 700, orphan.reservation_id)])
+    assert settled == 1
+    assert await world.balance() == 10_000 - 700
+
+
 @pytest.mark.parametrize(
     ("table", "column", "code"),
     [
