@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -341,7 +341,7 @@ class ChatService:
 
     async def stream(
         self, body: dict[str, Any], outcome: StreamOutcome
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Yields OpenAI chunks. Raises AttemptsFailed before the first chunk if no route
         could start the stream."""
         plan = self.plan(body)

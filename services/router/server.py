@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -250,20 +250,26 @@ class RouterServicer(pb_grpc.RouterServicer):
         logs.current_request_id.set(request.context.request_id)
         name = f"{_SERVICE}/StreamChatCompletion"
         with tracing.remote_span(name, request.context.traceparent) as span:
-            async for event in self._stream_chat(request, span):
-                yield event
+            events = self._stream_chat(request, span)
+            try:
+                async for event in events:
+                    yield event
+            finally:
+                await events.aclose()  # meters the call now, not when it is collected
 
     async def _stream_chat(
         self, request: pb.ChatRequest, span: tracing.Span | None
-    ) -> AsyncIterator[pb.ChatStreamEvent]:
+    ) -> AsyncGenerator[pb.ChatStreamEvent, None]:
         started = time.monotonic()
         outcome = StreamOutcome()
         sent_any = False
         status, code = CLIENT_CLOSED, "client_closed"
         body: dict[str, Any] = {}
+        chunks: AsyncGenerator[dict[str, Any], None] | None = None
         try:
             body = parse_json_object(request.body)
-            async for chunk in self._chat.stream(body, outcome):
+            chunks = self._chat.stream(body, outcome)
+            async for chunk in chunks:
                 if not sent_any:
                     sent_any = True
                     start = pb.StreamStart(
@@ -287,6 +293,12 @@ class RouterServicer(pb_grpc.RouterServicer):
             yield pb.ChatStreamEvent(chunk=reply.body)
         finally:
             # Runs for success, failure and a client that hung up (generator closed).
+            if chunks is not None:
+                # When gRPC closes this generator at a `yield` (the edge cancelled while a
+                # chunk was being sent), the stream below is still suspended at its own
+                # yield: closing it now runs its cleanup (the upstream closed, the usage
+                # counted) before the call is metered, instead of whenever it is collected.
+                await chunks.aclose()
             attempts = outcome.attempts
             if span is not None:
                 model = outcome.model_id or _model_of(body)

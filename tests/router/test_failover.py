@@ -7,6 +7,7 @@ cheaply, including the timing-dependent hedging paths.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -245,3 +246,72 @@ async def test_a_call_cancelled_after_a_failed_attempt_bills_only_the_one_in_fli
     assert [a.status for a in record["attempts"]] == [503, 499]
     assert record["model_id"] == "gpt-4.1-mini"
     assert record["usage"].prompt_tokens > 0
+
+
+class _SlowStream:
+    """An OpenAI stream that sends `words` chunks, then waits for more that never come."""
+
+    status = 200
+    headers: dict[str, str] = {}
+
+    def __init__(self, words: int) -> None:
+        self._words = words
+        self.closed = False
+
+    async def read(self) -> bytes:
+        return b""
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        for n in range(self._words):
+            chunk = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "upstream",
+                "choices": [{"index": 0, "delta": {"content": f"word{n} "}}],
+            }
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        await asyncio.sleep(30)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class _StreamingUpstream(FakeUpstream):
+    def __init__(self) -> None:
+        super().__init__({})
+        self.stream = _SlowStream(words=4)
+
+    async def open_stream(self, destination: Destination, path: str, content: bytes) -> Any:
+        self.calls.append((destination.name, orjson.loads(content)["model"]))
+        return self.stream
+
+
+async def test_a_stream_closed_at_a_yield_is_metered_with_its_usage_at_once(
+    catalog: Catalog,
+) -> None:
+    """gRPC closes the servicer's generator at a `yield` when the edge cancels while a chunk
+    is on its way: the stream below must be closed and counted before the call is metered
+    (it used to be left to the garbage collector, and the call metered with no usage)."""
+    upstream = _StreamingUpstream()
+    service = _service(catalog, upstream)
+    meter = _Recorder()
+    servicer = RouterServicer(service._config, service, cast(Any, None), cast(Any, meter))
+    body = _body(stream=True, aig={"fallbacks": False})
+    context = pb.CallContext(request_id="req_1", account_id="acct_1", reservation_id="r")
+    events = cast(
+        AsyncGenerator[pb.ChatStreamEvent, None],
+        servicer.StreamChatCompletion(
+            pb.ChatRequest(context=context, body=orjson.dumps(body)), cast(Any, None)
+        ),
+    )
+    assert (await events.__anext__()).WhichOneof("event") == "start"
+    assert (await events.__anext__()).WhichOneof("event") == "chunk"
+    await events.aclose()
+    assert upstream.stream.closed
+    (record,) = meter.records
+    assert (record["status"], record["error_code"]) == (CLIENT_CLOSED, "client_closed")
+    model = catalog.chat(PRIMARY)
+    assert model is not None
+    assert record["usage"].prompt_tokens == chat_prompt_tokens(body, model)
+    assert record["usage"].completion_tokens >= 2
