@@ -344,6 +344,11 @@ class Task(Base):
     # Set once, atomically, by the jobs process that submits: the DB guard against a
     # second submission when a TaskRequested is delivered twice.
     submit_claimed_at_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # The jobs replica following the task (its AIG_INSTANCE_ID) and until when: renewed
+    # while it follows, so when a replica goes away for good (a scale-down) another adopts
+    # its tasks once the lease has run out (controldb.tasks.TaskStore.adopt).
+    followed_by: Mapped[str | None] = mapped_column(String(128), default=None)
+    followed_until_ms: Mapped[int | None] = mapped_column(BigInteger, default=None)
     units: Mapped[int] = mapped_column(BigInteger)
     unit_price_nano_usd: Mapped[int] = mapped_column(BigInteger)
     markup_basis_points: Mapped[int] = mapped_column(Integer)

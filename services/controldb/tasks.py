@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -142,6 +142,64 @@ class TaskStore:
             if not getattr(result, "rowcount", 0):
                 return None
         return await self.get(task_id)
+
+    async def renew_leases(self, owner: str, task_ids: Sequence[str], until_ms: int) -> None:
+        """`owner` follows these tasks until `until_ms` (one statement for all of them)."""
+        if not task_ids:
+            return
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Task)
+                .where(Task.id.in_(tuple(task_ids)), Task.state.in_(IN_FLIGHT))
+                .values(followed_by=owner, followed_until_ms=until_ms)
+            )
+
+    async def release_leases(self, owner: str, task_ids: Sequence[str]) -> None:
+        """`owner` stops following these tasks (a graceful stop): another replica may adopt
+        them at its next sweep instead of after the lease."""
+        if not task_ids:
+            return
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Task)
+                .where(Task.id.in_(tuple(task_ids)), Task.followed_by == owner)
+                .values(followed_until_ms=0)
+            )
+
+    async def adopt(
+        self, owner: str, until_ms: int, *, at_start: bool = False, limit: int = 500
+    ) -> list[str]:
+        """Takes the lease of tasks in flight that nobody follows any more (their lease ran
+        out or was released) and returns their ids; each is adopted by one replica only.
+        `at_start` also takes tasks never leased (created while no jobs ran, or before
+        leases existed) and this owner's own (its previous life, restarted)."""
+        now = now_ms()
+        unfollowed: ColumnElement[bool] = Task.followed_until_ms < now
+        if at_start:
+            never = Task.followed_until_ms.is_(None)
+            unfollowed = or_(unfollowed, never, Task.followed_by == owner)
+        async with self._reads() as session:
+            candidates = (
+                await session.scalars(
+                    select(Task.id)
+                    .where(Task.state.in_(IN_FLIGHT), unfollowed)
+                    .order_by(Task.id)
+                    .limit(limit)
+                )
+            ).all()
+        if not candidates:
+            return []
+        async with self._sessions() as session, session.begin():
+            # The same condition again, in the UPDATE: of two replicas adopting at once, the
+            # second finds the lease already renewed and takes nothing.
+            adopted = await session.scalars(
+                update(Task)
+                .where(Task.id.in_(tuple(candidates)), Task.state.in_(IN_FLIGHT), unfollowed)
+                .values(followed_by=owner, followed_until_ms=until_ms)
+                .returning(Task.id)
+                .execution_options(synchronize_session=False)
+            )
+            return sorted(adopted.all())
 
     async def in_flight(self) -> list[Task]:
         async with self._reads() as session:

@@ -175,7 +175,7 @@ class Stack:
                     f"router-{replica}",
                     "router",
                     {
-                        **self._replica_env(env, f"router-{replica}"),
+                        **self.replica_env(env, f"router-{replica}"),
                         "AIG_ROUTER_PORT": str(port),
                         "AIG_ROUTER_METRICS_PORT": str(ops),
                     },
@@ -194,7 +194,7 @@ class Stack:
                 Service(
                     f"edge-{replica}",
                     "edge",
-                    {**self._replica_env(env, f"edge-{replica}"), "AIG_EDGE_PORT": str(port)},
+                    {**self.replica_env(env, f"edge-{replica}"), "AIG_EDGE_PORT": str(port)},
                     f"http://127.0.0.1:{port}/readyz",
                     logs / f"edge-{replica}.log",
                 )
@@ -228,7 +228,7 @@ class Stack:
                     Service(
                         name,
                         module,
-                        {**self._replica_env(env, name), port_variable: str(port)},
+                        {**self.replica_env(env, name), port_variable: str(port)},
                         f"http://127.0.0.1:{port}/readyz",
                         logs / f"{name}.log",
                     )
@@ -252,12 +252,18 @@ class Stack:
             self.stop()
             raise
 
-    def _replica_env(self, env: dict[str, str], name: str) -> dict[str, str]:
+    def replica_env(self, env: dict[str, str], name: str) -> dict[str, str]:
         """A replica's own disk, as each pod has its own: the event journal and spool
         (replicas share a client id, and a starting producer takes over the journal it finds
-        as a crashed one's) and billing's chDB ledger (one process per data directory)."""
+        as a crashed one's) and billing's chDB ledger (one process per data directory); and
+        its own name, as a pod's (jobs leases tasks under it)."""
         own = self.var_dir / "replicas" / name
-        return {**env, "AIG_SPOOL_DIR": str(own / "spool"), "AIG_VAR_DIR": str(own)}
+        return {
+            **env,
+            "AIG_SPOOL_DIR": str(own / "spool"),
+            "AIG_VAR_DIR": str(own),
+            "AIG_INSTANCE_ID": name,
+        }
 
     def billing_urls(self) -> list[str]:
         """Every billing replica's internal API (each keeps its own chDB ledger here)."""

@@ -40,7 +40,7 @@ from controldb.tasks import TaskStore
 from .adapters import build_providers
 from .links import ResultLinks
 from .providers.base import ProviderError
-from .runner import Polling, TaskRunner
+from .runner import Lease, Polling, TaskRunner
 from .settings import JobsSettings
 
 log = logging.getLogger("jobs")
@@ -65,6 +65,7 @@ async def serve(settings: JobsSettings) -> None:
         publisher,
         Polling(settings.poll_initial_s, settings.poll_max_s, settings.submission_grace_s),
         callback_base=settings.provider_callback_base,
+        lease=Lease(settings.instance_id, settings.lease_s),
     )
     broker = KafkaBroker(
         settings.kafka_bootstrap_servers,
@@ -125,7 +126,8 @@ async def serve(settings: JobsSettings) -> None:
         )
     )
     resumed = await runner.resume()
-    log.info("resumed %d tasks in flight", resumed)
+    log.info("resumed %d tasks in flight as %s", resumed, settings.instance_id)
+    leases = asyncio.create_task(runner.keep_leases())
     await start_when_reachable(broker)
     http = asyncio.create_task(server.serve())
     freeze_startup_heap()
@@ -135,6 +137,7 @@ async def serve(settings: JobsSettings) -> None:
     draining.set()
     log.info("draining: finishing submissions in flight, up to %.0f s", settings.drain_s)
     await broker.stop()
+    leases.cancel()
     await runner.stop(settings.drain_s)
     await publisher.stop()
     for provider in providers.values():

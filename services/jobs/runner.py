@@ -91,6 +91,24 @@ def event_id(task_id: str, what: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """Which replica this is (`AIG_INSTANCE_ID`, stable across its restarts: a pod's name)
+    and how long its claim on a task lasts unrenewed (`AIG_JOBS_LEASE_S`). Leases are
+    renewed every third of that, so a replica that went away for good has its tasks
+    adopted by another within about one lease."""
+
+    owner: str
+    duration_s: float = 30.0
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.duration_s / 3
+
+    def until_ms(self) -> int:
+        return now_ms() + int(self.duration_s * 1000)
+
+
+@dataclass(frozen=True, slots=True)
 class Polling:
     initial_s: float
     max_s: float
@@ -108,8 +126,10 @@ class TaskRunner:
         publisher: EventPublisher,
         polling: Polling,
         callback_base: str = "",
+        lease: Lease | None = None,
     ) -> None:
         self._tasks = tasks
+        self._lease = lease or Lease(owner="jobs")
         self._catalog = catalog
         self._providers = providers
         self._links = links
@@ -141,11 +161,32 @@ class TaskRunner:
             self.follow(request.task_id, parent)
 
     async def resume(self) -> int:
-        """Follows every task in flight (after a restart)."""
-        in_flight = await self._tasks.in_flight()
-        for task in in_flight:
-            self.follow(task.id)
-        return len(in_flight)
+        """At start: follows every task in flight that no other live replica follows (this
+        replica's own from before a restart, those whose lease ran out, those never
+        leased). Returns how many."""
+        adopted = await self._tasks.adopt(self._lease.owner, self._lease.until_ms(), at_start=True)
+        for task_id in adopted:
+            self.follow(task_id)
+        return len(adopted)
+
+    async def keep_leases(self) -> None:
+        """Runs until cancelled: renews the leases of the tasks followed here and adopts
+        the tasks of replicas that went away (a scale-down, a node lost), whose leases ran
+        out or were released at their graceful stop."""
+        while True:
+            await asyncio.sleep(self._lease.renew_every_s)
+            if self._stopping:
+                return
+            try:
+                until = self._lease.until_ms()
+                await self._tasks.renew_leases(self._lease.owner, list(self._followers), until)
+                adopted = await self._tasks.adopt(self._lease.owner, until)
+                for task_id in adopted:
+                    self.follow(task_id)
+                if adopted:
+                    log.info("adopted %d tasks no other replica follows", len(adopted))
+            except Exception:
+                log.warning("renewing task leases failed; retrying", exc_info=True)
 
     def follow(self, task_id: str, parent: tracing.Context | None = None) -> None:
         if task_id in self._followers:
@@ -191,12 +232,18 @@ class TaskRunner:
         self._stopping = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._no_submissions.wait(), drain_s)
+        followed = list(self._followers)
         followers = list(self._followers.values())
         for follower in followers:
             follower.cancel()
         for follower in followers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await follower
+        try:
+            # Another replica adopts them at its next renewal instead of after the lease.
+            await self._tasks.release_leases(self._lease.owner, followed)
+        except Exception:
+            log.warning("releasing task leases failed; they run out instead", exc_info=True)
         await self._publisher.flush()
 
     # -- one task --------------------------------------------------------------------------
@@ -212,6 +259,9 @@ class TaskRunner:
     async def _follow(self, task_id: str) -> None:
         delay = self._polling.initial_s
         deadline_ms = now_ms() + int(self._polling.max_s * 1000)
+        # The lease at once, so no other replica's renewal round adopts the task meanwhile.
+        with contextlib.suppress(Exception):  # a DB hiccup: keep_leases renews it shortly
+            await self._tasks.renew_leases(self._lease.owner, [task_id], self._lease.until_ms())
         while True:
             try:
                 task = await self._tasks.get(task_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 
@@ -27,6 +28,12 @@ class JobsSettings:
 
     # After SIGTERM: how long work in hand may take to finish (AIG_DRAIN_S).
     drain_s: float = 30.0
+    # This replica's name on the tasks it follows (AIG_INSTANCE_ID; default the host name,
+    # which is the pod's name in Kubernetes): stable across restarts, unique per replica.
+    instance_id: str = "jobs"
+    # How long a replica's claim on a task lasts unrenewed (AIG_JOBS_LEASE_S): the longest
+    # a task of a replica that went away without a graceful stop waits for adoption.
+    lease_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> JobsSettings:
@@ -42,4 +49,6 @@ class JobsSettings:
             provider_callback_base=env.get("AIG_PROVIDER_CALLBACK_URL", "").strip().rstrip("/"),
             submission_grace_s=float(env.get("AIG_JOBS_SUBMISSION_GRACE_S", "300")),
             drain_s=float(env.get("AIG_DRAIN_S", "30")),
+            instance_id=env.get("AIG_INSTANCE_ID", "") or socket.gethostname(),
+            lease_s=float(env.get("AIG_JOBS_LEASE_S", "30")),
         )

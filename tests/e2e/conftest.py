@@ -165,6 +165,9 @@ def start_stack(
     return running
 
 
+JOBS_LEASE_S = 3
+
+
 def _session_stack_env(var_dir: Path, ports: StackPorts) -> dict[str, str]:
     return {
         **EXTRA_PROVIDER_KEYS,
@@ -179,6 +182,8 @@ def _session_stack_env(var_dir: Path, ports: StackPorts) -> dict[str, str]:
         # Media tasks are polled often, so a simulated render is noticed at once.
         "AIG_JOBS_POLL_INITIAL_S": "0.2",
         "AIG_JOBS_POLL_MAX_S": "0.5",
+        # A replica's tasks are adopted within seconds once it is gone for good.
+        "AIG_JOBS_LEASE_S": str(JOBS_LEASE_S),
     }
 
 

@@ -15,9 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from aig.events.v1 import events_pb2 as events
 from aig_common.money import NANO_PER_USD, apply_markup, parse_usd, usd
+from devstack.processes import Service, free_port
 from devstack.stack import Stack
 
 from .conftest import Sandbox, create_key, wait_for_usage, wait_until_settled
@@ -165,6 +167,68 @@ def test_jobs_killed_mid_render_completes_with_one_submission(
     billed = apply_markup(4 * 400_000_000, STARTER_MARKUP_BP)
     me = wait_until_settled(base_url, key)
     assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - billed
+
+
+def _followed(url: str) -> float:
+    metrics = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "aig_jobs_tasks_followed"
+    )
+
+
+def test_a_task_whose_replica_is_gone_for_good_is_adopted_by_another(
+    stack: Stack, admin: httpx.Client, base_url: str, media_sandbox: Sandbox
+) -> None:
+    """A scale-down without a graceful stop: the replica following a task is killed and never
+    comes back. The other replica adopts the task once its lease has run out, follows it to
+    its end with the one submission there was, and it is billed once."""
+    media_sandbox.http.post("/_sandbox/config", json={"media_render_ms": 8000}).raise_for_status()
+    key = create_key(admin, "jobs-adopt", credits_usd="10.00")["key"]
+    jobs = stack.service("jobs")
+    port = free_port()
+    standby = Service(
+        "jobs-standby",
+        "jobs",
+        {**stack.replica_env(jobs.env, "jobs-standby"), "AIG_JOBS_PORT": str(port)},
+        f"http://127.0.0.1:{port}/readyz",
+        stack.var_dir / "logs" / "jobs-standby.log",
+    )
+    standby.start()
+    replicas = {jobs.ready_url.removesuffix("/readyz"): jobs, f"http://127.0.0.1:{port}": standby}
+    try:
+        standby.wait_ready()
+        with _client(stack, key) as client:
+            task_id = _create(
+                client, {"model": "veo-3.1", "input": {"prompt": "adopted", "duration": 4}}
+            )
+            _wait_for(client, task_id, {"generating"})
+            # Whichever replica took the TaskRequested follows it (both are in the group).
+            (url,) = [url for url in replicas if _followed(url) >= 1]
+            gone = replicas.pop(url)
+            assert gone.process is not None
+            gone.process.kill()
+            gone.process.wait()
+            record = _wait_for(client, task_id, {"success", "fail"})
+        assert record["state"] == "success", record
+        (survivor,) = replicas
+        # Adopted, followed to its end, let go (the follower ends just after the record).
+        deadline = time.monotonic() + 10
+        while _followed(survivor) != 0:
+            assert time.monotonic() < deadline, "the survivor still follows the task"
+            time.sleep(0.1)
+        assert _submissions(media_sandbox, "adopted") == 1
+        billed = apply_markup(4 * 400_000_000, STARTER_MARKUP_BP)
+        me = wait_until_settled(base_url, key)
+        assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - billed
+    finally:
+        # The module's stack gets its own jobs back; the standby goes.
+        if not jobs.running():
+            jobs.start()
+            jobs.wait_ready()
+        standby.stop()
 
 
 def test_a_redelivered_task_requested_submits_and_bills_once(

@@ -321,6 +321,18 @@ def test_migrations_run_before_the_rollout(rendered: dict[str, Rendered], overla
     assert secret.startswith("aig-secrets")
 
 
+# The downward-API fields a container may read (what Kubernetes offers for `env`).
+POD_FIELDS = {
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.podIP",
+}
+
+
 @overlays
 def test_every_referenced_config_and_secret_key_exists(
     rendered: dict[str, Rendered], overlay: str
@@ -342,5 +354,8 @@ def test_every_referenced_config_and_secret_key_exists(
                 elif "secretKeyRef" in source and overlay == "dev":
                     ref = source["secretKeyRef"]
                     assert ref.get("optional") or ref["key"] in secrets[ref["name"]]["data"], item
+                elif "fieldRef" in source:
+                    # The pod's own fields (its name, for jobs' task leases).
+                    assert source["fieldRef"]["fieldPath"] in POD_FIELDS, item
                 else:
                     assert "value" in item or "secretKeyRef" in source, (obj, item)
