@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,10 +118,11 @@ _DEFAULT_EMBEDDING_DIMENSIONS = 1536
 
 
 class BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.code = code
 
 
 def routes(state: SandboxState) -> list[Route]:
@@ -233,7 +235,7 @@ async def _serve(
     try:
         response: Response = handler(request, state, flavor, body, fault)
     except BadRequest as exc:
-        return _error(flavor, 400, exc.message, param=exc.param)
+        return _error(flavor, 400, exc.message, code=exc.code, param=exc.param)
     return response
 
 
@@ -434,21 +436,32 @@ def _allowed_tools(body: dict[str, Any], prompt: Prompt) -> list[ToolSpec]:
         parameters = function.get("parameters")
         tools.append(ToolSpec(function["name"], parameters if isinstance(parameters, dict) else {}))
         prompt.add_text(function["name"] + str(function.get("description", "")))
-    choice = body.get("tool_choice", "auto")
+    return apply_tool_choice(tools, body.get("tool_choice", "auto"), _chat_choice_names)
+
+
+def _chat_choice_names(choice: dict[str, Any]) -> set[str]:
+    """Names a chat `tool_choice` object allows: the function is nested under `function`."""
+    if choice.get("type") == "function":
+        return {str((choice.get("function") or {}).get("name"))}
+    if choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools") or {}
+        return {
+            str((entry.get("function") or {}).get("name"))
+            for entry in allowed.get("tools") or ()
+            if isinstance(entry, dict)
+        }
+    raise BadRequest("unsupported tool_choice", "tool_choice")
+
+
+def apply_tool_choice(
+    tools: list[ToolSpec], choice: Any, names_in: Callable[[dict[str, Any]], set[str]]
+) -> list[ToolSpec]:
+    """The tools the model may call under `tool_choice`. Chat and Responses share the
+    string modes and differ only in how a choice object names tools, which `names_in` reads."""
     if not tools or choice == "none":
         return []
     if isinstance(choice, dict):
-        if choice.get("type") == "function":
-            names = {str((choice.get("function") or {}).get("name"))}
-        elif choice.get("type") == "allowed_tools":
-            allowed = choice.get("allowed_tools") or {}
-            names = {
-                str((entry.get("function") or {}).get("name"))
-                for entry in allowed.get("tools") or ()
-                if isinstance(entry, dict)
-            }
-        else:
-            raise BadRequest("unsupported tool_choice", "tool_choice")
+        names = names_in(choice)
         chosen = [tool for tool in tools if tool.name in names]
         if not chosen:
             raise BadRequest("tool_choice names a tool that is not in 'tools'", "tool_choice")
