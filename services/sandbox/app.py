@@ -11,6 +11,7 @@ from sandbox.providers import (
     gemini_api,
     openai_api,
     openai_images_api,
+    openai_responses_api,
     replicate_api,
 )
 from sandbox.settings import SandboxSettings
@@ -29,6 +30,7 @@ def create_app(settings: SandboxSettings | None = None) -> Starlette:
         routes=[
             *openai_api.routes(state),
             *openai_images_api.routes(state),
+            *openai_responses_api.routes(state),
             *anthropic_api.routes(state),
             *gemini_api.routes(state),
             *fal_api.routes(state),

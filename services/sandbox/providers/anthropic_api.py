@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from sandbox.dialogue import Prompt, Reply, ToolSpec, reply_to
 from sandbox.images import ImageRef, image_from_base64
-from sandbox.providers.common import bearer_token, fragments, read_and_log
+from sandbox.providers.common import bearer_token, fragments, read_and_log, sse_event
 from sandbox.state import Fault, SandboxState
 from sandbox.synth import estimate_tokens, new_id, split_text
 from sandbox.transport import EventStreamResponse, InvalidBody, first_byte_delay, json_response
@@ -126,7 +126,7 @@ def _overloaded_event(request_id: str) -> bytes:
         "error": {"type": "overloaded_error", "message": "Overloaded"},
         "request_id": request_id,
     }
-    return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+    return sse_event("error", payload)
 
 
 def _parse(body: dict[str, Any]) -> tuple[str, Prompt, bool]:
@@ -273,10 +273,6 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
     }
 
 
-def _event(name: str, payload: dict[str, Any]) -> bytes:
-    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
-
-
 def _stream_events(
     message_id: str,
     model: str,
@@ -295,8 +291,8 @@ def _stream_events(
         "usage": _usage(reply.prompt_tokens, 1),
     }
     events = [
-        _event("message_start", {"type": "message_start", "message": start}),
-        _event("ping", {"type": "ping"}),
+        sse_event("message_start", {"type": "message_start", "message": start}),
+        sse_event("ping", {"type": "ping"}),
     ]
     for index, block in enumerate(content):
         if block["type"] == "text":
@@ -312,17 +308,19 @@ def _stream_events(
             pieces = ["", *fragments(arguments, _TOOL_ARGUMENT_FRAGMENTS)]
             deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in pieces]
         events.append(
-            _event(
+            sse_event(
                 "content_block_start",
                 {"type": "content_block_start", "index": index, "content_block": opening},
             )
         )
         for delta in deltas:
             payload = {"type": "content_block_delta", "index": index, "delta": delta}
-            events.append(_event("content_block_delta", payload))
-        events.append(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+            events.append(sse_event("content_block_delta", payload))
+        events.append(
+            sse_event("content_block_stop", {"type": "content_block_stop", "index": index})
+        )
     events.append(
-        _event(
+        sse_event(
             "message_delta",
             {
                 "type": "message_delta",
@@ -331,5 +329,5 @@ def _stream_events(
             },
         )
     )
-    events.append(_event("message_stop", {"type": "message_stop"}))
+    events.append(sse_event("message_stop", {"type": "message_stop"}))
     return events

@@ -44,6 +44,11 @@ def sse_data(payload: Any) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+def sse_event(name: str, payload: Any) -> bytes:
+    """A named SSE event (`event:` line, then `data:`), as Anthropic and OpenAI Responses send."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
 def fragments(text: str, parts: int) -> list[str]:
     """Split tool-call arguments into `parts` pieces so clients must accumulate them."""
     if len(text) <= 1:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from starlette.routing import Route
 
 from aig_common.errors import error_body
 from sandbox.dialogue import Prompt, Reply, ToolSpec, reply_to
-from sandbox.images import image_from_url
+from sandbox.images import ImageRef, image_from_url
 from sandbox.providers.common import bearer_token, fragments, read_and_log, sse_data
 from sandbox.state import Fault, SandboxState
 from sandbox.synth import embedding, embedding_base64, estimate_tokens, new_id, split_text
@@ -117,10 +118,11 @@ _DEFAULT_EMBEDDING_DIMENSIONS = 1536
 
 
 class BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.code = code
 
 
 def routes(state: SandboxState) -> list[Route]:
@@ -233,7 +235,7 @@ async def _serve(
     try:
         response: Response = handler(request, state, flavor, body, fault)
     except BadRequest as exc:
-        return _error(flavor, 400, exc.message, param=exc.param)
+        return _error(flavor, 400, exc.message, code=exc.code, param=exc.param)
     return response
 
 
@@ -353,14 +355,14 @@ def _prompt_from(body: dict[str, Any]) -> Prompt:
         if not isinstance(message, dict):
             raise BadRequest("each message must be an object", "messages")
         role = message.get("role")
-        text = _read_content(message.get("content"), prompt)
+        text = read_content(message.get("content"), prompt, ("text",), _chat_image)
         if role == "user":
             prompt.last_user_text = text
         for call in message.get("tool_calls") or ():
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict):
                 prompt.add_text(str(function.get("arguments", "")))
-    prompt.tool_result = _trailing_tool_results(messages)
+    prompt.tool_result = trailing_tool_results(messages, _is_tool_message, "content")
 
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool):
@@ -384,8 +386,15 @@ def _prompt_from(body: dict[str, Any]) -> Prompt:
     return prompt
 
 
-def _read_content(content: Any, prompt: Prompt) -> str:
-    """Text of a message's content; images found in it are added to the prompt."""
+def read_content(
+    content: Any,
+    prompt: Prompt,
+    text_types: tuple[str, ...],
+    image_of: Callable[[dict[str, Any]], ImageRef | None],
+) -> str:
+    """Text of a message's content, a string or a list of parts whose text parts are
+    `text_types`; `image_of` reads a part as an image (None: not one), which the prompt
+    gets. Chat and Responses name their parts apart."""
     if isinstance(content, str):
         prompt.add_text(content)
         return content
@@ -395,25 +404,39 @@ def _read_content(content: Any, prompt: Prompt) -> str:
     for part in content:
         if not isinstance(part, dict):
             continue
-        if part.get("type") == "text":
+        if part.get("type") in text_types:
             text = str(part.get("text", ""))
             texts.append(text)
             prompt.add_text(text)
-        elif part.get("type") == "image_url":
-            image_url = part.get("image_url")
-            url = image_url.get("url") if isinstance(image_url, dict) else image_url
-            if not isinstance(url, str) or not url:
-                raise BadRequest("image_url.url must be a non-empty string", "messages")
-            prompt.images.append(image_from_url(url))
+        elif (image := image_of(part)) is not None:
+            prompt.images.append(image)
     return "\n".join(texts)
 
 
-def _trailing_tool_results(messages: list[Any]) -> str | None:
+def _chat_image(part: dict[str, Any]) -> ImageRef | None:
+    if part.get("type") != "image_url":
+        return None
+    image_url = part.get("image_url")
+    url = image_url.get("url") if isinstance(image_url, dict) else image_url
+    if not isinstance(url, str) or not url:
+        raise BadRequest("image_url.url must be a non-empty string", "messages")
+    return image_from_url(url)
+
+
+def _is_tool_message(message: dict[str, Any]) -> bool:
+    return message.get("role") in ("tool", "function")
+
+
+def trailing_tool_results(
+    turns: list[Any], is_result: Callable[[dict[str, Any]], bool], key: str
+) -> str | None:
+    """The tool results the conversation ends with (their `key` text, joined): when there
+    are any, the turn the model answers is theirs. Chat and Responses mark them apart."""
     results: list[str] = []
-    for message in reversed(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("tool", "function"):
+    for turn in reversed(turns):
+        if not isinstance(turn, dict) or not is_result(turn):
             break
-        results.append(_content_text(message.get("content")))
+        results.append(_content_text(turn.get(key)))
     return "; ".join(reversed(results)) if results else None
 
 
@@ -434,21 +457,32 @@ def _allowed_tools(body: dict[str, Any], prompt: Prompt) -> list[ToolSpec]:
         parameters = function.get("parameters")
         tools.append(ToolSpec(function["name"], parameters if isinstance(parameters, dict) else {}))
         prompt.add_text(function["name"] + str(function.get("description", "")))
-    choice = body.get("tool_choice", "auto")
+    return apply_tool_choice(tools, body.get("tool_choice", "auto"), _chat_choice_names)
+
+
+def _chat_choice_names(choice: dict[str, Any]) -> set[str]:
+    """Names a chat `tool_choice` object allows: the function is nested under `function`."""
+    if choice.get("type") == "function":
+        return {str((choice.get("function") or {}).get("name"))}
+    if choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools") or {}
+        return {
+            str((entry.get("function") or {}).get("name"))
+            for entry in allowed.get("tools") or ()
+            if isinstance(entry, dict)
+        }
+    raise BadRequest("unsupported tool_choice", "tool_choice")
+
+
+def apply_tool_choice(
+    tools: list[ToolSpec], choice: Any, names_in: Callable[[dict[str, Any]], set[str]]
+) -> list[ToolSpec]:
+    """The tools the model may call under `tool_choice`. Chat and Responses share the
+    string modes and differ only in how a choice object names tools, which `names_in` reads."""
     if not tools or choice == "none":
         return []
     if isinstance(choice, dict):
-        if choice.get("type") == "function":
-            names = {str((choice.get("function") or {}).get("name"))}
-        elif choice.get("type") == "allowed_tools":
-            allowed = choice.get("allowed_tools") or {}
-            names = {
-                str((entry.get("function") or {}).get("name"))
-                for entry in allowed.get("tools") or ()
-                if isinstance(entry, dict)
-            }
-        else:
-            raise BadRequest("unsupported tool_choice", "tool_choice")
+        names = names_in(choice)
         chosen = [tool for tool in tools if tool.name in names]
         if not chosen:
             raise BadRequest("tool_choice names a tool that is not in 'tools'", "tool_choice")
