@@ -13,7 +13,7 @@ from prometheus_client import Gauge, Histogram
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controldb.admission import utc_now
+from controldb.admission import nano_usd_sum, utc_now
 from controldb.models import Reservation
 from controldb.money import Money
 
@@ -81,9 +81,8 @@ async def count_reservations(engine: AsyncEngine, money: Money) -> None:
                 if purged:
                     log.info("deleted %d expired reservations", purged)
             live = Reservation.expires_at > utc_now()
-            query = select(
-                func.count(), func.coalesce(func.sum(Reservation.amount_nano_usd), 0)
-            ).where(live)
+            # nano_usd_sum casts to BIGINT: PostgreSQL's sum() is NUMERIC (a Decimal).
+            query = select(func.count(), nano_usd_sum(Reservation.amount_nano_usd)).where(live)
             async with engine.connect() as connection:
                 count, held = (await connection.execute(query)).one()
             RESERVATIONS_IN_FLIGHT.set(count)
