@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from backends import CLICKHOUSE_IMAGE, POSTGRES_IMAGE, kafka_image
 from manifests import REPO, Obj, Rendered
 
 from devstack.kafka import AIG_TOPICS
@@ -164,6 +165,35 @@ def test_compose_creates_the_devstacks_topics(compose: dict[str, Any]) -> None:
     names = loop.group(1).split()
     partitions = int(shlex.split(script.split("--partitions", 1)[1])[0])
     assert {name: partitions for name in names} == dict(AIG_TOPICS)
+
+
+def images_in(node: Any) -> set[str]:
+    """Every `image:` value anywhere in a parsed manifest or compose file."""
+    if isinstance(node, dict):
+        found = {node["image"]} if isinstance(node.get("image"), str) else set()
+        return found.union(*(images_in(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(images_in(item) for item in node))
+    return set()
+
+
+def test_compose_and_kubernetes_run_the_server_releases_the_tests_run(
+    compose: dict[str, Any], rendered: dict[str, Rendered]
+) -> None:
+    """One Kafka and one ClickHouse release everywhere: the local broker's jars, the
+    containers mode's images, compose and the operators' resources; PostgreSQL by major."""
+    kafka_release = kafka_image().split(":")[1]
+    composed = images_in(compose)
+    assert kafka_image() in composed
+    assert {i for i in composed if i.startswith("clickhouse/")} == {CLICKHOUSE_IMAGE}
+    postgres_major = POSTGRES_IMAGE.split(":")[1].split("-")[0]
+    assert {i.split(":")[1].split("-")[0] for i in composed if i.startswith("postgres:")} == {
+        postgres_major
+    }
+    for overlay in rendered.values():
+        assert overlay.get("Kafka", "aig")["spec"]["kafka"]["version"] == kafka_release
+        deployed = images_in(overlay.objects)
+        assert {i for i in deployed if i.startswith("clickhouse/")} == {CLICKHOUSE_IMAGE}
 
 
 def exported_metrics() -> set[str]:
