@@ -39,7 +39,7 @@ test-slow: .venv/.synced
 # The ledger, money and end-to-end tests against Kafka, a ClickHouse server and PostgreSQL
 # in Docker containers (testcontainers; tests/backends.py). Fails at once without Docker.
 test-containers: .venv/.synced tests/js/node_modules/.package-lock.json
-	@AIG_TEST_BACKENDS=containers $(PY) -m pytest -q -p no:cacheprovider tests/ledger tests/controldb tests/e2e
+	@AIG_TEST_BACKENDS=containers $(PY) -m pytest -q -p no:cacheprovider -m "not slow and not broker_process" tests/ledger tests/controldb tests/e2e
 
 lint: .venv/.synced
 	@.venv/bin/ruff check .

@@ -41,7 +41,7 @@ from .conftest import (
 )
 from .test_billing import _billing_events, _calls_of
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(840)]
+pytestmark = [pytest.mark.slow, pytest.mark.broker_process, pytest.mark.timeout(840)]
 
 MODEL = "gpt-4o-mini"
 MARKUP_BASIS_POINTS = 4000  # the starter tier's

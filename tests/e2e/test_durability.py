@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import httpx
 import openai
+import pytest
 
 from devstack.kafka import LocalKafka
 from devstack.stack import Stack
@@ -32,6 +33,7 @@ def _ledger_calls(base_url: str, key: str) -> int:
     return sum(int(row["calls"]) for row in usage_rows(base_url, key))
 
 
+@pytest.mark.broker_process
 def test_a_router_killed_during_a_broker_outage_loses_no_usage(stack: Stack) -> None:
     started = time.monotonic()
     base_url = f"{stack.edge_url}/v1"
