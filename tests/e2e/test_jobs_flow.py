@@ -16,9 +16,12 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from aig.events.v1 import events_pb2 as events
 from aig_common.money import NANO_PER_USD, apply_markup, parse_usd, usd
+from controldb.tasks import now_ms
 from devstack.processes import Service, free_port
 from devstack.stack import Stack
 
@@ -167,6 +170,51 @@ def test_jobs_killed_mid_render_completes_with_one_submission(
     billed = apply_markup(4 * 400_000_000, STARTER_MARKUP_BP)
     me = wait_until_settled(base_url, key)
     assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - billed
+
+
+def _cancels(sandbox: Sandbox) -> int:
+    """How many renders the fal simulator was asked to cancel (PUT …/requests/{id}/cancel)."""
+    return sum(1 for seen in sandbox.requests("fal") if seen["path"].endswith("/cancel"))
+
+
+async def _bring_deadline_forward(stack: Stack, task_id: str) -> None:
+    """Moves the task's deadline to now in the control DB, as if its render had run for the
+    model's whole deadline (veo-3.1's is 30 minutes); the follower re-reads the task on
+    every poll."""
+    engine = create_async_engine(stack.database_url)
+    try:
+        async with engine.begin() as connection:
+            moved = await connection.execute(
+                text("UPDATE tasks SET deadline_ms = :now WHERE id = :id"),
+                {"now": now_ms(), "id": task_id},
+            )
+            assert moved.rowcount == 1
+    finally:
+        await engine.dispose()
+
+
+def test_a_task_past_its_deadline_is_cancelled_upstream_and_costs_nothing(
+    stack: Stack, admin: httpx.Client, base_url: str, media_sandbox: Sandbox
+) -> None:
+    media_sandbox.http.post(
+        "/_sandbox/config", json={"media_render_ms": 600_000}
+    ).raise_for_status()
+    key = create_key(admin, "jobs-deadline", credits_usd="10.00")["key"]
+    with _client(stack, key) as client:
+        task_id = _create(
+            client, {"model": "veo-3.1", "input": {"prompt": "never ends", "duration": 4}}
+        )
+        _wait_for(client, task_id, {"generating"})
+        cancels_before = _cancels(media_sandbox)
+        asyncio.run(_bring_deadline_forward(stack, task_id))
+        record = _wait_for(client, task_id, {"success", "fail"}, timeout_s=30)
+    assert (record["state"], record["failCode"]) == ("fail", "timeout"), record
+    assert record["resultJson"] == "" and record["costUsd"] == "0.00"
+    assert _cancels(media_sandbox) == cancels_before + 1, "the render is cancelled at fal"
+    me = wait_until_settled(base_url, key)  # the reservation is released
+    assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD
+    rows = wait_for_usage(base_url, key, 1)
+    assert [(row["failed"], parse_usd(row["billed_cost_usd"])) for row in rows] == [(1, 0)]
 
 
 def _followed(url: str) -> float:
