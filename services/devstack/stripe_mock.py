@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
 import httpx
 
 from .kafka import REPO_ROOT
+from .lifetime import die_with_parent_preexec
 from .processes import free_port
 
 INSTALL_SCRIPT = REPO_ROOT / "scripts" / "install_stripe_mock.sh"
@@ -31,6 +33,8 @@ class StripeMock:
             [str(BINARY), "-http-addr", address, "-https-addr", f"127.0.0.1:{free_port()}"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # A killed test run or `make up` takes it along, as it does every other child.
+            preexec_fn=die_with_parent_preexec(os.getpid()),
         )
         self.url = f"http://{address}"
         deadline = time.monotonic() + timeout_s
