@@ -56,6 +56,11 @@ def _ratio(value: Any, reference: Any) -> str:
     return f"{value / reference:.2f}x"
 
 
+def _minus(value: float | None, reference: float | None) -> float | None:
+    """value - reference, or None when either was not measured (older results files)."""
+    return None if value is None or reference is None else value - reference
+
+
 def _date(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
 
@@ -113,8 +118,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         "| target | processes | peak RPS (<0.1 % errors) | vs direct | vs LiteLLM | "
         "CPU s / 1k calls | vs LiteLLM | + infra | peak RSS MiB | stream TTFT p50 | "
-        "TTFT overhead | stream total p50 | total overhead |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "TTFT overhead | chunk gap p50 | gap overhead | stream total p50 | total overhead |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in targets.values():
         cpu = t["cpu"]["seconds_per_1k_calls"]
@@ -128,6 +133,8 @@ def render(results: dict[str, Any]) -> str:
             f"{_num(t['cpu']['with_infra_seconds_per_1k_calls'], 2)} | "
             f"{_num(t['peak_rss_total_mib'])} | {_num(stream['ttft_p50_ms'])} ms | "
             f"{_num(stream['ttft_p50_ms'] - direct['stream']['ttft_p50_ms'])} ms | "
+            f"{_num(stream.get('gap_p50_ms'), 2)} ms | "
+            f"{_num(_minus(stream.get('gap_p50_ms'), direct['stream'].get('gap_p50_ms')), 2)} ms | "
             f"{_num(stream['total_p50_ms'])} ms | "
             f"{_num(stream['total_p50_ms'] - direct['stream']['total_p50_ms'])} ms |"
         )
@@ -170,51 +177,81 @@ def render(results: dict[str, Any]) -> str:
 
 
 def _targets_section(results: dict[str, Any], rival_name: str | None) -> list[str]:
+    """Issue 16's bounds, each met or not in this run. Its two-core scale-out, settlement
+    lag and 30-minute soak targets need phases this harness does not run yet; they are
+    listed as not measured rather than left out."""
     targets = results["targets"]
     aig, direct = targets["aig"], targets["direct"]
     rival = targets.get(rival_name) if rival_name else None
-    out = ["## Issue 6 targets, this run", ""]
-    if rival is None:
-        return [*out, "LiteLLM did not run, so the relative targets cannot be judged.", ""]
+    out = ["## Issue 16 targets, this run", ""]
     # (what, measured, bound, unit, higher is better)
     checks: list[tuple[str, float | None, float, str, bool]] = []
-    aig_cpu, rival_cpu = aig["cpu"]["seconds_per_1k_calls"], rival["cpu"]["seconds_per_1k_calls"]
-    cpu_ratio = aig_cpu / rival_cpu if aig_cpu and rival_cpu else None
-    checks.append((f"CPU per call <= 1/8 of {rival_name}'s", cpu_ratio, 1 / 8, "x", False))
-    peak_ratio = aig["peak"]["rps"] / rival["peak"]["rps"] if rival["peak"]["rps"] else None
-    checks.append((f"peak RPS >= 8 x {rival_name}'s", peak_ratio, 8, "x", True))
-    base200, aig200, rival200 = (
-        direct["rates"].get("200"),
-        aig["rates"].get("200"),
-        rival["rates"].get("200"),
-    )
-    if base200 and aig200 and rival200:
-        aig_over = aig200["p99_ms"] - base200["p99_ms"]
-        rival_over = rival200["p99_ms"] - base200["p99_ms"]
-        checks.append(
-            (
-                f"p99 overhead at 200 RPS <= 1/5 of {rival_name}'s",
-                aig_over / rival_over if rival_over > 0 else None,
-                1 / 5,
-                "x",
-                False,
+    for rate in ("50", "200"):
+        base, mine = direct["rates"].get(rate), aig["rates"].get(rate)
+        if base and mine:
+            checks.append(
+                (
+                    f"p50 overhead at {rate}/s <= 1 ms",
+                    mine["p50_ms"] - base["p50_ms"],
+                    1,
+                    " ms",
+                    False,
+                )
             )
+            if rate == "200":
+                checks.append(
+                    (
+                        "p99 overhead at 200/s <= 5 ms",
+                        mine["p99_ms"] - base["p99_ms"],
+                        5,
+                        " ms",
+                        False,
+                    )
+                )
+    stream, base_stream = aig["stream"], direct["stream"]
+    checks.append(
+        (
+            "streaming TTFT overhead p50 <= 1 ms",
+            stream["ttft_p50_ms"] - base_stream["ttft_p50_ms"],
+            1,
+            " ms",
+            False,
         )
-        p50_over = aig200["p50_ms"] - base200["p50_ms"]
-        checks.append(("p50 overhead at 200 RPS <= 2 ms", p50_over, 2, " ms", False))
-    ttft = aig["stream"]["ttft_p50_ms"] - direct["stream"]["ttft_p50_ms"]
-    checks.append(("streaming TTFT overhead p50 <= 2 ms", ttft, 2, " ms", False))
+    )
+    checks.append(
+        (
+            "inter-chunk gap overhead p50 <= 0.2 ms",
+            _minus(stream.get("gap_p50_ms"), base_stream.get("gap_p50_ms")),
+            0.2,
+            " ms",
+            False,
+        )
+    )
+    if rival is not None:
+        aig_cpu = aig["cpu"]["seconds_per_1k_calls"]
+        rival_cpu = rival["cpu"]["seconds_per_1k_calls"]
+        cpu_ratio = aig_cpu / rival_cpu if aig_cpu and rival_cpu else None
+        checks.append((f"CPU per call <= 1/10 of {rival_name}'s", cpu_ratio, 1 / 10, "x", False))
     out += ["| target | measured | bound | met |", "|---|---|---|---|"]
     for label, value, bound, unit, higher_is_better in checks:
         if value is None or math.isnan(value):
             out.append(f"| {label} | — | {bound:.3g}{unit} | — |")
             continue
         met = value >= bound if higher_is_better else value <= bound
-        off = bound / value if higher_is_better else value / bound
+        off = bound / value if higher_is_better and value else value / bound
         verdict = (
             "yes" if met else f"no: {off:.1f} times {'short of' if higher_is_better else 'over'} it"
         )
         out.append(f"| {label} | {value:.3g}{unit} | {bound:.3g}{unit} | {verdict} |")
+    for label in (
+        "two-core peak >= 1.8 x aig's one-core peak and >= 10 x LiteLLM with 2 workers",
+        "settlement lag p99 <= 2 s at aig's peak",
+        "flat RSS over a 30-minute soak, every service",
+    ):
+        out.append(f"| {label} | not measured: no such phase yet | — | — |")
+    if rival is None:
+        out.append("")
+        out.append("LiteLLM did not run, so the CPU ratio cannot be judged.")
     return [*out, ""]
 
 

@@ -254,6 +254,7 @@ def measure_streams(plan: Plan, targets: list[Target]) -> None:
         )
         log(
             f"stream {target.name:<11} ttft p50 {percentile(target.stream.ttft_ms, 0.5):7.1f} ms  "
+            f"gap p50 {percentile(target.stream.gap_ms, 0.5):6.2f} ms  "
             f"total p50 {percentile(target.stream.total_ms, 0.5):7.1f} ms  "
             f"errors {target.stream.errors}"
         )
@@ -393,6 +394,8 @@ def summarise(target: Target) -> dict[str, Any]:
             "error_kinds": stream.error_kinds,
             "ttft_p50_ms": percentile(stream.ttft_ms, 0.5),
             "ttft_p99_ms": percentile(stream.ttft_ms, 0.99),
+            "gap_p50_ms": percentile(stream.gap_ms, 0.5),
+            "gap_p99_ms": percentile(stream.gap_ms, 0.99),
             "total_p50_ms": percentile(stream.total_ms, 0.5),
             "total_p99_ms": percentile(stream.total_ms, 0.99),
             "content_events_mean": statistics.fmean(stream.content_events)

@@ -1,7 +1,8 @@
-"""Time to first token and total time of streamed chat completions.
+"""Time to first token, inter-chunk gaps and total time of streamed chat completions.
 
 oha times whole responses only, so this one measurement uses a small httpx client: it
-reads the SSE stream and notes when the first event carrying content arrives. Every target
+reads the SSE stream and notes when each event carrying content arrives (the first one is
+the time to first token; the time between two of them is an inter-chunk gap). Every target
 is measured by the same client on the same machine, so its own cost cancels in overheads.
 """
 
@@ -21,6 +22,8 @@ from .loadgen import Request
 class StreamResult:
     ttft_ms: list[float] = field(default_factory=list)
     total_ms: list[float] = field(default_factory=list)
+    # Every gap between two consecutive content events of one stream, over all streams.
+    gap_ms: list[float] = field(default_factory=list)
     content_events: list[int] = field(default_factory=list)
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
@@ -43,6 +46,8 @@ def _has_content(line: str) -> bool:
 async def _one(client: httpx.AsyncClient, request: Request, result: StreamResult) -> None:
     started = time.perf_counter()
     first: float | None = None
+    last = 0.0
+    gaps: list[float] = []
     events = 0
     try:
         async with client.stream(
@@ -60,9 +65,13 @@ async def _one(client: httpx.AsyncClient, request: Request, result: StreamResult
                 return
             async for line in response.aiter_lines():
                 if _has_content(line):
+                    now = time.perf_counter()
                     events += 1
                     if first is None:
-                        first = time.perf_counter()
+                        first = now
+                    else:
+                        gaps.append((now - last) * 1000)
+                    last = now
     except httpx.HTTPError as exc:
         result.note_error(type(exc).__name__)
         return
@@ -72,6 +81,7 @@ async def _one(client: httpx.AsyncClient, request: Request, result: StreamResult
         return
     result.ttft_ms.append((first - started) * 1000)
     result.total_ms.append((finished - started) * 1000)
+    result.gap_ms.extend(gaps)
     result.content_events.append(events)
 
 

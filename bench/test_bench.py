@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from . import report
 from .loadgen import DEADLINE_ABORT, parse_report
 from .procs import CLOCK_TICKS, ProcessGroup, cpu_seconds, descendants
 from .profiling import hot_functions
@@ -96,3 +98,33 @@ def test_a_process_tree_is_seen_with_its_cpu_time_and_memory() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def _target(p50: float, p99: float, ttft: float, gap: float, cpu: float) -> dict[str, Any]:
+    rate = {"p50_ms": p50, "p99_ms": p99}
+    return {
+        "rates": {"50": rate, "200": rate},
+        "stream": {"ttft_p50_ms": ttft, "gap_p50_ms": gap},
+        "cpu": {"seconds_per_1k_calls": cpu},
+    }
+
+
+def test_the_targets_table_judges_issue_16s_bounds_from_one_run() -> None:
+    results = {
+        "targets": {
+            "direct": _target(p50=20.0, p99=30.0, ttft=25.0, gap=5.0, cpu=0.5),
+            "aig": _target(p50=23.0, p99=34.0, ttft=25.5, gap=5.1, cpu=2.0),
+            "litellm": _target(p50=80.0, p99=900.0, ttft=90.0, gap=6.0, cpu=25.0),
+        }
+    }
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line
+        for line in report._targets_section(results, "litellm")
+        if line.startswith("| ")
+    }
+    assert rows["p50 overhead at 50/s <= 1 ms"].endswith("| 3 ms | 1 ms | no: 3.0 times over it |")
+    assert rows["p99 overhead at 200/s <= 5 ms"].endswith("| 4 ms | 5 ms | yes |")
+    assert rows["streaming TTFT overhead p50 <= 1 ms"].endswith("| 0.5 ms | 1 ms | yes |")
+    assert "| 0.1 ms | 0.2 ms | yes |" in rows["inter-chunk gap overhead p50 <= 0.2 ms"]
+    assert rows["CPU per call <= 1/10 of litellm's"].endswith("| 0.08x | 0.1x | yes |")
+    assert "not measured" in rows["settlement lag p99 <= 2 s at aig's peak"]
