@@ -68,8 +68,21 @@ def main() -> None:
         if graph.stat().st_size <= COMMITTED_PROFILE_MAX_BYTES:
             (HERE / "profiles").mkdir(exist_ok=True)
             shutil.copyfile(graph, HERE / "profiles" / graph.name)
-    (HERE / "RESULTS.md").write_text(render(results))
+    results_md = HERE / "RESULTS.md"
+    kept = kept_sections(results_md.read_text()) if results_md.exists() else ""
+    results_md.write_text(render(results) + kept)
     log(f"wrote {results_path}, {plot_path} and {HERE / 'RESULTS.md'}")
+
+
+def kept_sections(previous: str) -> str:
+    """The sections of RESULTS.md that other commands measured (each heading names its
+    `python -m bench.<module>`), from the first of them to the end: a default run rewrites
+    only its own sections and keeps these."""
+    lines = previous.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if line.startswith("## ") and "`python -m bench." in line:
+            return "\n" + "".join(lines[index:])
+    return ""
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import report
+from .__main__ import kept_sections
 from .loadgen import DEADLINE_ABORT, parse_report
 from .procs import CLOCK_TICKS, ProcessGroup, cpu_seconds, descendants
 from .profiling import hot_functions
@@ -128,3 +129,15 @@ def test_the_targets_table_judges_issue_16s_bounds_from_one_run() -> None:
     assert "| 0.1 ms | 0.2 ms | yes |" in rows["inter-chunk gap overhead p50 <= 0.2 ms"]
     assert rows["CPU per call <= 1/10 of litellm's"].endswith("| 0.08x | 0.1x | yes |")
     assert "not measured" in rows["settlement lag p99 <= 2 s at aig's peak"]
+
+
+def test_a_default_run_keeps_the_sections_other_commands_measured() -> None:
+    previous = (
+        "# aig benchmark results\n\n## Summary\n\nold table\n\n"
+        "## Webhook deliveries (issue 10) — `python -m bench.webhook_throughput`\n\n19/s\n\n"
+        "## Billing (issue 13) — `python -m bench.billing_scaleout 20000`\n\n1.35x\n"
+    )
+    kept = kept_sections(previous)
+    assert kept.startswith("\n## Webhook deliveries")
+    assert "1.35x" in kept and "old table" not in kept
+    assert kept_sections("# aig benchmark results\n\n## Summary\n") == ""
