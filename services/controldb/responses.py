@@ -60,6 +60,10 @@ class ResponseStore:
             session.add(row)
 
     async def get(self, account_id: str, response_id: str) -> ResponseRecord | None:
+        if "\x00" in response_id:
+            # An id from a client's body (`previous_response_id`, an `item_reference`): ours
+            # never hold a NUL, and PostgreSQL would refuse the query instead of finding none.
+            return None
         async with self._sessions() as session:
             row = await session.scalar(
                 select(StoredResponse).where(

@@ -9,6 +9,7 @@ import sqlite3
 import time
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import OperationalError
@@ -114,6 +115,16 @@ class RequestLimitsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            # No id, name or filter aig stores can hold a NUL (PostgreSQL's text cannot), so
+            # such a URL names nothing; refused here, it never reaches a database as a 500.
+            refused = APIError(
+                400,
+                "The URL contains a NUL character (%00), which no id, name or filter can hold.",
+                code="invalid_url",
+            )
+            await error_response(refused, scope["path"])(scope, receive, send)
+            return
         size = sum(len(name) + len(value) for name, value in scope["headers"])
         if size > self.max_header_bytes:
             error = APIError(
@@ -168,13 +179,24 @@ def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", ""))
 
 
+KIE_PATH_PREFIX = "/v1/jobs"
+
+
+def kie_error_body(exc: APIError) -> bytes:
+    """Both envelopes: Kie's `code`/`msg` and OpenAI's `error`, for the media routes."""
+    return orjson.dumps({"code": exc.status, "msg": exc.message, "data": None, **exc.body()})
+
+
 def error_response(exc: APIError, path: str = "", request_id: str = "") -> Response:
     """The error in the dialect of the route asked for: Anthropic's shape under
-    /v1/messages (whichever layer failed, auth and body limits included), OpenAI's elsewhere."""
+    /v1/messages, Kie's envelope under /v1/jobs (whichever layer failed, auth and body limits
+    included), OpenAI's elsewhere."""
     headers = exc.headers
     if path.startswith(anthropic_errors.PATH_PREFIX):
         body = anthropic_errors.from_api_error(exc, request_id)
         headers = {**headers, "request-id": request_id} if request_id else headers
+    elif path == KIE_PATH_PREFIX or path.startswith(KIE_PATH_PREFIX + "/"):
+        body = kie_error_body(exc)
     else:
         body = exc.to_bytes()
     return Response(body, status_code=exc.status, headers=headers, media_type="application/json")

@@ -49,7 +49,7 @@ from jobs.links import ResultLinks
 from jobs.storage import ObjectNotFound, ResultUrlExpired, ResultUrlRejected
 
 from .admission import Admissions, note_rate
-from .http import read_body, request_id, require_json
+from .http import kie_error_body, read_body, request_id, require_json
 from .metrics import note_model
 from .v1 import authenticate
 
@@ -93,9 +93,8 @@ def kie_ok(data: Any) -> Response:
 
 def kie_error(exc: APIError) -> Response:
     """Both envelopes: Kie's `code`/`msg` and OpenAI's `error`, with the real HTTP status."""
-    body = {"code": exc.status, "msg": exc.message, "data": None, **exc.body()}
     return Response(
-        orjson.dumps(body), status_code=exc.status, headers=exc.headers, media_type=JSON
+        kie_error_body(exc), status_code=exc.status, headers=exc.headers, media_type=JSON
     )
 
 

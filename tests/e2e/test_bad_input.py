@@ -190,3 +190,33 @@ def test_a_body_that_is_not_declared_json_is_415(edge: httpx.Client, content_typ
             "/v1/chat/completions", content=raw, headers={"content-type": declared}
         )
         assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("url", "dialect"),
+    [
+        ("/v1/jobs?after=task_%00&state=queuing", "kie"),
+        ("/v1/jobs/recordInfo?taskId=%00", "kie"),
+        ("/v1/responses/resp_%00abc", "openai"),
+        ("/v1/models/gpt-4o%00", "openai"),
+    ],
+)
+def test_a_nul_in_the_url_is_a_400_in_the_routes_dialect(
+    edge: httpx.Client, url: str, dialect: str
+) -> None:
+    """PostgreSQL's text cannot hold a NUL: a lookup by such an id was a 500 there (the schema
+    fuzz found it on GET /v1/jobs?after=…)."""
+    response = edge.get(url)
+    error = _assert_error(response, 400)
+    assert error["code"] == "invalid_url"
+    if dialect == "kie":
+        assert (response.json()["code"], response.json()["data"]) == (400, None)
+
+
+def test_a_previous_response_id_with_a_nul_is_not_found(edge: httpx.Client) -> None:
+    response = _post(
+        edge,
+        {"model": "gpt-4o-mini", "input": "hi", "previous_response_id": "resp_\u0000x"},
+        "/v1/responses",
+    )
+    _assert_error(response, 404, "previous_response_id")
