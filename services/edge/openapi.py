@@ -14,27 +14,17 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from . import jobs_openapi
 from .anthropic_ingress import openapi as anthropic_openapi
+from .openapi_errors import COMMON_STATUSES, OPENAI_ERROR_OBJECT, documented_errors
 from .responses_ingress import openapi as responses_openapi
 
 JSON = "application/json"
-_ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["message", "type", "param", "code"],
-            "properties": {
-                "message": {"type": "string", "minLength": 1},
-                "type": {"type": "string"},
-                "param": {"type": ["string", "null"]},
-                "code": {"type": ["string", "null"]},
-            },
-        }
-    },
+    "properties": {"error": OPENAI_ERROR_OBJECT},
 }
 
 _MESSAGE: dict[str, Any] = {
@@ -135,17 +125,10 @@ _MODEL: dict[str, Any] = {
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    return {
-        str(status): {
-            "description": "An error in OpenAI's shape",
-            "content": {JSON: {"schema": _ERROR_REF}},
-        }
-        for status in statuses
-    }
+    return documented_errors("Error", "An error in OpenAI's shape", *statuses)
 
 
-# Errors every authenticated /v1 route may answer.
-_COMMON = (400, 401, 408, 413, 415, 429, 431, 503)
+_COMMON = COMMON_STATUSES
 
 
 def v1_paths() -> dict[str, Any]:
@@ -256,9 +239,11 @@ def install_openapi(app: FastAPI) -> None:
         document.setdefault("paths", {}).update(v1_paths())
         document["paths"].update(anthropic_openapi.messages_paths())
         document["paths"].update(responses_openapi.responses_paths())
+        document["paths"].update(jobs_openapi.jobs_paths())
         components = document.setdefault("components", {})
         components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
         components["schemas"]["AnthropicError"] = anthropic_openapi.ANTHROPIC_ERROR_SCHEMA
+        components["schemas"]["KieError"] = jobs_openapi.KIE_ERROR_SCHEMA
         components.setdefault("securitySchemes", {})["bearer"] = {
             "type": "http",
             "scheme": "bearer",

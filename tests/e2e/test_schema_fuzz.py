@@ -2,7 +2,8 @@
 edge's own OpenAPI document (`/openapi.json`) and sends them to the running stack.
 
 Every answer must be a documented status in the documented shape (errors in the route's
-dialect: OpenAI's, Anthropic's under /v1/messages) and never a 5xx. `make test` runs a
+dialect: OpenAI's, Anthropic's under /v1/messages, Kie's envelope under /v1/jobs) and never
+a 5xx. `make test` runs a
 bounded number of examples per operation (`AIG_FUZZ_EXAMPLES`, 25); `make fuzz` runs many
 more.
 """
@@ -29,14 +30,21 @@ from .conftest import FAMILY_MODELS
 
 EXAMPLES = int(os.environ.get("AIG_FUZZ_EXAMPLES", "25"))
 # The hot path and the customer's reads; the admin API is fuzzed by its own unit tests.
-FUZZED_PATHS = r"^/v1/(chat/completions|responses|messages|embeddings|models|me|usage)"
+FUZZED_PATHS = (
+    r"^/v1/(chat/completions|responses|messages|embeddings|models|me|usage"
+    r"|jobs/createTask|jobs/recordInfo|jobs$)"
+)
 REAL_MODELS = {
     "/v1/chat/completions": list(FAMILY_MODELS.values()),
     "/v1/responses": list(FAMILY_MODELS.values()),
     "/v1/messages": list(FAMILY_MODELS.values()),
     "/v1/messages/count_tokens": list(FAMILY_MODELS.values()),
     "/v1/embeddings": ["text-embedding-3-small"],
+    "/v1/jobs/createTask": ["flux-kontext-pro", "veo-3.1", "suno-v4.5-plus"],
 }
+# A generated callBackUrl would make createTask resolve a random host name; a private
+# address is refused (422) without any lookup, and tests talk only to 127.0.0.1.
+REFUSED_CALLBACK = "http://127.0.0.1:9/callback"
 
 
 def _steer_to_real_models(case: Any) -> None:
@@ -44,6 +52,8 @@ def _steer_to_real_models(case: Any) -> None:
     name a catalog model, so the fuzz reaches admission, the router and the translations."""
     models = REAL_MODELS.get(case.path)
     body = case.body
+    if isinstance(body, dict) and "callBackUrl" in body:
+        body["callBackUrl"] = REFUSED_CALLBACK
     if not models or not isinstance(body, dict) or not isinstance(body.get("model"), str):
         return
     digest = zlib.crc32(repr(sorted(body)).encode())
@@ -72,6 +82,9 @@ def test_the_edge_answers_every_generated_request_as_documented(stack: Stack, ap
         "/v1/embeddings",
         "/v1/models",
         "/v1/me",
+        "/v1/jobs/createTask",
+        "/v1/jobs/recordInfo",
+        "/v1/jobs",
     }
     headers = {"authorization": f"Bearer {api_key}"}
     for operation in operations:

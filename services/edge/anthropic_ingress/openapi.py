@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..openapi_errors import documented_errors
+
 JSON = "application/json"
-_ERROR_REF = {"$ref": "#/components/schemas/AnthropicError"}
 
 ANTHROPIC_ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -98,13 +99,7 @@ _MESSAGE: dict[str, Any] = {
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    return {
-        str(status): {
-            "description": "An error in Anthropic's shape",
-            "content": {JSON: {"schema": _ERROR_REF}},
-        }
-        for status in statuses
-    }
+    return documented_errors("AnthropicError", "An error in Anthropic's shape", *statuses)
 
 
 # What any authenticated route under /v1/messages may answer (as chat's `_COMMON`).
