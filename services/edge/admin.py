@@ -26,8 +26,12 @@ from controldb.ratelimit import MAX_RPM_LIMIT
 
 from .throttle import auth_subjects, record_failure, refuse_if_throttled
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# No NUL: PostgreSQL's text cannot hold one, and SQLite should not hold what it cannot.
+NO_NUL = r"^[^\x00]*$"
+Name = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=NO_NUL)
+]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
 
 
 class _Body(BaseModel):

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -284,6 +284,20 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return respond(request, error)
 
+    async def on_database_refusal(request: Request, exc: Exception) -> Response:
+        # PostgreSQL refuses a NUL in text (SQLSTATE 22021) that SQLite would have stored: a
+        # client's string, not a fault of ours. Any other refusal goes on to the handler of
+        # the unexpected, which answers 500 and lets the server log the traceback.
+        original = getattr(exc, "orig", None)
+        if getattr(original, "sqlstate", None) == "22021" or "0x00" in str(original):
+            error = APIError(
+                400,
+                "A text field holds a NUL character (\\u0000), which cannot be stored.",
+                code="invalid_text",
+            )
+            return respond(request, error)
+        raise exc
+
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         return respond(
             request, APIError(500, "The gateway hit an internal error.", code="internal_error")
@@ -294,6 +308,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(OperationalError, on_database_busy)
     app.add_exception_handler(sqlite3.OperationalError, on_database_busy)
+    app.add_exception_handler(DBAPIError, on_database_refusal)
     # Anything else still reaches the server's log with its traceback (Starlette re-raises
     # after answering); the client gets its dialect's error shape instead of a bare text 500.
     app.add_exception_handler(Exception, on_unexpected)

@@ -94,6 +94,20 @@ def _usage_params(request: Request, account_id: str) -> dict[str, str]:
     }
 
 
+def _text(value: object, param: str) -> str:
+    """A free-text field as stored: no NUL, which PostgreSQL's text cannot hold (and SQLite
+    should not hold what production cannot)."""
+    text = str(value)
+    if "\x00" in text:
+        raise APIError(
+            400,
+            f"Invalid value for '{param}': it holds a NUL character (\\u0000).",
+            param=param,
+            code="invalid_value",
+        )
+    return text
+
+
 def _timestamp(value: str | None, param: str, default: datetime) -> datetime:
     if value is None:
         return default
@@ -135,7 +149,7 @@ def money_admin_router(
         amount = parse_amount(body["amount_usd"], "amount_usd")
         try:
             result = await money.add_credits(
-                account_id, kind, amount, note=str(body.get("note", ""))
+                account_id, kind, amount, note=_text(body.get("note", ""), "note")
             )
         except RefundNotAllowed as exc:
             raise APIError(
@@ -199,6 +213,7 @@ def money_admin_router(
                     param=param,
                     code="missing_required_parameter",
                 )
+            _text(body[param], param)
         try:
             workspace = await limits.create_workspace(
                 body["account_id"], body["name"].strip()[:200], _cap_changes(body)

@@ -220,3 +220,26 @@ def test_a_previous_response_id_with_a_nul_is_not_found(edge: httpx.Client) -> N
         "/v1/responses",
     )
     _assert_error(response, 404, "previous_response_id")
+
+
+def test_a_nul_in_an_operators_text_is_a_400_naming_the_field(admin: httpx.Client) -> None:
+    """Names and notes go into text columns; PostgreSQL refused a NUL with a 500, SQLite
+    stored it. Both backends now refuse it up front, naming the field."""
+    account = admin.post("/accounts", json={"name": "nul-owner", "credits_usd": "0"})
+    assert account.status_code == 201, account.text
+    account_id = account.json()["id"]
+    attempts = {
+        "name": admin.post("/accounts", json={"name": "a\u0000b"}),
+        "note": admin.post(
+            f"/accounts/{account_id}/credits",
+            json={"amount_usd": "1.00", "kind": "grant", "note": "x\u0000y"},
+        ),
+        "workspace name": admin.post(
+            "/workspaces", json={"account_id": account_id, "name": "w\u0000"}
+        ),
+    }
+    for field, response in attempts.items():
+        assert response.status_code == 400, (field, response.text)
+        assert response.json()["error"]["param"] == field.split()[-1]
+    balance = admin.get(f"/accounts/{account_id}").json()["balance_usd"]
+    assert balance == "0.00"  # the refused grant added nothing

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from edge.http import install_error_handlers
 
@@ -45,3 +45,20 @@ def test_an_unexpected_error_is_an_openai_shaped_500() -> None:
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "internal_error"
     assert "secret" not in response.text
+
+
+class _DriverError(Exception):
+    def __init__(self, message: str, sqlstate: str | None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+def test_a_nul_postgresql_refuses_is_a_400_and_other_refusals_stay_500() -> None:
+    nul = DBAPIError("INSERT", {}, _DriverError("invalid byte sequence: 0x00", "22021"))
+    response = TestClient(_app(nul), raise_server_exceptions=False).get("/fail")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_text"
+    other = DBAPIError("INSERT", {}, _DriverError("duplicate key", "23505"))
+    response = TestClient(_app(other), raise_server_exceptions=False).get("/fail")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
