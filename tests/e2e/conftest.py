@@ -375,6 +375,23 @@ def wait_for_usage(
         time.sleep(0.3)
 
 
+def wait_for_task(
+    client: httpx.Client, task_id: str, states: set[str], timeout_s: float = 60
+) -> dict[str, Any]:
+    """Polls recordInfo (through `client`, based at the edge's /v1 with the task owner's key)
+    until the task is in one of `states`; returns its record."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        record: dict[str, Any] = client.get("/jobs/recordInfo", params={"taskId": task_id}).json()[
+            "data"
+        ]
+        if record["state"] in states:
+            return record
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"task {task_id} still {record['state']}: {record}")
+        time.sleep(0.2)
+
+
 def list_price_nano_usd(model_id: str, usage: Any) -> int:
     """A chat call's upstream cost from the catalog's list prices and the usage the client
     itself received (an OpenAI SDK `usage` object). Short prompts only: no long-context tier."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -26,11 +26,11 @@ from .conftest import (
     admin_client,
     create_key,
     start_stack,
+    wait_for_task,
     wait_until_settled,
 )
 
 POLL_S = 120
-T = TypeVar("T")
 STARTER_MARKUP_BP = 4000
 
 
@@ -78,15 +78,6 @@ def _started_task(
         yield client, key, str(created.json()["data"]["taskId"])
 
 
-def _wait_for(read: Callable[[], T], done: Callable[[T], bool], *, within_s: float, what: str) -> T:
-    """Reads until `done` says so; fails naming `what` and the last read after `within_s`."""
-    started = time.monotonic()
-    while not done(value := read()):
-        assert time.monotonic() - started < within_s, f"waited {within_s} s for {what}: {value}"
-        time.sleep(0.1)
-    return value
-
-
 def _submissions(sandbox: Sandbox, prompt: str) -> list[dict[str, Any]]:
     return [
         seen
@@ -100,12 +91,7 @@ def test_a_signed_provider_callback_finishes_the_task_before_its_next_poll(
 ) -> None:
     sandbox = Sandbox(callback_stack.sandbox_url)
     with _started_task(callback_stack, 1000, "called back") as (client, key, task_id):
-        record = _wait_for(
-            lambda: _record(client, task_id),
-            lambda record: record["state"] in {"success", "fail"},
-            within_s=POLL_S / 4,
-            what="a callback to finish the task",
-        )
+        record = wait_for_task(client, task_id, {"success", "fail"}, timeout_s=POLL_S / 4)
     (submission,) = _submissions(sandbox, "called back")
     assert (
         f"fal_webhook=http%3A%2F%2F127.0.0.1%3A{callback_stack.ports.jobs}" in submission["query"]
@@ -123,9 +109,10 @@ def test_a_forged_provider_callback_is_refused_and_changes_nothing(
 ) -> None:
     sandbox = Sandbox(callback_stack.sandbox_url)
     with _started_task(callback_stack, 600_000, "forged") as (client, _key, task_id):
-        _wait_for(  # jobs submits it after createTask has answered
-            lambda: _submissions(sandbox, "forged"), bool, within_s=30, what="the submission"
-        )
+        submitted_by = time.monotonic() + 30  # jobs submits it after createTask has answered
+        while not _submissions(sandbox, "forged"):
+            assert time.monotonic() < submitted_by, "the task never reached the provider"
+            time.sleep(0.1)
         forged_body = (
             b'{"request_id": "x", "status": "OK", "payload": {"images": [{"url": "http://x/"}]}}'
         )

@@ -25,7 +25,7 @@ from controldb.tasks import now_ms
 from devstack.processes import Service, free_port
 from devstack.stack import Stack
 
-from .conftest import Sandbox, create_key, wait_for_usage, wait_until_settled
+from .conftest import Sandbox, create_key, wait_for_task, wait_for_usage, wait_until_settled
 
 STARTER_MARKUP_BP = 4000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -49,21 +49,6 @@ def _create(client: httpx.Client, body: dict[str, Any]) -> str:
     return str(response.json()["data"]["taskId"])
 
 
-def _wait_for(
-    client: httpx.Client, task_id: str, states: set[str], timeout_s: float = 60
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        record: dict[str, Any] = client.get("/jobs/recordInfo", params={"taskId": task_id}).json()[
-            "data"
-        ]
-        if record["state"] in states:
-            return record
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"task {task_id} still {record['state']}: {record}")
-        time.sleep(0.2)
-
-
 def _submissions(sandbox: Sandbox, prompt: str) -> int:
     """How many times the fal simulator was asked to start a render of `prompt`."""
     return sum(
@@ -84,7 +69,7 @@ def test_image_task_succeeds_is_stored_and_billed_exactly(
             client,
             {"model": "flux-kontext-pro", "input": {"prompt": "fox one", "num_images": 2}},
         )
-        record = _wait_for(client, task_id, {"success", "fail"})
+        record = wait_for_task(client, task_id, {"success", "fail"})
         assert record["state"] == "success", record
         assert record["failCode"] == "" and record["completeTime"] >= record["createTime"]
         urls = httpx.Response(200, content=record["resultJson"]).json()["resultUrls"]
@@ -116,7 +101,7 @@ def test_audio_task_serves_a_real_wav(stack: Stack, api_key: str, media_sandbox:
         task_id = _create(
             client, {"model": "suno-v4.5-plus", "input": {"prompt": "a calm piano tune"}}
         )
-        record = _wait_for(client, task_id, {"success", "fail"})
+        record = wait_for_task(client, task_id, {"success", "fail"})
     assert record["state"] == "success", record
     url = httpx.Response(200, content=record["resultJson"]).json()["resultUrls"][0]
     file = httpx.get(url, timeout=10)
@@ -134,7 +119,7 @@ def test_provider_failure_fails_the_task_at_no_cost(
     ).raise_for_status()
     with _client(stack, key) as client:
         task_id = _create(client, {"model": "veo-3.1", "input": {"prompt": "doomed"}})
-        record = _wait_for(client, task_id, {"success", "fail"})
+        record = wait_for_task(client, task_id, {"success", "fail"})
     assert record["state"] == "fail", record
     assert record["failCode"] and record["failMsg"]
     assert record["resultJson"] == "" and record["costUsd"] == "0.00"
@@ -154,13 +139,13 @@ def test_jobs_killed_mid_render_completes_with_one_submission(
         task_id = _create(
             client, {"model": "veo-3.1", "input": {"prompt": "survivor", "duration": 4}}
         )
-        _wait_for(client, task_id, {"generating"})
+        wait_for_task(client, task_id, {"generating"})
         assert jobs.process is not None
         jobs.process.kill()  # SIGKILL: no shutdown, nothing flushed
         jobs.process.wait()
         jobs.start()
         jobs.wait_ready()
-        record = _wait_for(client, task_id, {"success", "fail"})
+        record = wait_for_task(client, task_id, {"success", "fail"})
     assert record["state"] == "success", record
     url = httpx.Response(200, content=record["resultJson"]).json()["resultUrls"][0]
     video = httpx.get(url, timeout=10)
@@ -204,10 +189,10 @@ def test_a_task_past_its_deadline_is_cancelled_upstream_and_costs_nothing(
         task_id = _create(
             client, {"model": "veo-3.1", "input": {"prompt": "never ends", "duration": 4}}
         )
-        _wait_for(client, task_id, {"generating"})
+        wait_for_task(client, task_id, {"generating"})
         cancels_before = _cancels(media_sandbox)
         asyncio.run(_bring_deadline_forward(stack, task_id))
-        record = _wait_for(client, task_id, {"success", "fail"}, timeout_s=30)
+        record = wait_for_task(client, task_id, {"success", "fail"}, timeout_s=30)
     assert (record["state"], record["failCode"]) == ("fail", "timeout"), record
     assert record["resultJson"] == "" and record["costUsd"] == "0.00"
     assert _cancels(media_sandbox) == cancels_before + 1, "the render is cancelled at fal"
@@ -252,14 +237,14 @@ def test_a_task_whose_replica_is_gone_for_good_is_adopted_by_another(
             task_id = _create(
                 client, {"model": "veo-3.1", "input": {"prompt": "adopted", "duration": 4}}
             )
-            _wait_for(client, task_id, {"generating"})
+            wait_for_task(client, task_id, {"generating"})
             # Whichever replica took the TaskRequested follows it (both are in the group).
             (url,) = [url for url in replicas if _followed(url) >= 1]
             gone = replicas.pop(url)
             assert gone.process is not None
             gone.process.kill()
             gone.process.wait()
-            record = _wait_for(client, task_id, {"success", "fail"})
+            record = wait_for_task(client, task_id, {"success", "fail"})
         assert record["state"] == "success", record
         (survivor,) = replicas
         # Adopted, followed to its end, let go (the follower ends just after the record).
@@ -292,7 +277,7 @@ def test_a_redelivered_task_requested_submits_and_bills_once(
         )
         assert stack.kafka is not None
         asyncio.run(_produce(stack.kafka.bootstrap_servers, account_id, again, copies=2))
-        record = _wait_for(client, task_id, {"success", "fail"})
+        record = wait_for_task(client, task_id, {"success", "fail"})
     assert record["state"] == "success", record
     time.sleep(1)  # room for a second submission, were there going to be one
     assert _submissions(media_sandbox, "twice") == 1

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devstack.processes import free_port
 from devstack.stack import Stack
 
-from .conftest import Sandbox, create_key
+from .conftest import Sandbox, create_key, wait_for_task
 from .test_failover import _close_breakers
 from .test_webhooks import publish, task_event, wait_delivery
 
@@ -222,13 +222,7 @@ def test_jobs_counts_task_states_by_provider(
         )
         assert created.status_code == 200, created.text
         task_id = created.json()["data"]["taskId"]
-        deadline = time.monotonic() + 60
-        while True:
-            record = http.get("/jobs/recordInfo", params={"taskId": task_id}).json()["data"]
-            if record["state"] in ("success", "fail"):
-                break
-            assert time.monotonic() < deadline, record
-            time.sleep(0.2)
+        record = wait_for_task(http, task_id, {"success", "fail"})
     assert record["state"] == "success"
     after = scrape(jobs)
     name = "aig_jobs_transitions_total"
