@@ -201,16 +201,6 @@ class TaskStore:
             )
             return sorted(adopted.all())
 
-    async def in_flight(self) -> list[Task]:
-        async with self._reads() as session:
-            return list(
-                (
-                    await session.scalars(
-                        select(Task).where(Task.state.in_(IN_FLIGHT)).order_by(Task.id)
-                    )
-                ).all()
-            )
-
 
 def result_keys(task: Task) -> list[str]:
     return [str(key) for key in orjson.loads(task.result_keys or "[]")]
