@@ -30,6 +30,7 @@ from .chat import (
 from .config import RouterConfig
 from .embed import EmbeddingsService
 from .metering import CLIENT_CLOSED, Meter, error_code_of
+from .requests import Target
 
 log = logging.getLogger("router")
 
@@ -149,18 +150,21 @@ class RouterServicer(pb_grpc.RouterServicer):
         body: dict[str, Any],
         started: float,
         attempts: Sequence[AttemptRecord] = (),
+        billed: tuple[Target, TokenUsage] | None = None,
     ) -> None:
-        """The edge cancelled the call before anything was asked of a provider: no cost, but
-        an event all the same, so settlement frees the reservation now rather than at its
-        expiry."""
+        """The edge cancelled the call (its client left, or a deadline fired). An event all
+        the same, so settlement frees the reservation now rather than at its expiry: at no
+        cost if nothing was asked of a provider yet, else `billed`, the route whose request
+        was upstream and the usage the provider bills us for it."""
+        target, usage = billed if billed is not None else (None, None)
         self._meter.record(
             call,
             endpoint=endpoint,
-            model_id=_model_of(body),
-            provider="",
+            model_id=target.model.id if target is not None else _model_of(body),
+            provider=target.provider if target is not None else "",
             status=CLIENT_CLOSED,
             error_code="client_closed",
-            usage=None,
+            usage=usage,
             streamed=False,
             started_at=started,
             attempts=attempts,
@@ -169,27 +173,11 @@ class RouterServicer(pb_grpc.RouterServicer):
     async def _record_abandoned_chat(
         self, call: pb.CallContext, body: dict[str, Any], progress: CallProgress, started: float
     ) -> None:
-        """The edge cancelled a unary chat call because its client left. Cancelling closed
-        the upstream request in flight, but the provider bills us for its prompt, so that
-        prompt is billed (the rule for every abandoned call: docs/architecture.md, billing
-        rules); a call that had sent nothing upstream yet costs nothing."""
+        """A unary chat call whose client left. Cancelling closed the upstream request in
+        flight, but the provider bills us for its prompt, so that prompt is billed (the rule
+        for every abandoned call: docs/architecture.md, billing rules)."""
         billed = await abandoned_usage(body, progress)
-        if billed is None:
-            self._record_abandoned(call, "chat.completions", body, started, progress.attempts)
-            return
-        target, usage = billed
-        self._meter.record(
-            call,
-            endpoint="chat.completions",
-            model_id=target.model.id,
-            provider=target.provider,
-            status=CLIENT_CLOSED,
-            error_code="client_closed",
-            usage=usage,
-            streamed=False,
-            started_at=started,
-            attempts=progress.attempts,
-        )
+        self._record_abandoned(call, "chat.completions", body, started, progress.attempts, billed)
 
     async def ChatCompletion(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
