@@ -12,6 +12,10 @@ class TokenUsage:
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
     reasoning_tokens: int = 0
+    # Prompt tokens written to the provider's prompt cache (part of prompt_tokens), for
+    # 5-minute and 1-hour entries: priced at the model's cache-write prices, not its input's.
+    cache_write_prompt_tokens: int = 0
+    cache_write_1h_prompt_tokens: int = 0
 
     def as_openai(self) -> dict[str, Any]:
         return {

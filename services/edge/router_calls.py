@@ -1,9 +1,11 @@
 """The edge's side of the router contract for chat calls, shared by every ingress dialect.
 
 Chat Completions, the Anthropic Messages API (and any later dialect) all send the router
-the same internal OpenAI chat body; this module makes that call, turns a router that cannot
-be reached into a 503 (releasing the reservation when the router never took the call), and
-opens a stream far enough to know its status and `x-aig-*` headers before answering.
+the same internal OpenAI chat body (another dialect adds the client's own body, which a
+provider speaking that dialect is sent untranslated: router.proto NativeBody); this module
+makes that call, turns a router that cannot be reached into a 503 (releasing the
+reservation when the router never took the call), and opens a stream far enough to know
+its status and `x-aig-*` headers before answering.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ class OpenedStream:
     rest: AsyncIterator[pb.ChatStreamEvent]
     # x-aig-provider, x-aig-model and x-aig-attempts, when the router said who serves.
     headers: dict[str, str] = field(default_factory=dict)
+    # True when the chunks are the provider's own events in the request's native dialect
+    # (router.proto StreamStart.native), to be framed and passed on untranslated.
+    native: bool = False
 
 
 class RouterCalls:
@@ -120,9 +125,11 @@ class RouterCalls:
         call = self.router.StreamChatCompletion(message)
         events = call.__aiter__()
         headers: dict[str, str] = {}
+        native = False
         try:
             first: pb.ChatStreamEvent = await events.__anext__()
             if first.WhichOneof("event") == "start":
+                native = first.start.native
                 headers["x-aig-provider"] = first.start.provider
                 headers["x-aig-model"] = first.start.model
                 headers["x-aig-attempts"] = str(first.start.attempts)
@@ -135,4 +142,4 @@ class RouterCalls:
             await self.failed(exc, admission)
         except StopAsyncIteration:
             first = pb.ChatStreamEvent(end=pb.StreamEnd())
-        return OpenedStream(first=first, call=call, rest=events, headers=headers)
+        return OpenedStream(first=first, call=call, rest=events, headers=headers, native=native)

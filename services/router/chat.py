@@ -32,7 +32,7 @@ from .breaker import Breakers
 from .capabilities import check_chat_request
 from .config import RouterConfig
 from .metrics import count_failover, observe_attempt
-from .providers import ChatCall, Provider, UpstreamRequest
+from .providers import ChatCall, NativeCall, Provider, UpstreamRequest
 from .requests import Target
 from .upstream import UpstreamClients, UpstreamStream, UpstreamUnreachable
 
@@ -59,6 +59,8 @@ class ChatResult:
     attempts: list[AttemptRecord]
     # Seconds spent in upstream attempts (the chain's wall time: hedges overlap once).
     upstream_s: float = 0.0
+    # True when `completion` is the provider's own answer in the client's dialect.
+    native: bool = False
 
 
 @dataclass(slots=True)
@@ -73,6 +75,8 @@ class StreamOutcome:
     attempts: list[AttemptRecord] = field(default_factory=list)
     # As ChatResult.upstream_s, up to the first chunk.
     upstream_s: float = 0.0
+    # True when the chunks are the provider's own stream events in the client's dialect.
+    native: bool = False
 
 
 @dataclass(slots=True)
@@ -159,7 +163,8 @@ async def abandoned_usage(
 
 class Produced:
     """The output a stream has sent so far, kept as the provider's text pieces (joined only
-    if a count is needed): each choice's content and each tool call's arguments."""
+    if a count is needed): each choice's content and each tool call's arguments, as the
+    request's `output_pieces` finds them in its chunks."""
 
     __slots__ = ("_pieces", "chars")
 
@@ -167,22 +172,11 @@ class Produced:
         self._pieces: dict[tuple[int, int], list[str]] = {}
         self.chars = 0
 
-    def add(self, chunk: dict[str, Any]) -> None:
-        for position, choice in enumerate(chunk.get("choices") or ()):
-            index = choice.get("index", position)
-            delta = choice.get("delta") or {}
-            content = delta.get("content")
-            if content:
-                self._piece((index, -1), content)
-            for number, call in enumerate(delta.get("tool_calls") or ()):
-                arguments = (call.get("function") or {}).get("arguments")
-                if arguments:
-                    self._piece((index, call.get("index", number)), arguments)
-
-    def _piece(self, key: tuple[Any, Any], text: Any) -> None:
-        if isinstance(text, str):
-            self._pieces.setdefault(key, []).append(text)
-            self.chars += len(text)
+    def add(self, pieces: list[tuple[tuple[int, int], str]]) -> None:
+        for key, text in pieces:
+            if isinstance(text, str):
+                self._pieces.setdefault(key, []).append(text)
+                self.chars += len(text)
 
     def texts(self) -> list[str]:
         return ["".join(pieces) for pieces in self._pieces.values()]
@@ -297,10 +291,15 @@ class ChatService:
     # -- unary ---------------------------------------------------------------------------
 
     async def complete(
-        self, body: dict[str, Any], progress: CallProgress | None = None
+        self,
+        body: dict[str, Any],
+        progress: CallProgress | None = None,
+        native: NativeCall | None = None,
     ) -> ChatResult:
         """Answers a non-streamed call. If the call is cancelled (the client left), the
-        upstream requests in flight are cancelled with it and `progress` says which they were."""
+        upstream requests in flight are cancelled with it and `progress` says which they were.
+        With `native`, a route whose provider speaks the client's dialect is sent the
+        client's own request and answers in it (`ChatResult.native`)."""
         plan = self.plan(body)
         progress = progress if progress is not None else CallProgress()
         attempts = progress.attempts
@@ -308,9 +307,9 @@ class ChatService:
         result, target = await self._failover(
             plan.targets,
             attempts,
-            lambda target: self._complete_once(plan, target, body, progress),
+            lambda target: self._complete_once(plan, target, body, progress, native),
         )
-        completion, usage = result
+        completion, usage, is_native = result
         return ChatResult(
             completion=completion,
             usage=usage,
@@ -318,13 +317,19 @@ class ChatService:
             model_id=target.model.id,
             attempts=attempts,
             upstream_s=time.monotonic() - began,
+            native=is_native,
         )
 
     async def _complete_once(
-        self, plan: Plan, target: Target, body: dict[str, Any], progress: CallProgress
-    ) -> tuple[dict[str, Any], TokenUsage]:
+        self,
+        plan: Plan,
+        target: Target,
+        body: dict[str, Any],
+        progress: CallProgress,
+        native: NativeCall | None,
+    ) -> tuple[dict[str, Any], TokenUsage, bool]:
         provider = plan.provider(target)
-        request = await self._request(provider, target, body, stream=False)
+        request = await self._request(provider, target, body, stream=False, native=native)
         progress.in_flight.append(target)
         try:
             reply = await self._clients.post(provider.destination, request.path, request.content)
@@ -335,29 +340,35 @@ class ChatService:
         progress.in_flight.remove(target)
         if reply.status != 200:
             raise request.error_from_response(reply.status, reply.body, reply.headers)
-        return request.parse_completion(orjson.loads(reply.body))
+        completion, usage = request.parse_completion(orjson.loads(reply.body))
+        return completion, usage, request.native
 
     # -- streaming -----------------------------------------------------------------------
 
     async def stream(
-        self, body: dict[str, Any], outcome: StreamOutcome
+        self, body: dict[str, Any], outcome: StreamOutcome, native: NativeCall | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """Yields OpenAI chunks. Raises AttemptsFailed before the first chunk if no route
-        could start the stream."""
+        """Yields OpenAI chunks, or the provider's own events when a route served `native`
+        untranslated (`outcome.native`). Raises AttemptsFailed before the first chunk if no
+        route could start the stream."""
         plan = self.plan(body)
         began = time.monotonic()
         started, target = await self._failover(
-            plan.targets, outcome.attempts, lambda target: self._start_stream(plan, target, body)
+            plan.targets,
+            outcome.attempts,
+            lambda target: self._start_stream(plan, target, body, native),
         )
         outcome.upstream_s = time.monotonic() - began
         outcome.provider, outcome.model_id = target.provider, target.model.id
+        outcome.native = started.request.native
         produced = Produced()
+        pieces = started.request.output_pieces
         finished = False
         try:
-            produced.add(started.first)
+            produced.add(pieces(started.first))
             yield started.first
             async for chunk in started.rest:
-                produced.add(chunk)
+                produced.add(pieces(chunk))
                 yield chunk
             finished = True
         except UpstreamError:
@@ -383,11 +394,11 @@ class ChatService:
             outcome.reported_usage = True
 
     async def _start_stream(
-        self, plan: Plan, target: Target, body: dict[str, Any]
+        self, plan: Plan, target: Target, body: dict[str, Any], native: NativeCall | None
     ) -> _StartedStream:
         """Opens the upstream stream and waits for its first translated chunk."""
         provider = plan.provider(target)
-        request = await self._request(provider, target, body, stream=True)
+        request = await self._request(provider, target, body, stream=True, native=native)
         try:
             response = await self._clients.open_stream(
                 provider.destination, request.path, request.content
@@ -554,13 +565,25 @@ class ChatService:
         )
 
     async def _request(
-        self, provider: Provider, target: Target, body: dict[str, Any], *, stream: bool
+        self,
+        provider: Provider,
+        target: Target,
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        native: NativeCall | None = None,
     ) -> UpstreamRequest:
+        if native is not None:
+            call = ChatCall(target, body, stream, native=native)
+            passed = provider.type.native_request(provider.instance, call)
+            if passed is not None:
+                return passed
         images: dict[str, tuple[str, bytes]] = {}
         urls = provider.type.image_urls_to_fetch(body)
         if urls:
             images = dict(await self._clients.fetch_images(urls))
-        return provider.type.chat_request(provider.instance, ChatCall(target, body, stream, images))
+        call = ChatCall(target, body, stream, images, native)
+        return provider.type.chat_request(provider.instance, call)
 
 
 def _describe_attempt(

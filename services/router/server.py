@@ -30,6 +30,7 @@ from .chat import (
 from .config import RouterConfig
 from .embed import EmbeddingsService
 from .metering import CLIENT_CLOSED, Meter, error_code_of
+from .providers import NativeCall
 from .requests import Target
 
 log = logging.getLogger("router")
@@ -47,7 +48,16 @@ def _usage_message(usage: TokenUsage) -> pb.TokenUsage:
         completion_tokens=usage.completion_tokens,
         cached_prompt_tokens=usage.cached_prompt_tokens,
         reasoning_tokens=usage.reasoning_tokens,
+        cache_write_prompt_tokens=usage.cache_write_prompt_tokens,
+        cache_write_1h_prompt_tokens=usage.cache_write_1h_prompt_tokens,
     )
+
+
+def _native_call(request: pb.ChatRequest) -> NativeCall | None:
+    """The client's own request when it spoke another dialect (router.proto NativeBody)."""
+    if not request.HasField("native"):
+        return None
+    return NativeCall(request.native.dialect, parse_json_object(request.native.body))
 
 
 def _error_reply(exc: Exception) -> pb.ErrorReply:
@@ -202,7 +212,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         progress = CallProgress()
         try:
             body = parse_json_object(request.body)
-            result = await self._chat.complete(body, progress)
+            result = await self._chat.complete(body, progress, _native_call(request))
         except asyncio.CancelledError:
             await self._record_abandoned_chat(request.context, body, progress, started)
             raise
@@ -230,6 +240,7 @@ class RouterServicer(pb_grpc.RouterServicer):
             attempts=len(result.attempts),
             model=result.model_id,
             upstream_us=int(result.upstream_s * 1_000_000),
+            native=result.native,
         )
 
     async def StreamChatCompletion(
@@ -256,7 +267,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         chunks: AsyncGenerator[dict[str, Any], None] | None = None
         try:
             body = parse_json_object(request.body)
-            chunks = self._chat.stream(body, outcome)
+            chunks = self._chat.stream(body, outcome, _native_call(request))
             async for chunk in chunks:
                 if not sent_any:
                     sent_any = True
@@ -266,6 +277,7 @@ class RouterServicer(pb_grpc.RouterServicer):
                         first_chunk=orjson.dumps(chunk),
                         model=outcome.model_id,
                         upstream_us=int(outcome.upstream_s * 1_000_000),
+                        native=outcome.native,
                     )
                     yield pb.ChatStreamEvent(start=start)
                     continue

@@ -20,7 +20,7 @@ from router.server import RouterServicer
 class _Hanging:
     """Stands in for the chat and embeddings services: the upstream never answers."""
 
-    async def complete(self, body: dict[str, Any], progress: Any = None) -> Any:
+    async def complete(self, body: dict[str, Any], progress: Any = None, native: Any = None) -> Any:
         await asyncio.Event().wait()
 
     async def create(self, body: dict[str, Any]) -> Any:

@@ -17,6 +17,7 @@ from catalog.estimate import estimate_prompt_tokens
 from catalog.models import ChatModel, load_catalog
 from router.adapters.base import TokenUsage
 from router.chat import Produced, _stream_usage
+from router.providers import UpstreamRequest
 
 CATALOG = load_catalog()
 
@@ -43,12 +44,14 @@ ESTIMATED_PROMPT = 3 + 3 + 150
 def streamed(*pieces: str, tool_arguments: tuple[str, ...] = ()) -> Produced:
     """What a stream sent: content deltas, then tool-call argument deltas, as chunks."""
     produced = Produced()
-    produced.add({"choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+    # An OpenAI-format request's reading of its chunks (every translated request's).
+    read = UpstreamRequest().output_pieces
+    produced.add(read({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}))
     for piece in pieces:
-        produced.add({"choices": [{"index": 0, "delta": {"content": piece}}]})
+        produced.add(read({"choices": [{"index": 0, "delta": {"content": piece}}]}))
     for piece in tool_arguments:
         call: dict[str, Any] = {"index": 0, "function": {"arguments": piece}}
-        produced.add({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
+        produced.add(read({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}))
     return produced
 
 
@@ -130,6 +133,7 @@ import sys
 from catalog.models import ChatModel, load_catalog
 from router.adapters.base import TokenUsage
 from router.chat import Produced, _stream_usage
+from router.providers import UpstreamRequest
 model = load_catalog().chat("gpt-4o-mini")
 body = {"messages": [{"role": "user", "content": "hi"}]}
 print("bpe_openai" in sys.modules)

@@ -15,7 +15,16 @@ from catalog.models import Catalog
 
 from ..upstream import Destination
 from .anthropic import AnthropicType
-from .base import ChatCall, EmbeddingsCall, ProviderInstance, ProviderType, UpstreamRequest
+from .base import (
+    ANTHROPIC_MESSAGES,
+    OPENAI_RESPONSES,
+    ChatCall,
+    EmbeddingsCall,
+    NativeCall,
+    ProviderInstance,
+    ProviderType,
+    UpstreamRequest,
+)
 from .gemini import GeminiType
 from .openai import AzureOpenAIType, OpenAIType, OpenRouterType
 
@@ -89,9 +98,12 @@ class ProviderRegistry:
 
 
 __all__ = [
+    "ANTHROPIC_MESSAGES",
+    "OPENAI_RESPONSES",
     "PROVIDER_TYPES",
     "ChatCall",
     "EmbeddingsCall",
+    "NativeCall",
     "Provider",
     "ProviderInstance",
     "ProviderRegistry",

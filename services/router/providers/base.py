@@ -71,11 +71,16 @@ class UpstreamRequest:
 
     The internal contract between the router's core (`chat.py`) and a provider type: the
     core POSTs `content` to `path`, then feeds the answer back through these methods and
-    only ever sees OpenAI chat.completion / chat.completion.chunk objects and TokenUsage.
+    only ever sees OpenAI chat.completion / chat.completion.chunk objects and TokenUsage —
+    or, for a `native` request, the provider's own answer and stream events in the client's
+    dialect, passed on untranslated.
     """
 
     path: str
     content: bytes
+    # True when answers and chunks are in the client's own dialect (a NativeCall served by
+    # a provider that speaks it), not OpenAI's.
+    native: ClassVar[bool] = False
 
     @staticmethod
     def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
@@ -98,6 +103,22 @@ class UpstreamRequest:
 
     def usage(self) -> TokenUsage | None:
         raise NotImplementedError
+
+    def output_pieces(self, chunk: dict[str, Any]) -> list[tuple[tuple[int, int], str]]:
+        """The output text a chunk carries, keyed by (choice, tool call or -1 for content):
+        what a stream cut short is billed for when the provider never reported usage."""
+        pieces: list[tuple[tuple[int, int], str]] = []
+        for position, choice in enumerate(chunk.get("choices") or ()):
+            index = choice.get("index", position)
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                pieces.append(((index, -1), content))
+            for number, call in enumerate(delta.get("tool_calls") or ()):
+                arguments = (call.get("function") or {}).get("arguments")
+                if arguments:
+                    pieces.append(((index, call.get("index", number)), arguments))
+        return pieces
 
 
 class StreamTranslator(Protocol):
@@ -131,6 +152,19 @@ class TranslatedRequest(UpstreamRequest):
         return self.translator.usage
 
 
+# The client dialects a provider type may serve untranslated (router.proto NativeBody).
+ANTHROPIC_MESSAGES = "anthropic.messages"
+OPENAI_RESPONSES = "openai.responses"
+
+
+@dataclass(frozen=True, slots=True)
+class NativeCall:
+    """The client's request in its own dialect, beside the chat body translated from it."""
+
+    dialect: str
+    body: dict[str, Any]
+
+
 @dataclass(frozen=True, slots=True)
 class ChatCall:
     """A chat request for one member of the route chain, as a provider type receives it."""
@@ -140,6 +174,8 @@ class ChatCall:
     stream: bool
     # Images the router downloaded first (`image_urls_to_fetch`), by URL: (mime, bytes).
     images: Mapping[str, tuple[str, bytes]] = field(default_factory=dict)
+    # Set when the client spoke another dialect; a type that speaks it may send this instead.
+    native: NativeCall | None = None
 
 
 # POSTs a JSON body to a path of the instance being called.
@@ -179,6 +215,11 @@ class ProviderType:
 
     def chat_request(self, instance: ProviderInstance, call: ChatCall) -> UpstreamRequest:
         raise NotImplementedError
+
+    def native_request(self, instance: ProviderInstance, call: ChatCall) -> UpstreamRequest | None:
+        """The client's own request (`call.native`) for this instance, passed through, or
+        None when this instance does not speak its dialect (the call is then translated)."""
+        return None
 
     async def embed(
         self, instance: ProviderInstance, call: EmbeddingsCall, post: Post

@@ -133,6 +133,8 @@ class UsageEvent(_message.Message):
     UNIT_FIELD_NUMBER: _builtins.int
     UNITS_FIELD_NUMBER: _builtins.int
     UNIT_PRICE_NANO_USD_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_1H_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """UUIDv7, made by the producer"""
     occurred_at_ms: _builtins.int
@@ -166,6 +168,11 @@ class UsageEvent(_message.Message):
     """
     units: _builtins.int
     unit_price_nano_usd: _builtins.int
+    cache_write_prompt_tokens: _builtins.int
+    """Prompt tokens written to the provider's prompt cache (part of prompt_tokens), priced at
+    the cache-write prices in `prices`: 5-minute and 1-hour entries.
+    """
+    cache_write_1h_prompt_tokens: _builtins.int
     @_builtins.property
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attempt]: ...
     @_builtins.property
@@ -204,10 +211,12 @@ class UsageEvent(_message.Message):
         unit: _builtins.str = ...,
         units: _builtins.int = ...,
         unit_price_nano_usd: _builtins.int = ...,
+        cache_write_prompt_tokens: _builtins.int = ...,
+        cache_write_1h_prompt_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["prices", b"prices"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attempts", b"attempts", "billed_cost_nano_usd", b"billed_cost_nano_usd", "cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "endpoint", b"endpoint", "error_code", b"error_code", "event_id", b"event_id", "http_status", b"http_status", "key_id", b"key_id", "latency_ms", b"latency_ms", "markup_basis_points", b"markup_basis_points", "model", b"model", "occurred_at_ms", b"occurred_at_ms", "outcome", b"outcome", "prices", b"prices", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "reservation_id", b"reservation_id", "streamed", b"streamed", "unit", b"unit", "unit_price_nano_usd", b"unit_price_nano_usd", "units", b"units", "upstream_cost_nano_usd", b"upstream_cost_nano_usd", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "attempts", b"attempts", "billed_cost_nano_usd", b"billed_cost_nano_usd", "cache_write_1h_prompt_tokens", b"cache_write_1h_prompt_tokens", "cache_write_prompt_tokens", b"cache_write_prompt_tokens", "cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "endpoint", b"endpoint", "error_code", b"error_code", "event_id", b"event_id", "http_status", b"http_status", "key_id", b"key_id", "latency_ms", b"latency_ms", "markup_basis_points", b"markup_basis_points", "model", b"model", "occurred_at_ms", b"occurred_at_ms", "outcome", b"outcome", "prices", b"prices", "prompt_tokens", b"prompt_tokens", "provider", b"provider", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "reservation_id", b"reservation_id", "streamed", b"streamed", "unit", b"unit", "unit_price_nano_usd", b"unit_price_nano_usd", "units", b"units", "upstream_cost_nano_usd", b"upstream_cost_nano_usd", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -224,19 +233,28 @@ class TokenPrices(_message.Message):
     INPUT_NANO_USD_PER_TOKEN_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_NANO_USD_PER_TOKEN_FIELD_NUMBER: _builtins.int
     OUTPUT_NANO_USD_PER_TOKEN_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_NANO_USD_PER_TOKEN_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_1H_NANO_USD_PER_TOKEN_FIELD_NUMBER: _builtins.int
     input_nano_usd_per_token: _builtins.int
     cached_input_nano_usd_per_token: _builtins.int
     output_nano_usd_per_token: _builtins.int
+    cache_write_nano_usd_per_token: _builtins.int
+    """What writing a prompt token to the provider's cache costs (Anthropic: 1.25× input for
+    5-minute entries, 2× for 1-hour ones); the input price where writes cost no extra.
+    """
+    cache_write_1h_nano_usd_per_token: _builtins.int
     def __init__(
         self,
         *,
         input_nano_usd_per_token: _builtins.int = ...,
         cached_input_nano_usd_per_token: _builtins.int = ...,
         output_nano_usd_per_token: _builtins.int = ...,
+        cache_write_nano_usd_per_token: _builtins.int = ...,
+        cache_write_1h_nano_usd_per_token: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_nano_usd_per_token", b"cached_input_nano_usd_per_token", "input_nano_usd_per_token", b"input_nano_usd_per_token", "output_nano_usd_per_token", b"output_nano_usd_per_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_1h_nano_usd_per_token", b"cache_write_1h_nano_usd_per_token", "cache_write_nano_usd_per_token", b"cache_write_nano_usd_per_token", "cached_input_nano_usd_per_token", b"cached_input_nano_usd_per_token", "input_nano_usd_per_token", b"input_nano_usd_per_token", "output_nano_usd_per_token", b"output_nano_usd_per_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -72,23 +72,63 @@ class ChatRequest(_message.Message):
 
     CONTEXT_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    NATIVE_FIELD_NUMBER: _builtins.int
     body: _builtins.bytes
-    """The OpenAI /v1/chat/completions body, exactly as received and validated by the edge."""
+    """The OpenAI /v1/chat/completions body, exactly as received and validated by the edge
+    (for another ingress dialect: that request translated onto it). The router plans,
+    checks and fails over on this body, and sends it to every route that is not native.
+    """
     @_builtins.property
     def context(self) -> Global___CallContext: ...
+    @_builtins.property
+    def native(self) -> Global___NativeBody:
+        """Set when the client spoke another dialect: a route whose provider speaks it natively
+        gets the client's own body instead of a translation (see NativeBody).
+        """
+
     def __init__(
         self,
         *,
         context: Global___CallContext | None = ...,
         body: _builtins.bytes = ...,
+        native: Global___NativeBody | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "native", b"native"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "context", b"context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "context", b"context", "native", b"native"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChatRequest: _TypeAlias = ChatRequest  # noqa: Y015
+
+@_typing.final
+class NativeBody(_message.Message):
+    """A request in the client's own dialect, for pass-through to a provider that speaks it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIALECT_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    dialect: _builtins.str
+    """"anthropic.messages" (POST /v1/messages) or "openai.responses" (POST /v1/responses)."""
+    body: _builtins.bytes
+    """The request body in that dialect as the edge checked it. The router replaces `model`
+    with the route's upstream id and caps the output at the model's maximum; every other
+    field reaches the provider as sent (thinking, cache_control, documents...).
+    """
+    def __init__(
+        self,
+        *,
+        dialect: _builtins.str = ...,
+        body: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "dialect", b"dialect"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NativeBody: _TypeAlias = NativeBody  # noqa: Y015
 
 @_typing.final
 class TokenUsage(_message.Message):
@@ -100,10 +140,19 @@ class TokenUsage(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
     CACHED_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_1H_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
     completion_tokens: _builtins.int
     cached_prompt_tokens: _builtins.int
     reasoning_tokens: _builtins.int
+    cache_write_prompt_tokens: _builtins.int
+    """Prompt tokens written to the provider's prompt cache (Anthropic's
+    cache_creation_input_tokens), by how long the entry lives: 5 minutes (priced at the
+    model's cache_write price) and 1 hour (its cache_write_1h price). Both are part of
+    prompt_tokens, like cached_prompt_tokens.
+    """
+    cache_write_1h_prompt_tokens: _builtins.int
     def __init__(
         self,
         *,
@@ -111,10 +160,12 @@ class TokenUsage(_message.Message):
         completion_tokens: _builtins.int = ...,
         cached_prompt_tokens: _builtins.int = ...,
         reasoning_tokens: _builtins.int = ...,
+        cache_write_prompt_tokens: _builtins.int = ...,
+        cache_write_1h_prompt_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_1h_prompt_tokens", b"cache_write_1h_prompt_tokens", "cache_write_prompt_tokens", b"cache_write_prompt_tokens", "cached_prompt_tokens", b"cached_prompt_tokens", "completion_tokens", b"completion_tokens", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -179,6 +230,7 @@ class ChatResponse(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     UPSTREAM_US_FIELD_NUMBER: _builtins.int
+    NATIVE_FIELD_NUMBER: _builtins.int
     completion: _builtins.bytes
     """An OpenAI chat.completion JSON object."""
     provider: _builtins.str
@@ -192,6 +244,10 @@ class ChatResponse(_message.Message):
     """Microseconds the router spent in upstream attempts (failover and hedging included,
     overlapping hedged attempts counted once): the edge subtracts it from what it observed
     to chart aig's own overhead.
+    """
+    native: _builtins.bool
+    """True when `completion` is the provider's own answer in the request's native dialect
+    (ChatRequest.native), not an OpenAI chat.completion.
     """
     @_builtins.property
     def error(self) -> Global___ErrorReply: ...
@@ -207,10 +263,11 @@ class ChatResponse(_message.Message):
         attempts: _builtins.int = ...,
         model: _builtins.str = ...,
         upstream_us: _builtins.int = ...,
+        native: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completion", b"completion", "error", b"error", "result", b"result", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "completion", b"completion", "error", b"error", "model", b"model", "provider", b"provider", "result", b"result", "upstream_us", b"upstream_us", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "completion", b"completion", "error", b"error", "model", b"model", "native", b"native", "provider", b"provider", "result", b"result", "upstream_us", b"upstream_us", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["completion", "error"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
@@ -231,6 +288,7 @@ class StreamStart(_message.Message):
     FIRST_CHUNK_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     UPSTREAM_US_FIELD_NUMBER: _builtins.int
+    NATIVE_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     attempts: _builtins.int
     first_chunk: _builtins.bytes
@@ -241,6 +299,12 @@ class StreamStart(_message.Message):
     """As ChatResponse.model."""
     upstream_us: _builtins.int
     """As ChatResponse.upstream_us, up to the first chunk."""
+    native: _builtins.bool
+    """True when every chunk of this stream is one of the provider's own stream events in the
+    request's native dialect (a JSON object whose `type` names the SSE event), not an
+    OpenAI chat.completion.chunk. A failure after the first chunk is still sent as an
+    OpenAI error object (no `type` field).
+    """
     def __init__(
         self,
         *,
@@ -249,10 +313,11 @@ class StreamStart(_message.Message):
         first_chunk: _builtins.bytes = ...,
         model: _builtins.str = ...,
         upstream_us: _builtins.int = ...,
+        native: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "first_chunk", b"first_chunk", "model", b"model", "provider", b"provider", "upstream_us", b"upstream_us"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "first_chunk", b"first_chunk", "model", b"model", "native", b"native", "provider", b"provider", "upstream_us", b"upstream_us"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
