@@ -1,12 +1,14 @@
 """OpenAI's wire format: OpenAI itself, every OpenAI-compatible server, OpenRouter, Azure.
 
 The body passes through with the model id rewritten (see `adapters/openai_compat.py`).
-What differs between these types is only where a call goes and how it authenticates.
+What differs between these types is only where a call goes and how it authenticates, and
+that the `openai` type also takes a /v1/responses call as it is, on its own `/responses`
+endpoint (`openai_responses.py`), where the others are sent its chat translation.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -15,7 +17,16 @@ from catalog.models import ProviderRow
 
 from ..adapters import embeddings, openai_compat
 from ..requests import wants_usage
-from .base import ChatCall, EmbeddingsCall, Post, ProviderInstance, ProviderType, UpstreamRequest
+from .base import (
+    OPENAI_RESPONSES,
+    ChatCall,
+    EmbeddingsCall,
+    Post,
+    ProviderInstance,
+    ProviderType,
+    UpstreamRequest,
+)
+from .openai_responses import OpenAIResponsesRequest
 
 
 class OpenAIRequest(UpstreamRequest):
@@ -56,6 +67,8 @@ class OpenAIType(ProviderType):
 
     name = "openai"
     supports_embeddings = True
+    # Whether the API has OpenAI's Responses endpoint, for /v1/responses to pass through.
+    speaks_responses: ClassVar[bool] = True
 
     def path(self, instance: ProviderInstance, upstream_id: str, operation: str) -> str:
         """Where `operation` ("chat/completions", "embeddings") lives, below the base URL."""
@@ -64,6 +77,14 @@ class OpenAIType(ProviderType):
     def chat_request(self, instance: ProviderInstance, call: ChatCall) -> UpstreamRequest:
         path = self.path(instance, call.target.upstream_id, "chat/completions")
         return OpenAIRequest(path, call)
+
+    def native_request(self, instance: ProviderInstance, call: ChatCall) -> UpstreamRequest | None:
+        if not self.speaks_responses or call.native is None:
+            return None
+        if call.native.dialect != OPENAI_RESPONSES:
+            return None
+        path = self.path(instance, call.target.upstream_id, "responses")
+        return OpenAIResponsesRequest(path, call)
 
     async def embed(
         self, instance: ProviderInstance, call: EmbeddingsCall, post: Post
@@ -88,6 +109,8 @@ class OpenRouterType(OpenAIType):
     (`HTTP-Referer`, `X-Title`) go in the row's `headers`."""
 
     name = "openrouter"
+    # OpenRouter's Responses endpoint is a beta; its chat API serves every model.
+    speaks_responses = False
 
 
 class AzureOpenAIType(OpenAIType):
@@ -100,6 +123,8 @@ class AzureOpenAIType(OpenAIType):
 
     name = "azure_openai"
     options = frozenset({"api_version"})
+    # Azure's Responses API lives at other paths and api-versions than its deployments'.
+    speaks_responses = False
 
     def check_row(self, row: ProviderRow) -> None:
         super().check_row(row)
