@@ -1,10 +1,13 @@
 # mypy: disable-error-code="arg-type,call-overload,union-attr,index,list-item"
 """The OpenAI Responses API (/v1/responses) through the whole gateway, driven by the
-official OpenAI SDKs: one model of each family, stored conversations, money."""
+official OpenAI SDKs: one model of each family, stored conversations, money, and OpenAI's
+models passed through to the (simulated) Responses API itself."""
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 import openai
@@ -119,18 +122,20 @@ def test_stored_responses_belong_to_their_account(
         metadata={"ticket": "42"},
         max_output_tokens=500,
     )
-    sent = sandbox.last_request("openai")["body"]
-    assert sent["reasoning_effort"] == "low" and sent["max_completion_tokens"] == 500
+    sent = _responses_request(sandbox)
+    assert sent["reasoning"]["effort"] == "low" and sent["max_output_tokens"] == 500
     follow = client.responses.create(
         model="gpt-4o-mini",
         previous_response_id=first.id,
         input="Which word?",
         reasoning={"effort": "low"},
     )
-    sent = sandbox.last_request("openai")["body"]
-    assert "reasoning_effort" not in sent  # gpt-4o-mini takes no reasoning_effort
-    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user"]
-    assert sent["messages"][0]["content"][1]["image_url"]["url"] == "https://example.com/cat.png"
+    sent = _responses_request(sandbox)
+    assert "reasoning" not in sent  # gpt-4o-mini takes no reasoning settings
+    # The conversation spelled out; gpt-5-mini's reasoning item is not (OpenAI, keeping
+    # nothing, could not look it up).
+    assert [item.get("role") for item in sent["input"]] == ["user", "assistant", "user"]
+    assert sent["input"][0]["content"][1]["image_url"] == "https://example.com/cat.png"
     assert follow.previous_response_id == first.id
 
     fetched = client.responses.retrieve(first.id)
@@ -225,3 +230,163 @@ def test_a_stream_that_breaks_ends_in_response_failed(
     assert [e.type for e in events[-2:]] == ["error", "response.failed"]
     assert events[-1].response.status == "failed"
     assert not any(e.type == "response.completed" for e in events)
+
+
+def _responses_request(sandbox: Sandbox) -> dict[str, Any]:
+    """The last body the OpenAI simulator received, which must be a Responses API call."""
+    seen = sandbox.last_request("openai")
+    assert seen["path"] == "/openai/v1/responses", seen["path"]
+    return dict(seen["body"])
+
+
+def _aig_item_id(response: Any, prefix: str, index: int) -> str:
+    """The id aig gives output item `index` of `response` (it names the response)."""
+    return f"{prefix}_{response.id.removeprefix('resp_')}_{index}"
+
+
+def _chat_usage(usage: Any) -> SimpleNamespace:
+    """A Responses `usage` in chat's names, for `list_price_nano_usd`."""
+    return SimpleNamespace(
+        prompt_tokens=usage.input_tokens,
+        completion_tokens=usage.output_tokens,
+        prompt_tokens_details=usage.input_tokens_details,
+    )
+
+
+def test_openai_models_pass_through_to_the_responses_api(
+    admin: httpx.Client, base_url: str, sandbox: Sandbox
+) -> None:
+    """gpt-4o-mini is sent the client's own body on OpenAI's Responses endpoint (never a
+    chat translation), with the conversation spelled out and `store: false`, and answers
+    under aig's ids; the stored responses, their continuation and the bill work as on the
+    translated path."""
+    model = FAMILY_MODELS["openai"]
+    key = create_key(admin, "responses-pass-through", credits_usd="5.00")["key"]
+    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
+
+    raw = client.responses.with_raw_response.create(
+        model=model, input="Say hello", instructions="Be brief.", metadata={"t": "1"}
+    )
+    assert raw.headers["x-aig-provider"] == "openai"
+    plain = raw.parse()
+    sent = _responses_request(sandbox)
+    assert sent["model"] == "gpt-4o-mini" and sent["store"] is False
+    assert sent["instructions"] == "Be brief." and sent["metadata"] == {"t": "1"}
+    assert sent["max_output_tokens"] == 16384  # capped at the catalog's maximum
+    assert "stream" not in sent and "previous_response_id" not in sent
+    assert plain.model == model and plain.max_output_tokens is None
+    assert raw.http_response.json()["store"] is True
+    assert plain.output_text.startswith('Sandbox answer to "Say hello"')
+    assert [item.id for item in plain.output] == [_aig_item_id(plain, "msg", 0)]
+    fetched = client.responses.retrieve(plain.id)
+    assert fetched.id == plain.id and fetched.output_text == plain.output_text
+    assert fetched.output[0].id == plain.output[0].id
+
+    events = list(client.responses.create(model=model, input="Stream to me", stream=True))
+    assert _responses_request(sandbox)["stream"] is True
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    streamed = events[-1].response
+    assert events[0].response.id == streamed.id and streamed.id.startswith("resp_")
+    item_id = _aig_item_id(streamed, "msg", 0)
+    assert {getattr(e, "item_id", item_id) for e in events} == {item_id}
+    assert {e.item.id for e in events if e.type.startswith("response.output_item")} == {item_id}
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text.startswith('Sandbox answer to "Stream to me"') and streamed.output_text == text
+    assert client.responses.retrieve(streamed.id).output_text == text
+
+    # A tool round trip: the follow-up names the stored response; OpenAI gets it spelled out.
+    with client.responses.stream(
+        model=model, input="What's the weather in Paris?", tools=[WEATHER_TOOL]
+    ) as stream:
+        asked = stream.get_final_response()
+    [call] = [item for item in asked.output if item.type == "function_call"]
+    assert call.id == _aig_item_id(asked, "fc", 0)
+    answered = client.responses.create(
+        model=model,
+        previous_response_id=asked.id,
+        tools=[WEATHER_TOOL],
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "18C, sunny"}],
+    )
+    assert "18C, sunny" in answered.output_text
+    assert answered.previous_response_id == asked.id
+    sent = _responses_request(sandbox)
+    assert "previous_response_id" not in sent and sent["store"] is False
+    assert [item["type"] for item in sent["input"]] == [
+        "message",
+        "function_call",
+        "function_call_output",
+    ]
+    assert sent["input"][1]["call_id"] == call.call_id and "id" not in sent["input"][1]
+    assert sent["tools"][0]["name"] == "get_weather"
+    items = client.responses.input_items.list(answered.id)
+    assert [item.type for item in items.data] == ["function_call_output"]
+    assert all(seen["path"] == "/openai/v1/responses" for seen in sandbox.requests("openai")), (
+        "an OpenAI model was translated onto chat completions"
+    )
+
+    # Billed exactly: the list price of the usage each answer reported, marked up.
+    answers = [plain, streamed, asked, answered]
+    rows = wait_for_usage(base_url, key, len(answers))
+    wait_until_settled(base_url, key)
+    billed = sum(parse_usd(row["billed_cost_usd"]) for row in rows)
+    expected = sum(
+        apply_markup(list_price_nano_usd(model, _chat_usage(answer.usage)), 4000)
+        for answer in answers
+    )
+    assert billed == expected
+
+    # The same prompt through chat costs the same tokens: one bill for either path.
+    completion = client.chat.completions.create(
+        model=model,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Say hello"},
+        ],
+    )
+    assert plain.usage.input_tokens == completion.usage.prompt_tokens
+    assert plain.usage.output_tokens == completion.usage.completion_tokens
+
+
+def test_a_failover_off_openai_is_translated_and_continues_either_way(
+    client: openai.OpenAI, sandbox: Sandbox
+) -> None:
+    """OpenAI down: gpt-4o-mini's OpenRouter fallback answers through the chat translation,
+    and the stored conversation continues on OpenAI itself, passed through."""
+    model = FAMILY_MODELS["openai"]
+    sandbox.fault("openai", 503)
+    raw = client.responses.with_raw_response.create(model=model, input="Remember 'teal'")
+    assert raw.headers["x-aig-provider"] == "openrouter"
+    first = raw.parse()
+    assert first.output[0].id == _aig_item_id(first, "msg", 0)
+    assert sandbox.last_request("openrouter")["path"].endswith("/chat/completions")
+
+    follow = client.responses.create(model=model, previous_response_id=first.id, input="Which?")
+    sent = _responses_request(sandbox)
+    assert [item.get("role") for item in sent["input"]] == ["user", "assistant", "user"]
+    assert sent["input"][1]["content"][0]["text"] == first.output_text
+    assert client.responses.retrieve(follow.id).output_text == follow.output_text
+
+    sandbox.fault("openai", 503)
+    events = list(client.responses.create(model=model, input="Stream elsewhere", stream=True))
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output[0].id == _aig_item_id(events[-1].response, "msg", 0)
+    assert sandbox.last_request("openrouter")["body"]["stream"] is True
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_a_passed_through_stream_that_breaks_ends_in_response_failed(
+    client: openai.OpenAI, sandbox: Sandbox
+) -> None:
+    sandbox.fault("openai", 500, after_chunks=4)
+    events = list(
+        client.responses.create(
+            model=FAMILY_MODELS["openai"], input="A long answer please", stream=True
+        )
+    )
+    assert _responses_request(sandbox)["stream"] is True
+    assert events[0].type == "response.created"
+    assert [e.type for e in events[-2:]] == ["error", "response.failed"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[-1].response.status == "failed"
+    assert events[-1].response.id == events[0].response.id

@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 
 from aig_common.errors import APIError
-from edge.responses_ingress.request import chat_body, chat_messages, parse_request
+from edge.responses_ingress.request import chat_body, chat_messages, native_body, parse_request
 from edge.responses_ingress.response import (
+    NativeEvents,
     ResponseEvents,
     ResponseShell,
+    native_response,
     response_from_completion,
     response_id_of_item,
 )
@@ -250,3 +252,154 @@ def test_a_broken_stream_ends_with_an_error_and_a_failed_response() -> None:
         "message": "The provider went away.",
     }
     assert events.final is None
+
+
+# --- pass-through: the client's own body for OpenAI, aig's ids on OpenAI's answer ----------
+
+HISTORY: list[dict[str, Any]] = [
+    {
+        "type": "message",
+        "id": "msg_old_0",
+        "status": "completed",
+        "role": "user",
+        "content": [{"type": "input_image", "image_url": "https://x/cat.png", "detail": None}],
+    },
+    {"type": "reasoning", "id": "rs_old_1", "summary": []},
+    {"type": "reasoning", "id": "rs_old_2", "summary": [], "encrypted_content": "gAAA"},
+    {
+        "type": "function_call",
+        "id": "fc_old_3",
+        "status": "completed",
+        "call_id": "call_1",
+        "name": "get_weather",
+        "arguments": '{"city":"Paris"}',
+    },
+]
+
+
+def test_the_native_body_is_the_clients_own_made_self_contained() -> None:
+    raw = {
+        "model": "gpt-4o-mini",
+        "previous_response_id": "resp_old",
+        "input": [{"type": "function_call_output", "call_id": "call_1", "output": "18C"}],
+        "instructions": "Be brief.",
+        "tools": [{"type": "function", "name": "get_weather", "parameters": {}}],
+        "text": {"format": {"type": "json_object"}, "verbosity": "low"},
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"],
+        "store": True,
+        "stream": True,
+        "metadata": {"k": "v"},
+        "aig": {"fallbacks": ["claude-sonnet-4-5"]},
+    }
+    request = parse_request(raw)
+    native = native_body(raw, request, HISTORY, reasoning=True)
+    assert native["store"] is False
+    assert "previous_response_id" not in native and "aig" not in native
+    for kept in ("model", "instructions", "tools", "text", "reasoning", "include", "metadata"):
+        assert native[kept] == raw[kept]
+    assert native["stream"] is True
+    # The stored conversation, spelled out: no aig item ids, no reasoning the provider
+    # could only look up by id, no null fields.
+    assert native["input"] == [
+        {
+            "type": "message",
+            "status": "completed",
+            "role": "user",
+            "content": [{"type": "input_image", "image_url": "https://x/cat.png"}],
+        },
+        {"type": "reasoning", "id": "rs_old_2", "summary": [], "encrypted_content": "gAAA"},
+        {
+            "type": "function_call",
+            "status": "completed",
+            "call_id": "call_1",
+            "name": "get_weather",
+            "arguments": '{"city":"Paris"}',
+        },
+        {
+            "type": "function_call_output",
+            "status": "completed",
+            "call_id": "call_1",
+            "output": "18C",
+        },
+    ]
+    unreasoning = native_body(raw, request, HISTORY, reasoning=False)
+    assert "reasoning" not in unreasoning and unreasoning["text"] == raw["text"]
+    # The client's own reasoning items keep what the Responses API continues from.
+    replayed = parse_request(
+        {"model": "o4-mini", "input": [{**HISTORY[2], "summary": [{"type": "summary_text"}]}]}
+    )
+    assert replayed.input_items[0]["encrypted_content"] == "gAAA"
+    assert chat_messages(replayed.input_items) == []
+
+
+def _openai_response(status: str = "completed") -> dict[str, Any]:
+    return {
+        "id": "resp_openai",
+        "object": "response",
+        "created_at": 1,
+        "status": status,
+        "model": "gpt-4o-mini-2024-07-18",
+        "previous_response_id": None,
+        "store": False,
+        "max_output_tokens": 16384,
+        "output": [
+            {"type": "reasoning", "id": "rs_openai", "summary": []},
+            {
+                "type": "message",
+                "id": "msg_openai",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Hi", "annotations": []}],
+            },
+        ],
+        "usage": {"input_tokens": 5, "output_tokens": 2},
+    }
+
+
+def test_a_passed_through_response_gets_aigs_ids() -> None:
+    request = parse_request({"model": "gpt-4o-mini", "input": "Hi", "previous_response_id": "r"})
+    shell = ResponseShell.new(request, "gpt-4o-mini")
+    response = native_response(shell, _openai_response())
+    assert response["id"] == shell.id and response["model"] == "gpt-4o-mini"
+    assert [item["id"] for item in response["output"]] == [
+        shell.item_id("rs", 0),
+        shell.item_id("msg", 1),
+    ]
+    assert response_id_of_item(response["output"][1]["id"]) == shell.id
+    assert response["store"] is True and response["previous_response_id"] == "r"
+    assert response["max_output_tokens"] is None
+    assert response["usage"] == {"input_tokens": 5, "output_tokens": 2}
+
+
+def test_a_passed_through_stream_gets_aigs_ids_and_keeps_the_final_response() -> None:
+    shell = ResponseShell.new(parse_request({"model": "gpt-4o-mini", "input": "Hi"}), "m")
+    events = NativeEvents(shell)
+    opening = {**_openai_response("in_progress"), "output": [], "usage": None}
+    message = _openai_response()["output"][1]
+    upstream = [
+        {"type": "response.created", "sequence_number": 0, "response": opening},
+        {"type": "response.output_item.added", "sequence_number": 1, "output_index": 1,
+         "item": {**message, "content": []}},
+        {"type": "response.output_text.delta", "sequence_number": 2, "output_index": 1,
+         "content_index": 0, "item_id": "msg_openai", "delta": "Hi"},
+        {"type": "response.output_item.done", "sequence_number": 3, "output_index": 1,
+         "item": message},
+        {"type": "response.completed", "sequence_number": 4, "response": _openai_response()},
+    ]  # fmt: skip
+    out = [event for chunk in upstream for event in events.feed(chunk)]
+    assert [e["sequence_number"] for e in out] == [0, 1, 2, 3, 4]
+    assert out[0]["response"]["id"] == shell.id and out[0]["response"]["model"] == "m"
+    item_id = shell.item_id("msg", 1)
+    assert out[1]["item"]["id"] == out[2]["item_id"] == out[3]["item"]["id"] == item_id
+    assert events.final is not None and events.final["id"] == shell.id
+    assert events.final["output"][1]["id"] == item_id and events.final["store"] is True
+
+    broken = NativeEvents(shell)
+    for chunk in upstream[:4]:
+        broken.feed(chunk)
+    failed = broken.fail("server_error", "gone")
+    assert [e["type"] for e in failed] == ["error", "response.failed"]
+    assert [e["sequence_number"] for e in failed] == [4, 5]
+    assert failed[1]["response"]["output"] == [out[3]["item"]]
+    assert broken.final is None

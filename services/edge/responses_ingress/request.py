@@ -4,7 +4,10 @@ Pure functions, no I/O: `parse_request` checks a `/v1/responses` body and normal
 input into Responses items (with ids, as `input_items` lists them); `chat_body` turns
 those items, plus any conversation rebuilt from `previous_response_id`, into the internal
 OpenAI Chat Completions body that admission reserves for and the router translates to
-each provider. Errors name the Responses parameter the client sent.
+each provider. `native_body` is the client's own body made self-contained (the stored
+conversation spelled out, nothing kept upstream), which the router sends untranslated to
+a provider that speaks the Responses API (OpenAI). Errors name the Responses parameter the
+client sent.
 """
 
 from __future__ import annotations
@@ -18,6 +21,12 @@ from aig_common.errors import APIError
 from ..validation import invalid_type, invalid_value, missing
 
 Item = dict[str, Any]
+
+# router.proto NativeBody.dialect for a /v1/responses body.
+NATIVE_DIALECT = "openai.responses"
+# Fields of the client's body that never go upstream as sent: aig keeps conversations
+# itself, so the provider gets them spelled out in `input` (`native_body`).
+_NOT_PASSED = ("aig", "previous_response_id", "input")
 
 _MESSAGE_ROLES = ("user", "system", "developer", "assistant")
 _TOOL_CHOICE_MODES = ("none", "auto", "required")
@@ -153,6 +162,54 @@ def chat_body(request: ResponsesRequest, history: list[Item], *, reasoning: bool
     return body
 
 
+def native_body(
+    body: dict[str, Any], request: ResponsesRequest, history: list[Item], *, reasoning: bool
+) -> dict[str, Any]:
+    """The client's /v1/responses `body` for a provider that speaks the Responses API.
+
+    Everything the client sent goes as it is (tools, text.format, reasoning, include,
+    instructions...), except what only aig can answer: the conversation `history` that
+    `previous_response_id` named and the stored items `item_reference`s named are spelled
+    out in `input`, `previous_response_id` and `aig` are dropped, and `store` is false, so
+    the provider keeps nothing: aig stores the response itself, whichever route served.
+    `reasoning` as for `chat_body`: a model that takes no reasoning settings is not sent
+    the client's (OpenAI refuses them), as a chat call would not be."""
+    native = {key: value for key, value in body.items() if key not in _NOT_PASSED}
+    if not reasoning:
+        native.pop("reasoning", None)
+    items = upstream_items([*history, *request.input_items])
+    if items:
+        native["input"] = items
+    native["store"] = False
+    return native
+
+
+def upstream_items(items: list[Item]) -> list[Item]:
+    """aig's Responses items as a provider that keeps nothing (`store: false`) accepts
+    them: without aig's item ids, which the provider never issued; reasoning items only
+    when they carry their `encrypted_content` (the provider cannot look up one by id)."""
+    upstream: list[Item] = []
+    for item in items:
+        kind = item.get("type")
+        if kind == "item_reference":
+            continue
+        if kind == "reasoning":
+            if isinstance(item.get("encrypted_content"), str):
+                upstream.append(item)
+            continue
+        clean = {key: value for key, value in item.items() if key != "id"}
+        content = clean.get("content")
+        if isinstance(content, list):
+            clean["content"] = [
+                {key: value for key, value in part.items() if value is not None}
+                if isinstance(part, dict)
+                else part
+                for part in content
+            ]
+        upstream.append(clean)
+    return upstream
+
+
 def chat_messages(items: list[Item]) -> list[dict[str, Any]]:
     """Responses items → chat messages. Function calls that follow an assistant turn join
     its `tool_calls`, as one chat completion holds both text and calls."""
@@ -275,9 +332,16 @@ def _input_item(index: int, item: Any) -> Item:
         # the routes replace it with the stored item before anything else reads the input.
         return {"type": "item_reference", "id": _required_str(item, "id", param)}
     if kind == "reasoning":
-        # Another model's reasoning summary: nothing a chat turn can carry. Dropping it
-        # keeps agents that replay whole outputs working.
-        return {"type": "reasoning", "id": item_id or new_id("rs"), "summary": []}
+        # Another model's reasoning: nothing a chat turn can carry, so translation drops
+        # it (agents that replay whole outputs keep working). Its encrypted content is
+        # kept for the Responses API, which continues from it (`upstream_items`).
+        reasoning: Item = {"type": "reasoning", "id": item_id or new_id("rs"), "summary": []}
+        summary = item.get("summary")
+        if isinstance(summary, list):
+            reasoning["summary"] = summary
+        if isinstance(item.get("encrypted_content"), str):
+            reasoning["encrypted_content"] = item["encrypted_content"]
+        return reasoning
     raise invalid_value(
         f"{param}.type",
         f"unsupported input item type {kind!r}; expected 'message', 'function_call', "

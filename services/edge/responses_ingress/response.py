@@ -5,6 +5,11 @@ Pure, no I/O. `ResponseShell` holds what every `response` object of one call rep
 object from a chat completion, and `ResponseEvents` turns a chat chunk stream into the
 Responses SSE event sequence (`response.created` … `response.completed`), numbering each
 event with `sequence_number` and keeping the finished response for storage.
+
+A call the provider answered in the Responses API itself (passed through to OpenAI) needs
+no translation, only aig's identity: `native_response` and `NativeEvents` put the shell's
+response id and item ids (the ones the translation would have made), the public model and
+the request's own `store` / `previous_response_id` on the provider's objects.
 """
 
 from __future__ import annotations
@@ -359,4 +364,92 @@ class ResponseEvents:
         return [
             self._event("error", code=code, message=message, param=None),
             self._event("response.failed", response=failed),
+        ]
+
+
+# --- answers the provider gave in the Responses API itself ------------------------------
+
+# Item id prefixes by type, for an item the provider sent without an id.
+_ITEM_PREFIXES = {"message": "msg", "function_call": "fc", "reasoning": "rs"}
+
+
+def _prefix(upstream_id: Any, kind: Any) -> str:
+    if isinstance(upstream_id, str) and "_" in upstream_id:
+        return upstream_id.split("_", 1)[0]
+    return _ITEM_PREFIXES.get(kind, "item") if isinstance(kind, str) else "item"
+
+
+def native_item(shell: ResponseShell, output_index: int, item: Item) -> Item:
+    """A provider's output item under the id aig gives the item at that index."""
+    prefix = _prefix(item.get("id"), item.get("type"))
+    return {**item, "id": shell.item_id(prefix, output_index)}
+
+
+def native_response(shell: ResponseShell, response: Item) -> Item:
+    """A provider's `response` object as aig's: its id, item ids and public model, and
+    the request's own settings where aig sent the provider others (`native_body`)."""
+    request = shell.request
+    return {
+        **response,
+        "id": shell.id,
+        "model": shell.model,
+        "output": [
+            native_item(shell, index, item)
+            for index, item in enumerate(response.get("output") or [])
+        ],
+        "previous_response_id": request.previous_response_id,
+        "store": request.store,
+        "max_output_tokens": request.max_output_tokens,
+    }
+
+
+@dataclass(slots=True)
+class NativeEvents:
+    """The provider's Responses stream events, each given aig's ids (`native_response`),
+    in the provider's order and numbering. `final` holds the finished response (from
+    `response.completed` or `.incomplete`); `fail` ends a stream the provider broke off."""
+
+    shell: ResponseShell
+    _next_sequence: int = 0
+    _done_items: dict[int, Item] = field(default_factory=dict)
+    final: Item | None = None
+
+    def feed(self, event: Item) -> list[Item]:
+        event = dict(event)
+        kind = event.get("type")
+        index = event.get("output_index")
+        if isinstance(event.get("response"), dict):
+            event["response"] = native_response(self.shell, event["response"])
+        if isinstance(index, int):
+            if isinstance(event.get("item"), dict):
+                event["item"] = native_item(self.shell, index, event["item"])
+                if kind == "response.output_item.done":
+                    self._done_items[index] = event["item"]
+            if isinstance(event.get("item_id"), str):
+                event["item_id"] = self.shell.item_id(_prefix(event["item_id"], None), index)
+        sequence = event.get("sequence_number")
+        if isinstance(sequence, int):
+            self._next_sequence = sequence + 1
+        else:
+            event["sequence_number"] = self._next_sequence
+            self._next_sequence += 1
+        if kind in ("response.completed", "response.incomplete"):
+            self.final = event["response"]
+        return [event]
+
+    def fail(self, code: str, message: str) -> list[Item]:
+        """As `ResponseEvents.fail`, numbered on from the provider's last event."""
+        output = [self._done_items[index] for index in sorted(self._done_items)]
+        failed = self.shell.render("failed", output, error={"code": code, "message": message})
+        sequence = self._next_sequence
+        self._next_sequence += 2
+        return [
+            {
+                "type": "error",
+                "sequence_number": sequence,
+                "code": code,
+                "message": message,
+                "param": None,
+            },
+            {"type": "response.failed", "sequence_number": sequence + 1, "response": failed},
         ]

@@ -1,12 +1,15 @@
 """The OpenAI Responses API (`/v1/responses`) on the chat path.
 
-Every model, OpenAI's included, runs as the chat completion `request.chat_body` builds:
-the same admission (402 before any spend), the same router call with its failover,
-provider translation and single usage event, so a call here is billed exactly like the
-chat call it becomes. `response` turns the answer back into a `response` object or the
-Responses SSE events. Stored responses (`store`, default true) live in the control DB per
-account: `previous_response_id` continues from them, and another account's id is a 404
-like an unknown one.
+Every model runs as the chat completion `request.chat_body` builds: the same admission
+(402 before any spend), the same router call with its failover and single usage event, so
+a call here is billed exactly like the chat call it becomes. The router call also carries
+the client's own body (`request.native_body`): a route to OpenAI passes that through to
+OpenAI's Responses API untranslated, every other route gets the chat body translated to
+its provider. `response` turns a chat answer back into a `response` object or the
+Responses SSE events, and puts aig's ids on a passed-through one, so both look alike.
+Stored responses (`store`, default true) live in the control DB per account, whichever
+route served: `previous_response_id` continues from them (spelled out for the provider,
+which keeps nothing), and another account's id is a 404 like an unknown one.
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from ..http import read_body, require_json
 from ..router_calls import OpenedStream, RouterCalls, call_context
 from ..v1 import JSON, SSE_HEADERS, authenticate, reply_error
 from ..validation import invalid_value, validate_chat_request
-from .request import Item, chat_body, parse_request
+from .request import NATIVE_DIALECT, Item, chat_body, native_body, parse_request
 from .response import (
+    NativeEvents,
     ResponseEvents,
     ResponseShell,
+    native_response,
     response_from_completion,
     response_id_of_item,
 )
@@ -98,7 +103,8 @@ class ResponsesRoutes:
     async def create(self, request: Request) -> Response:
         key = await authenticate(request, self._store)
         require_json(request)
-        call = parse_request(parse_json_object(await read_body(request, self._max_body_bytes)))
+        raw = parse_json_object(await read_body(request, self._max_body_bytes))
+        call = parse_request(raw)
         history = await self._history(key.account_id, call.previous_response_id)
         if any(item["type"] == "item_reference" for item in call.input_items):
             items = await self._dereference(key.account_id, call.input_items)
@@ -110,11 +116,15 @@ class ResponsesRoutes:
         admitted = await self._admissions.chat(key, body)
         note_rate(request, admitted.admission)
         headers: dict[str, str] = {}
+        native = native_body(raw, call, history, reasoning=reasoning)
         if admitted.clamped_output_tokens is not None:
             body["max_completion_tokens"] = admitted.clamped_output_tokens
+            native["max_output_tokens"] = admitted.clamped_output_tokens
             headers["x-aig-max-tokens-clamped"] = str(admitted.clamped_output_tokens)
         message = pb.ChatRequest(
-            context=call_context(request, key, admitted.admission), body=orjson.dumps(body)
+            context=call_context(request, key, admitted.admission),
+            body=orjson.dumps(body),
+            native=pb.NativeBody(dialect=NATIVE_DIALECT, body=orjson.dumps(native)),
         )
         shell = ResponseShell.new(call, call.model)
         if call.stream:
@@ -128,7 +138,11 @@ class ResponsesRoutes:
         headers["x-aig-attempts"] = str(reply.attempts)
         if reply.WhichOneof("result") == "error":
             return reply_error(reply.error, headers)
-        response = response_from_completion(shell, orjson.loads(reply.completion))
+        answer = orjson.loads(reply.completion)
+        if reply.native:
+            response = native_response(shell, answer)
+        else:
+            response = response_from_completion(shell, answer)
         await self._responses.save(key.account_id, response, call.input_items, history)
         headers.update({"x-aig-provider": reply.provider, "x-aig-model": reply.model})
         return Response(orjson.dumps(response), media_type=JSON, headers=headers)
@@ -136,6 +150,11 @@ class ResponsesRoutes:
     async def _frames(
         self, opened: OpenedStream, shell: ResponseShell, account_id: str, history: list[Item]
     ) -> AsyncIterator[bytes]:
+        if opened.native:
+            frames = self._native_frames(opened, shell, account_id, history)
+            async for frame in frames:
+                yield frame
+            return
         translator = ResponseEvents(shell)
         for event in translator.start():
             yield _sse(event)
@@ -177,6 +196,44 @@ class ResponsesRoutes:
             yield _sse(event)
         assert translator.final is not None
         await self._responses.save(account_id, translator.final, shell.request.input_items, history)
+
+    async def _native_frames(
+        self, opened: OpenedStream, shell: ResponseShell, account_id: str, history: list[Item]
+    ) -> AsyncIterator[bytes]:
+        """A stream the provider sent in the Responses API itself: its events with aig's
+        ids, stored once `response.completed` (or `.incomplete`) arrives."""
+        events = NativeEvents(shell)
+        try:
+            message = opened.first
+            while True:
+                kind = message.WhichOneof("event")
+                if kind not in ("chunk", "error"):
+                    break
+                # Once events flowed the router reports a failure as a chunk holding an
+                # OpenAI error (no `type`); before that, as an `error` event.
+                body = orjson.loads(message.chunk if kind == "chunk" else message.error.body)
+                if kind == "error" or "type" not in body:
+                    for event in events.fail(*_failure(body)):
+                        yield _sse(event)
+                    return
+                for event in events.feed(body):
+                    yield _sse(event)
+                message = await opened.rest.__anext__()
+        except StopAsyncIteration:
+            pass
+        except grpc.aio.AioRpcError as exc:
+            dropped = f"The gateway's router dropped the stream ({exc.code().name})."
+            for event in events.fail("router_unavailable", dropped):
+                yield _sse(event)
+            return
+        finally:
+            opened.call.cancel()
+        if events.final is None:
+            ended = "The upstream provider ended the stream without a response."
+            for event in events.fail("upstream_error", ended):
+                yield _sse(event)
+            return
+        await self._responses.save(account_id, events.final, shell.request.input_items, history)
 
     async def _history(self, account_id: str, previous_id: str | None) -> list[Item]:
         if previous_id is None:
