@@ -347,6 +347,28 @@ def test_openai_models_pass_through_to_the_responses_api(
     assert plain.usage.input_tokens == completion.usage.prompt_tokens
     assert plain.usage.output_tokens == completion.usage.completion_tokens
 
+    # Reasoning continues from what OpenAI encrypted for it (the sandbox, keeping nothing,
+    # refuses a reasoning item without it): kept in the stored output, sent back as it was.
+    reasoned = client.responses.create(
+        model="gpt-5-mini",
+        input="Think first",
+        reasoning={"effort": "low"},
+        include=["reasoning.encrypted_content"],
+    )
+    reasoning = reasoned.output[0]
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content
+    assert reasoning.id == _aig_item_id(reasoned, "rs", 0)
+    client.responses.create(model="gpt-5-mini", previous_response_id=reasoned.id, input="Go on")
+    sent = _responses_request(sandbox)
+    assert sent["input"][1]["type"] == "reasoning"
+    assert sent["input"][1]["encrypted_content"] == reasoning.encrypted_content
+    assert [item["type"] for item in sent["input"]] == [
+        "message",
+        "reasoning",
+        "message",
+        "message",
+    ]
+
 
 def test_a_failover_off_openai_is_translated_and_continues_either_way(
     client: openai.OpenAI, sandbox: Sandbox

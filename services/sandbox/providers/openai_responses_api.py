@@ -12,6 +12,10 @@ Auth, latency, faults and the request log are the chat simulator's (provider `op
 a mid-stream fault drops the connection as OpenAI's chat stream does.
 `previous_response_id` is echoed but not followed: the sandbox keeps no responses, so a
 follow-up call must carry the turns it wants answered (a `function_call_output` does).
+As on OpenAI, a reasoning model's reasoning item carries `encrypted_content` when
+`include` asks for `reasoning.encrypted_content`, and with `store: false` a reasoning
+input item without it is a 404 (nothing was kept to look it up by): what a gateway that
+keeps conversations itself must spell out.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from sandbox.providers.openai_api import (
     BadRequest,
     Flavor,
     _content_text,
+    _error,
     _serve,
     apply_tool_choice,
     read_content,
@@ -71,6 +76,15 @@ def _create_response(
     if not isinstance(model, str) or not model:
         raise _missing("model")
     prompt = _prompt_from(body)
+    unkept = _unkept_reasoning(body)
+    if unkept is not None:
+        return _error(
+            flavor,
+            404,
+            f"Item with id '{unkept}' not found. Items are not persisted when `store` is set "
+            "to false. Try again with `store` set to true, or remove this item from your input.",
+            param="input",
+        )
     effort = _reasoning_effort(body)
     reasoning_tokens = _REASONING_TOKENS.get(effort or "none", 0)
     if prompt.max_tokens is not None:
@@ -91,6 +105,22 @@ def _create_response(
         # The closing event follows the last item's `done` at once.
         unpaced_tail=1,
     )
+
+
+def _unkept_reasoning(body: dict[str, Any]) -> str | None:
+    """The id of a reasoning input item OpenAI would have to look up although `store` is
+    false (it carries no `encrypted_content`), if there is one."""
+    items = body.get("input")
+    if body.get("store") is not False or not isinstance(items, list):
+        return None
+    for item in items:
+        if (
+            isinstance(item, dict)
+            and item.get("type") == "reasoning"
+            and not isinstance(item.get("encrypted_content"), str)
+        ):
+            return str(item.get("id"))
+    return None
 
 
 def _missing(param: str) -> BadRequest:
@@ -291,7 +321,10 @@ def _response_object(body: dict[str, Any], model: str, reply: Reply, reasoning_t
     """The finished response, echoing the request's settings with OpenAI's defaults."""
     output: list[Item] = []
     if reasoning_tokens:
-        output.append({"type": "reasoning", "id": new_id("rs_"), "summary": []})
+        reasoning_item: Item = {"type": "reasoning", "id": new_id("rs_"), "summary": []}
+        if "reasoning.encrypted_content" in (body.get("include") or ()):
+            reasoning_item["encrypted_content"] = "gAAAAA" + new_id("")
+        output.append(reasoning_item)
     if reply.tool_calls:
         output.extend(
             {
