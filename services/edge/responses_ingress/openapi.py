@@ -95,7 +95,8 @@ def responses_paths() -> dict[str, Any]:
     return {
         "/v1/responses": {
             "post": {
-                "summary": "Create a model response (OpenAI's Responses API, on the chat path)",
+                "summary": "Create a model response (OpenAI's Responses API: passed through for "
+                "OpenAI's models, on the chat path for the others)",
                 "operationId": "createResponse",
                 "security": security,
                 "requestBody": {"required": True, "content": {JSON: {"schema": _REQUEST}}},
