@@ -10,6 +10,7 @@ fallback stops a start (or is refused by a reload) instead of mis-billing later.
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as dt
 import os
 from collections.abc import Iterator, Mapping
@@ -79,6 +80,26 @@ class TokenPrices:
     input_nano_usd_per_token: int
     cached_input_nano_usd_per_token: int
     output_nano_usd_per_token: int
+    # Writing a prompt token to the provider's prompt cache, for entries that live 5 minutes
+    # and 1 hour (Anthropic: 1.25x and 2x the input price). None where a write costs what
+    # input costs (OpenAI and Gemini cache on their own and charge nothing extra).
+    cache_write_nano_usd_per_token: int | None = None
+    cache_write_1h_nano_usd_per_token: int | None = None
+
+    @property
+    def cache_write(self) -> int:
+        written = self.cache_write_nano_usd_per_token
+        return self.input_nano_usd_per_token if written is None else written
+
+    @property
+    def cache_write_1h(self) -> int:
+        written = self.cache_write_1h_nano_usd_per_token
+        return self.input_nano_usd_per_token if written is None else written
+
+    @property
+    def highest_prompt_price(self) -> int:
+        """What one prompt token can cost at most: the bound a reservation must use."""
+        return max(self.input_nano_usd_per_token, self.cache_write, self.cache_write_1h)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +132,9 @@ class ChatModel:
     # Other ids clients may pass for this model (dated snapshots, OpenRouter-style names);
     # they resolve to `id`, which answers, usage and billing report.
     aliases: tuple[str, ...] = ()
+    # Prompt-cache write prices (TokenPrices.cache_write_*); None: the input price.
+    cache_write_nano_usd_per_token: int | None = None
+    cache_write_1h_nano_usd_per_token: int | None = None
 
     @property
     def route(self) -> Route:
@@ -127,32 +151,41 @@ class ChatModel:
             self.input_nano_usd_per_token,
             self.cached_input_nano_usd_per_token,
             self.output_nano_usd_per_token,
+            self.cache_write_nano_usd_per_token,
+            self.cache_write_1h_nano_usd_per_token,
         )
 
     def price_nano_usd(self, usage: TokenUsage) -> int:
         """Upstream cost of a finished call.
 
-        `completion_tokens` already includes reasoning tokens (OpenAI's convention, which
-        every adapter follows), so they are not added again.
+        The prompt splits into tokens read from the provider's cache, tokens written to it
+        (5-minute and 1-hour entries) and the rest, each at its own price. `completion_tokens`
+        already includes reasoning tokens (OpenAI's convention, which every adapter follows),
+        so they are not added again.
         """
-        # Clamp: a provider reporting more cached than prompt tokens must not yield a discount
-        # larger than the prompt, and negative counts are never billable.
+        # Clamp: a provider reporting more cached or written than prompt tokens must not
+        # yield a discount larger than the prompt, and negative counts are never billable.
         prompt = max(usage.prompt_tokens, 0)
         cached = min(max(usage.cached_prompt_tokens, 0), prompt)
+        written = min(max(usage.cache_write_prompt_tokens, 0), prompt - cached)
+        written_1h = min(max(usage.cache_write_1h_prompt_tokens, 0), prompt - cached - written)
         completion = max(usage.completion_tokens, 0)
         prices = self.prices_for_prompt(prompt)
         return (
-            (prompt - cached) * prices.input_nano_usd_per_token
+            (prompt - cached - written - written_1h) * prices.input_nano_usd_per_token
             + cached * prices.cached_input_nano_usd_per_token
+            + written * prices.cache_write
+            + written_1h * prices.cache_write_1h
             + completion * prices.output_nano_usd_per_token
         )
 
     def worst_case_cost_nano_usd(self, prompt_tokens_estimate: int, max_output: int) -> int:
-        """An upper bound for reservations: no cache discount, every output token used."""
+        """An upper bound for reservations: no cache discount, every prompt token at its
+        highest price (a cache write, where writes cost more), every output token used."""
         prompt = max(prompt_tokens_estimate, 0)
         prices = self.prices_for_prompt(prompt)
         return (
-            prompt * prices.input_nano_usd_per_token
+            prompt * prices.highest_prompt_price
             + max(max_output, 0) * prices.output_nano_usd_per_token
         )
 
@@ -325,6 +358,14 @@ def _model_object(model: ChatModel | EmbeddingModel, model_id: str) -> dict[str,
             ),
             "output_usd_per_million_tokens": _usd_per_million(model.output_nano_usd_per_token),
         }
+        if model.cache_write_nano_usd_per_token is not None:
+            pricing["cache_write_usd_per_million_tokens"] = _usd_per_million(
+                model.cache_write_nano_usd_per_token
+            )
+        if model.cache_write_1h_nano_usd_per_token is not None:
+            pricing["cache_write_1h_usd_per_million_tokens"] = _usd_per_million(
+                model.cache_write_1h_nano_usd_per_token
+            )
         if model.long_context is not None:
             tier = model.long_context.prices
             pricing["long_context"] = {
@@ -523,6 +564,8 @@ _CHAT_KEYS = frozenset(
         "image_input_tokens",
         "hedge_after_ms",
         "aliases",
+        "cache_write_nano_usd_per_token",
+        "cache_write_1h_nano_usd_per_token",
     }
 )
 _EMBEDDING_KEYS = frozenset(
@@ -544,6 +587,8 @@ _PRICE_KEYS = (
     "cached_input_nano_usd_per_token",
     "output_nano_usd_per_token",
 )
+# Optional: a model whose provider charges extra for prompt-cache writes names both.
+_CACHE_WRITE_KEYS = ("cache_write_nano_usd_per_token", "cache_write_1h_nano_usd_per_token")
 
 
 class _EntryReader:
@@ -607,7 +652,19 @@ class _EntryReader:
         prices = TokenPrices(*(self.integer(key, minimum=0, entry=entry) for key in _PRICE_KEYS))
         if prices.cached_input_nano_usd_per_token > prices.input_nano_usd_per_token:
             raise self.fail("the cached input price exceeds the input price")
-        return prices
+        writes = [key for key in _CACHE_WRITE_KEYS if key in entry]
+        if not writes:
+            return prices
+        if len(writes) != len(_CACHE_WRITE_KEYS):
+            raise self.fail(f"cache write prices come as a pair: {list(_CACHE_WRITE_KEYS)}")
+        written, written_1h = (self.integer(key, minimum=0, entry=entry) for key in writes)
+        if min(written, written_1h) < prices.input_nano_usd_per_token:
+            raise self.fail("a cache write price is below the input price")
+        return dataclasses.replace(
+            prices,
+            cache_write_nano_usd_per_token=written,
+            cache_write_1h_nano_usd_per_token=written_1h,
+        )
 
     def capabilities(self) -> Capabilities:
         raw = self._entry.get("capabilities")
@@ -627,7 +684,10 @@ class _EntryReader:
         raw = self._entry.get("long_context")
         if raw is None:
             return None
-        if not isinstance(raw, Mapping) or set(raw) != {"threshold_tokens", *_PRICE_KEYS}:
+        if not isinstance(raw, Mapping) or set(raw) - set(_CACHE_WRITE_KEYS) != {
+            "threshold_tokens",
+            *_PRICE_KEYS,
+        }:
             raise self.fail(f"'long_context' must hold threshold_tokens and {list(_PRICE_KEYS)}")
         prices = self.prices(raw)
         if any(getattr(prices, key) < getattr(base, key) for key in _PRICE_KEYS):
@@ -690,6 +750,8 @@ class _EntryReader:
             input_nano_usd_per_token=prices.input_nano_usd_per_token,
             cached_input_nano_usd_per_token=prices.cached_input_nano_usd_per_token,
             output_nano_usd_per_token=prices.output_nano_usd_per_token,
+            cache_write_nano_usd_per_token=prices.cache_write_nano_usd_per_token,
+            cache_write_1h_nano_usd_per_token=prices.cache_write_1h_nano_usd_per_token,
             context_window=context_window,
             max_output_tokens=max_output_tokens,
             capabilities=self.capabilities(),

@@ -70,6 +70,8 @@ class Meter:
             completion_tokens=usage.completion_tokens,
             cached_prompt_tokens=usage.cached_prompt_tokens,
             reasoning_tokens=usage.reasoning_tokens,
+            cache_write_prompt_tokens=usage.cache_write_prompt_tokens,
+            cache_write_1h_prompt_tokens=usage.cache_write_1h_prompt_tokens,
             upstream_cost_nano_usd=upstream_cost,
             markup_basis_points=context.markup_basis_points,
             billed_cost_nano_usd=billed,
@@ -83,6 +85,8 @@ class Meter:
                     input_nano_usd_per_token=prices.input_nano_usd_per_token,
                     cached_input_nano_usd_per_token=prices.cached_input_nano_usd_per_token,
                     output_nano_usd_per_token=prices.output_nano_usd_per_token,
+                    cache_write_nano_usd_per_token=prices.cache_write,
+                    cache_write_1h_nano_usd_per_token=prices.cache_write_1h,
                 )
             )
         # Every upstream attempt stays with the call; only the one that served it is billed.

@@ -24,7 +24,7 @@ async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
     """
     if request.param == "chdb":
         embedded = ChdbLedger(tmp_path / "ledger")
-        assert await embedded.migrate() == [1, 2, 3]
+        assert await embedded.migrate() == [1, 2, 3, 4]
         yield embedded
         await embedded.close()
         return
@@ -32,12 +32,12 @@ async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         servers: backends.ContainerServers = request.getfixturevalue("container_servers")
         remote = ClickHouseServerLedger(servers.ledger_server_url())
         await remote.execute(f"DROP DATABASE IF EXISTS {DATABASE} SYNC")
-        assert await remote.migrate() == [1, 2, 3]
+        assert await remote.migrate() == [1, 2, 3, 4]
         yield remote
         await remote.close()
         return
     with chdb_http_server(tmp_path / "server") as server:
         remote = ClickHouseServerLedger(server.url)
-        assert await remote.migrate() == [1, 2, 3]
+        assert await remote.migrate() == [1, 2, 3, 4]
         yield remote
         await remote.close()

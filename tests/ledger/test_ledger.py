@@ -65,6 +65,8 @@ def _event(
         completion_tokens=5,
         cached_prompt_tokens=2,
         reasoning_tokens=1,
+        cache_write_prompt_tokens=3,
+        cache_write_1h_prompt_tokens=1,
         upstream_cost_nano_usd=billed * 10 // 14,
         markup_basis_points=4000,
         billed_cost_nano_usd=billed,
@@ -162,6 +164,8 @@ async def test_failed_calls_are_recorded_at_no_cost(ledger: SqlLedger) -> None:
             "completion_tokens": 5,
             "cached_prompt_tokens": 2,
             "reasoning_tokens": 1,
+            "cache_write_prompt_tokens": 3,
+            "cache_write_1h_prompt_tokens": 1,
             "upstream_cost_nano_usd": 0,
             "billed_cost_nano_usd": 0,
             # Both attempts failed: the call was not served.

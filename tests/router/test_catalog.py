@@ -289,6 +289,44 @@ def test_worst_case_cost_ignores_caching_and_assumes_full_output(catalog: Catalo
     assert pro.worst_case_cost_nano_usd(300_000, 10) == 300_000 * 2500 + 10 * 15000
 
 
+def test_cache_writes_cost_their_own_price_by_lifetime(catalog: Catalog) -> None:
+    sonnet = catalog.chat("claude-sonnet-4-5")
+    assert sonnet is not None
+    # Anthropic's list: $3 input, $3.75 5-minute writes, $6 1-hour writes, $0.30 reads.
+    usage = TokenUsage(
+        prompt_tokens=10_000,
+        completion_tokens=100,
+        cached_prompt_tokens=2_000,
+        cache_write_prompt_tokens=3_000,
+        cache_write_1h_prompt_tokens=1_000,
+    )
+    assert sonnet.price_nano_usd(usage) == (
+        4_000 * 3000 + 2_000 * 300 + 3_000 * 3750 + 1_000 * 6000 + 100 * 15000
+    )
+    # Reported writes beyond the prompt are clamped like reads: never more than the prompt.
+    over = TokenUsage(prompt_tokens=100, cached_prompt_tokens=60, cache_write_prompt_tokens=90)
+    assert sonnet.price_nano_usd(over) == 60 * 300 + 40 * 3750
+    # A reservation assumes the dearest prompt token: a 1-hour write.
+    assert sonnet.worst_case_cost_nano_usd(1000, 10) == 1000 * 6000 + 10 * 15000
+    # Where a write costs no extra (OpenAI), writes are priced as input.
+    mini = catalog.chat("gpt-4o-mini")
+    assert mini is not None
+    plain = TokenUsage(prompt_tokens=100, cache_write_prompt_tokens=100)
+    assert mini.price_nano_usd(plain) == 100 * 150 == mini.worst_case_cost_nano_usd(100, 0)
+
+
+def test_every_claude_model_prices_cache_writes_as_anthropic_does(catalog: Catalog) -> None:
+    claude = [model for model in catalog.chat_models if model.owned_by == "anthropic"]
+    assert len(claude) >= 5
+    for model in claude:
+        prices = model.prices_for_prompt(0)
+        # 1.25x and 2x input (Claude 3 Haiku's list price rounds to $0.30: 1.2x).
+        assert prices.cache_write * 100 in range(
+            120 * model.input_nano_usd_per_token, 126 * model.input_nano_usd_per_token
+        ), model.id
+        assert prices.cache_write_1h == 2 * model.input_nano_usd_per_token, model.id
+
+
 def test_embedding_price(catalog: Catalog) -> None:
     model = catalog.embedding("text-embedding-3-small")
     assert model is not None
@@ -392,6 +430,15 @@ def _break_capabilities(doc: dict[str, Any]) -> None:
     _chat(doc)["capabilities"] = {"vision": "yes", "tools": True, "json": True}
 
 
+def _break_half_a_cache_write_pair(doc: dict[str, Any]) -> None:
+    _chat(doc)["cache_write_nano_usd_per_token"] = 5000
+
+
+def _break_cache_write_below_input(doc: dict[str, Any]) -> None:
+    _chat(doc)["cache_write_nano_usd_per_token"] = 1
+    _chat(doc)["cache_write_1h_nano_usd_per_token"] = 1
+
+
 def _break_output_above_context(doc: dict[str, Any]) -> None:
     _chat(doc)["max_output_tokens"] = 5000
 
@@ -420,6 +467,8 @@ def _break_output_above_context(doc: dict[str, Any]) -> None:
         (_break_missing_field, r"chat model 'alpha': 'upstream_id' must be a non-empty string"),
         (_break_capabilities, r"chat model 'alpha': 'vision' must be true or false"),
         (_break_output_above_context, r"chat model 'alpha': 'max_output_tokens' exceeds"),
+        (_break_half_a_cache_write_pair, r"chat model 'alpha': cache write prices come as a pair"),
+        (_break_cache_write_below_input, r"chat model 'alpha': a cache write price is below"),
     ],
 )
 def test_broken_catalog_names_the_entry(tmp_path: Path, breaker: Any, expected: str) -> None:

@@ -37,6 +37,8 @@ _SUMMARY_COLUMNS = """
     sum(completion_tokens) AS completion_tokens,
     sum(cached_prompt_tokens) AS cached_prompt_tokens,
     sum(reasoning_tokens) AS reasoning_tokens,
+    sum(cache_write_prompt_tokens) AS cache_write_prompt_tokens,
+    sum(cache_write_1h_prompt_tokens) AS cache_write_1h_prompt_tokens,
     sum(upstream_cost_nano_usd) AS upstream_cost_nano_usd,
     sum(billed_cost_nano_usd) AS billed_cost_nano_usd,
     -- Upstream attempts that did not serve the call (failover), all at no cost.

@@ -41,6 +41,8 @@ class UsageRow:
     unit: str = ""
     units: int = 0
     unit_price_nano_usd: int = 0
+    cache_write_prompt_tokens: int = 0
+    cache_write_1h_prompt_tokens: int = 0
 
     @classmethod
     def from_event(cls, event: events.UsageEvent) -> UsageRow:
@@ -83,6 +85,8 @@ class UsageRow:
             unit=event.unit,
             units=max(event.units, 0),
             unit_price_nano_usd=max(event.unit_price_nano_usd, 0),
+            cache_write_prompt_tokens=max(event.cache_write_prompt_tokens, 0),
+            cache_write_1h_prompt_tokens=max(event.cache_write_1h_prompt_tokens, 0),
         )
 
     def as_tuple(self) -> tuple[Any, ...]:

@@ -78,6 +78,16 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             ADD COLUMN IF NOT EXISTS unit_price_nano_usd Int64 DEFAULT 0
         """,
     ),
+    (
+        # Prompt tokens written to a provider's prompt cache cost more than input (Anthropic:
+        # 1.25x for 5-minute entries, 2x for 1-hour ones); part of prompt_tokens.
+        4,
+        f"""
+        ALTER TABLE {TABLE}
+            ADD COLUMN IF NOT EXISTS cache_write_prompt_tokens UInt64 DEFAULT 0,
+            ADD COLUMN IF NOT EXISTS cache_write_1h_prompt_tokens UInt64 DEFAULT 0
+        """,
+    ),
 )
 
 # Run before the migrations, on every start; each statement is idempotent.

@@ -39,10 +39,11 @@ def message_id(request_id: str) -> str:
 
 def usage_object(usage: pb.TokenUsage) -> dict[str, int]:
     cached = usage.cached_prompt_tokens
+    written = usage.cache_write_prompt_tokens + usage.cache_write_1h_prompt_tokens
     return {
-        "input_tokens": max(0, usage.prompt_tokens - cached),
+        "input_tokens": max(0, usage.prompt_tokens - cached - written),
         "output_tokens": usage.completion_tokens,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": written,
         "cache_read_input_tokens": cached,
     }
 

@@ -230,16 +230,21 @@ def _user_block(part: TextPart | ImagePart) -> dict[str, Any]:
 def usage_from_anthropic(usage: Mapping[str, Any] | None) -> TokenUsage:
     usage = usage or {}
     cache_read = int(usage.get("cache_read_input_tokens") or 0)
-    # input_tokens excludes cached tokens; the prompt is the sum of all three.
-    prompt = (
-        int(usage.get("input_tokens") or 0)
-        + int(usage.get("cache_creation_input_tokens") or 0)
-        + cache_read
-    )
+    written = int(usage.get("cache_creation_input_tokens") or 0)
+    # Writes by lifetime, when the API breaks them down; without a breakdown every write
+    # is a 5-minute one (the default `cache_control` ttl).
+    lifetimes = usage.get("cache_creation")
+    written_1h = 0
+    if isinstance(lifetimes, Mapping):
+        written_1h = min(int(lifetimes.get("ephemeral_1h_input_tokens") or 0), written)
+    # input_tokens excludes cached and written tokens; the prompt is the sum of all three.
+    prompt = int(usage.get("input_tokens") or 0) + written + cache_read
     return TokenUsage(
         prompt_tokens=prompt,
         completion_tokens=int(usage.get("output_tokens") or 0),
         cached_prompt_tokens=cache_read,
+        cache_write_prompt_tokens=written - written_1h,
+        cache_write_1h_prompt_tokens=written_1h,
     )
 
 

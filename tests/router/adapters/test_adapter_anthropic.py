@@ -312,7 +312,30 @@ def test_text_response() -> None:
     assert completion["model"] == "claude-sonnet-4.5"
     assert completion["usage"]["prompt_tokens"] == 33
     assert completion["usage"]["prompt_tokens_details"] == {"cached_tokens": 20}
-    assert usage == TokenUsage(prompt_tokens=33, completion_tokens=5, cached_prompt_tokens=20)
+    # input_tokens excludes reads and writes: the prompt is all three, the writes 5-minute
+    # ones when the API gives no breakdown by lifetime.
+    assert usage == TokenUsage(
+        prompt_tokens=33, completion_tokens=5, cached_prompt_tokens=20, cache_write_prompt_tokens=3
+    )
+
+
+def test_cache_writes_split_by_lifetime() -> None:
+    usage = anthropic.usage_from_anthropic(
+        {
+            "input_tokens": 7,
+            "output_tokens": 2,
+            "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 50,
+            "cache_creation": {"ephemeral_5m_input_tokens": 20, "ephemeral_1h_input_tokens": 30},
+        }
+    )
+    assert usage == TokenUsage(
+        prompt_tokens=157,
+        completion_tokens=2,
+        cached_prompt_tokens=100,
+        cache_write_prompt_tokens=20,
+        cache_write_1h_prompt_tokens=30,
+    )
 
 
 def test_tool_use_response() -> None:
