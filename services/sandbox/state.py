@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sandbox.prompt_cache import PromptCache
 from sandbox.renders import RenderBook
 from sandbox.settings import SandboxSettings
 
@@ -158,6 +159,8 @@ class SandboxState:
     faults: FaultBook = field(default_factory=FaultBook)
     requests: RequestLog = field(init=False)
     renders: RenderBook = field(default_factory=RenderBook)
+    # Anthropic's prompt cache, shared by every caller (the sandbox has one account).
+    prompt_cache: PromptCache = field(default_factory=PromptCache)
     # fal signs its webhooks with Ed25519 and publishes the public key in a JWKS.
     fal_signing_key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
     # Replicate signs its webhooks per Standard Webhooks with this account secret.

@@ -303,3 +303,115 @@ def test_mid_stream_overloaded_event_raises(
         texts.extend(stream.text_stream)
     assert texts, "some text arrived before the break"
     assert "overloaded_error" in str(caught.value)
+
+
+# --- prompt caching and extended thinking (sandbox/prompt_cache.py) ----------------------
+
+# About 1,500 tokens at four characters each: above the 1,024-token cache minimum.
+LONG_SYSTEM = "You answer questions about the aig gateway's handbook. " * 110
+
+
+def _cached_system(text: str, ttl: str = "5m") -> Any:
+    return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral", "ttl": ttl}}]
+
+
+def test_a_marked_prefix_is_written_once_then_read(client: anthropic.Anthropic) -> None:
+    # A system text of its own, so no other test's entry is read here.
+    system = _cached_system(LONG_SYSTEM + hashlib.sha256(b"write-read").hexdigest())
+    ask: Any = [{"role": "user", "content": "What is aig?"}]
+    first = client.messages.create(model=MODEL, max_tokens=64, system=system, messages=ask)
+    written = first.usage.cache_creation_input_tokens or 0
+    assert written >= 1024
+    assert first.usage.cache_read_input_tokens == 0
+    assert first.usage.cache_creation is not None
+    assert first.usage.cache_creation.ephemeral_5m_input_tokens == written
+    assert first.usage.cache_creation.ephemeral_1h_input_tokens == 0
+
+    second = client.messages.create(model=MODEL, max_tokens=64, system=system, messages=ask)
+    assert second.usage.cache_read_input_tokens == written
+    assert second.usage.cache_creation_input_tokens == 0
+    # The whole prompt is the same size either way; only how it splits changes.
+    total = [
+        u.input_tokens + (u.cache_creation_input_tokens or 0) + (u.cache_read_input_tokens or 0)
+        for u in (first.usage, second.usage)
+    ]
+    assert total[0] == total[1] > written
+
+
+def test_one_hour_entries_and_short_prefixes(client: anthropic.Anthropic) -> None:
+    system = _cached_system(LONG_SYSTEM + hashlib.sha256(b"1h").hexdigest(), ttl="1h")
+    ask: Any = [{"role": "user", "content": "Hi"}]
+    first = client.messages.create(model=MODEL, max_tokens=32, system=system, messages=ask)
+    assert first.usage.cache_creation is not None
+    assert (
+        first.usage.cache_creation.ephemeral_1h_input_tokens
+        == first.usage.cache_creation_input_tokens
+    )
+    assert first.usage.cache_creation.ephemeral_5m_input_tokens == 0
+    # Below the minimum nothing is cached, marked or not.
+    short = client.messages.create(
+        model=MODEL, max_tokens=32, system=_cached_system("Be brief."), messages=ask
+    )
+    assert short.usage.cache_creation_input_tokens == 0
+    assert short.usage.cache_read_input_tokens == 0
+    with pytest.raises(anthropic.BadRequestError, match="ttl"):
+        client.messages.create(
+            model=MODEL, max_tokens=32, system=_cached_system(LONG_SYSTEM, ttl="2h"), messages=ask
+        )
+
+
+def test_thinking_comes_first_and_signed_plain_and_streamed(client: anthropic.Anthropic) -> None:
+    ask: Any = [{"role": "user", "content": "Why is the sky blue?"}]
+    thinking: Any = {"type": "enabled", "budget_tokens": 2048}
+    message = client.messages.create(model=MODEL, max_tokens=4096, thinking=thinking, messages=ask)
+    first, *rest = message.content
+    assert first.type == "thinking" and first.thinking and first.signature
+    assert [block.type for block in rest] == ["text"]
+
+    with client.messages.stream(
+        model=MODEL, max_tokens=4096, thinking=thinking, messages=ask
+    ) as stream:
+        kinds = [event.delta.type for event in stream if event.type == "content_block_delta"]
+        streamed = stream.get_final_message()
+    assert "thinking_delta" in kinds and "signature_delta" in kinds
+    assert streamed.content[0].type == "thinking"
+    assert streamed.content[0].signature == first.signature  # same prompt, same thought
+
+
+def test_thinking_blocks_must_come_back_unaltered(client: anthropic.Anthropic) -> None:
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+    ask: Any = [{"role": "user", "content": "Search the docs for webhooks."}]
+    first = client.messages.create(
+        model=MODEL, max_tokens=2048, thinking=thinking, tools=[SEARCH_TOOL], messages=ask
+    )
+    assert first.content[0].type == "thinking"
+    call = next(block for block in first.content if block.type == "tool_use")
+    result: Any = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "found 3 pages"}],
+    }
+    replayed: list[Any] = [block.model_dump(exclude_none=True) for block in first.content]
+
+    def answer_after(turn: list[Any]) -> Any:
+        return client.messages.create(
+            model=MODEL,
+            max_tokens=2048,
+            thinking=thinking,
+            tools=[SEARCH_TOOL],
+            messages=[*ask, {"role": "assistant", "content": turn}, result],
+        )
+
+    assert answer_after(replayed).content[-1].type == "text"
+    forged: list[Any] = [{**replayed[0], "thinking": "something else"}, *replayed[1:]]
+    with pytest.raises(anthropic.BadRequestError, match="signature"):
+        answer_after(forged)
+    # Dropping the thinking block (as a translating gateway would) is refused too.
+    with pytest.raises(anthropic.BadRequestError, match="must start with a thinking block"):
+        answer_after(replayed[1:])
+    with pytest.raises(anthropic.BadRequestError, match="budget_tokens"):
+        client.messages.create(
+            model=MODEL,
+            max_tokens=2048,
+            thinking={"type": "enabled", "budget_tokens": 100},
+            messages=ask,
+        )

@@ -1,4 +1,5 @@
-"""Anthropic Messages API: `POST /anthropic/v1/messages`, plain and streamed."""
+"""Anthropic Messages API: `POST /anthropic/v1/messages`, plain and streamed, with prompt
+caching and extended thinking (sandbox.prompt_cache)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sandbox.dialogue import Prompt, Reply, ToolSpec, reply_to
+from sandbox.dialogue import IMAGE_PROMPT_TOKENS, Prompt, Reply, ToolSpec, reply_to
 from sandbox.images import ImageRef, image_from_base64
+from sandbox.prompt_cache import (
+    CacheUse,
+    PrefixReader,
+    check_thinking_block,
+    signature,
+    thinking_budget,
+    thinking_text,
+    usage_fields,
+)
 from sandbox.providers.common import bearer_token, fragments, read_and_log, sse_event
 from sandbox.state import Fault, SandboxState
 from sandbox.synth import estimate_tokens, new_id, split_text
@@ -82,17 +92,28 @@ async def _create_message(request: Request, state: SandboxState) -> Response:
         return _fault_response(fault)
     try:
         model, prompt, forced_tool = _parse(body)
-    except BadRequest as exc:
+        budget = thinking_budget(body.get("thinking"), body["max_tokens"])
+        breakpoints = _cache_prefixes(body)
+        _check_history(body["messages"], thinking=budget is not None)
+    except (BadRequest, ValueError) as exc:
         return error_response(400, str(exc))
     reply = reply_to(prompt, state.settings.answer_tokens, state.settings.max_tokens_overrun)
     content = _content_blocks(reply, lead_in=not forced_tool)
     if reply.tool_calls and content[0]["type"] == "text":
         reply.completion_tokens += estimate_tokens(len(content[0]["text"]))
+    if budget is not None:
+        thought = thinking_text(prompt.last_user_text)
+        block = {"type": "thinking", "thinking": thought, "signature": signature(thought)}
+        content.insert(0, block)
+        reply.completion_tokens += estimate_tokens(len(thought))
+    cache = state.prompt_cache.use(breakpoints, reply.prompt_tokens)
     message_id = new_id("msg_")
     request_id = new_id("req_")
     headers = {"request-id": request_id}
     if streaming:
-        events = _stream_events(message_id, model, reply, content, state.settings.stream_chunks)
+        events = _stream_events(
+            message_id, model, reply, content, state.settings.stream_chunks, cache
+        )
         return EventStreamResponse(
             events,
             state.settings,
@@ -108,7 +129,7 @@ async def _create_message(request: Request, state: SandboxState) -> Response:
         "content": content,
         "stop_reason": _stop_reason(reply),
         "stop_sequence": None,
-        "usage": _usage(reply.prompt_tokens, reply.completion_tokens),
+        "usage": usage_fields(reply.prompt_tokens, reply.completion_tokens, cache),
     }
     return json_response(message, headers=headers)
 
@@ -171,6 +192,72 @@ def _parse(body: dict[str, Any]) -> tuple[str, Prompt, bool]:
         prompt.json_object = True
     forced_tool = choice.get("type") in ("any", "tool")
     return model, prompt, forced_tool
+
+
+def _text_chars(block: dict[str, Any]) -> int:
+    """The characters of a block that `_parse` counts into the prompt."""
+    kind = block.get("type")
+    if kind == "text":
+        return len(str(block.get("text", "")))
+    if kind == "tool_use":
+        return len(orjson.dumps(block.get("input", {})))
+    if kind == "tool_result":
+        inner = block.get("content") or ""
+        if isinstance(inner, str):
+            return len(inner)
+        return sum(_text_chars(item) for item in inner if isinstance(item, dict))
+    if kind == "image":
+        return 4 * IMAGE_PROMPT_TOKENS
+    return 0
+
+
+def _cache_prefixes(body: dict[str, Any]) -> list[Any]:
+    """The request's cacheable prefixes, in the API's order: tools, system, messages."""
+    reader = PrefixReader()
+    for index, tool in enumerate(body.get("tools") or ()):
+        if isinstance(tool, dict):
+            chars = len(str(tool.get("name", ""))) + len(str(tool.get("description", "")))
+            reader.add(tool, chars, f"tools.{index}")
+    system = body.get("system")
+    if isinstance(system, str):
+        reader.add(system, len(system), "system")
+    elif isinstance(system, list):
+        for index, block in enumerate(system):
+            if isinstance(block, dict):
+                reader.add(block, len(str(block.get("text", ""))), f"system.{index}")
+    for number, message in enumerate(body["messages"]):
+        content = message.get("content")
+        if isinstance(content, str):
+            reader.add(content, len(content), f"messages.{number}.content")
+            continue
+        for index, block in enumerate(content or ()):
+            if isinstance(block, dict):
+                reader.add(block, _text_chars(block), f"messages.{number}.content.{index}")
+    return reader.breakpoints
+
+
+def _check_history(messages: list[Any], *, thinking: bool) -> None:
+    """Thinking blocks sent back must be the API's own, unaltered; with thinking on, a final
+    assistant turn that calls a tool must start with its thinking block."""
+    for number, message in enumerate(messages):
+        content = message.get("content")
+        if message.get("role") != "assistant" or not isinstance(content, list):
+            continue
+        for index, block in enumerate(content):
+            if isinstance(block, dict) and block.get("type") == "thinking":
+                check_thinking_block(block, f"messages.{number}.content.{index}")
+    assistants = [m for m in messages if m.get("role") == "assistant"]
+    last = assistants[-1].get("content") if assistants else None
+    if not thinking or not isinstance(last, list) or not last:
+        return
+    calls_tool = any(isinstance(b, dict) and b.get("type") == "tool_use" for b in last)
+    first = last[0].get("type") if isinstance(last[0], dict) else None
+    if calls_tool and first not in ("thinking", "redacted_thinking"):
+        raise BadRequest(
+            f"messages.{messages.index(assistants[-1])}.content.0.type: Expected `thinking` or "
+            f"`redacted_thinking`, but found `{first}`. When `thinking` is enabled, a final "
+            "`assistant` message must start with a thinking block."
+        )
 
 
 def _asks_for_json(system: str) -> bool:
@@ -264,21 +351,13 @@ def _stop_reason(reply: Reply) -> str:
     return "max_tokens" if reply.hit_max_tokens else "end_turn"
 
 
-def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    return {
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-    }
-
-
 def _stream_events(
     message_id: str,
     model: str,
     reply: Reply,
     content: list[dict[str, Any]],
     text_chunks: int,
+    cache: CacheUse,
 ) -> list[bytes]:
     start: dict[str, Any] = {
         "id": message_id,
@@ -288,7 +367,7 @@ def _stream_events(
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
-        "usage": _usage(reply.prompt_tokens, 1),
+        "usage": usage_fields(reply.prompt_tokens, 1, cache),
     }
     events = [
         sse_event("message_start", {"type": "message_start", "message": start}),
@@ -301,6 +380,13 @@ def _stream_events(
                 {"type": "text_delta", "text": piece}
                 for piece in split_text(block["text"], text_chunks)
             ]
+        elif block["type"] == "thinking":
+            opening = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas = [
+                {"type": "thinking_delta", "thinking": piece}
+                for piece in split_text(block["thinking"], text_chunks)
+            ]
+            deltas.append({"type": "signature_delta", "signature": block["signature"]})
         else:
             opening = {**block, "input": {}}
             arguments = orjson.dumps(block["input"]).decode()
