@@ -61,7 +61,7 @@ def test_every_family_speaks_messages_text_images_tools_and_streams(
         model = FAMILY_MODELS[family]
         described = client.messages.create(
             model=model,
-            max_tokens=200,
+            max_tokens=2048,  # above the thinking budget, as Anthropic requires
             system=[{"type": "text", "text": "You describe pictures."}],
             messages=[
                 {
@@ -84,7 +84,12 @@ def test_every_family_speaks_messages_text_images_tools_and_streams(
         assert described.type == "message" and described.role == "assistant", family
         assert described.id.startswith("msg_")
         assert described.stop_reason == "end_turn"
-        assert described.content[0].type == "text" and described.content[0].text, family
+        # Claude is passed the request as sent, so it thinks first; the others are
+        # translated, and their thinking budget becomes chat's reasoning_effort, or nothing.
+        blocks = described.content[1:] if family == "anthropic" else described.content
+        if family == "anthropic":
+            assert described.content[0].type == "thinking"
+        assert blocks[0].type == "text" and blocks[0].text, family
         assert described.usage.input_tokens > 0 and described.usage.output_tokens > 0
 
         structured = client.messages.create(
@@ -275,3 +280,84 @@ def test_errors_arrive_in_anthropic_shape_with_chat_statuses(
             stream.until_done()
     assert broken.value.body["type"] == "error"
     assert broken.value.body["error"]["type"] == "api_error"
+
+
+def test_claude_is_passed_through_with_thinking_and_prompt_caching_billed_exactly(
+    stack: Stack, admin: httpx.Client, base_url: str, sandbox: Sandbox
+) -> None:
+    """A Claude model through /v1/messages gets the client's own request: its thinking
+    blocks come back signed and go back unaltered in a tool loop (the simulator refuses a
+    tool turn whose thinking block is missing or altered, as Anthropic does), and
+    `cache_control` turns on prompt caching, whose writes are billed at the 1-hour write
+    price and whose reads at the cached price, to the nano-USD."""
+    key = create_key(admin, "claude-native", credits_usd="10.00")
+    client = _client(stack, key["key"])
+    model = FAMILY_MODELS["anthropic"]
+    thinking: Any = {"type": "enabled", "budget_tokens": 1024}
+    # About 1,700 tokens, above Anthropic's 1,024-token cache minimum; the key makes the
+    # prefix this test's own.
+    text = f"You forecast weather for {key['key'][-8:]}. " * 160
+    system: Any = [
+        {"type": "text", "text": text, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+    ]
+    ask: Any = {"role": "user", "content": "Weather in Paris, in celsius?"}
+    request: Any = {
+        "model": model,
+        "max_tokens": 2048,
+        "thinking": thinking,
+        "system": system,
+        "tools": [WEATHER_TOOL],
+        "extra_body": NO_FALLBACKS,
+    }
+    raw = client.messages.with_raw_response.create(**request, messages=[ask])
+    assert raw.headers["x-aig-provider"] == "anthropic"
+    first = raw.parse()
+    sent = sandbox.last_request("anthropic")["body"]
+    # Untranslated: the thinking option, the cache marker and the blocks as the client wrote
+    # them; only the model (its upstream id) and the output cap are the gateway's.
+    assert sent["thinking"] == thinking and sent["system"] == system
+    assert sent["tools"] == [WEATHER_TOOL] and "aig" not in sent
+    assert [block.type for block in first.content] == ["thinking", "text", "tool_use"]
+    assert first.content[0].signature and first.model == model
+    assert first.id == "msg_" + raw.headers["request-id"].removeprefix("req_")
+    written = first.usage.cache_creation_input_tokens or 0
+    assert written > 1024 and first.usage.cache_read_input_tokens == 0
+
+    [tool_use] = [block for block in first.content if block.type == "tool_use"]
+    result: Any = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": tool_use.id, "content": "18C"}],
+    }
+    turn = [ask, {"role": "assistant", "content": first.content}, result]
+    with client.messages.stream(**request, messages=turn) as stream:
+        deltas = [event.delta.type for event in stream if event.type == "content_block_delta"]
+        second = stream.get_final_message()
+    assert "thinking_delta" in deltas and "signature_delta" in deltas
+    assert second.content[0].type == "thinking" and "18C" in second.content[-1].text
+    assert second.usage.cache_read_input_tokens == written
+    assert (second.usage.cache_creation_input_tokens or 0) == 0
+
+    # A tool turn without its thinking block is the client's error, answered in kind.
+    with pytest.raises(anthropic.BadRequestError, match="thinking block"):
+        client.messages.create(
+            **request, messages=[ask, {"role": "assistant", "content": [tool_use]}, result]
+        )
+
+    priced = load_catalog().chat(model)
+    assert priced is not None and priced.cache_write_1h_nano_usd_per_token is not None
+    expected = 0
+    for usage in (first.usage, second.usage):
+        upstream = (
+            usage.input_tokens * priced.input_nano_usd_per_token
+            + (usage.cache_creation_input_tokens or 0) * priced.cache_write_1h_nano_usd_per_token
+            + (usage.cache_read_input_tokens or 0) * priced.cached_input_nano_usd_per_token
+            + usage.output_tokens * priced.output_nano_usd_per_token
+        )
+        expected += apply_markup(upstream, 4000)
+    # The write alone costs twice the input price: a quarter more than plain input would.
+    assert priced.cache_write_1h_nano_usd_per_token == 2 * priced.input_nano_usd_per_token
+    rows = wait_for_usage(base_url, key["key"], 3)
+    assert sum(parse_usd(row["billed_cost_usd"]) for row in rows) == expected
+    assert sum(row["failed"] for row in rows) == 1  # the refused turn, at no cost
+    me = wait_until_settled(base_url, key["key"])
+    assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - expected

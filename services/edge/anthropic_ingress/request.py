@@ -1,8 +1,10 @@
 """An Anthropic Messages request, checked and turned into the internal OpenAI chat body.
 
-Every model, Claude included, is served from that one body: the router's provider adapters
-already turn it into Anthropic's, Gemini's or OpenAI's wire format, and admission prices it
-the way it prices chat, so both ingresses reserve, fail over and bill alike.
+Admission prices that body the way it prices chat, and the router plans, checks and fails
+over on it, so both ingresses reserve, fail over and bill alike. A route served by Anthropic
+is sent the client's own request instead (routes.py, router.proto NativeBody), so Claude
+gets what this translation drops (thinking, `cache_control`); every other route is served
+from the translation: the router's adapters turn it into Gemini's or OpenAI's wire format.
 
 What maps where:
 - `system` (a string or text blocks) → a leading system message of text parts.
@@ -19,12 +21,14 @@ What maps where:
 - `output_config.format` (a JSON schema) → `response_format` json_schema.
 - `thinking` (a token budget) and `output_config.effort` become chat's `reasoning_effort`
   for catalog models with `capabilities.reasoning` (OpenAI's o-series and GPT-5 family), and
-  are dropped for the others, whose adapters have nothing to map them to: a budget under
-  4,096 tokens is `low`, under 16,384 `medium`, more `high`; `effort` wins when both are
-  given (`xhigh`/`max` → `high`, chat's most). Disabled or adaptive thinking leaves the
-  model's default. No thinking blocks come back: the router's chat answers carry none.
-- `top_k`, `cache_control`, `service_tier` and fields added later are ignored, as chat
-  ignores parameters a provider lacks. The gateway's own `aig` options pass through.
+  are dropped from the others' translations, whose adapters have nothing to map them to: a
+  budget under 4,096 tokens is `low`, under 16,384 `medium`, more `high`; `effort` wins when
+  both are given (`xhigh`/`max` → `high`, chat's most). Disabled or adaptive thinking leaves the
+  model's default. Thinking blocks come back only from Claude (passed through); a
+  translated answer carries none.
+- `top_k`, `cache_control`, `service_tier` and fields added later are left out of the
+  translation, as chat ignores parameters a provider lacks (Claude still gets them). The
+  gateway's own `aig` options pass through.
 
 Errors are 400s whose `param` and wording name Anthropic's fields.
 """

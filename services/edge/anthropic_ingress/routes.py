@@ -2,8 +2,11 @@
 
 The same path as chat: authenticate (`x-api-key` or Bearer), validate, admit the worst case
 (402 before any spend), send the internal chat body to the router, answer in Anthropic's
-shapes. `anthropic-version` is accepted whatever its value: the shapes served are those of
-2023-06-01, the only version Anthropic has published.
+shapes. The client's own body travels beside it (router.proto NativeBody): a route served
+by Anthropic gets it untranslated, thinking, cache_control and all, and its answer comes
+back as Anthropic made it (the message id and model made aig's); any other route answers
+in chat's format, translated here. `anthropic-version` is accepted whatever its value: the
+shapes served are those of 2023-06-01, the only version Anthropic has published.
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ from ..router_calls import RouterCalls, call_context
 from ..v1 import JSON, SSE_HEADERS, authenticate
 from . import errors
 from .request import check_model, messages_to_chat, prompt_to_chat
-from .response import StreamTranslator, completion_to_message, error_event
+from .response import StreamTranslator, completion_to_message, error_event, message_id, sse
+
+# The dialect named in router.proto's NativeBody for this ingress.
+DIALECT = "anthropic.messages"
 
 
 class MessagesRoutes:
@@ -84,7 +90,9 @@ class MessagesRoutes:
         admission = (await self._admissions.chat(key, chat)).admission
         note_rate(request, admission)
         message = pb.ChatRequest(
-            context=call_context(request, key, admission), body=orjson.dumps(chat)
+            context=call_context(request, key, admission),
+            body=orjson.dumps(chat),
+            native=pb.NativeBody(dialect=DIALECT, body=orjson.dumps(body)),
         )
         rid = request_id(request)
         if chat.get("stream"):
@@ -94,6 +102,10 @@ class MessagesRoutes:
         if reply.WhichOneof("result") == "error":
             return _error_reply(reply.error, rid, headers)
         headers.update({"x-aig-provider": reply.provider, "x-aig-model": reply.model})
+        if reply.native:
+            answer = orjson.loads(reply.completion)
+            answer["id"] = message_id(rid)
+            return Response(orjson.dumps(answer), media_type=JSON, headers=headers)
         answer = completion_to_message(orjson.loads(reply.completion), reply.usage, rid)
         return Response(orjson.dumps(answer), media_type=JSON, headers=headers)
 
@@ -105,6 +117,7 @@ class MessagesRoutes:
             opened.call.cancel()
             return _error_reply(opened.first.error, rid, {"request-id": rid})
         translator = StreamTranslator(rid, opened.headers.get("x-aig-model") or model)
+        native = opened.native
 
         async def frames() -> AsyncIterator[bytes]:
             event = opened.first
@@ -113,11 +126,15 @@ class MessagesRoutes:
                     kind = event.WhichOneof("event")
                     if kind == "chunk":
                         chunk = orjson.loads(event.chunk)
-                        if "error" in chunk:
+                        if "error" in chunk and "type" not in chunk:
                             # Once output flowed the router sends a failure as a chunk
                             # (its status is gone): Anthropic's `event: error` ends the stream.
                             yield error_event(errors.from_openai_body(502, event.chunk, rid))
                             return
+                        if native:
+                            yield _native_frame(chunk, rid)
+                            event = await opened.rest.__anext__()
+                            continue
                         for frame in translator.chunk(chunk):
                             yield frame
                     elif kind == "error":
@@ -126,8 +143,9 @@ class MessagesRoutes:
                         )
                         return
                     else:
-                        for frame in translator.end(event.end.usage):
-                            yield frame
+                        if not native:  # a native stream ended with Anthropic's own events
+                            for frame in translator.end(event.end.usage):
+                                yield frame
                         return
                     event = await opened.rest.__anext__()
             except StopAsyncIteration:
@@ -140,6 +158,15 @@ class MessagesRoutes:
 
         headers = {**SSE_HEADERS, **opened.headers, "request-id": rid}
         return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
+
+
+def _native_frame(event: dict[str, Any], rid: str) -> bytes:
+    """One of Claude's own stream events, framed as it came (its `type` names the SSE event);
+    the message carries aig's id, as a translated answer does."""
+    kind = str(event["type"])
+    if kind == "message_start" and isinstance(event.get("message"), dict):
+        event["message"]["id"] = message_id(rid)
+    return sse(kind, event)
 
 
 def _error_reply(reply: pb.ErrorReply, rid: str, headers: dict[str, str]) -> Response:
