@@ -24,6 +24,9 @@ Item = dict[str, Any]
 
 # router.proto NativeBody.dialect for a /v1/responses body.
 NATIVE_DIALECT = "openai.responses"
+# OpenAI refuses a smaller `max_output_tokens`; a call admission clamps below it is served
+# through the chat translation instead, which takes any limit.
+NATIVE_MIN_OUTPUT_TOKENS = 16
 # Fields of the client's body that never go upstream as sent: aig keeps conversations
 # itself, so the provider gets them spelled out in `input` (`native_body`).
 _NOT_PASSED = ("aig", "previous_response_id", "input")

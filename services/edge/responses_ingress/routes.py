@@ -37,7 +37,14 @@ from ..http import read_body, require_json
 from ..router_calls import OpenedStream, RouterCalls, call_context
 from ..v1 import JSON, SSE_HEADERS, authenticate, reply_error
 from ..validation import invalid_value, validate_chat_request
-from .request import NATIVE_DIALECT, Item, chat_body, native_body, parse_request
+from .request import (
+    NATIVE_DIALECT,
+    NATIVE_MIN_OUTPUT_TOKENS,
+    Item,
+    chat_body,
+    native_body,
+    parse_request,
+)
 from .response import (
     NativeEvents,
     ResponseEvents,
@@ -117,15 +124,16 @@ class ResponsesRoutes:
         note_rate(request, admitted.admission)
         headers: dict[str, str] = {}
         native = native_body(raw, call, history, reasoning=reasoning)
-        if admitted.clamped_output_tokens is not None:
-            body["max_completion_tokens"] = admitted.clamped_output_tokens
-            native["max_output_tokens"] = admitted.clamped_output_tokens
-            headers["x-aig-max-tokens-clamped"] = str(admitted.clamped_output_tokens)
+        clamped = admitted.clamped_output_tokens
+        if clamped is not None:
+            body["max_completion_tokens"] = native["max_output_tokens"] = clamped
+            headers["x-aig-max-tokens-clamped"] = str(clamped)
         message = pb.ChatRequest(
-            context=call_context(request, key, admitted.admission),
-            body=orjson.dumps(body),
-            native=pb.NativeBody(dialect=NATIVE_DIALECT, body=orjson.dumps(native)),
+            context=call_context(request, key, admitted.admission), body=orjson.dumps(body)
         )
+        if clamped is None or clamped >= NATIVE_MIN_OUTPUT_TOKENS:
+            message.native.dialect = NATIVE_DIALECT
+            message.native.body = orjson.dumps(native)
         shell = ResponseShell.new(call, call.model)
         if call.stream:
             opened = await self._calls.open_stream(message, admitted.admission)
