@@ -332,7 +332,9 @@ class ChatService:
         request = await self._request(provider, target, body, stream=False, native=native)
         progress.in_flight.append(target)
         try:
-            reply = await self._clients.post(provider.destination, request.path, request.content)
+            reply = await self._clients.post(
+                provider.destination, request.path, request.content, request.headers
+            )
         except UpstreamUnreachable as exc:
             progress.in_flight.remove(target)
             raise unreachable(target.provider, exc) from exc
@@ -401,7 +403,7 @@ class ChatService:
         request = await self._request(provider, target, body, stream=True, native=native)
         try:
             response = await self._clients.open_stream(
-                provider.destination, request.path, request.content
+                provider.destination, request.path, request.content, request.headers
             )
         except UpstreamUnreachable as exc:
             raise unreachable(target.provider, exc) from exc

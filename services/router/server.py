@@ -57,7 +57,8 @@ def _native_call(request: pb.ChatRequest) -> NativeCall | None:
     """The client's own request when it spoke another dialect (router.proto NativeBody)."""
     if not request.HasField("native"):
         return None
-    return NativeCall(request.native.dialect, parse_json_object(request.native.body))
+    native = request.native
+    return NativeCall(native.dialect, parse_json_object(native.body), dict(native.headers))
 
 
 def _error_reply(exc: Exception) -> pb.ErrorReply:

@@ -128,24 +128,35 @@ class UpstreamClients:
             self._urls[(destination, path)] = url
         return url
 
-    async def post(self, destination: Destination, path: str, content: bytes) -> UpstreamReply:
-        """POSTs `content` and reads the whole answer, whatever its status."""
+    async def post(
+        self,
+        destination: Destination,
+        path: str,
+        content: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> UpstreamReply:
+        """POSTs `content` and reads the whole answer, whatever its status. `headers` are
+        this request's own, beside the instance's."""
         try:
             async with self._session(destination).post(
-                self._url(destination, path), data=content
+                self._url(destination, path), data=content, headers=headers
             ) as r:
                 return UpstreamReply(r.status, r.headers, await r.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamUnreachable(exc) from exc
 
     async def open_stream(
-        self, destination: Destination, path: str, content: bytes
+        self,
+        destination: Destination,
+        path: str,
+        content: bytes,
+        headers: Mapping[str, str] | None = None,
     ) -> UpstreamStream:
         """POSTs `content` and returns once the answer's headers are in; the caller must
         `aclose()` the stream."""
         try:
             response = await self._session(destination).post(
-                self._url(destination, path), data=content
+                self._url(destination, path), data=content, headers=headers
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamUnreachable(exc) from exc

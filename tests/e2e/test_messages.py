@@ -309,10 +309,15 @@ def test_claude_is_passed_through_with_thinking_and_prompt_caching_billed_exactl
         "tools": [WEATHER_TOOL],
         "extra_body": NO_FALLBACKS,
     }
-    raw = client.messages.with_raw_response.create(**request, messages=[ask])
+    beta = {"anthropic-beta": "interleaved-thinking-2025-05-14"}
+    raw = client.messages.with_raw_response.create(**request, messages=[ask], extra_headers=beta)
     assert raw.headers["x-aig-provider"] == "anthropic"
     first = raw.parse()
-    sent = sandbox.last_request("anthropic")["body"]
+    received = sandbox.last_request("anthropic")
+    # The beta features the body may use go with it; the client's key does not.
+    assert received["headers"]["anthropic-beta"] == beta["anthropic-beta"]
+    assert key["key"] not in str(received["headers"])
+    sent = received["body"]
     # Untranslated: the thinking option, the cache marker and the blocks as the client wrote
     # them; only the model (its upstream id) and the output cap are the gateway's.
     assert sent["thinking"] == thinking and sent["system"] == system

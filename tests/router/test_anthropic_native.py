@@ -45,8 +45,9 @@ CLIENT_BODY: dict[str, Any] = {
 }
 
 
-def _request(stream: bool, dialect: str = ANTHROPIC_MESSAGES) -> Any:
-    call = ChatCall(TARGET, {}, stream, native=NativeCall(dialect, dict(CLIENT_BODY)))
+def _request(stream: bool, dialect: str = ANTHROPIC_MESSAGES, **headers: str) -> Any:
+    native = NativeCall(dialect, dict(CLIENT_BODY), headers)
+    call = ChatCall(TARGET, {}, stream, native=native)
     return PROVIDER_TYPES["anthropic"].native_request(INSTANCE, call)
 
 
@@ -57,6 +58,12 @@ def test_the_clients_body_goes_upstream_with_only_model_and_output_cap_changed()
     expected = {k: v for k, v in CLIENT_BODY.items() if k != "aig"}
     expected.update(model=SONNET.upstream_id, max_tokens=SONNET.max_output_tokens, stream=True)
     assert sent == expected
+
+
+def test_the_clients_beta_features_go_along_and_nothing_else() -> None:
+    assert _request(stream=False).headers is None
+    passed = _request(stream=False, **{"anthropic-beta": "context-1m-2025-08-07"}).headers
+    assert passed == {"anthropic-beta": "context-1m-2025-08-07"}
 
 
 def test_another_dialect_is_translated_not_passed_through() -> None:

@@ -66,7 +66,9 @@ class FakeUpstream:
         self.calls: list[tuple[str, str]] = []  # (provider, upstream model)
         self.cancelled: list[str] = []
 
-    async def post(self, destination: Destination, path: str, content: bytes) -> UpstreamReply:
+    async def post(
+        self, destination: Destination, path: str, content: bytes, headers: Any = None
+    ) -> UpstreamReply:
         model = orjson.loads(content)["model"]
         self.calls.append((destination.name, model))
         step = self.script[destination.name].pop(0)
@@ -282,7 +284,9 @@ class _StreamingUpstream(FakeUpstream):
         super().__init__({})
         self.stream = _SlowStream(words=4)
 
-    async def open_stream(self, destination: Destination, path: str, content: bytes) -> Any:
+    async def open_stream(
+        self, destination: Destination, path: str, content: bytes, headers: Any = None
+    ) -> Any:
         self.calls.append((destination.name, orjson.loads(content)["model"]))
         return self.stream
 

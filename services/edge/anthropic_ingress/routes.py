@@ -92,7 +92,9 @@ class MessagesRoutes:
         message = pb.ChatRequest(
             context=call_context(request, key, admission),
             body=orjson.dumps(chat),
-            native=pb.NativeBody(dialect=DIALECT, body=orjson.dumps(body)),
+            native=pb.NativeBody(
+                dialect=DIALECT, body=orjson.dumps(body), headers=_passed_headers(request)
+            ),
         )
         rid = request_id(request)
         if chat.get("stream"):
@@ -158,6 +160,12 @@ class MessagesRoutes:
 
         headers = {**SSE_HEADERS, **opened.headers, "request-id": rid}
         return StreamingResponse(frames(), media_type="text/event-stream", headers=headers)
+
+
+def _passed_headers(request: Request) -> dict[str, str]:
+    """The client's headers Claude reads with its body: the beta features it may use."""
+    beta = request.headers.get("anthropic-beta")
+    return {"anthropic-beta": beta} if beta else {}
 
 
 def _native_frame(event: dict[str, Any], rid: str) -> bytes:

@@ -56,8 +56,10 @@ class AnthropicNativeRequest(UpstreamRequest):
     events go back as Anthropic made them, with the public model id. Only `model` (the
     route's upstream id), `max_tokens` (capped at the model's maximum output, which is
     what admission reserved for) and `stream` are set here; the gateway's `aig` options
-    are not Anthropic's and are removed. The events are also read, for usage, the end of
-    the stream and an `error` event (which fails the stream like a translated one's)."""
+    are not Anthropic's and are removed. The client's `anthropic-beta` header goes too:
+    a body may use a feature only under its beta name. The events are also read, for usage,
+    the end of the stream and an `error` event (which fails the stream like a translated
+    one's)."""
 
     native = True
     error_from_response = staticmethod(anthropic.error_from_response)
@@ -73,6 +75,8 @@ class AnthropicNativeRequest(UpstreamRequest):
         body["stream"] = call.stream
         self.path = "/v1/messages"
         self.content = orjson.dumps(body)
+        beta = call.native.headers.get("anthropic-beta")
+        self.headers = {"anthropic-beta": beta} if beta else None
         self._public_model = call.target.public_id
         # Read for usage, errors and the end only; its OpenAI chunks are dropped.
         self._messages = anthropic.MessagesStreamTranslator(

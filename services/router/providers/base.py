@@ -78,6 +78,8 @@ class UpstreamRequest:
 
     path: str
     content: bytes
+    # Headers of this request alone (the instance's own are sent with every request).
+    headers: Mapping[str, str] | None = None
     # True when answers and chunks are in the client's own dialect (a NativeCall served by
     # a provider that speaks it), not OpenAI's.
     native: ClassVar[bool] = False
@@ -163,6 +165,8 @@ class NativeCall:
 
     dialect: str
     body: dict[str, Any]
+    # The client's headers the provider reads with the body (router.proto NativeBody).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

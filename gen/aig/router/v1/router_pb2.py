@@ -24,43 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61ig/router/v1/router.proto\x12\raig.router.v1\"\xc0\x01\n\x0b\x43\x61llContext\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x04 \x01(\t\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\x12\x1b\n\x13markup_basis_points\x18\x06 \x01(\x05\x12\x16\n\x0ereservation_id\x18\x07 \x01(\t\x12\x19\n\x11reserved_nano_usd\x18\x08 \x01(\x03\"s\n\x0b\x43hatRequest\x12+\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1a.aig.router.v1.CallContext\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12)\n\x06native\x18\x03 \x01(\x0b\x32\x19.aig.router.v1.NativeBody\"+\n\nNativeBody\x12\x0f\n\x07\x64ialect\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\"\xbf\x01\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x04 \x01(\x03\x12!\n\x19\x63\x61\x63he_write_prompt_tokens\x18\x05 \x01(\x03\x12$\n\x1c\x63\x61\x63he_write_1h_prompt_tokens\x18\x06 \x01(\x03\"\x93\x01\n\nErrorReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x37\n\x07headers\x18\x03 \x03(\x0b\x32&.aig.router.v1.ErrorReply.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdc\x01\n\x0c\x43hatResponse\x12\x14\n\ncompletion\x18\x01 \x01(\x0cH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.aig.router.v1.ErrorReplyH\x00\x12\x10\n\x08provider\x18\x03 \x01(\t\x12(\n\x05usage\x18\x04 \x01(\x0b\x32\x19.aig.router.v1.TokenUsage\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x13\n\x0bupstream_us\x18\x07 \x01(\x03\x12\x0e\n\x06native\x18\x08 \x01(\x08\x42\x08\n\x06result\"z\n\x0bStreamStart\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x13\n\x0b\x66irst_chunk\x18\x03 \x01(\x0c\x12\r\n\x05model\x18\x04 \x01(\t\x12\x13\n\x0bupstream_us\x18\x05 \x01(\x03\x12\x0e\n\x06native\x18\x06 \x01(\x08\"G\n\tStreamEnd\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x05usage\x18\x02 \x01(\x0b\x32\x19.aig.router.v1.TokenUsage\"\xad\x01\n\x0f\x43hatStreamEvent\x12\x0f\n\x05\x63hunk\x18\x01 \x01(\x0cH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.aig.router.v1.ErrorReplyH\x00\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x18.aig.router.v1.StreamEndH\x00\x12+\n\x05start\x18\x04 \x01(\x0b\x32\x1a.aig.router.v1.StreamStartH\x00\x42\x07\n\x05\x65vent\"N\n\x11\x45mbeddingsRequest\x12+\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1a.aig.router.v1.CallContext\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\"\x9a\x01\n\x12\x45mbeddingsResponse\x12\x12\n\x08response\x18\x01 \x01(\x0cH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.aig.router.v1.ErrorReplyH\x00\x12\x10\n\x08provider\x18\x03 \x01(\t\x12(\n\x05usage\x18\x04 \x01(\x0b\x32\x19.aig.router.v1.TokenUsageB\x08\n\x06result\"\x13\n\x11ListModelsRequest\"\"\n\x12ListModelsResponse\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x32\xd5\x02\n\x06Router\x12I\n\x0e\x43hatCompletion\x12\x1a.aig.router.v1.ChatRequest\x1a\x1b.aig.router.v1.ChatResponse\x12T\n\x14StreamChatCompletion\x12\x1a.aig.router.v1.ChatRequest\x1a\x1e.aig.router.v1.ChatStreamEvent0\x01\x12W\n\x10\x43reateEmbeddings\x12 .aig.router.v1.EmbeddingsRequest\x1a!.aig.router.v1.EmbeddingsResponse\x12Q\n\nListModels\x12 .aig.router.v1.ListModelsRequest\x1a!.aig.router.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61ig/router/v1/router.proto\x12\raig.router.v1\"\xc0\x01\n\x0b\x43\x61llContext\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x04 \x01(\t\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\x12\x1b\n\x13markup_basis_points\x18\x06 \x01(\x05\x12\x16\n\x0ereservation_id\x18\x07 \x01(\t\x12\x19\n\x11reserved_nano_usd\x18\x08 \x01(\x03\"s\n\x0b\x43hatRequest\x12+\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1a.aig.router.v1.CallContext\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12)\n\x06native\x18\x03 \x01(\x0b\x32\x19.aig.router.v1.NativeBody\"\x94\x01\n\nNativeBody\x12\x0f\n\x07\x64ialect\x18\x01 \x01(\t\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x37\n\x07headers\x18\x03 \x03(\x0b\x32&.aig.router.v1.NativeBody.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbf\x01\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x1c\n\x14\x63\x61\x63hed_prompt_tokens\x18\x03 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x04 \x01(\x03\x12!\n\x19\x63\x61\x63he_write_prompt_tokens\x18\x05 \x01(\x03\x12$\n\x1c\x63\x61\x63he_write_1h_prompt_tokens\x18\x06 \x01(\x03\"\x93\x01\n\nErrorReply\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\x12\x37\n\x07headers\x18\x03 \x03(\x0b\x32&.aig.router.v1.ErrorReply.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdc\x01\n\x0c\x43hatResponse\x12\x14\n\ncompletion\x18\x01 \x01(\x0cH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.aig.router.v1.ErrorReplyH\x00\x12\x10\n\x08provider\x18\x03 \x01(\t\x12(\n\x05usage\x18\x04 \x01(\x0b\x32\x19.aig.router.v1.TokenUsage\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x13\n\x0bupstream_us\x18\x07 \x01(\x03\x12\x0e\n\x06native\x18\x08 \x01(\x08\x42\x08\n\x06result\"z\n\x0bStreamStart\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x13\n\x0b\x66irst_chunk\x18\x03 \x01(\x0c\x12\r\n\x05model\x18\x04 \x01(\t\x12\x13\n\x0bupstream_us\x18\x05 \x01(\x03\x12\x0e\n\x06native\x18\x06 \x01(\x08\"G\n\tStreamEnd\x12\x10\n\x08provider\x18\x01 \x01(\t\x12(\n\x05usage\x18\x02 \x01(\x0b\x32\x19.aig.router.v1.TokenUsage\"\xad\x01\n\x0f\x43hatStreamEvent\x12\x0f\n\x05\x63hunk\x18\x01 \x01(\x0cH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.aig.router.v1.ErrorReplyH\x00\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x18.aig.router.v1.StreamEndH\x00\x12+\n\x05start\x18\x04 \x01(\x0b\x32\x1a.aig.router.v1.StreamStartH\x00\x42\x07\n\x05\x65vent\"N\n\x11\x45mbeddingsRequest\x12+\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1a.aig.router.v1.CallContext\x12\x0c\n\x04\x62ody\x18\x02 \x01(\x0c\"\x9a\x01\n\x12\x45mbeddingsResponse\x12\x12\n\x08response\x18\x01 \x01(\x0cH\x00\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x19.aig.router.v1.ErrorReplyH\x00\x12\x10\n\x08provider\x18\x03 \x01(\t\x12(\n\x05usage\x18\x04 \x01(\x0b\x32\x19.aig.router.v1.TokenUsageB\x08\n\x06result\"\x13\n\x11ListModelsRequest\"\"\n\x12ListModelsResponse\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x32\xd5\x02\n\x06Router\x12I\n\x0e\x43hatCompletion\x12\x1a.aig.router.v1.ChatRequest\x1a\x1b.aig.router.v1.ChatResponse\x12T\n\x14StreamChatCompletion\x12\x1a.aig.router.v1.ChatRequest\x1a\x1e.aig.router.v1.ChatStreamEvent0\x01\x12W\n\x10\x43reateEmbeddings\x12 .aig.router.v1.EmbeddingsRequest\x1a!.aig.router.v1.EmbeddingsResponse\x12Q\n\nListModels\x12 .aig.router.v1.ListModelsRequest\x1a!.aig.router.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aig.router.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_NATIVEBODY_HEADERSENTRY']._loaded_options = None
+  _globals['_NATIVEBODY_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_ERRORREPLY_HEADERSENTRY']._loaded_options = None
   _globals['_ERRORREPLY_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_CALLCONTEXT']._serialized_start=46
   _globals['_CALLCONTEXT']._serialized_end=238
   _globals['_CHATREQUEST']._serialized_start=240
   _globals['_CHATREQUEST']._serialized_end=355
-  _globals['_NATIVEBODY']._serialized_start=357
-  _globals['_NATIVEBODY']._serialized_end=400
-  _globals['_TOKENUSAGE']._serialized_start=403
-  _globals['_TOKENUSAGE']._serialized_end=594
-  _globals['_ERRORREPLY']._serialized_start=597
-  _globals['_ERRORREPLY']._serialized_end=744
-  _globals['_ERRORREPLY_HEADERSENTRY']._serialized_start=698
-  _globals['_ERRORREPLY_HEADERSENTRY']._serialized_end=744
-  _globals['_CHATRESPONSE']._serialized_start=747
-  _globals['_CHATRESPONSE']._serialized_end=967
-  _globals['_STREAMSTART']._serialized_start=969
-  _globals['_STREAMSTART']._serialized_end=1091
-  _globals['_STREAMEND']._serialized_start=1093
-  _globals['_STREAMEND']._serialized_end=1164
-  _globals['_CHATSTREAMEVENT']._serialized_start=1167
-  _globals['_CHATSTREAMEVENT']._serialized_end=1340
-  _globals['_EMBEDDINGSREQUEST']._serialized_start=1342
-  _globals['_EMBEDDINGSREQUEST']._serialized_end=1420
-  _globals['_EMBEDDINGSRESPONSE']._serialized_start=1423
-  _globals['_EMBEDDINGSRESPONSE']._serialized_end=1577
-  _globals['_LISTMODELSREQUEST']._serialized_start=1579
-  _globals['_LISTMODELSREQUEST']._serialized_end=1598
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1600
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1634
-  _globals['_ROUTER']._serialized_start=1637
-  _globals['_ROUTER']._serialized_end=1978
+  _globals['_NATIVEBODY']._serialized_start=358
+  _globals['_NATIVEBODY']._serialized_end=506
+  _globals['_NATIVEBODY_HEADERSENTRY']._serialized_start=460
+  _globals['_NATIVEBODY_HEADERSENTRY']._serialized_end=506
+  _globals['_TOKENUSAGE']._serialized_start=509
+  _globals['_TOKENUSAGE']._serialized_end=700
+  _globals['_ERRORREPLY']._serialized_start=703
+  _globals['_ERRORREPLY']._serialized_end=850
+  _globals['_ERRORREPLY_HEADERSENTRY']._serialized_start=460
+  _globals['_ERRORREPLY_HEADERSENTRY']._serialized_end=506
+  _globals['_CHATRESPONSE']._serialized_start=853
+  _globals['_CHATRESPONSE']._serialized_end=1073
+  _globals['_STREAMSTART']._serialized_start=1075
+  _globals['_STREAMSTART']._serialized_end=1197
+  _globals['_STREAMEND']._serialized_start=1199
+  _globals['_STREAMEND']._serialized_end=1270
+  _globals['_CHATSTREAMEVENT']._serialized_start=1273
+  _globals['_CHATSTREAMEVENT']._serialized_end=1446
+  _globals['_EMBEDDINGSREQUEST']._serialized_start=1448
+  _globals['_EMBEDDINGSREQUEST']._serialized_end=1526
+  _globals['_EMBEDDINGSRESPONSE']._serialized_start=1529
+  _globals['_EMBEDDINGSRESPONSE']._serialized_end=1683
+  _globals['_LISTMODELSREQUEST']._serialized_start=1685
+  _globals['_LISTMODELSREQUEST']._serialized_end=1704
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1706
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1740
+  _globals['_ROUTER']._serialized_start=1743
+  _globals['_ROUTER']._serialized_end=2084
 # @@protoc_insertion_point(module_scope)
