@@ -54,6 +54,10 @@ class ProviderRow:
     api_version: str | None = None
     # The environment variable that overrides base_url (default AIG_<NAME>_BASE_URL).
     base_url_env: str | None = None
+    # The server also has OpenAI's Responses API (`/responses`), so /v1/responses calls
+    # are passed through to it; most OpenAI-compatible servers have only chat. `openai`
+    # type only.
+    responses_api: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,6 +490,7 @@ _PROVIDER_KEYS = frozenset(
         "sandbox_path",
         "api_version",
         "base_url_env",
+        "responses_api",
     }
 )
 
@@ -515,6 +520,8 @@ def _providers(document: Mapping[str, Any], source: str) -> tuple[ProviderRow, .
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
         ):
             raise ValueError(f"{where}: 'headers' must map header names to strings")
+        if not isinstance(entry.get("responses_api", False), bool):
+            raise ValueError(f"{where}: 'responses_api' must be true or false")
         timeout = entry.get("timeout")
         if timeout is not None and (
             not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
@@ -531,6 +538,7 @@ def _providers(document: Mapping[str, Any], source: str) -> tuple[ProviderRow, .
                 sandbox_path=entry.get("sandbox_path"),
                 api_version=entry.get("api_version"),
                 base_url_env=entry.get("base_url_env"),
+                responses_api=entry.get("responses_api", False),
             )
         )
     return tuple(rows)

@@ -33,6 +33,7 @@ INSTANCE = ProviderInstance(
     headers=(),
     timeout_s=None,
     api_version=None,
+    responses_api=False,
     sandboxed=True,
 )
 CLIENT_BODY: dict[str, Any] = {

@@ -173,3 +173,15 @@ def test_errors_before_the_stream_keep_openais_shape(shipped: Catalog) -> None:
     body = orjson.dumps({"error": {"message": "no", "type": "invalid_request_error", "code": "x"}})
     error = request.error_from_response(400, body, {})
     assert error.status == 400 and error.body["error"]["message"] == "no"
+
+
+def test_only_a_row_that_says_so_is_sent_responses(shipped: Catalog) -> None:
+    """Most OpenAI-compatible servers (vLLM, Groq, Ollama...) have chat only: a row of type
+    `openai` passes /v1/responses through only with `responses_api: true`."""
+    rows = tuple(
+        dataclasses.replace(row, responses_api=False) if row.name == "openai" else row
+        for row in shipped.providers
+    )
+    chat_only = dataclasses.replace(shipped, providers=rows)
+    assert _call(chat_only, "openai", NATIVE, stream=False)[0] is None
+    assert _call(shipped, "openai", NATIVE, stream=False)[0] is not None

@@ -112,6 +112,10 @@ def test_azure_calls_the_deployment_with_api_key_and_version(shipped: Catalog) -
             ProviderRow("vllm", "openai", "https://x.example", None, api_version="1"),
             r"provider 'vllm': type 'openai' takes no 'api_version'",
         ),
+        (
+            ProviderRow("or", "openrouter", "https://x.example", None, responses_api=True),
+            r"provider 'or': type 'openrouter' takes no 'responses_api'",
+        ),
     ],
 )
 def test_rows_a_type_cannot_serve_are_refused(

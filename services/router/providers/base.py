@@ -38,6 +38,8 @@ class ProviderInstance:
     headers: tuple[tuple[str, str], ...]
     timeout_s: float | None
     api_version: str | None
+    # The server has OpenAI's Responses API too (catalog row `responses_api`).
+    responses_api: bool
     # True when the sandbox stands in because the row's key variable is unset.
     sandboxed: bool
 
@@ -57,6 +59,7 @@ class ProviderInstance:
             headers=row.headers,
             timeout_s=row.timeout_s,
             api_version=row.api_version,
+            responses_api=row.responses_api,
             sandboxed=sandboxed,
         )
 
@@ -209,6 +212,8 @@ class ProviderType:
         """Refuses a row this type cannot serve (ValueError naming the row)."""
         if row.api_version is not None and "api_version" not in self.options:
             raise ValueError(f"provider '{row.name}': type '{row.type}' takes no 'api_version'")
+        if row.responses_api and "responses_api" not in self.options:
+            raise ValueError(f"provider '{row.name}': type '{row.type}' takes no 'responses_api'")
 
     def auth_headers(self, instance: ProviderInstance) -> dict[str, str]:
         return {"authorization": f"Bearer {instance.api_key}"} if instance.api_key else {}

@@ -67,8 +67,9 @@ class OpenAIType(ProviderType):
 
     name = "openai"
     supports_embeddings = True
-    # Whether the API has OpenAI's Responses endpoint, for /v1/responses to pass through.
-    speaks_responses: ClassVar[bool] = True
+    # A row may say its server also has OpenAI's Responses API (`responses_api: true`);
+    # /v1/responses calls then pass through to it. Subtypes with no such API refuse it.
+    options: ClassVar[frozenset[str]] = frozenset({"responses_api"})
 
     def path(self, instance: ProviderInstance, upstream_id: str, operation: str) -> str:
         """Where `operation` ("chat/completions", "embeddings") lives, below the base URL."""
@@ -79,7 +80,7 @@ class OpenAIType(ProviderType):
         return OpenAIRequest(path, call)
 
     def native_request(self, instance: ProviderInstance, call: ChatCall) -> UpstreamRequest | None:
-        if not self.speaks_responses or call.native is None:
+        if not instance.responses_api or call.native is None:
             return None
         if call.native.dialect != OPENAI_RESPONSES:
             return None
@@ -110,7 +111,7 @@ class OpenRouterType(OpenAIType):
 
     name = "openrouter"
     # OpenRouter's Responses endpoint is a beta; its chat API serves every model.
-    speaks_responses = False
+    options = frozenset()
 
 
 class AzureOpenAIType(OpenAIType):
@@ -122,9 +123,9 @@ class AzureOpenAIType(OpenAIType):
     """
 
     name = "azure_openai"
+    # Azure's Responses API lives at other paths and api-versions than its deployments';
+    # its rows may not claim `responses_api`.
     options = frozenset({"api_version"})
-    # Azure's Responses API lives at other paths and api-versions than its deployments'.
-    speaks_responses = False
 
     def check_row(self, row: ProviderRow) -> None:
         super().check_row(row)
