@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 
 import uvicorn
@@ -27,6 +28,22 @@ class _EdgeServer(uvicorn.Server):
             self._captured_signals.clear()
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound with SO_REUSEPORT, which uvicorn listens on: every edge started
+    with AIG_EDGE_REUSE_PORT on the same host and port gets its share of new connections
+    from the kernel, so N edges use N cores behind one address without a balancer."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def main() -> None:
     logs.configure("edge")
     tracing.setup_from_env("edge")
@@ -46,7 +63,11 @@ def main() -> None:
         # at most AIG_DRAIN_S, before the lifespan closes the router channel and the DB.
         timeout_graceful_shutdown=int(settings.drain_s),
     )
-    _EdgeServer(config).run()
+    server = _EdgeServer(config)
+    if settings.reuse_port:
+        server.run(sockets=[reuse_port_socket(settings.host, settings.port)])
+    else:
+        server.run()
 
 
 if __name__ == "__main__":

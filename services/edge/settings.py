@@ -33,6 +33,9 @@ class EdgeSettings:
     spool_dir: str
     # Where clients reach aig (result URLs and provider callbacks are built on it).
     public_url: str
+    # SO_REUSEPORT on the listening socket: several edge processes on one host share one
+    # port and the kernel spreads connections over them (as a Service spreads them over pods).
+    reuse_port: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EdgeSettings:
@@ -73,4 +76,5 @@ class EdgeSettings:
             kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             spool_dir=env.get("AIG_SPOOL_DIR", "var/spool"),
             public_url=public_url_from_env(env),
+            reuse_port=env.get("AIG_EDGE_REUSE_PORT", "").strip().lower() in ("1", "true", "yes"),
         )
