@@ -84,11 +84,19 @@ def test_every_family_speaks_messages_text_images_tools_and_streams(
         assert described.type == "message" and described.role == "assistant", family
         assert described.id.startswith("msg_")
         assert described.stop_reason == "end_turn"
-        # Claude is passed the request as sent, so it thinks first; the others are
-        # translated, and their thinking budget becomes chat's reasoning_effort, or nothing.
-        blocks = described.content[1:] if family == "anthropic" else described.content
-        if family == "anthropic":
-            assert described.content[0].type == "thinking"
+        # Claude is passed the request as sent, so it thinks first, its block signed;
+        # Gemini's budget is translated (chat's reasoning_effort → a thinking budget) and its
+        # thought summary comes back as an unsigned thinking block; gpt-4o-mini does not
+        # reason, so the budget is dropped.
+        thinks = family in ("anthropic", "google")
+        blocks = described.content[1:] if thinks else described.content
+        if thinks:
+            thought = described.content[0]
+            assert thought.type == "thinking" and thought.thinking, family
+            assert bool(thought.signature) == (family == "anthropic")
+        if family == "google":
+            sent = sandbox.last_request("google")["body"]["generationConfig"]
+            assert sent["thinkingConfig"] == {"thinkingBudget": 1024, "includeThoughts": True}
         assert blocks[0].type == "text" and blocks[0].text, family
         assert described.usage.input_tokens > 0 and described.usage.output_tokens > 0
 

@@ -330,3 +330,36 @@ def test_errors_from_any_layer_under_v1_messages_are_anthropic_shaped() -> None:
     }
     assert client.post("/v1/messages/nope").json()["error"]["type"] == "not_found_error"
     assert client.post("/v1/chat/completions").json()["error"]["code"] == "internal_error"
+
+
+def test_a_translated_models_reasoning_becomes_a_thinking_block_first() -> None:
+    """Gemini's thought summary (chat's `reasoning_content`) is a thinking block, unsigned:
+    only Anthropic signs its own."""
+    completion = {
+        "model": "gemini-2.5-flash",
+        "choices": [
+            {"finish_reason": "stop", "message": {"content": "Hi", "reasoning_content": "Hmm."}}
+        ],
+    }
+    message = completion_to_message(completion, _usage(), "req_t")
+    assert message["content"] == [
+        {"type": "thinking", "thinking": "Hmm.", "signature": ""},
+        {"type": "text", "text": "Hi"},
+    ]
+    translator = StreamTranslator("req_t", "gemini-2.5-flash")
+    frames: list[bytes] = []
+    for delta in ({"reasoning_content": "Hm"}, {"reasoning_content": "m."}, {"content": "Hi"}):
+        frames += translator.chunk(_chunk(delta))
+    frames += translator.end(_usage())
+    events = _events(frames)
+    blocks = [e["content_block"] for e in events if e["type"] == "content_block_start"]
+    assert blocks == [
+        {"type": "thinking", "thinking": "", "signature": ""},
+        {"type": "text", "text": ""},
+    ]
+    deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
+    assert deltas == [
+        {"type": "thinking_delta", "thinking": "Hm"},
+        {"type": "thinking_delta", "thinking": "m."},
+        {"type": "text_delta", "text": "Hi"},
+    ]

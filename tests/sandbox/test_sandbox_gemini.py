@@ -287,3 +287,40 @@ def test_mid_stream_fault_breaks_the_stream(client: genai.Client, control: httpx
             received.append(chunk)
     assert type(caught.value).__name__ == "RemoteProtocolError"
     assert len(received) == 2
+
+
+def test_thinking_budget_bills_thoughts_and_shows_them_only_when_asked(
+    client: genai.Client,
+) -> None:
+    def ask(**thinking: Any) -> types.GenerateContentResponse:
+        return client.models.generate_content(
+            model=MODEL,
+            contents="Why is the sky blue?",
+            config=types.GenerateContentConfig(thinking_config=types.ThinkingConfig(**thinking)),
+        )
+
+    shown = ask(thinking_budget=1024, include_thoughts=True)
+    parts = shown.candidates[0].content.parts  # type: ignore[index,union-attr]
+    assert parts is not None and parts[0].thought is True and parts[0].text
+    assert shown.text and parts[0].text not in shown.text  # the SDK leaves thoughts out
+    assert ((shown.usage_metadata and shown.usage_metadata.thoughts_token_count) or 0) > 0
+
+    hidden = ask(thinking_budget=1024)
+    assert not any(part.thought for part in hidden.candidates[0].content.parts)  # type: ignore[index,union-attr]
+    assert ((hidden.usage_metadata and hidden.usage_metadata.thoughts_token_count) or 0) > 0
+    off = ask(thinking_budget=0)
+    assert off.usage_metadata is not None and not off.usage_metadata.thoughts_token_count
+    with pytest.raises(errors.ClientError, match="thinking_budget"):
+        ask(thinking_budget=10**6)
+
+    streamed = list(
+        client.models.generate_content_stream(
+            model=MODEL,
+            contents="Why is the sky blue?",
+            config=types.GenerateContentConfig(
+                thinking_config=types.ThinkingConfig(thinking_budget=1024, include_thoughts=True)
+            ),
+        )
+    )
+    first = streamed[0].candidates[0].content.parts  # type: ignore[index,union-attr]
+    assert first is not None and first[0].thought is True

@@ -68,6 +68,11 @@ def completion_to_message(
     choice = choices[0]
     reply = choice.get("message") or {}
     content: list[dict[str, Any]] = []
+    thought = reply.get("reasoning_content")
+    if isinstance(thought, str) and thought:
+        # A translated model's reasoning summary (Gemini's thoughts): a thinking block with
+        # no signature, since only Anthropic signs its own.
+        content.append({"type": "thinking", "thinking": thought, "signature": ""})
     text = reply.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
@@ -104,7 +109,8 @@ class StreamTranslator:
     request_id: str
     model: str
     _started: bool = False
-    # Index and kind ("text", or the chat tool index as "tool:N") of the open block.
+    # Index and kind ("text", "thinking", or the chat tool index as "tool:N") of the open
+    # block.
     _open: tuple[int, str] | None = None
     _next_index: int = 0
     # Chat tool index → (block index, call id).
@@ -137,6 +143,11 @@ class StreamTranslator:
             self.model = chunk["model"]
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
+            thought = delta.get("reasoning_content")
+            if isinstance(thought, str) and thought:
+                block = {"type": "thinking", "thinking": "", "signature": ""}
+                index = self._open_block("thinking", block, frames)
+                frames.append(_delta(index, {"type": "thinking_delta", "thinking": thought}))
             text = delta.get("content")
             if isinstance(text, str) and text:
                 index = self._open_block("text", {"type": "text", "text": ""}, frames)
@@ -171,7 +182,7 @@ class StreamTranslator:
         return frames
 
     def _open_block(self, kind: str, block: dict[str, Any], frames: list[bytes]) -> int:
-        if self._open is not None and self._open[1] == kind and kind == "text":
+        if self._open is not None and self._open[1] == kind and kind in ("text", "thinking"):
             return self._open[0]
         frames.extend(self._close_block())
         index = self._next_index

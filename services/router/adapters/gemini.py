@@ -62,6 +62,13 @@ FINISH_REASONS = {
 
 TOOL_CONFIG_MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 
+# Chat's `reasoning_effort` as a Gemini 2.5 thinking budget (tokens of thought; thoughts
+# are output, bounded by maxOutputTokens like the answer, so the reservation still holds).
+# 512 is the least every 2.5 model takes (Flash-Lite's floor). The thought summary comes
+# back as chat's `reasoning_content` (DeepSeek's and OpenRouter's field), which
+# /v1/messages turns into thinking blocks.
+THINKING_BUDGETS = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+
 RETRY_DELAY = re.compile(r"^(?P<seconds>\d+(?:\.\d+)?)s$")
 
 
@@ -140,6 +147,13 @@ def _generation_config(body: dict[str, Any], max_output_tokens: int | None) -> d
         config["stopSequences"] = [stop]
     elif isinstance(stop, list) and stop:
         config["stopSequences"] = list(stop)
+
+    effort = body.get("reasoning_effort")
+    if isinstance(effort, str) and effort in THINKING_BUDGETS:
+        config["thinkingConfig"] = {
+            "thinkingBudget": THINKING_BUDGETS[effort],
+            "includeThoughts": True,
+        }
 
     response_format = read_response_format(body.get("response_format"))
     if response_format is not None:
@@ -274,6 +288,16 @@ def _visible_parts(candidate: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [part for part in parts if isinstance(part, dict) and not part.get("thought")]
 
 
+def _thoughts(candidate: Mapping[str, Any]) -> str:
+    """The reasoning summary (`thought: true` parts; only sent with includeThoughts)."""
+    parts = (candidate.get("content") or {}).get("parts") or []
+    return "".join(
+        part["text"]
+        for part in parts
+        if isinstance(part, dict) and part.get("thought") and isinstance(part.get("text"), str)
+    )
+
+
 def completion_from_response(
     payload: dict[str, Any], *, public_model: str, completion_id: str, created: int
 ) -> tuple[dict[str, Any], TokenUsage]:
@@ -290,14 +314,16 @@ def completion_from_response(
         finish_reason = finish_reason_for(
             candidate.get("finishReason"), called_functions=bool(tool_calls)
         )
-        choices.append(
-            assistant_choice(
-                index=candidate.get("index", position),
-                text="".join(texts),
-                tool_calls=tool_calls,
-                finish_reason=finish_reason,
-            )
+        choice = assistant_choice(
+            index=candidate.get("index", position),
+            text="".join(texts),
+            tool_calls=tool_calls,
+            finish_reason=finish_reason,
         )
+        thoughts = _thoughts(candidate)
+        if thoughts:
+            choice["message"]["reasoning_content"] = thoughts
+        choices.append(choice)
     if not choices:
         # No candidates: the prompt itself was blocked (promptFeedback.blockReason).
         choices.append(
@@ -391,6 +417,9 @@ class GenerateStreamTranslator:
         state = self._start(index, out)
         if state.finished:
             return
+        thoughts = _thoughts(candidate)
+        if thoughts:
+            out.append(self._chunks.chunk({"reasoning_content": thoughts}, index=index))
         for part in _visible_parts(candidate):
             if isinstance(part.get("text"), str) and part["text"]:
                 out.append(self._chunks.chunk({"content": part["text"]}, index=index))

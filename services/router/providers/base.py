@@ -119,6 +119,9 @@ class UpstreamRequest:
             content = delta.get("content")
             if content:
                 pieces.append(((index, -1), content))
+            thought = delta.get("reasoning_content")
+            if thought:
+                pieces.append(((index, -2), thought))
             for number, call in enumerate(delta.get("tool_calls") or ()):
                 arguments = (call.get("function") or {}).get("arguments")
                 if arguments:

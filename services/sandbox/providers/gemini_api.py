@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -19,7 +20,7 @@ from sandbox.dialogue import Prompt, Reply, ToolSpec, reply_to
 from sandbox.images import ImageRef, image_from_base64
 from sandbox.providers.common import read_and_log
 from sandbox.state import Fault, SandboxState
-from sandbox.synth import embedding, new_id, split_text
+from sandbox.synth import embedding, estimate_tokens, new_id, short_hash, split_text
 from sandbox.transport import EventStreamResponse, InvalidBody, first_byte_delay, json_response
 
 PROVIDER = "google"
@@ -120,7 +121,11 @@ def _fault_response(fault: Fault) -> Response:
 def _generate(model: str, body: dict[str, Any], state: SandboxState) -> Response:
     prompt = _parse(model, body)
     reply = reply_to(prompt, state.settings.answer_tokens, state.settings.max_tokens_overrun)
-    response = _response(model, _parts(model, reply), reply, final=True)
+    thought = _thought(body, prompt, reply)
+    parts = _parts(model, reply)
+    if thought is not None and thought.shown:
+        parts.insert(0, {"text": thought.text, "thought": True})
+    response = _response(model, parts, reply, final=True, thoughts=thought)
     return json_response(response)
 
 
@@ -129,12 +134,15 @@ def _stream(
 ) -> Response:
     prompt = _parse(model, body)
     reply = reply_to(prompt, state.settings.answer_tokens, state.settings.max_tokens_overrun)
+    thought = _thought(body, prompt, reply)
     response_id = new_id("")
     chunks: list[dict[str, Any]]
     if reply.tool_calls:
         # Function calls arrive whole, in one chunk.
         parts = _parts(model, reply)
-        chunks = [_response(model, parts, reply, final=True, response_id=response_id)]
+        chunks = [
+            _response(model, parts, reply, final=True, response_id=response_id, thoughts=thought)
+        ]
     else:
         pieces = split_text(reply.text, state.settings.stream_chunks)
         chunks = [
@@ -144,9 +152,14 @@ def _stream(
                 reply,
                 final=position == len(pieces) - 1,
                 response_id=response_id,
+                thoughts=thought,
             )
             for position, piece in enumerate(pieces)
         ]
+    if thought is not None and thought.shown:
+        # The thought summary streams first, a chunk of its own.
+        first = _response(model, [{"text": thought.text, "thought": True}], reply, final=False)
+        chunks.insert(0, {**first, "responseId": response_id})
     if alt != "sse":
         # Without alt=sse the API answers with one JSON array of all chunks.
         return json_response(chunks)
@@ -254,6 +267,44 @@ def _allowed_tools(body: dict[str, Any], prompt: Prompt) -> list[ToolSpec]:
     return offered
 
 
+@dataclass(frozen=True, slots=True)
+class Thought:
+    """What a thinking model thought: its summary, shown only with `includeThoughts`."""
+
+    text: str
+    tokens: int
+    shown: bool
+
+
+_THINKING_BUDGET_MAX = 32768
+
+
+def _thought(body: dict[str, Any], prompt: Prompt, reply: Reply) -> Thought | None:
+    """Gemini 2.5 thinks when `thinkingConfig.thinkingBudget` allows it (-1: as it sees
+    fit, 0: not at all) and bills the thoughts as output (`thoughtsTokenCount`); the
+    summary comes back as a `thought: true` part only when `includeThoughts` is set."""
+    config = body.get("generationConfig")
+    thinking = config.get("thinkingConfig") if isinstance(config, dict) else None
+    if not isinstance(thinking, dict):
+        return None
+    # The API reads proto JSON, which takes both spellings (google-genai sends snake_case).
+    budget = thinking.get("thinkingBudget", thinking.get("thinking_budget", -1))
+    if (
+        not isinstance(budget, int)
+        or isinstance(budget, bool)
+        or not (-1 <= budget <= _THINKING_BUDGET_MAX)
+    ):
+        raise BadRequest(
+            f"* GenerationConfig.thinking_config.thinking_budget: must be between -1 and "
+            f"{_THINKING_BUDGET_MAX}"
+        )
+    if budget == 0:
+        return None
+    text = f"Thinking about {short_hash(prompt.last_user_text)}: the plain answer will do."
+    shown = thinking.get("includeThoughts", thinking.get("include_thoughts")) is True
+    return Thought(text, estimate_tokens(len(text)), shown)
+
+
 def _parts(model: str, reply: Reply) -> list[dict[str, Any]]:
     if not reply.tool_calls:
         return [{"text": reply.text}]
@@ -273,6 +324,7 @@ def _response(
     *,
     final: bool,
     response_id: str | None = None,
+    thoughts: Thought | None = None,
 ) -> dict[str, Any]:
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
     usage: dict[str, Any] = {
@@ -284,6 +336,9 @@ def _response(
         candidate["finishReason"] = "MAX_TOKENS" if reply.hit_max_tokens else "STOP"
         usage["candidatesTokenCount"] = reply.completion_tokens
         usage["totalTokenCount"] = reply.prompt_tokens + reply.completion_tokens
+        if thoughts is not None:
+            usage["thoughtsTokenCount"] = thoughts.tokens
+            usage["totalTokenCount"] += thoughts.tokens
     return {
         "candidates": [candidate],
         "usageMetadata": usage,

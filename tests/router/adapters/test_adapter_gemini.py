@@ -219,6 +219,21 @@ def test_generation_config() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("effort", "budget"), [("minimal", 512), ("low", 1024), ("medium", 8192), ("high", 24576)]
+)
+def test_reasoning_effort_is_a_thinking_budget_with_the_thoughts_returned(
+    effort: str, budget: int
+) -> None:
+    request = build({"messages": [user("x")], "reasoning_effort": effort}, max_output_tokens=8)
+    assert request["generationConfig"]["thinkingConfig"] == {
+        "thinkingBudget": budget,
+        "includeThoughts": True,
+    }
+    plain = build({"messages": [user("x")]}, max_output_tokens=8)
+    assert "thinkingConfig" not in plain["generationConfig"]
+
+
 def test_json_schema_and_default_max_tokens() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     request = build(
@@ -278,6 +293,8 @@ def test_text_response_and_usage() -> None:
     )
     choice = completion["choices"][0]
     assert choice["message"]["content"] == "Hi"
+    # The thought summary is kept apart from the answer, in chat's reasoning_content.
+    assert choice["message"]["reasoning_content"] == "thinking..."
     assert choice["finish_reason"] == "stop"
     assert usage == TokenUsage(
         prompt_tokens=10, completion_tokens=17, cached_prompt_tokens=4, reasoning_tokens=12
@@ -376,6 +393,18 @@ def test_text_stream_with_usage(check_stream: CheckChunks) -> None:
     assert all(c["usage"] is None for c in out[:-1])
     assert out[-1]["choices"] == [] and out[-1]["usage"]["completion_tokens"] == 17
     assert translator.finish() == [], "finish is idempotent"
+
+
+def test_thoughts_stream_as_reasoning_content_before_the_answer(check_stream: CheckChunks) -> None:
+    translator = stream_translator(include_usage=False)
+    out = translator.feed(candidate_chunk([{"text": "Pondering.", "thought": True}]))
+    out += translator.feed(candidate_chunk([{"text": "Hi"}], "STOP"))
+    out += translator.finish()
+    completion = check_stream(out)
+    assert completion.choices[0].message.content == "Hi"
+    deltas = [choice["delta"] for chunk in out for choice in chunk["choices"]]
+    assert {"reasoning_content": "Pondering."} in deltas
+    assert deltas.index({"reasoning_content": "Pondering."}) < deltas.index({"content": "Hi"})
 
 
 def test_function_call_stream(check_stream: CheckChunks) -> None:
