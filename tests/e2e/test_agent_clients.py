@@ -76,14 +76,14 @@ def _call_price(model_id: str, input_tokens: int, output_tokens: int, cached: in
     return apply_markup(int(upstream), 4000)
 
 
-def _offered_schema(request: dict[str, Any], provider: str, name: str) -> dict[str, Any]:
-    """The JSON schema of tool `name` as the provider's simulator received it."""
+def _offered_schema(request: dict[str, Any], name: str) -> dict[str, Any]:
+    """The JSON schema of tool `name` as the provider's simulator received it, in whichever
+    of its APIs aig called: Anthropic's Messages, OpenAI's chat or OpenAI's Responses."""
     for tool in request["body"].get("tools") or []:
-        if provider == "anthropic" and tool.get("name") == name:
-            return dict(tool["input_schema"])
-        if provider != "anthropic" and tool.get("function", {}).get("name") == name:
-            return dict(tool["function"]["parameters"])
-    raise AssertionError(f"tool {name} was not offered to {provider}: {request['body']}")
+        function = tool.get("function", tool)  # chat nests it; Messages and Responses do not
+        if function.get("name") == name:
+            return dict(function.get("input_schema") or function["parameters"])
+    raise AssertionError(f"tool {name} was not offered in {request['path']}: {request['body']}")
 
 
 # --- OpenAI Agents SDK ------------------------------------------------------------------
@@ -137,7 +137,7 @@ async def test_agents_sdk_runs_a_function_tool_and_is_billed(
     # offered and the question, and its result came back as the final answer.
     provider = PROVIDERS[model]
     [asked, answered] = sandbox.requests(provider)
-    schema = _offered_schema(asked, provider, "get_weather")
+    schema = _offered_schema(asked, "get_weather")
     assert called == [instance_for(schema, f"get_weather|{ASK_WEATHER}")]
     assert called[0]["city"] == "Paris"
     tool_output = f"18 degrees {called[0]['unit']} and sunny in Paris"
