@@ -134,6 +134,14 @@ class Admissions:
             raise model_not_found(model_id)
         return model
 
+    def provider_type(self, model: ChatModel) -> str:
+        """The provider type (`openai`, `anthropic`...) of the instance serving `model`'s own
+        route: which dialect the router can pass a client's request through in."""
+        for row in self._catalog.current.providers:
+            if row.name == model.provider:
+                return row.type
+        return ""
+
     async def chat(self, key: AuthenticatedKey, body: dict[str, Any]) -> ChatAdmission:
         catalog = self._catalog.current
         model = self.chat_model(body["model"])

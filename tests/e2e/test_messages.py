@@ -374,3 +374,35 @@ def test_claude_is_passed_through_with_thinking_and_prompt_caching_billed_exactl
     assert sum(row["failed"] for row in rows) == 1  # the refused turn, at no cost
     me = wait_until_settled(base_url, key["key"])
     assert parse_usd(me["account"]["balance_usd"]) == 10 * NANO_PER_USD - expected
+
+
+@pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
+def test_documents_and_server_tools_reach_claude_and_only_claude(
+    stack: Stack, api_key: str, sandbox: Sandbox
+) -> None:
+    """What no translation can carry (a document with citations, Anthropic's web search
+    tool) is passed to Claude as sent, from its own route alone; a model aig translates
+    for refuses it with a 400 in Anthropic's shape, before any spend."""
+    client = _client(stack, api_key)
+    document: Any = {
+        "type": "document",
+        "source": {"type": "text", "media_type": "text/plain", "data": "aig bills in nano-USD."},
+        "citations": {"enabled": True},
+    }
+    search: Any = {"type": "web_search_20250305", "name": "web_search", "max_uses": 1}
+    ask: Any = [{"role": "user", "content": [document, {"type": "text", "text": "Summarise."}]}]
+    raw = client.messages.with_raw_response.create(
+        model=FAMILY_MODELS["anthropic"], max_tokens=200, messages=ask, tools=[search]
+    )
+    assert raw.headers["x-aig-provider"] == "anthropic" and raw.parse().content
+    sent = sandbox.last_request("anthropic")["body"]
+    assert sent["messages"] == ask and sent["tools"] == [search]
+
+    before = len(sandbox.requests("openai"))
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(
+            model=FAMILY_MODELS["openai"], max_tokens=200, messages=ask, tools=[search]
+        )
+    assert refused.value.body["error"]["type"] == "invalid_request_error"
+    assert "document" in refused.value.message
+    assert len(sandbox.requests("openai")) == before

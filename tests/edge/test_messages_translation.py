@@ -363,3 +363,42 @@ def test_a_translated_models_reasoning_becomes_a_thinking_block_first() -> None:
         {"type": "thinking_delta", "thinking": "m."},
         {"type": "text_delta", "text": "Hi"},
     ]
+
+
+CLAUDE_ONLY: dict[str, Any] = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 100,
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "document",
+                    "source": {"type": "text", "media_type": "text/plain", "data": "x" * 300},
+                    "citations": {"enabled": True},
+                },
+                {"type": "text", "text": "Summarise it."},
+            ],
+        }
+    ],
+    "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 1}],
+}
+
+
+def test_blocks_only_claude_reads_pin_the_call_to_its_own_route() -> None:
+    chat = messages_to_chat(CLAUDE_ONLY, claude=True)
+    # The document stands in as its JSON (admission reserves for its size); the server
+    # tool is no function tool; no translated route could carry either, so none is tried.
+    [user] = chat["messages"]
+    assert '"type":"document"' in user["content"][0]["text"]
+    assert user["content"][1] == {"type": "text", "text": "Summarise it."}
+    assert "tools" not in chat
+    assert chat["aig"] == {"fallbacks": False}
+    assert "aig" not in messages_to_chat(_request(), claude=True)
+
+
+def test_other_models_refuse_blocks_only_claude_reads() -> None:
+    with pytest.raises(APIError, match="unsupported content block type 'document'"):
+        messages_to_chat({**CLAUDE_ONLY, "tools": None})
+    with pytest.raises(APIError, match="server tool 'web_search_20250305'"):
+        messages_to_chat({**CLAUDE_ONLY, "messages": _request()["messages"]})

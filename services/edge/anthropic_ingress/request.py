@@ -136,7 +136,18 @@ def _tool_result(block: dict[str, Any], param: str) -> tuple[dict[str, Any], lis
     return {"role": "tool", "tool_call_id": tool_use_id, "content": text}, images
 
 
-def _user_turn(content: Any, param: str) -> list[dict[str, Any]]:
+def _claude_only(block: dict[str, Any], claude_only: list[str]) -> str:
+    """A block or tool only Claude reads (a document, a server tool, its results...), for a
+    Claude model: kept out of the translation and named in `claude_only` (the call then
+    goes to Anthropic alone, untranslated); its JSON is returned as a stand-in text, so
+    admission still reserves for its size. Other models refuse such blocks with a 400."""
+    claude_only.append(str(block.get("type")))
+    return orjson.dumps(block).decode()
+
+
+def _user_turn(
+    content: Any, param: str, claude_only: list[str] | None = None
+) -> list[dict[str, Any]]:
     tool_messages: list[dict[str, Any]] = []
     result_images: list[Any] = []
     parts: list[dict[str, Any]] = []
@@ -151,6 +162,8 @@ def _user_turn(content: Any, param: str) -> list[dict[str, Any]]:
             message, images = _tool_result(block, block_param)
             tool_messages.append(message)
             result_images.extend(images)
+        elif claude_only is not None:
+            parts.append({"type": "text", "text": _claude_only(block, claude_only)})
         else:
             raise _invalid(
                 f"{block_param}.type",
@@ -163,7 +176,9 @@ def _user_turn(content: Any, param: str) -> list[dict[str, Any]]:
     return messages
 
 
-def _assistant_turn(content: Any, param: str) -> dict[str, Any]:
+def _assistant_turn(
+    content: Any, param: str, claude_only: list[str] | None = None
+) -> dict[str, Any]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for index, block in enumerate(_blocks(content, param)):
@@ -188,6 +203,8 @@ def _assistant_turn(content: Any, param: str) -> dict[str, Any]:
             )
         elif kind in ("thinking", "redacted_thinking"):
             continue  # earlier turns' reasoning: not forwarded, like `thinking` itself
+        elif claude_only is not None:
+            texts.append(_claude_only(block, claude_only))
         else:
             raise _invalid(
                 f"{block_param}.type",
@@ -213,7 +230,7 @@ def _system(value: Any) -> dict[str, Any] | None:
     return {"role": "system", "content": parts} if parts else None
 
 
-def _messages(value: Any) -> list[dict[str, Any]]:
+def _messages(value: Any, claude_only: list[str] | None = None) -> list[dict[str, Any]]:
     if value is None:
         raise _missing("messages")
     if not isinstance(value, list):
@@ -229,15 +246,16 @@ def _messages(value: Any) -> list[dict[str, Any]]:
         if "content" not in message:
             raise _missing(f"{param}.content")
         if role == "user":
-            translated.extend(_user_turn(message["content"], f"{param}.content"))
+            translated.extend(_user_turn(message["content"], f"{param}.content", claude_only))
         elif role == "assistant":
-            translated.append(_assistant_turn(message["content"], f"{param}.content"))
+            turn = _assistant_turn(message["content"], f"{param}.content", claude_only)
+            translated.append(turn)
         else:
             raise _invalid(f"{param}.role", "expected 'user' or 'assistant'")
     return translated
 
 
-def _tools(value: Any) -> list[dict[str, Any]]:
+def _tools(value: Any, claude_only: list[str] | None = None) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise _wrong_type("tools", "an array", value)
     tools = []
@@ -245,6 +263,9 @@ def _tools(value: Any) -> list[dict[str, Any]]:
         param = f"tools.{index}"
         if not isinstance(tool, dict):
             raise _wrong_type(param, "an object", tool)
+        if tool.get("type", "custom") != "custom" and claude_only is not None:
+            _claude_only(tool, claude_only)
+            continue
         if tool.get("type", "custom") != "custom":
             raise _invalid(
                 f"{param}.type",
@@ -354,14 +375,16 @@ def check_model(body: dict[str, Any]) -> str:
     return model
 
 
-def prompt_to_chat(body: dict[str, Any]) -> dict[str, Any]:
+def prompt_to_chat(body: dict[str, Any], claude_only: list[str] | None = None) -> dict[str, Any]:
     """The parts of a Messages request that make up the prompt (model, system, messages,
-    tools, tool_choice) as a chat body: all that `count_tokens` takes and needs."""
+    tools, tool_choice) as a chat body: all that `count_tokens` takes and needs. With
+    `claude_only` (a Claude model), blocks and tools only Claude reads are collected there
+    instead of refused."""
     chat: dict[str, Any] = {"model": check_model(body)}
     system = _system(body.get("system"))
-    chat["messages"] = ([system] if system else []) + _messages(body.get("messages"))
+    chat["messages"] = ([system] if system else []) + _messages(body.get("messages"), claude_only)
     if body.get("tools") is not None:
-        tools = _tools(body["tools"])
+        tools = _tools(body["tools"], claude_only)
         if tools:
             chat["tools"] = tools
     if body.get("tool_choice") is not None:
@@ -371,10 +394,17 @@ def prompt_to_chat(body: dict[str, Any]) -> dict[str, Any]:
     return chat
 
 
-def messages_to_chat(body: dict[str, Any], *, reasoning: bool = False) -> dict[str, Any]:
+def messages_to_chat(
+    body: dict[str, Any], *, reasoning: bool = False, claude: bool = False
+) -> dict[str, Any]:
     """The whole Messages request as the internal chat body, or a 400 naming the field.
-    `reasoning`: the model takes chat's `reasoning_effort` (its catalog capability)."""
-    chat = prompt_to_chat(body)
+    `reasoning`: the model takes chat's `reasoning_effort` (its catalog capability).
+    `claude`: the model is served by Anthropic, which is sent the request untranslated, so
+    documents, server tools and other blocks only Claude reads are accepted; a request
+    with any is served by its own route alone (`aig.fallbacks: false`), as no translation
+    could carry them elsewhere."""
+    claude_only: list[str] | None = [] if claude else None
+    chat = prompt_to_chat(body, claude_only)
     max_tokens = body.get("max_tokens")
     if max_tokens is None:
         raise _missing("max_tokens")
@@ -408,4 +438,6 @@ def messages_to_chat(body: dict[str, Any], *, reasoning: bool = False) -> dict[s
         chat["user"] = metadata["user_id"]
     if isinstance(body.get("aig"), dict):
         chat["aig"] = body["aig"]
+    if claude_only:
+        chat["aig"] = {**chat.get("aig", {}), "fallbacks": False}
     return chat

@@ -82,7 +82,11 @@ class MessagesRoutes:
         key = await self._authenticate(request)
         body = await self._body(request)
         model = self._admissions.chat_model(check_model(body))
-        chat = messages_to_chat(body, reasoning=model.capabilities.reasoning)
+        chat = messages_to_chat(
+            body,
+            reasoning=model.capabilities.reasoning,
+            claude=self._admissions.provider_type(model) == "anthropic",
+        )
         # Anthropic's clients size max_tokens for Claude (Claude Code asks 32,000); a model
         # that makes less would refuse it upstream. Its own maximum is what was asked for.
         chat["max_completion_tokens"] = min(chat["max_completion_tokens"], model.max_output_tokens)
