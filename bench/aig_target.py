@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
 
+from devstack.processes import Service
 from devstack.stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
 
 from .procs import ProcessGroup
+from .settlement import Billing, sqlite_file
 
 # The upstream stand-in; every other service the stack runs (edge, router, billing, ...) is
 # the gateway, and third-party processes it runs (the Kafka broker) are its infrastructure.
@@ -16,8 +19,15 @@ UPSTREAM_SERVICES = {"sandbox"}
 
 
 def start_stack(
-    var_dir: Path, sandbox_env: dict[str, str], database_url: str | None = None
+    var_dir: Path,
+    sandbox_env: dict[str, str],
+    database_url: str | None = None,
+    *,
+    edges: int = 1,
+    routers: int = 1,
 ) -> Stack:
+    """`edges` edge processes share one port (SO_REUSEPORT) and every edge round-robins over
+    `routers` routers, as `devstack.Stack`'s replicas do."""
     stack = Stack(
         var_dir=var_dir,
         ports=StackPorts.free(),
@@ -25,10 +35,58 @@ def start_stack(
         key_pepper=new_secret(""),
         database_url=database_url or f"sqlite+aiosqlite:///{var_dir / 'aig.db'}",
         # No real provider keys: every provider is the sandbox, as in the tests.
-        env={**{key: "" for key in PROVIDER_KEYS}, **sandbox_env},
+        env={
+            **{key: "" for key in PROVIDER_KEYS},
+            **sandbox_env,
+            **({"AIG_EDGE_REUSE_PORT": "1"} if edges > 1 else {}),
+        },
+        extra_routers=routers - 1,
     )
     stack.start()
+    try:
+        for replica in range(1, edges):
+            _start_shared_port_edge(stack, f"edge-{replica}")
+    except BaseException:
+        stack.stop()
+        raise
     return stack
+
+
+def _start_shared_port_edge(stack: Stack, name: str) -> None:
+    """One more edge on the first edge's port. devstack's own extra edges each get a port
+    of their own (the scale-out test calls them in turn); a load generator needs one
+    address, so this one binds the same port with SO_REUSEPORT and the kernel balances."""
+    first = stack.service("edge")
+    edge = Service(
+        name,
+        "edge",
+        stack.replica_env(first.env, name),
+        first.ready_url,
+        first.log_path.with_name(f"{name}.log"),
+    )
+    edge.start()
+    stack.services.append(edge)
+    # /readyz on the shared port may be answered by the first edge: wait for this one's own
+    # line that it listens.
+    deadline = time.monotonic() + 60
+    while "Application startup complete" not in _read(edge.log_path):
+        if not edge.running() or time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start:\n{_read(edge.log_path)[-3000:]}")
+        time.sleep(0.1)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def billing(stack: Stack) -> Billing:
+    """Where the settlement lag is read: billing's /metrics and the control DB."""
+    return Billing(
+        [f"{url}/metrics" for url in stack.billing_urls()], sqlite_file(stack.database_url)
+    )
 
 
 def gateway_processes(stack: Stack) -> ProcessGroup:

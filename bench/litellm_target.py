@@ -1,6 +1,7 @@
 """LiteLLM's proxy, pinned in bench/.venv-litellm, in front of the same sandbox endpoint.
 
-Started the way its docs tell a new user to (`litellm --config config.yaml`), one worker.
+Started the way its docs tell a new user to (`litellm --config config.yaml`), one worker
+(`--num_workers 2` for the two-core scale-out).
 With a database it needs Prisma's engines; `prisma_ready()` says whether they can be had.
 """
 
@@ -85,6 +86,7 @@ class LiteLLMProxy:
     upstream_base_url: str
     work_dir: Path
     database_url: str | None = None
+    workers: int = 1
     port: int = field(default_factory=free_port)
     # LiteLLM refuses short master keys; it must start with sk-.
     master_key: str = field(default_factory=lambda: "sk-" + secrets.token_hex(24))
@@ -132,7 +134,7 @@ class LiteLLMProxy:
             "--port",
             str(self.port),
             "--num_workers",
-            "1",
+            str(self.workers),
         ]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -33,6 +33,10 @@ class Plan:
     soak_rate: int
     soak_interval_s: float
     compare_litellm: bool = True
+    # Billing's capacity: seconds of closed-loop load piled up while billing is stopped.
+    drain_seconds: float = 5
+    # The two-core phase: aig with 2 edges + 2 routers and LiteLLM with 2 workers, unpinned.
+    scaleout: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +72,7 @@ QUICK = Plan(
     soak_seconds=15,
     soak_rate=100,
     soak_interval_s=1.5,
+    drain_seconds=3,
 )
 
 # Only aig, only memory: five minutes of steady load, RSS every 5 s.
@@ -86,4 +91,6 @@ SOAK = Plan(
     soak_rate=100,
     soak_interval_s=5,
     compare_litellm=False,
+    drain_seconds=0,
+    scaleout=False,
 )

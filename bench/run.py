@@ -17,7 +17,7 @@ from typing import Any
 
 from devstack.stack import Stack
 
-from . import aig_target, profiling
+from . import aig_target, profiling, settlement
 from .litellm_target import MODEL, LiteLLMProxy, litellm_version, prisma_ready
 from .loadgen import LoadResult, OhaRun, Request, run_oha
 from .plan import ERROR_BUDGET, SANDBOX_ENV, Plan
@@ -50,6 +50,10 @@ class Target:
     peak_steps: list[LoadResult] = field(default_factory=list)
     rates: dict[int, LoadResult] = field(default_factory=dict)
     stream: StreamResult | None = None
+    # aig only: billing's figures, read around each peak step for the settlement lag.
+    billing: settlement.Billing | None = None
+    settlement: dict[int, dict[str, Any]] = field(default_factory=dict)
+    drain: dict[str, Any] | None = None
 
     def measured(self, load: Callable[[], LoadResult]) -> LoadResult:
         """Runs `load` and charges the CPU the target's processes spent meanwhile to it."""
@@ -163,6 +167,7 @@ def build_targets(env: Environment) -> list[Target]:
             *_requests(f"{stack.edge_url}/v1/chat/completions", env.aig_key),
             gateway=aig_target.gateway_processes(stack),
             infra=aig_target.infra_processes(stack),
+            billing=aig_target.billing(stack),
         ),
     ]
     if env.litellm is not None:
@@ -204,19 +209,29 @@ def measure_peak(plan: Plan, targets: list[Target], cpus: set[int] | None) -> No
     rising = list(targets)
     for connections in plan.peak_connections:
         for target in list(rising):
-            result = target.measured(
+            load = functools.partial(
+                target.measured,
                 functools.partial(
                     run_oha,
                     target.request,
                     seconds=plan.peak_seconds,
                     connections=connections,
                     cpus=cpus,
-                )
+                ),
             )
+            lag = ""
+            if target.billing is not None:
+                # Billing's catch-up after the step is waited for outside `measured`, as
+                # before: between steps, not charged to the target's CPU per call.
+                result, settled = settlement.measured_step(target.billing, load, _ok)
+                target.settlement[connections] = settled
+                lag = f"  settlement p99 {_seconds(settled['lag_p99_s'])}"
+            else:
+                result = load()
             target.peak_steps.append(result)
             log(
                 f"peak  {target.name:<11} c={connections:<4} {result.rps:8.1f} rps  "
-                f"p50 {result.p50_ms:7.1f} ms  errors {result.error_ratio:.2%}"
+                f"p50 {result.p50_ms:7.1f} ms  errors {result.error_ratio:.2%}{lag}"
             )
             best = max(
                 (s.rps for s in target.peak_steps[:-1] if s.error_ratio < ERROR_BUDGET),
@@ -224,6 +239,50 @@ def measure_peak(plan: Plan, targets: list[Target], cpus: set[int] | None) -> No
             )
             if result.error_ratio >= ERROR_BUDGET or result.rps < best * 1.05:
                 rising.remove(target)
+
+
+def _ok(result: LoadResult) -> int:
+    return result.ok
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} s"
+
+
+def peak_step(target: Target) -> LoadResult | None:
+    ok_steps = [s for s in target.peak_steps if s.error_ratio < ERROR_BUDGET]
+    return max(ok_steps, key=lambda s: s.rps, default=None)
+
+
+def measure_drain(plan: Plan, target: Target, cpus: set[int] | None) -> None:
+    """Billing's settling capacity on this stack: a backlog of `drain_seconds` of closed-loop
+    load at the peak's connections, settled with nothing else running."""
+    peak = peak_step(target)
+    if not plan.drain_seconds or target.billing is None or peak is None:
+        return
+    billing = [
+        pid
+        for name, pids in target.gateway.pids().items()
+        if name.startswith("billing")
+        for pid in pids
+    ]
+    target.drain = settlement.drain_rate(
+        target.billing,
+        billing,
+        functools.partial(
+            run_oha,
+            target.request,
+            seconds=plan.drain_seconds,
+            connections=peak.connections,
+            cpus=cpus,
+        ),
+        _ok,
+    )
+    log(
+        f"drain {target.name:<11} {target.drain['settled']:.0f} of {target.drain['backlog']} "
+        f"events settled in {target.drain['seconds']:.2f} s: "
+        f"{target.drain['events_per_s'] or 0:.0f} events/s (peak {peak.rps:.0f} calls/s)"
+    )
 
 
 def measure_rates(plan: Plan, targets: list[Target], cpus: set[int] | None) -> None:
@@ -375,8 +434,7 @@ def soak_aig(plan: Plan, aig: Target, cpus: set[int] | None) -> dict[str, Any]:
 
 def summarise(target: Target) -> dict[str, Any]:
     mib = 1024 * 1024
-    ok_steps = [s for s in target.peak_steps if s.error_ratio < ERROR_BUDGET]
-    peak = max(ok_steps, key=lambda s: s.rps, default=None)
+    peak = peak_step(target)
     stream = target.stream or StreamResult()
     peak_rss = target.gateway.peak_rss_bytes()
     return {
@@ -415,6 +473,21 @@ def summarise(target: Target) -> dict[str, Any]:
         },
         "peak_rss_mib": {name: value / mib for name, value in peak_rss.items()},
         "peak_rss_total_mib": sum(peak_rss.values()) / mib,
+        **settlement_summary(target, peak),
+    }
+
+
+def settlement_summary(target: Target, peak: LoadResult | None) -> dict[str, Any]:
+    """Billing at the peak step (the step that gave the peak RPS), per step, and drained."""
+    if target.billing is None:
+        return {}
+    return {
+        "settlement": {
+            "at_peak": target.settlement.get(peak.connections) if peak else None,
+            "peak_rps": peak.rps if peak else None,
+            "steps": {str(c): figures for c, figures in target.settlement.items()},
+            "drain": target.drain,
+        }
     }
 
 
@@ -434,12 +507,20 @@ def execute(plan: Plan, out_dir: Path, *, pin: bool) -> dict[str, Any]:
         for target in targets:
             run_oha(target.request, seconds=1, connections=4, cpus=cpus)
         measure_peak(plan, targets, cpus)
+        aig = next(t for t in targets if t.name == "aig")
+        measure_drain(plan, aig, cpus)
         measure_rates(plan, targets, cpus)
         if plan.stream_calls:
             measure_streams(plan, targets)
-        aig = next(t for t in targets if t.name == "aig")
         profile = profile_aig(plan, aig, out_dir, cpus) if plan.profile_seconds else None
         soak = soak_aig(plan, aig, cpus) if plan.soak_seconds else None
+        from . import scaleout  # it builds on this module's targets and phases
+
+        scaled = (
+            scaleout.scale_out(plan, env, targets, work_dir=Path(tmp) / "two-core")
+            if plan.scaleout
+            else None
+        )
         return {
             "plan": plan.as_dict(),
             "upstream": SANDBOX_ENV,
@@ -453,4 +534,5 @@ def execute(plan: Plan, out_dir: Path, *, pin: bool) -> dict[str, Any]:
             "targets": {target.name: summarise(target) for target in targets},
             "profile": profile,
             "soak": soak,
+            "scaleout": scaled,
         }

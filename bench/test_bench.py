@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from . import report
+from . import report, settlement
 from .__main__ import kept_sections
 from .loadgen import DEADLINE_ABORT, parse_report
 from .procs import CLOCK_TICKS, ProcessGroup, cpu_seconds, descendants
@@ -128,7 +131,81 @@ def test_the_targets_table_judges_issue_16s_bounds_from_one_run() -> None:
     assert rows["streaming TTFT overhead p50 <= 1 ms"].endswith("| 0.5 ms | 1 ms | yes |")
     assert "| 0.1 ms | 0.2 ms | yes |" in rows["inter-chunk gap overhead p50 <= 0.2 ms"]
     assert rows["CPU per call <= 1/10 of litellm's"].endswith("| 0.08x | 0.1x | yes |")
-    assert "not measured" in rows["settlement lag p99 <= 2 s at aig's peak"]
+    assert "not measured" in rows["settlement lag p99 <= 2 s at aig's one-core peak"]
+    assert "not measured" in rows["two-core peak >= 1.8 x aig's one-core peak"]
+
+
+def test_the_targets_table_judges_scale_out_and_billing() -> None:
+    billing = {"at_peak": {"lag_p99_s": 0.7}, "peak_rps": 400.0, "drain": {"events_per_s": 1000}}
+    aig = {**_target(p50=23.0, p99=34.0, ttft=25.5, gap=5.1, cpu=2.0), "settlement": billing}
+    results = {
+        "targets": {"direct": _target(20.0, 30.0, 25.0, 5.0, 0.5), "aig": aig},
+        "scaleout": {
+            "aig": {
+                "two_over_one": 1.9,
+                "settlement": {
+                    "at_peak": {"lag_p99_s": 2.4},
+                    "peak_rps": 760.0,
+                    "drain": {"events_per_s": 7600},
+                },
+            },
+            "aig_two_over_litellm_two": 8.0,
+        },
+    }
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line
+        for line in report._targets_section(results, None)
+        if line.startswith("| ")
+    }
+    assert rows["two-core peak >= 1.8 x aig's one-core peak"].endswith("| 1.9x | 1.8x | yes |")
+    assert rows["two-core peak >= 10 x LiteLLM's with --num_workers 2"].endswith(
+        "| 8x | 10x | no: 1.2 times short of it |"
+    )
+    assert rows["settlement lag p99 <= 2 s at aig's one-core peak"].endswith(
+        "| 0.7 s | 2 s | yes |"
+    )
+    assert "no: 1.2 times over it" in rows["settlement lag p99 <= 2 s at aig's two-core peak"]
+    assert rows["billing settles >= 5 x aig's one-core peak calls/s"].endswith(
+        "| 2.5x | 5x | no: 2.0 times short of it |"
+    )
+    assert rows["billing settles >= 5 x aig's two-core peak calls/s"].endswith("| 10x | 5x | yes |")
+
+
+def test_settlement_quantiles_from_histogram_buckets_and_from_the_settlements_table(
+    tmp_path: Path,
+) -> None:
+    # 100 observations: 90 at most 0.5 s, 9 more at most 1 s, the last in (1, 2.5].
+    cumulative = {0.5: 90.0, 1.0: 99.0, 2.5: 100.0, math.inf: 100.0}
+    assert settlement.quantile(cumulative, 0.5) == 0.5 * 50 / 90
+    assert settlement.quantile(cumulative, 0.99) == 1.0
+    assert settlement.bucket_of(cumulative, 0.995) == (1.0, 2.5)
+    assert settlement.quantile({0.5: 0.0, math.inf: 0.0}, 0.99) is None
+    assert settlement.quantile({0.5: 0.0, math.inf: 3.0}, 0.99) == 0.5  # in +Inf: at least
+
+    db = tmp_path / "aig.db"
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        connection.execute("CREATE TABLE settlements (event_id TEXT, occurred_at, settled_at)")
+        connection.execute(
+            "INSERT INTO settlements VALUES ('old', '2026-12-04 10:00:00', '2026-12-04 10:00:09')"
+        )
+        connection.commit()
+        mark = settlement.settlements_mark(db)
+        connection.executemany(
+            "INSERT INTO settlements VALUES (?, ?, ?)",
+            [
+                (f"e{i}", "2026-12-04 10:00:01.000000", f"2026-12-04 10:00:{1 + i / 10:09.6f}")
+                for i in range(1, 11)
+            ],
+        )
+        connection.commit()
+    lags = settlement.settled_lags(db, mark)
+    assert sorted(round(lag, 3) for lag in lags) == [i / 10 for i in range(1, 11)]
+    before = settlement.BillingSample({1.0: 0.0, math.inf: 0.0}, settled=5, at=1.0)
+    after = settlement.BillingSample({1.0: 10.0, math.inf: 10.0}, settled=15, at=3.0)
+    figures = settlement.window(before, after, lags)
+    assert figures["events"] == 10 and figures["source"] == "settlements table"
+    assert round(figures["lag_p50_s"], 3) == 0.5 and round(figures["lag_p99_s"], 3) == 1.0
+    assert figures["histogram_p99_bucket_s"] == [0.0, 1.0]
 
 
 def test_a_default_run_keeps_the_sections_other_commands_measured() -> None:

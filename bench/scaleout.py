@@ -1,0 +1,198 @@
+"""Two-core scale-out: each gateway gets both cores, against its one-core figure of the same
+run.
+
+aig: two edge processes sharing one port (SO_REUSEPORT, `AIG_EDGE_REUSE_PORT`), each
+round-robining over two routers, plus one billing, jobs and webhooks as ever, on a fresh
+stack of its own, unpinned. LiteLLM: `--num_workers 2`, unpinned. The load generator, the
+sandbox and Kafka share the same two cores: on a two-core machine there is no third.
+Peak RPS comes from the same closed-loop search as the one-core phase, with billing's
+settlement lag scraped around each of aig's steps and its settling capacity measured after.
+
+Part of the default run (`python -m bench`, after the soak); `python -m bench.scaleout`
+runs it alone, with the one-core peaks it is compared to measured just before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import aig_target
+from .litellm_target import LiteLLMProxy
+from .loadgen import run_oha
+from .plan import QUICK, SANDBOX_ENV, Plan
+from .run import (
+    DRIVER_CPUS,
+    Environment,
+    Target,
+    _requests,
+    environment,
+    log,
+    measure_drain,
+    measure_peak,
+    peak_step,
+    pin_cpus,
+    settlement_summary,
+)
+
+EDGES = 2
+ROUTERS = 2
+LITELLM_WORKERS = 2
+
+
+@contextlib.contextmanager
+def all_cores() -> Iterator[set[int]]:
+    """The harness runs pinned to the driver's core and its children inherit that mask:
+    processes started for this phase get every core, and the mask comes back after."""
+    before = os.sched_getaffinity(0)
+    every = set(range(os.cpu_count() or 1))
+    os.sched_setaffinity(0, every)
+    try:
+        yield every
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def scale_out(
+    plan: Plan, env: Environment, one_core: list[Target], *, work_dir: Path
+) -> dict[str, Any]:
+    by_name = {target.name: target for target in one_core}
+    with all_cores() as cores:
+        log(f"two-core phase: aig with {EDGES} edges (SO_REUSEPORT) and {ROUTERS} routers")
+        stack = aig_target.start_stack(work_dir / "aig", SANDBOX_ENV, edges=EDGES, routers=ROUTERS)
+        litellm: LiteLLMProxy | None = None
+        try:
+            aig = Target(
+                "aig",
+                f"aig, {EDGES} edges + {ROUTERS} routers on both cores",
+                *_requests(
+                    f"{stack.edge_url}/v1/chat/completions", aig_target.create_api_key(stack)
+                ),
+                gateway=aig_target.gateway_processes(stack),
+                infra=aig_target.infra_processes(stack),
+                billing=aig_target.billing(stack),
+            )
+            targets = [aig]
+            if "litellm" in by_name:
+                log(f"two-core phase: LiteLLM with --num_workers {LITELLM_WORKERS}")
+                litellm = LiteLLMProxy(
+                    f"{stack.sandbox_url}/openai/v1",
+                    work_dir / "litellm",
+                    workers=LITELLM_WORKERS,
+                )
+                try:
+                    litellm.start()
+                    targets.append(
+                        Target(
+                            "litellm",
+                            f"LiteLLM, --num_workers {LITELLM_WORKERS}, no database",
+                            *_requests(f"{litellm.url}/v1/chat/completions", litellm.master_key),
+                            gateway=litellm.processes(),
+                        )
+                    )
+                except RuntimeError as exc:
+                    log(f"LiteLLM with {LITELLM_WORKERS} workers did not start: {exc}")
+                    litellm = None
+            for target in targets:
+                target.gateway.pin(cores)
+                if target.infra:
+                    target.infra.pin(cores)
+            aig_target.sandbox_process(stack).pin(cores)
+            log("warming up: " + ", ".join(f"{t.name} ({t.label})" for t in targets))
+            for target in targets:
+                # First connections, the key cache, every LiteLLM worker's first calls.
+                run_oha(target.request, seconds=2, connections=8, cpus=cores)
+            measure_peak(plan, targets, cores)
+            measure_drain(plan, aig, cores)
+            return summarise(by_name, {target.name: target for target in targets})
+        finally:
+            if litellm is not None:
+                with contextlib.suppress(Exception):
+                    litellm.stop()
+            stack.stop()
+
+
+def _rps(target: Target | None) -> float | None:
+    step = peak_step(target) if target is not None else None
+    return step.rps if step is not None else None
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    return value / reference if value and reference else None
+
+
+def summarise(one: dict[str, Target], two: dict[str, Target]) -> dict[str, Any]:
+    aig_one, aig_two = _rps(one.get("aig")), _rps(two.get("aig"))
+    litellm_one, litellm_two = _rps(one.get("litellm")), _rps(two.get("litellm"))
+    out: dict[str, Any] = {
+        "edges": EDGES,
+        "routers": ROUTERS,
+        "litellm_workers": LITELLM_WORKERS,
+        "aig": {
+            "one_core_rps": aig_one,
+            "two_core_rps": aig_two,
+            "two_over_one": _ratio(aig_two, aig_one),
+            "processes": sorted(two["aig"].gateway.roots),
+            "steps": [vars(step) for step in two["aig"].peak_steps],
+            "cpu_ms_per_call": two["aig"].cpu_s / two["aig"].calls * 1000
+            if two["aig"].calls
+            else None,
+            **settlement_summary(two["aig"], peak_step(two["aig"])),
+        },
+        "litellm": None,
+        "aig_two_over_litellm_two": _ratio(aig_two, litellm_two),
+    }
+    if "litellm" in two:
+        out["litellm"] = {
+            "one_worker_rps": litellm_one,
+            "two_workers_rps": litellm_two,
+            "two_over_one": _ratio(litellm_two, litellm_one),
+            "steps": [vars(step) for step in two["litellm"].peak_steps],
+            "cpu_ms_per_call": two["litellm"].cpu_s / two["litellm"].calls * 1000
+            if two["litellm"].calls
+            else None,
+        }
+    for name, figures in (("aig", out["aig"]), ("litellm", out["litellm"])):
+        if figures:
+            brief = {k: v for k, v in figures.items() if k not in ("steps", "settlement")}
+            log(f"scale-out {name}: {json.dumps(brief)}")
+    return out
+
+
+def main() -> None:
+    """The one-core peaks of aig and LiteLLM (pinned as the default run pins them), then the
+    two-core phase; figures to out/scaleout.json. Quick plan lengths."""
+    plan = QUICK
+    out_dir = Path(__file__).parent / "out"
+    out_dir.mkdir(exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="aig-bench-scaleout-") as tmp,
+        environment(plan, Path(tmp)) as env,
+    ):
+        from .run import build_targets
+
+        targets = [t for t in build_targets(env) if t.name in ("aig", "litellm")]
+        pin_cpus(env, targets)
+        for target in targets:
+            run_oha(target.request, seconds=2, connections=8, cpus=DRIVER_CPUS)  # warm-up
+        measure_peak(plan, targets, DRIVER_CPUS)
+        aig = next(t for t in targets if t.name == "aig")
+        measure_drain(plan, aig, DRIVER_CPUS)
+        one_core = {
+            "aig": settlement_summary(aig, peak_step(aig)),
+        }
+        result = scale_out(plan, env, targets, work_dir=Path(tmp) / "two-core")
+        result["one_core"] = one_core
+    path = out_dir / "scaleout.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
