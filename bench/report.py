@@ -169,7 +169,11 @@ def render(results: dict[str, Any]) -> str:
                 f"{'—' if name == 'direct' else _num(p99_over, 2)} | "
                 f"{'—' if name in ('direct', rival_name) else _ratio(p99_over, rival_over)} |"
             )
-    lines += ["", "![latency vs rate](latency.png)", ""]
+    lines += [
+        "",
+        "![p50, p90 and p99 per rate per target; CPU per call; one core vs two](latency.png)",
+        "",
+    ]
     lines += _targets_section(results, rival_name)
     lines += _scaleout_section(results)
     lines += _profile_section(results)
