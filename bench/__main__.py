@@ -3,17 +3,20 @@
 python -m bench            full comparison, under 10 minutes on 2 cores
 python -m bench --quick    the same phases, shorter (~2 minutes), for development
 python -m bench --soak     aig alone under steady load for 5 minutes, RSS trend only
+python -m bench --soak --soak-minutes 30   the same for 30 minutes (issue 16's soak)
+python -m bench.scaleout   the two-core phase alone, against one-core peaks taken just before
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
 from pathlib import Path
 
-from .plan import DEFAULT, QUICK, SOAK
+from .plan import DEFAULT, QUICK, SOAK, Plan
 from .report import machine, render, render_soak
 from .run import execute, log
 
@@ -32,8 +35,17 @@ def main() -> None:
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin gateways and load generator to cores"
     )
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        help="with --soak: how long (default 5); RSS is sampled about 120 times",
+    )
     args = parser.parse_args()
+    if args.soak_minutes is not None and not args.soak:
+        parser.error("--soak-minutes goes with --soak")
     plan = SOAK if args.soak else QUICK if args.quick else DEFAULT
+    if args.soak_minutes is not None:
+        plan = soak_plan(args.soak_minutes)
 
     subprocess.run(["bash", str(HERE / "install.sh")], check=True)
     results = execute(plan, args.out, pin=not args.no_pin)
@@ -72,6 +84,15 @@ def main() -> None:
     kept = kept_sections(results_md.read_text()) if results_md.exists() else ""
     results_md.write_text(render(results) + kept)
     log(f"wrote {results_path}, {plot_path} and {HERE / 'RESULTS.md'}")
+
+
+def soak_plan(minutes: float) -> Plan:
+    """The soak plan, `minutes` long, sampling RSS every 5 s or often enough for ~120
+    samples, whichever is rarer."""
+    seconds = round(minutes * 60)
+    return dataclasses.replace(
+        SOAK, soak_seconds=seconds, soak_interval_s=max(SOAK.soak_interval_s, seconds / 120)
+    )
 
 
 def kept_sections(previous: str) -> str:

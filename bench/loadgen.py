@@ -42,6 +42,11 @@ class LoadResult:
         return self.errors / total if total else 1.0
 
 
+def duration(seconds: float) -> str:
+    """oha's spelling of a duration: it refuses a fraction of a second ("121.0s")."""
+    return f"{round(seconds * 1000)}ms"
+
+
 def oha_command(
     request: Request,
     *,
@@ -61,7 +66,7 @@ def oha_command(
         "--output-format",
         "json",
         "-z",
-        f"{seconds}s",
+        duration(seconds),
         "-c",
         str(connections),
         "-t",

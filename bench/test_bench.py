@@ -12,7 +12,7 @@ from typing import Any
 
 from . import report, settlement
 from .__main__ import kept_sections
-from .loadgen import DEADLINE_ABORT, parse_report
+from .loadgen import DEADLINE_ABORT, duration, parse_report
 from .procs import CLOCK_TICKS, ProcessGroup, cpu_seconds, descendants
 from .profiling import hot_functions
 from .soak import SoakSeries
@@ -32,6 +32,11 @@ def test_oha_report_counts_non_2xx_and_transport_errors_but_not_deadline_aborts(
     assert result.rps == 198.0
     assert round(result.p50_ms, 3) == 21.0
     assert result.error_ratio == 4 / 400
+
+
+def test_durations_are_whole_milliseconds_for_oha() -> None:
+    assert duration(121.0) == "121000ms"
+    assert duration(2.5) == "2500ms"
 
 
 def test_hot_functions_split_self_and_total_time(tmp_path: Path) -> None:
