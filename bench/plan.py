@@ -33,8 +33,9 @@ class Plan:
     soak_rate: int
     soak_interval_s: float
     compare_litellm: bool = True
-    # Billing's capacity: seconds of closed-loop load piled up while billing is stopped.
-    drain_seconds: float = 5
+    # Billing's capacity: seconds of closed-loop load piled up while billing is stopped
+    # (under its consumer session timeout, 10 s, so it keeps its partitions).
+    drain_seconds: float = 8
     # The two-core phase: aig with 2 edges + 2 routers and LiteLLM with 2 workers, unpinned.
     scaleout: bool = True
 
@@ -72,7 +73,7 @@ QUICK = Plan(
     soak_seconds=15,
     soak_rate=100,
     soak_interval_s=1.5,
-    drain_seconds=3,
+    drain_seconds=5,
 )
 
 # Only aig, only memory: five minutes of steady load, RSS every 5 s.

@@ -278,10 +278,12 @@ def measure_drain(plan: Plan, target: Target, cpus: set[int] | None) -> None:
         ),
         _ok,
     )
+    drain = target.drain
     log(
-        f"drain {target.name:<11} {target.drain['settled']:.0f} of {target.drain['backlog']} "
-        f"events settled in {target.drain['seconds']:.2f} s: "
-        f"{target.drain['events_per_s'] or 0:.0f} events/s (peak {peak.rps:.0f} calls/s)"
+        f"drain {target.name:<11} {drain['settled']:.0f} of {drain['backlog']} events settled "
+        f"in {drain['seconds']:.2f} s: {drain['events_per_s'] or 0:.0f} events/s, "
+        f"{drain['steady_events_per_s'] or 0:.0f}/s after the first batch "
+        f"(peak {peak.rps:.0f} calls/s)"
     )
 
 
@@ -495,6 +497,8 @@ def execute(plan: Plan, out_dir: Path, *, pin: bool) -> dict[str, Any]:
     """The whole run; returns the results document (also the input of the report)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    # Other work on the machine (a shared VM) moves every absolute figure: say how busy it was.
+    load_at_start = os.getloadavg()
     with (
         tempfile.TemporaryDirectory(prefix="aig-bench-") as tmp,
         environment(plan, Path(tmp)) as env,
@@ -528,6 +532,7 @@ def execute(plan: Plan, out_dir: Path, *, pin: bool) -> dict[str, Any]:
             if pin
             else None,
             "started_at": started,
+            "load_average_at_start": load_at_start,
             "elapsed_s": time.time() - started,
             "litellm_version": litellm_version() if plan.compare_litellm else None,
             "unavailable": env.unavailable,

@@ -163,13 +163,14 @@ def window(before: BillingSample, after: BillingSample, lags: list[float]) -> di
 
 def wait_settled(
     urls: list[str], target: float, *, poll_s: float = 0.1, settle_s: float = 0.5
-) -> tuple[BillingSample, float]:
+) -> tuple[BillingSample, list[BillingSample]]:
     """Scrapes until at least `target` events are settled and the count has then not moved
     for `settle_s` (calls oha abandoned at its deadline still finish and are billed, so
     there may be more than it counted), or until it stops moving for QUIET_S short of it.
-    Returns the last scrape and when the count last moved."""
+    Returns the last scrape and every scrape at which the count had moved."""
     deadline = time.monotonic() + SETTLE_WAIT_S
     sample = scrape(urls)
+    moves: list[BillingSample] = []
     moved_at, last = sample.at, sample.settled
     while time.monotonic() < deadline:
         still = time.monotonic() - moved_at
@@ -179,7 +180,8 @@ def wait_settled(
         sample = scrape(urls)
         if sample.settled != last:
             moved_at, last = sample.at, sample.settled
-    return sample, moved_at
+            moves.append(sample)
+    return sample, moves
 
 
 def measured_step(
@@ -187,7 +189,7 @@ def measured_step(
 ) -> tuple[Any, dict[str, Any]]:
     """Runs `load` (a result whose `ok(result)` successful calls each make a usage event)
     and returns (result, the settlement figures of its calls)."""
-    before, _ = wait_settled(billing.urls, 0)  # earlier steps' last events, out of the window
+    before, _ = wait_settled(billing.urls, 0)  # earlier steps' last events: out of the window
     mark = settlements_mark(billing.db)
     result = load()
     after, _ = wait_settled(billing.urls, before.settled + ok(result))
@@ -210,15 +212,22 @@ def drain_rate(
         for pid in billing_pids:
             os.kill(pid, signal.SIGCONT)
     backlog = ok(result)
-    sample, last_moved = wait_settled(
-        billing.urls, before.settled + backlog, poll_s=0.02, settle_s=1.0
-    )
-    seconds = last_moved - resumed
+    sample, moves = wait_settled(billing.urls, before.settled + backlog, poll_s=0.02, settle_s=1.0)
     settled = sample.settled - before.settled
+    seconds = moves[-1].at - resumed if moves else 0.0
+    # From the first batch seen settled to the last: without the fixed wait before the
+    # first (the consumer's next fetch, up to AIG_BILLING_BATCH_WAIT_MS, or its rejoin).
+    steady = (
+        (moves[-1].settled - moves[0].settled) / (moves[-1].at - moves[0].at)
+        if len(moves) > 1 and moves[-1].at > moves[0].at
+        else None
+    )
     return {
         "backlog": backlog,
         "settled": settled,
         "seconds": seconds,
         "events_per_s": settled / seconds if seconds > 0 else None,
+        "first_batch_after_s": moves[0].at - resumed if moves else None,
+        "steady_events_per_s": steady,
         "complete": settled >= backlog,
     }
