@@ -150,7 +150,7 @@ def test_thinking_becomes_reasoning_effort_only_where_the_model_reasons(
         ({"max_tokens": None}, "max_tokens"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"temperature": 1.5}, "temperature"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
         (
             {"messages": [{"role": "user", "content": [{"type": "document"}]}]},
             "messages.0.content.0.type",
@@ -402,3 +402,21 @@ def test_other_models_refuse_blocks_only_claude_reads() -> None:
         messages_to_chat({**CLAUDE_ONLY, "tools": None})
     with pytest.raises(APIError, match="server tool 'web_search_20250305'"):
         messages_to_chat({**CLAUDE_ONLY, "messages": _request()["messages"]})
+
+
+def test_a_system_turn_mid_conversation_stays_in_place() -> None:
+    chat = messages_to_chat(
+        _request(
+            messages=[
+                {"role": "user", "content": "hi"},
+                {"role": "system", "content": [{"type": "text", "text": "cwd: /tmp"}]},
+                {"role": "user", "content": "go"},
+            ]
+        )
+    )
+    assert [m["role"] for m in chat["messages"]] == ["user", "system", "user"]
+    assert chat["messages"][1]["content"] == [{"type": "text", "text": "cwd: /tmp"}]
+    with pytest.raises(APIError, match=r"messages\.0\.content\.0\.type"):
+        messages_to_chat(
+            _request(messages=[{"role": "system", "content": [{"type": "image", "source": {}}]}])
+        )

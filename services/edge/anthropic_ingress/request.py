@@ -219,14 +219,14 @@ def _assistant_turn(
     return message
 
 
-def _system(value: Any) -> dict[str, Any] | None:
+def _system(value: Any, param: str = "system") -> dict[str, Any] | None:
     if value is None:
         return None
     parts = []
-    for index, block in enumerate(_blocks(value, "system")):
+    for index, block in enumerate(_blocks(value, param)):
         if block["type"] != "text":
-            raise _invalid(f"system.{index}.type", "system blocks must be text")
-        parts.append({"type": "text", "text": _text(block, f"system.{index}")})
+            raise _invalid(f"{param}.{index}.type", "system blocks must be text")
+        parts.append({"type": "text", "text": _text(block, f"{param}.{index}")})
     return {"role": "system", "content": parts} if parts else None
 
 
@@ -250,8 +250,14 @@ def _messages(value: Any, claude_only: list[str] | None = None) -> list[dict[str
         elif role == "assistant":
             turn = _assistant_turn(message["content"], f"{param}.content", claude_only)
             translated.append(turn)
+        elif role == "system":
+            # Claude Code sends a model it does not know its environment as a system turn
+            # mid-conversation; chat takes system messages anywhere, so it stays in place.
+            system = _system(message["content"], f"{param}.content")
+            if system is not None:
+                translated.append(system)
         else:
-            raise _invalid(f"{param}.role", "expected 'user' or 'assistant'")
+            raise _invalid(f"{param}.role", "expected 'user', 'assistant' or 'system'")
     return translated
 
 
