@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import report, settlement
-from .__main__ import kept_sections
+from .__main__ import kept_sections, soak_plan
 from .loadgen import DEADLINE_ABORT, duration, parse_report
 from .procs import CLOCK_TICKS, ProcessGroup, cpu_seconds, descendants
 from .profiling import hot_functions
@@ -223,3 +223,11 @@ def test_a_default_run_keeps_the_sections_other_commands_measured() -> None:
     assert kept.startswith("\n## Webhook deliveries")
     assert "1.35x" in kept and "old table" not in kept
     assert kept_sections("# aig benchmark results\n\n## Summary\n") == ""
+
+
+def test_soak_minutes_lengthen_the_soak_and_space_the_samples() -> None:
+    thirty = soak_plan(30)
+    assert thirty.soak_seconds == 1800 and thirty.soak_interval_s == 15
+    assert thirty.peak_connections == () and not thirty.scaleout
+    two = soak_plan(2)
+    assert two.soak_seconds == 120 and two.soak_interval_s == 5  # never under 5 s
