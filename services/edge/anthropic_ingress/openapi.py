@@ -52,7 +52,11 @@ _PROMPT: dict[str, Any] = {
         "items": {
             "type": "object",
             "required": ["role", "content"],
-            "properties": {"role": {"enum": ["user", "assistant"]}, "content": _CONTENT},
+            # `system` turns mid-conversation: Claude Code sends them to models it does not know.
+            "properties": {
+                "role": {"enum": ["user", "assistant", "system"]},
+                "content": _CONTENT,
+            },
         },
     },
     "system": _CONTENT,
@@ -111,7 +115,10 @@ def messages_paths() -> dict[str, Any]:
     return {
         "/v1/messages": {
             "post": {
-                "summary": "Create a message (Anthropic's Messages API), for any model",
+                "summary": (
+                    "Create a message (Anthropic's Messages API), for any model: passed "
+                    "through to Anthropic as sent for Claude, translated for the others"
+                ),
                 "operationId": "createMessage",
                 "security": _SECURITY,
                 "requestBody": {
