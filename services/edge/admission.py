@@ -137,10 +137,8 @@ class Admissions:
     def provider_type(self, model: ChatModel) -> str:
         """The provider type (`openai`, `anthropic`...) of the instance serving `model`'s own
         route: which dialect the router can pass a client's request through in."""
-        for row in self._catalog.current.providers:
-            if row.name == model.provider:
-                return row.type
-        return ""
+        row = self._catalog.current.provider(model.provider)
+        return row.type if row is not None else ""
 
     async def chat(self, key: AuthenticatedKey, body: dict[str, Any]) -> ChatAdmission:
         catalog = self._catalog.current

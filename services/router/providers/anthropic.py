@@ -9,7 +9,7 @@ import orjson
 
 from aig_common.usage import TokenUsage
 
-from ..adapters import anthropic
+from ..adapters import anthropic, openai_compat
 from .base import (
     ANTHROPIC_MESSAGES,
     ChatCall,
@@ -66,8 +66,11 @@ class AnthropicNativeRequest(UpstreamRequest):
 
     def __init__(self, call: ChatCall) -> None:
         assert call.native is not None
-        body = dict(call.native.body)
-        body.pop("aig", None)
+        body = {
+            key: value
+            for key, value in call.native.body.items()
+            if key not in openai_compat.AIG_ONLY_FIELDS
+        }
         body["model"] = call.target.upstream_id
         max_tokens = body.get("max_tokens")
         if isinstance(max_tokens, int):
