@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -87,3 +90,46 @@ def test_configure_installs_one_handler_in_the_chosen_format(
 def test_an_unknown_format_is_refused(root_handlers: None) -> None:
     with pytest.raises(ValueError, match="AIG_LOG_FORMAT must be one of text, json"):
         logs.configure("edge", {"AIG_LOG_FORMAT": "yaml"})
+
+
+NATIVE_WRITER = """
+import logging, os, sys
+import grpc
+from aig_common import logs
+logs.configure("router", relay_native_stderr=True)
+# gRPC's core logs on its first init, straight to fd 2 (at GRPC_VERBOSITY=debug, a warning
+# that the level is not for production); then a line as its epoll poller writes them.
+grpc.insecure_channel("127.0.0.1:1").close()
+os.write(2, b"E1204 21:07:31.123456    4242 ev_epoll1_linux.cc:373] epoll_wait error\\n")
+os.write(2, b"no severity prefix\\n")
+logging.getLogger("router").warning("from python")
+"""
+
+
+def test_c_code_writing_to_fd_2_is_logged_as_json_lines_at_its_severity() -> None:
+    """gRPC's C core bypasses Python's logging; in JSON mode its lines must still be JSON."""
+    env = {**os.environ, "AIG_LOG_FORMAT": "json", "GRPC_VERBOSITY": "debug"}
+    done = subprocess.run(
+        [sys.executable, "-c", NATIVE_WRITER], env=env, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    entries = [json.loads(line) for line in done.stderr.decode().splitlines() if line.strip()]
+    by_message = {(e["logger"], e["level"], e["message"].split("] ")[-1]) for e in entries}
+    assert ("native", "ERROR", "epoll_wait error") in by_message
+    assert ("native", "WARNING", "no severity prefix") in by_message
+    assert ("router", "WARNING", "from python") in by_message
+    grpc_own = [e for e in entries if e["logger"] == "native" and "log.cc" in e["message"]]
+    assert grpc_own and grpc_own[0]["level"] == "WARNING", entries
+    assert all(e["service"] == "router" for e in entries)
+
+
+def test_without_the_relay_c_code_lines_stay_raw() -> None:
+    """The relay is what makes the test above pass: text mode leaves fd 2 alone."""
+    env = {**os.environ, "AIG_LOG_FORMAT": "text", "GRPC_VERBOSITY": "debug"}
+    done = subprocess.run(
+        [sys.executable, "-c", NATIVE_WRITER], env=env, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"\nE1204 21:07:31.123456    4242 ev_epoll1_linux.cc:373] epoll_wait error\n" in (
+        b"\n" + done.stderr
+    )

@@ -117,7 +117,7 @@ async def serve(settings: BillingSettings) -> None:
 
 
 def main() -> None:
-    logs.configure("billing")
+    logs.configure("billing", relay_native_stderr=True)
     tracing.setup_from_env("billing")
     uvloop.run(serve(BillingSettings.from_env()))
 

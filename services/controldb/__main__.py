@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     if argv != ["migrate"]:
         print(USAGE, file=sys.stderr)
         return 2
-    logs.configure("controldb")
+    logs.configure("controldb", relay_native_stderr=True)
     url = os.environ.get("AIG_DATABASE_URL") or DEFAULT_DATABASE_URL
     asyncio.run(migrate(url))
     # The URL holds the password: name only the kind of database.

@@ -45,7 +45,7 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 
 def main() -> None:
-    logs.configure("edge")
+    logs.configure("edge", relay_native_stderr=True)
     tracing.setup_from_env("edge")
     settings = EdgeSettings.from_env()
     app = create_app(settings)

@@ -149,7 +149,7 @@ async def serve(settings: JobsSettings) -> None:
 
 
 def main() -> None:
-    logs.configure("jobs")
+    logs.configure("jobs", relay_native_stderr=True)
     tracing.setup_from_env("jobs")
     uvloop.run(serve(JobsSettings.from_env()))
 

@@ -92,7 +92,7 @@ async def serve(settings: RouterSettings) -> None:
 
 
 def main() -> None:
-    logs.configure("router")
+    logs.configure("router", relay_native_stderr=True)
     tracing.setup_from_env("router")
     uvloop.run(serve(RouterSettings.from_env()))
 

@@ -92,7 +92,7 @@ async def serve(settings: WebhooksSettings) -> None:
 
 
 def main() -> None:
-    logs.configure("webhooks")
+    logs.configure("webhooks", relay_native_stderr=True)
     tracing.setup_from_env("webhooks")
     uvloop.run(serve(WebhooksSettings.from_env()))
 
