@@ -359,11 +359,9 @@ class Money:
             for item in fresh.values():
                 if item.billed_nano_usd > 0:
                     debits[item.account_id] = debits.get(item.account_id, 0) + item.billed_nano_usd
+                    periods = (day_period(item.occurred_at), month_period(item.occurred_at))
                     for scope, scope_id in self._scopes(item):
-                        for period in (
-                            day_period(item.occurred_at),
-                            month_period(item.occurred_at),
-                        ):
+                        for period in periods:
                             slot = (scope, scope_id, period)
                             counters[slot] = counters.get(slot, 0) + item.billed_nano_usd
             # The account row lock first, in a fixed order, as admission takes it.
