@@ -151,12 +151,19 @@ def main() -> None:
         f"process, alternating: httpx {cpu['httpx']} µs of CPU per call, aiohttp "
         f"{cpu['aiohttp']} µs ({clients['httpx_over_aiohttp']}x). The router uses aiohttp.",
     ]
+    lines += ["", *hop_section(hop)]
+    lines += ["", *tracing_section(traced)]
+    lines += ["", *tokenizer.section(tokens)]
+    (HERE / "EXTRAS.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def hop_section(hop: dict[str, Any]) -> list[str]:
     trips, unix, ratio = hop["round_trip"], hop["round_trip_unix"], hop["unix_over_tcp_p50"]
-    watched = hop["watched_over_plain_p50"]
+    watched, bidi_p50 = hop["watched_over_plain_p50"], hop["bidi_message_over_unary_p50"]
     assert isinstance(trips, dict) and isinstance(unix, dict) and isinstance(ratio, dict)
-    assert isinstance(watched, dict)
-    lines += [
-        "",
+    assert isinstance(watched, dict) and isinstance(bidi_p50, dict)
+    return [
         "## One edge → router gRPC hop — `bench/grpc_hop.py`",
         "",
         f"A grpc.aio unary call to a servicer that answers at once ({hop['calls']} calls): "
@@ -172,11 +179,32 @@ def main() -> None:
         "cancels the call upstream): p50 "
         f"{trips['watched_back_to_back']['p50_ms']} / {trips['watched_every_20_ms']['p50_ms']}"
         f" ms, {watched['back_to_back']}x / {watched['every_20_ms']}x of the bare call.",
+        "",
+        "The same answer in other shapes, over TCP (CPU measured 20 ms apart, one shape at a "
+        "time, in the calling process + the answering one):",
+        "",
+        "| shape | p50 back to back | p50 20 ms apart | CPU ms per call, client + server |",
+        "|---|---|---|---|",
+        *(
+            f"| {label} | {trips[f'{shape}back_to_back']['p50_ms']} ms | "
+            f"{trips[f'{shape}every_20_ms']['p50_ms']} ms | "
+            f"{trips[f'cpu_{cpu}_every_20_ms']['client_cpu_ms']} + "
+            f"{trips[f'cpu_{cpu}_every_20_ms']['server_cpu_ms']} |"
+            for label, shape, cpu in (
+                ("unary call (the edge's non-streamed chat today)", "", "unary"),
+                ("server stream of one event (a streamed chat)", "server_stream_", "server_stream"),
+                (
+                    "one message each way on a long-lived bidi stream",
+                    "bidi_message_",
+                    "bidi_message",
+                ),
+            )
+        ),
+        "",
+        f"A message on a long-lived stream takes {bidi_p50['every_20_ms']}x a unary call's "
+        f"p50 20 ms apart and {hop['bidi_message_over_unary_cpu']}x its CPU: "
+        "what multiplexing calls on one stream per edge-router pair would save per call.",
     ]
-    lines += ["", *tracing_section(traced)]
-    lines += ["", *tokenizer.section(tokens)]
-    (HERE / "EXTRAS.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
 
 
 def tracing_section(traced: dict[str, Any]) -> list[str]:

@@ -4,16 +4,24 @@ contract (aig.router.v1), bare and as the edge makes it (`RouterCalls.complete`,
 watches for the client hanging up). Measured back to back and with a 20 ms gap between calls (as at
 50 calls/s), because an idle machine pays for waking its threads on every call.
 
+Also, for what would replace the unary call: the same answer as a server stream (what a
+streamed chat is), and as one message each way on a long-lived bidirectional stream (what a
+stream per edge-router pair multiplexing calls would cost per call), each with the CPU both
+processes spend per call.
+
 python -m bench.grpc_hop (also part of `python -m bench.extras`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import cast
 
 import grpc
@@ -29,18 +37,43 @@ from edge.router_calls import RouterCalls
 
 CALLS = 400
 GAP_S = 0.02
+CPU_CALLS = 300
+# A bidirectional method outside the router's contract, only in this benchmark's server.
+BIDI_METHOD = "/aig.bench.Hop/Calls"
 
 
 class _Instant(pb_grpc.RouterServicer):
+    @staticmethod
+    def reply() -> pb.ChatResponse:
+        return pb.ChatResponse(completion=b"{}", provider="sandbox", attempts=1)
+
     async def ChatCompletion(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> pb.ChatResponse:
-        return pb.ChatResponse(completion=b"{}", provider="sandbox", attempts=1)
+        return self.reply()
+
+    async def StreamChatCompletion(
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ChatStreamEvent]:
+        yield pb.ChatStreamEvent(chunk=b"{}")
+
+
+async def _answer_each(
+    requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+) -> AsyncIterator[bytes]:
+    # Decoded and encoded as the router would, so the stream pays what a real one would.
+    async for raw in requests:
+        pb.ChatRequest.FromString(raw)
+        yield _Instant.reply().SerializeToString()
 
 
 async def _serve(address: str, ready: multiprocessing.synchronize.Event) -> None:
     server = grpc.aio.server()
     pb_grpc.add_RouterServicer_to_server(_Instant(), server)
+    bidi = grpc.stream_stream_rpc_method_handler(_answer_each)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("aig.bench.Hop", {"Calls": bidi}),)
+    )
     server.add_insecure_port(address)
     await server.start()
     ready.set()
@@ -63,7 +96,35 @@ class _ConnectedClient:
         return {"type": "http.disconnect"}
 
 
-async def _round_trips(address: str) -> dict[str, dict[str, float]]:
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _cpu_per_call(
+    shapes: dict[str, Callable[[], Awaitable[None]]], server_pid: int
+) -> dict[str, dict[str, float]]:
+    """CPU ms per call in each process, 20 ms apart, one shape at a time (CPU cannot be
+    told apart call by call)."""
+    figures: dict[str, dict[str, float]] = {}
+    for name, call in shapes.items():
+        client_before, server_before = time.process_time(), _cpu_seconds(server_pid)
+        for _ in range(CPU_CALLS):
+            await call()
+            await asyncio.sleep(GAP_S)
+        client = (time.process_time() - client_before) * 1000 / CPU_CALLS
+        server = (_cpu_seconds(server_pid) - server_before) * 1000 / CPU_CALLS
+        figures[name] = {
+            "client_cpu_ms": round(client, 3),
+            "server_cpu_ms": round(server, 3),
+            "total_cpu_ms": round(client + server, 3),
+        }
+    return figures
+
+
+async def _round_trips(address: str, server_pid: int) -> dict[str, dict[str, float]]:
     request = pb.ChatRequest(context=pb.CallContext(request_id="req_bench"), body=b"{}" * 100)
     figures: dict[str, dict[str, float]] = {}
     client = cast(Request, _ConnectedClient())
@@ -81,14 +142,35 @@ async def _round_trips(address: str) -> dict[str, dict[str, float]]:
         async def watched() -> None:
             await calls.complete(request, admission, client)
 
+        async def server_stream() -> None:
+            async for _ in stub.StreamChatCompletion(request):
+                pass
+
+        # One stream for the whole run, one request and one answer per call on it.
+        # No (de)serializers: bytes each way, encoded and decoded here as the stub would.
+        bidi = channel.stream_stream(
+            BIDI_METHOD, request_serializer=None, response_deserializer=None
+        )(None)
+        encoded = request.SerializeToString()
+
+        async def bidi_message() -> None:
+            await bidi.write(encoded)
+            pb.ChatResponse.FromString(cast(bytes, await bidi.read()))
+
+        shapes = {
+            "": plain,
+            "watched_": watched,
+            "server_stream_": server_stream,
+            "bidi_message_": bidi_message,
+        }
         for _ in range(100):
-            await plain()
-            await watched()
+            for warm_up in shapes.values():
+                await warm_up()
         for name, gap in (("back_to_back", 0.0), ("every_20_ms", GAP_S)):
-            # Alternated call by call, so drift in the machine's load falls on both alike.
-            samples: dict[str, list[float]] = {name: [], f"watched_{name}": []}
+            # Alternated call by call, so drift in the machine's load falls on all alike.
+            samples: dict[str, list[float]] = {f"{shape}{name}": [] for shape in shapes}
             for _ in range(CALLS):
-                for label, call in ((name, plain), (f"watched_{name}", watched)):
+                for label, call in ((f"{shape}{name}", fn) for shape, fn in shapes.items()):
                     started = time.perf_counter()
                     await call()
                     samples[label].append((time.perf_counter() - started) * 1000)
@@ -99,6 +181,13 @@ async def _round_trips(address: str) -> dict[str, dict[str, float]]:
                     "p50_ms": round(statistics.median(taken), 3),
                     "p90_ms": round(statistics.quantiles(taken, n=10)[-1], 3),
                 }
+        cpu = await _cpu_per_call(
+            {"unary": plain, "server_stream": server_stream, "bidi_message": bidi_message},
+            server_pid,
+        )
+        for shape, spent in cpu.items():
+            figures[f"cpu_{shape}_every_20_ms"] = spent
+        bidi.cancel()
     return figures
 
 
@@ -111,7 +200,8 @@ def _measure_at(address: str) -> dict[str, dict[str, float]]:
     try:
         if not ready.wait(30):
             raise RuntimeError("the gRPC test server did not start")
-        return uvloop.run(_round_trips(address))
+        assert server.pid is not None
+        return uvloop.run(_round_trips(address, server.pid))
     finally:
         server.terminate()
         server.join(10)
@@ -128,15 +218,27 @@ def measure() -> dict[str, object]:
         "round_trip": tcp,
         "round_trip_unix": unix,
         "unix_over_tcp_p50": {
-            name: round(unix[name]["p50_ms"] / tcp[name]["p50_ms"], 2) for name in tcp
+            name: round(unix[name]["p50_ms"] / tcp[name]["p50_ms"], 2)
+            for name in tcp
+            if "p50_ms" in tcp[name]
         },
         # The edge's hang-up watch (router_calls.complete) against the bare RPC, over TCP.
         "watched_over_plain_p50": {
             name: round(tcp[f"watched_{name}"]["p50_ms"] / tcp[name]["p50_ms"], 3)
             for name in ("back_to_back", "every_20_ms")
         },
+        # A message each way on a long-lived stream against a unary call, over TCP.
+        "bidi_message_over_unary_p50": {
+            name: round(tcp[f"bidi_message_{name}"]["p50_ms"] / tcp[name]["p50_ms"], 3)
+            for name in ("back_to_back", "every_20_ms")
+        },
+        "bidi_message_over_unary_cpu": round(
+            tcp["cpu_bidi_message_every_20_ms"]["total_cpu_ms"]
+            / tcp["cpu_unary_every_20_ms"]["total_cpu_ms"],
+            3,
+        ),
     }
 
 
 if __name__ == "__main__":
-    print(measure())
+    print(json.dumps(measure(), indent=1))
