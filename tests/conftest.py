@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+
+# This process runs gRPC (router tests, in-process channels) and also forks every service of
+# the stacks the tests start. With gRPC's fork support on (its C core's default), a forked
+# child restarts gRPC's epoll poller between fork and exec, whose descriptor exec's
+# close_fds then closes: the child can write `epoll_wait error: Bad file descriptor` into
+# the service's log before the service's Python starts, a raw line that failed the
+# every-line-is-JSON check in CI. No test forks a child that goes on using gRPC. Set before
+# any test module imports grpc (gRPC reads it when its core starts).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 import pytest
 from backends import BackendsUnavailable, ContainerServers, mode, require_docker
