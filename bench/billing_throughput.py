@@ -1,12 +1,19 @@
 """Issue 3's benchmark: usage events per second from the topic into the ledger and the
 control DB, end to end, against the rate a bare consumer reads the same topic (measured in
-the same run). python -m bench.billing_throughput [EVENTS]
+the same run). python -m bench.billing_throughput [EVENTS] [--one-core]
+
+`--one-core` pins billing (all its threads, chDB's included) to the last CPU and everything
+else (the broker, this harness) to the others: billing's capacity with the one core the
+default run's pinned phases give the whole gateway, from a backlog large enough that the
+consumer's first fetch does not weigh on the figure (the default run's drain phase can only
+pile up ~8 s of calls; docs in bench/README.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 import tempfile
@@ -21,6 +28,8 @@ from aig_common.ids import uuid7
 from devstack.kafka import AIG_TOPICS, LocalKafka
 from devstack.processes import Service, free_port
 from devstack.stack import SHARED_KAFKA_LIBS
+
+from .procs import pin
 
 TOPIC = "aig.usage.v1"
 ACCOUNTS = 50
@@ -90,7 +99,12 @@ def _settled(database: Path) -> int:
         return 0
 
 
-def measure(count: int) -> dict[str, Any]:
+def measure(count: int, *, one_core: bool = False) -> dict[str, Any]:
+    cpus = sorted(os.sched_getaffinity(0))
+    billing_cpus = {cpus[-1]} if one_core and len(cpus) > 1 else None
+    if billing_cpus is not None:
+        # The harness and the broker it starts (inheriting the mask) keep off billing's core.
+        os.sched_setaffinity(0, set(cpus) - billing_cpus)
     with tempfile.TemporaryDirectory() as directory:
         var = Path(directory)
         kafka = LocalKafka(var, port=free_port(), libs_dir=SHARED_KAFKA_LIBS)
@@ -117,6 +131,9 @@ def measure(count: int) -> dict[str, Any]:
                 var / "logs" / "billing.log",
             )
             billing.start()
+            if billing_cpus is not None:
+                assert billing.process is not None
+                pin(billing.process.pid, billing_cpus)
             billing.wait_ready()
             first_at = done_at = None
             deadline = time.monotonic() + 600
@@ -138,6 +155,7 @@ def measure(count: int) -> dict[str, Any]:
             kafka.stop()
     return {
         "events": count,
+        "billing_cpus": sorted(billing_cpus) if billing_cpus is not None else "unpinned",
         "billing_events_per_s": round(rate),
         "bare_consumer_events_per_s": round(bare),
         "billing_over_bare": round(rate / bare, 3),
@@ -145,8 +163,9 @@ def measure(count: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    results = measure(count)
+    numbers = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+    count = int(numbers[0]) if numbers else 20_000
+    results = measure(count, one_core="--one-core" in sys.argv[1:])
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
