@@ -15,7 +15,8 @@ which keeps nothing), and another account's id is a 404 like an unknown one.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 
 import grpc
 import orjson
@@ -166,40 +167,27 @@ class ResponsesRoutes:
         translator = ResponseEvents(shell)
         for event in translator.start():
             yield _sse(event)
-        fallback_usage: Item | None = None
-        try:
-            message = opened.first
-            while True:
-                kind = message.WhichOneof("event")
-                if kind not in ("chunk", "error"):
-                    if kind == "end" and message.end.HasField("usage"):
-                        usage = message.end.usage
-                        fallback_usage = TokenUsage(
-                            usage.prompt_tokens,
-                            usage.completion_tokens,
-                            usage.cached_prompt_tokens,
-                            usage.reasoning_tokens,
-                        ).as_openai()
-                    break
-                # Once output flowed the router reports a failure as a chunk holding an
-                # OpenAI error (its status is gone); before that, as an `error` event.
-                body = orjson.loads(message.chunk if kind == "chunk" else message.error.body)
-                if kind == "error" or "error" in body:
-                    for event in translator.fail(*_failure(body)):
-                        yield _sse(event)
-                    return
+        ending = _Ending()
+        # Once output flowed the router reports a failure as a chunk holding an OpenAI error.
+        async with aclosing(_chunk_bodies(opened, ending, lambda body: "error" in body)) as bodies:
+            async for body in bodies:
                 for event in translator.feed(body):
                     yield _sse(event)
-                message = await opened.rest.__anext__()
-        except StopAsyncIteration:
-            pass
-        except grpc.aio.AioRpcError as exc:
-            dropped = f"The gateway's router dropped the stream ({exc.code().name})."
-            for event in translator.fail("router_unavailable", dropped):
+        if ending.failure is not None:
+            for event in translator.fail(*ending.failure):
                 yield _sse(event)
             return
-        finally:
-            opened.call.cancel()
+        usage = ending.usage
+        fallback_usage = (
+            TokenUsage(
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.cached_prompt_tokens,
+                usage.reasoning_tokens,
+            ).as_openai()
+            if usage is not None
+            else None
+        )
         for event in translator.finish(fallback_usage):
             yield _sse(event)
         assert translator.final is not None
@@ -211,31 +199,19 @@ class ResponsesRoutes:
         """A stream the provider sent in the Responses API itself: its events with aig's
         ids, stored once `response.completed` (or `.incomplete`) arrives."""
         events = NativeEvents(shell)
-        try:
-            message = opened.first
-            while True:
-                kind = message.WhichOneof("event")
-                if kind not in ("chunk", "error"):
-                    break
-                # Once events flowed the router reports a failure as a chunk holding an
-                # OpenAI error (no `type`); before that, as an `error` event.
-                body = orjson.loads(message.chunk if kind == "chunk" else message.error.body)
-                if kind == "error" or "type" not in body:
-                    for event in events.fail(*_failure(body)):
-                        yield _sse(event)
-                    return
+        ending = _Ending()
+        # Once events flowed the router reports a failure as a chunk holding an OpenAI error,
+        # which has no `type`, unlike every Responses event.
+        async with aclosing(
+            _chunk_bodies(opened, ending, lambda body: "type" not in body)
+        ) as bodies:
+            async for body in bodies:
                 for event in events.feed(body):
                     yield _sse(event)
-                message = await opened.rest.__anext__()
-        except StopAsyncIteration:
-            pass
-        except grpc.aio.AioRpcError as exc:
-            dropped = f"The gateway's router dropped the stream ({exc.code().name})."
-            for event in events.fail("router_unavailable", dropped):
+        if ending.failure is not None:
+            for event in events.fail(*ending.failure):
                 yield _sse(event)
             return
-        finally:
-            opened.call.cancel()
         if events.final is None:
             ended = "The upstream provider ended the stream without a response."
             for event in events.fail("upstream_error", ended):
@@ -331,3 +307,42 @@ def _limit(raw: str | None) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
         raise invalid_value("limit", f"expected an integer from 1 to {MAX_LIST_LIMIT}.")
     return int(raw)
+
+
+@dataclasses.dataclass
+class _Ending:
+    """How a router stream read by `_chunk_bodies` ended: with the usage its end carried,
+    or with a failure (code, message) to report in the stream."""
+
+    usage: pb.TokenUsage | None = None
+    failure: tuple[str, str] | None = None
+
+
+async def _chunk_bodies(
+    opened: OpenedStream, ending: _Ending, is_failure: Callable[[Item], bool]
+) -> AsyncGenerator[Item, None]:
+    """The JSON body of each chunk of a router stream, in order, until it ends or fails;
+    how it ended is left in `ending`. Before any output the router reports a failure as an
+    `error` event (its status still known); after, as a chunk that `is_failure` tells
+    apart. The router call is cancelled whichever way the reading stops."""
+    try:
+        message = opened.first
+        while True:
+            kind = message.WhichOneof("event")
+            if kind not in ("chunk", "error"):
+                if kind == "end" and message.end.HasField("usage"):
+                    ending.usage = message.end.usage
+                return
+            body = orjson.loads(message.chunk if kind == "chunk" else message.error.body)
+            if kind == "error" or is_failure(body):
+                ending.failure = _failure(body)
+                return
+            yield body
+            message = await opened.rest.__anext__()
+    except StopAsyncIteration:
+        return
+    except grpc.aio.AioRpcError as exc:
+        dropped = f"The gateway's router dropped the stream ({exc.code().name})."
+        ending.failure = ("router_unavailable", dropped)
+    finally:
+        opened.call.cancel()
