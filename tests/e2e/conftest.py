@@ -75,6 +75,28 @@ AZURE_API_VERSION = "2024-10-21"
 EXTRA_PROVIDER_KEYS = {"AIG_TEST_LOCAL_KEY": "local-secret", "AIG_TEST_AZURE_KEY": "azure-secret"}
 
 
+def close_breakers(client: openai.OpenAI, primaries: dict[str, str]) -> None:
+    """A successful call pinned to each model's primary route (`primaries`: model ->
+    provider) closes that provider's breaker and resets its failure count, so one test's
+    faults never turn into another's open breaker. An open breaker refuses the pinned call
+    at once: wait for its half-open probe and try again, 3 times at most."""
+    for model, provider in primaries.items():
+        for _ in range(3):
+            try:
+                raw = client.chat.completions.with_raw_response.create(
+                    model=model,
+                    messages=[{"role": "user", "content": "ok?"}],
+                    extra_body={"aig": {"fallbacks": False}},
+                )
+            except openai.APIStatusError:
+                time.sleep(BREAKER_COOLDOWN_S + 0.1)
+                continue
+            assert raw.headers["x-aig-provider"] == provider
+            break
+        else:
+            raise AssertionError(f"{provider}'s breaker stayed open after 3 tries")
+
+
 def _served_only_by(
     provider: str, model_id: str, upstream_id: str, template: dict[str, Any]
 ) -> dict[str, Any]:

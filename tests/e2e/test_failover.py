@@ -20,6 +20,7 @@ from .conftest import (
     BREAKER_FAILURES,
     HEDGED_MODEL,
     Sandbox,
+    close_breakers,
     create_key,
     list_price_nano_usd,
     wait_for_usage,
@@ -45,27 +46,14 @@ PRIMARY_PROVIDERS = {
 }
 
 
-def _close_breakers(client: openai.OpenAI) -> None:
-    """A successful call on each primary route closes its breaker and resets its count."""
-    for model, provider in PRIMARY_PROVIDERS.items():
-        served_by = []
-        for _ in range(3):
-            raw = client.chat.completions.with_raw_response.create(model=model, messages=ASK)
-            served_by.append(raw.headers["x-aig-provider"])
-            if served_by[-1] == provider:
-                break
-            time.sleep(BREAKER_COOLDOWN_S + 0.1)  # open: wait for the half-open probe
-        assert served_by[-1] == provider, f"{model}'s breaker stayed open: {served_by}"
-
-
 @pytest.fixture
 def healed(sandbox: Sandbox, client: openai.OpenAI) -> Iterator[Sandbox]:
     """Every breaker closed before and after: failures of earlier tests do not leak in."""
-    _close_breakers(client)
+    close_breakers(client, PRIMARY_PROVIDERS)
     sandbox.reset()
     yield sandbox
     sandbox.reset()
-    _close_breakers(client)
+    close_breakers(client, PRIMARY_PROVIDERS)
     sandbox.reset()
 
 

@@ -6,7 +6,6 @@ nothing."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,8 +19,8 @@ from catalog.models import load_catalog
 from devstack.stack import Stack
 
 from .conftest import (
-    BREAKER_COOLDOWN_S,
     Sandbox,
+    close_breakers,
     create_key,
     usage_rows,
     wait_for_usage,
@@ -47,34 +46,14 @@ CHAINS = {
 }
 
 
-def _close_breakers(chat: openai.OpenAI) -> None:
-    """A successful call on each provider closes its breaker and resets its failure count,
-    so one test's faults never turn into another's open breaker."""
-    for provider, model in PROVIDER_MODELS.items():
-        for _ in range(3):
-            try:
-                raw = chat.chat.completions.with_raw_response.create(
-                    model=model,
-                    messages=[{"role": "user", "content": "ok?"}],
-                    extra_body=NO_FALLBACKS,
-                )
-            except openai.APIStatusError:
-                time.sleep(BREAKER_COOLDOWN_S + 0.1)  # open: wait for the half-open probe
-                continue
-            assert raw.headers["x-aig-provider"] == provider
-            break
-        else:
-            raise AssertionError(f"{provider}'s breaker stayed open after 3 tries")
-
-
 @pytest.fixture
 def healed(sandbox: Sandbox, client: openai.OpenAI) -> Iterator[Sandbox]:
     sandbox.reset()
-    _close_breakers(client)
+    close_breakers(client, {model: provider for provider, model in PROVIDER_MODELS.items()})
     sandbox.reset()
     yield sandbox
     sandbox.reset()
-    _close_breakers(client)
+    close_breakers(client, {model: provider for provider, model in PROVIDER_MODELS.items()})
     sandbox.reset()
 
 
