@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from devstack.processes import free_port
 from devstack.stack import Stack
 
-from .conftest import Sandbox, create_key, wait_for_task
-from .test_failover import _close_breakers
+from .conftest import Sandbox, close_breakers, create_key, wait_for_task
+from .test_failover import PRIMARY_PROVIDERS
 from .test_webhooks import publish, task_event, wait_delivery
 
 pytestmark = pytest.mark.parametrize("stack", ["sqlite"], indirect=True)
@@ -137,7 +137,8 @@ def test_a_stream_records_one_time_to_first_token(stack: Stack, client: openai.O
 def test_a_provider_fault_moves_failovers_and_attempt_latency(
     stack: Stack, client: openai.OpenAI, sandbox: Sandbox
 ) -> None:
-    _close_breakers(client)  # an open breaker would skip openai instead of failing over
+    # An open breaker would skip openai instead of failing over.
+    close_breakers(client, PRIMARY_PROVIDERS)
     before = scrape(router_ops(stack))
     sandbox.fault("openai", 503)
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=ASK)
