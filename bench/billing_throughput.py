@@ -100,11 +100,21 @@ def _settled(database: Path) -> int:
 
 
 def measure(count: int, *, one_core: bool = False) -> dict[str, Any]:
-    cpus = sorted(os.sched_getaffinity(0))
+    # The machine's CPUs, not this process's mask: `python -m bench` has pinned itself to
+    # the driver's core by the time it gets here.
+    cpus = list(range(os.cpu_count() or 1))
     billing_cpus = {cpus[-1]} if one_core and len(cpus) > 1 else None
+    own_mask = os.sched_getaffinity(0)
     if billing_cpus is not None:
         # The harness and the broker it starts (inheriting the mask) keep off billing's core.
         os.sched_setaffinity(0, set(cpus) - billing_cpus)
+    try:
+        return _measure(count, billing_cpus)
+    finally:
+        os.sched_setaffinity(0, own_mask)
+
+
+def _measure(count: int, billing_cpus: set[int] | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         var = Path(directory)
         kafka = LocalKafka(var, port=free_port(), libs_dir=SHARED_KAFKA_LIBS)

@@ -38,6 +38,9 @@ class Plan:
     drain_seconds: float = 8
     # The two-core phase: aig with 2 edges + 2 routers and LiteLLM with 2 workers, unpinned.
     scaleout: bool = True
+    # Billing's capacity without the drain's limits: this many usage events on the topic
+    # before billing starts, billing alone on one core (bench.billing_throughput), last.
+    billing_backlog_events: int = 40_000
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +77,7 @@ QUICK = Plan(
     soak_rate=100,
     soak_interval_s=1.5,
     drain_seconds=5,
+    billing_backlog_events=10_000,
 )
 
 # Only aig, only memory: five minutes of steady load, RSS every 5 s.
@@ -94,4 +98,5 @@ SOAK = Plan(
     compare_litellm=False,
     drain_seconds=0,
     scaleout=False,
+    billing_backlog_events=0,
 )

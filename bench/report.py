@@ -232,13 +232,17 @@ def _settlement_checks(
                 False,
             )
         )
+    # Judged from a backlog billing settles alone on one core: the drain of ~8 s of calls
+    # (the "Two cores, and billing at the peak" table) is mostly two fixed waits that so
+    # small a backlog cannot amortise (bench/README.md, phase 8).
+    backlog_rate = (results.get("billing_backlog") or {}).get("billing_events_per_s")
     for name, billing in stacks:
-        drain = (billing or {}).get("drain") or {}
-        rate, peak = _capacity(drain), (billing or {}).get("peak_rps")
+        peak = (billing or {}).get("peak_rps")
         checks.append(
             (
-                f"billing settles >= 5 x aig's {name} peak calls/s",
-                rate / peak if rate and peak else None,
+                f"billing settles >= 5 x aig's {name} peak calls/s (alone on one core, "
+                "from a backlog)",
+                backlog_rate / peak if backlog_rate and peak else None,
                 5,
                 "x",
                 True,
@@ -404,6 +408,19 @@ def _scaleout_section(results: dict[str, Any]) -> list[str]:
             f"{_num(drain.get('events_per_s'), 0)} | "
             f"{_num(drain.get('steady_events_per_s'), 0)} | {_ratio(rate, peak)} |"
         )
+    backlog = results.get("billing_backlog")
+    if backlog:
+        cores = backlog.get("billing_cpus")
+        where = f"pinned alone to CPU {cores}" if isinstance(cores, list) else "unpinned"
+        out += [
+            "",
+            "The drain above times a backlog too small to hide two fixed waits: billing's first "
+            "fetch after SIGCONT and its last, which waits up to `AIG_BILLING_BATCH_WAIT_MS` "
+            "(500 ms) for 64 KiB of events that never come. The bound is therefore judged from "
+            f"a larger backlog, after every stack of this run has stopped: billing {where}, "
+            f"{backlog['events']:,} usage events on the topic before it starts "
+            f"(`bench/billing_throughput.py`): **{backlog['billing_events_per_s']:,} events/s**.",
+        ]
     return [*out, ""]
 
 

@@ -525,7 +525,7 @@ def execute(plan: Plan, out_dir: Path, *, pin: bool) -> dict[str, Any]:
             if plan.scaleout
             else None
         )
-        return {
+        results = {
             "plan": plan.as_dict(),
             "upstream": SANDBOX_ENV,
             "pinned": {"targets": sorted(TARGET_CPUS), "driver": sorted(DRIVER_CPUS)}
@@ -541,3 +541,13 @@ def execute(plan: Plan, out_dir: Path, *, pin: bool) -> dict[str, Any]:
             "soak": soak,
             "scaleout": scaled,
         }
+    # After every stack is gone, so billing's core and the broker's have nothing else.
+    if plan.billing_backlog_events:
+        from . import billing_throughput
+
+        log(f"billing alone on one core: {plan.billing_backlog_events} events from a backlog")
+        backlog = billing_throughput.measure(plan.billing_backlog_events, one_core=pin)
+        log(f"billing settled {backlog['billing_events_per_s']} events/s from the backlog")
+        results["billing_backlog"] = backlog
+    results["elapsed_s"] = time.time() - started
+    return results
