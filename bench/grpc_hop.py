@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
-import os
 import statistics
 import tempfile
 import time
@@ -34,6 +33,8 @@ from controldb.money import Admission
 from devstack.processes import free_port
 from edge.admission import Admissions
 from edge.router_calls import RouterCalls
+
+from .procs import cpu_seconds
 
 CALLS = 400
 GAP_S = 0.02
@@ -96,13 +97,6 @@ class _ConnectedClient:
         return {"type": "http.disconnect"}
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _cpu_per_call(
     shapes: dict[str, Callable[[], Awaitable[None]]], server_pid: int
 ) -> dict[str, dict[str, float]]:
@@ -110,12 +104,12 @@ async def _cpu_per_call(
     told apart call by call)."""
     figures: dict[str, dict[str, float]] = {}
     for name, call in shapes.items():
-        client_before, server_before = time.process_time(), _cpu_seconds(server_pid)
+        client_before, server_before = time.process_time(), cpu_seconds(server_pid)
         for _ in range(CPU_CALLS):
             await call()
             await asyncio.sleep(GAP_S)
         client = (time.process_time() - client_before) * 1000 / CPU_CALLS
-        server = (_cpu_seconds(server_pid) - server_before) * 1000 / CPU_CALLS
+        server = (cpu_seconds(server_pid) - server_before) * 1000 / CPU_CALLS
         figures[name] = {
             "client_cpu_ms": round(client, 3),
             "server_cpu_ms": round(server, 3),

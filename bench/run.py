@@ -17,7 +17,7 @@ from typing import Any
 
 from devstack.stack import Stack
 
-from . import aig_target, profiling, settlement
+from . import aig_target, billing_throughput, profiling, settlement
 from .litellm_target import MODEL, LiteLLMProxy, litellm_version, prisma_ready
 from .loadgen import LoadResult, OhaRun, Request, run_oha
 from .plan import ERROR_BUDGET, SANDBOX_ENV, Plan
@@ -533,7 +533,6 @@ def execute(plan: Plan, out_dir: Path, *, pin: bool) -> dict[str, Any]:
             else None,
             "started_at": started,
             "load_average_at_start": load_at_start,
-            "elapsed_s": time.time() - started,
             "litellm_version": litellm_version() if plan.compare_litellm else None,
             "unavailable": env.unavailable,
             "targets": {target.name: summarise(target) for target in targets},
@@ -543,8 +542,6 @@ def execute(plan: Plan, out_dir: Path, *, pin: bool) -> dict[str, Any]:
         }
     # After every stack is gone, so billing's core and the broker's have nothing else.
     if plan.billing_backlog_events:
-        from . import billing_throughput
-
         log(f"billing alone on one core: {plan.billing_backlog_events} events from a backlog")
         backlog = billing_throughput.measure(plan.billing_backlog_events, one_core=pin)
         log(f"billing settled {backlog['billing_events_per_s']} events/s from the backlog")
