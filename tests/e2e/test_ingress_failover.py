@@ -32,12 +32,13 @@ NO_FALLBACKS = {"aig": {"fallbacks": False}}
 # Models whose primary route is OpenRouter: gpt-5-codex (OpenAI serves it only on its own
 # Responses API) and DeepSeek's chat model.
 OPENROUTER_MODELS = ["gpt-5-codex", "deepseek-chat"]
-# One model per provider these tests fault, to close that provider's breaker afterwards.
-PROVIDER_MODELS = {
-    "openai": "gpt-4o-mini",
-    "anthropic": "claude-sonnet-4-5",
-    "openrouter": "mistral-medium-3",
-    "google": "gemini-2.5-flash",
+# One model per provider these tests fault (model -> the provider of its primary route),
+# to close that provider's breaker afterwards.
+BREAKER_MODELS = {
+    "gpt-4o-mini": "openai",
+    "claude-sonnet-4-5": "anthropic",
+    "mistral-medium-3": "openrouter",
+    "gemini-2.5-flash": "google",
 }
 # Every route of a model's chain, by provider (services/catalog/catalog.yaml).
 CHAINS = {
@@ -49,11 +50,11 @@ CHAINS = {
 @pytest.fixture
 def healed(sandbox: Sandbox, client: openai.OpenAI) -> Iterator[Sandbox]:
     sandbox.reset()
-    close_breakers(client, {model: provider for provider, model in PROVIDER_MODELS.items()})
+    close_breakers(client, BREAKER_MODELS)
     sandbox.reset()
     yield sandbox
     sandbox.reset()
-    close_breakers(client, {model: provider for provider, model in PROVIDER_MODELS.items()})
+    close_breakers(client, BREAKER_MODELS)
     sandbox.reset()
 
 
