@@ -34,6 +34,7 @@ from pg import asyncpg_dsn
 from prometheus_client.parser import text_string_to_metric_families
 
 from aig_common.money import NANO_PER_USD, parse_usd
+from billing.api import MAX_CALLS
 from devstack.stack import Stack, StackPorts
 
 from .conftest import (
@@ -170,21 +171,39 @@ def _ledger_rows(stack: Stack, account_id: str) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     rows: dict[str, dict[str, Any]] = {}
     for url in stack.billing_urls():
-        response = httpx.get(
-            f"{url}/internal/v1/calls",
-            params={
-                "account_id": account_id,
-                "start": (now - timedelta(hours=1)).isoformat(),
-                "end": (now + timedelta(hours=1)).isoformat(),
-                "limit": "10000",
-            },
-            headers={"authorization": f"Bearer {stack.service_token}"},
-            timeout=30,
-        )
-        assert response.status_code == 200, response.text
-        for row in response.json()["data"]:
+        for row in _calls_between(
+            stack, url, account_id, now - timedelta(hours=1), now + timedelta(hours=1)
+        ):
             rows.setdefault(row["event_id"], row)
     return list(rows.values())
+
+
+def _calls_between(
+    stack: Stack, url: str, account_id: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """Every call of one replica's ledger in [start, end). One answer holds at most
+    MAX_CALLS rows (a fast rolling-restart run makes more than that), so a full answer is
+    asked again as two halves of its range."""
+    response = httpx.get(
+        f"{url}/internal/v1/calls",
+        params={
+            "account_id": account_id,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "limit": str(MAX_CALLS),
+        },
+        headers={"authorization": f"Bearer {stack.service_token}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    data: list[dict[str, Any]] = response.json()["data"]
+    if len(data) < MAX_CALLS:
+        return data
+    middle = start + (end - start) / 2
+    return [
+        *_calls_between(stack, url, account_id, start, middle),
+        *_calls_between(stack, url, account_id, middle, end),
+    ]
 
 
 async def _settlements(database_url: str, account_id: str) -> tuple[int, int]:
