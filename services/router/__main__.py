@@ -39,22 +39,20 @@ async def serve(settings: RouterSettings) -> None:
     )
     await publisher.start()
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    pb_grpc.add_RouterServicer_to_server(
-        RouterServicer(
+    servicer = RouterServicer(
+        config,
+        ChatService(
             config,
-            ChatService(
-                config,
-                clients,
-                Breakers(
-                    failure_threshold=settings.breaker_failures,
-                    cooldown_s=settings.breaker_cooldown_s,
-                ),
+            clients,
+            Breakers(
+                failure_threshold=settings.breaker_failures,
+                cooldown_s=settings.breaker_cooldown_s,
             ),
-            EmbeddingsService(config, clients),
-            Meter(config, publisher),
         ),
-        server,
+        EmbeddingsService(config, clients),
+        Meter(config, publisher),
     )
+    pb_grpc.add_RouterServicer_to_server(servicer, server)
     address = f"{settings.host}:{settings.port}"
     server.add_insecure_port(address)
     await server.start()
@@ -84,7 +82,11 @@ async def serve(settings: RouterSettings) -> None:
     watcher.cancel()
     # New calls are refused at once; calls and streams in flight run to their end (at most
     # AIG_DRAIN_S), each publishing its usage event, which publisher.stop() then flushes.
-    await server.stop(grace=settings.drain_s)
+    # Edges' long-lived call streams are told too: they move new calls to another router and
+    # close the stream once their calls here have ended.
+    stopping = asyncio.create_task(server.stop(grace=settings.drain_s))
+    servicer.drain()
+    await stopping
     ops.should_exit = True
     await ops_task
     await publisher.stop()

@@ -1,4 +1,5 @@
-"""The router's gRPC service: chat (unary and streaming), embeddings and the model list."""
+"""The router's gRPC service: chat (unary, streaming, and many calls on one stream),
+embeddings and the model list."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from aig_common.errors import APIError, error_body, parse_json_object
 from catalog.live import LiveCatalog
 
 from .adapters.base import TokenUsage, UpstreamError
+from .call_streams import CallStreams
 from .chat import (
     AttemptRecord,
     AttemptsFailed,
@@ -126,6 +128,11 @@ class RouterServicer(pb_grpc.RouterServicer):
         self._chat = chat
         self._embeddings = embeddings
         self._meter = meter
+        self._call_streams = CallStreams()
+
+    def drain(self) -> None:
+        """Tells every edge's call stream, open or opened from now on, to send no new calls."""
+        self._call_streams.drain()
 
     def _record_failure(
         self,
@@ -368,3 +375,8 @@ class RouterServicer(pb_grpc.RouterServicer):
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(body=self._config.current.models_body)
+
+    async def Calls(
+        self, request_iterator: AsyncIterator[pb.CallFrame], context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._call_streams.serve(self, request_iterator, context)

@@ -54,6 +54,11 @@ class RouterStub:
                 request_serializer=aig_dot_router_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=aig_dot_router_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Calls = channel.stream_stream(
+                '/aig.router.v1.Router/Calls',
+                request_serializer=aig_dot_router_dot_v1_dot_router__pb2.CallFrame.SerializeToString,
+                response_deserializer=aig_dot_router_dot_v1_dot_router__pb2.ReplyFrame.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -85,6 +90,23 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Calls(self, request_iterator, context):
+        """Chat calls multiplexed on one long-lived stream: what the edge uses. Each edge keeps a
+        few of these open to the routers and sends every chat call as a frame on one of them,
+        which costs about half the time and CPU of a call of its own (bench/grpc_hop.py).
+        ChatCompletion and StreamChatCompletion answer the same calls one RPC each.
+
+        The router answers every call it reads, in any order, each reply frame carrying the
+        call's id; a call ends with its last frame (`chat`, an `event` holding `end` or
+        `error`, or `failed`). When the router starts to drain it sends `draining` once: the
+        edge sends no new call on the stream and half-closes it when its calls have ended,
+        which ends the stream. If the stream breaks, a call that has had no reply frame was
+        never answered, and the edge may send it again on another stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +129,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=aig_dot_router_dot_v1_dot_router__pb2.ListModelsRequest.FromString,
                     response_serializer=aig_dot_router_dot_v1_dot_router__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Calls': grpc.stream_stream_rpc_method_handler(
+                    servicer.Calls,
+                    request_deserializer=aig_dot_router_dot_v1_dot_router__pb2.CallFrame.FromString,
+                    response_serializer=aig_dot_router_dot_v1_dot_router__pb2.ReplyFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -217,6 +244,33 @@ class Router:
             '/aig.router.v1.Router/ListModels',
             aig_dot_router_dot_v1_dot_router__pb2.ListModelsRequest.SerializeToString,
             aig_dot_router_dot_v1_dot_router__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Calls(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/aig.router.v1.Router/Calls',
+            aig_dot_router_dot_v1_dot_router__pb2.CallFrame.SerializeToString,
+            aig_dot_router_dot_v1_dot_router__pb2.ReplyFrame.FromString,
             options,
             channel_credentials,
             insecure,
