@@ -45,6 +45,7 @@ from .metrics import MetricsMiddleware
 from .money_api import customer_router, money_admin_router
 from .openapi import install_openapi
 from .responses_ingress.routes import ResponsesRoutes
+from .router_streams import RouterStreams
 from .settings import EdgeSettings
 from .throttle import FailedAuthThrottle
 from .v1 import OpenAIRoutes
@@ -98,14 +99,21 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             options=GRPC_CLIENT_OPTIONS,
         )
         channels.append(channel)
-        routes.connect(pb_grpc.RouterStub(channel))
-        messages.connect(pb_grpc.RouterStub(channel))
-        responses.connect(pb_grpc.RouterStub(channel))
+        router = pb_grpc.RouterStub(channel)
+        streams = (
+            RouterStreams(router, width=settings.router_call_streams)
+            if settings.router_call_streams > 0
+            else None
+        )
+        for ingress in (routes, messages, responses):
+            ingress.connect(router, streams)
         watcher = asyncio.create_task(catalog.watch(poll_interval_from_env()))
         await publisher.start()
         yield
         watcher.cancel()
         await publisher.stop()
+        if streams is not None:
+            streams.close()
         await channel.close(grace=None)
         await billing.aclose()
         await money.aclose()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import grpc
 from starlette.requests import Request
@@ -29,6 +29,7 @@ from controldb.money import Admission
 from .admission import Admissions
 from .http import request_id
 from .metrics import note_upstream
+from .router_streams import RouterStreams, UnaryCall
 
 
 def router_unavailable(exc: grpc.aio.AioRpcError) -> APIError:
@@ -47,7 +48,11 @@ def client_closed() -> APIError:
     )
 
 
-async def _cancel_on_hang_up(receive: Receive, call: grpc.aio.Call) -> None:
+class Cancellable(Protocol):
+    def cancel(self) -> bool: ...
+
+
+async def _cancel_on_hang_up(receive: Receive, call: Cancellable) -> None:
     """Returns, having cancelled `call`, once the client disconnects. Started after the
     request body was read, so the next ASGI message is the disconnect (the server holds
     pipelined requests until this one is answered)."""
@@ -76,7 +81,7 @@ class OpenedStream:
     before any output, so the caller can still answer with its HTTP status) or the end."""
 
     first: pb.ChatStreamEvent
-    call: grpc.aio.UnaryStreamCall[pb.ChatRequest, pb.ChatStreamEvent]
+    call: Cancellable
     rest: AsyncIterator[pb.ChatStreamEvent]
     # x-aig-provider, x-aig-model and x-aig-attempts, when the router said who serves.
     headers: dict[str, str] = field(default_factory=dict)
@@ -89,9 +94,19 @@ class RouterCalls:
     def __init__(self, admissions: Admissions) -> None:
         self._admissions = admissions
         self.router: pb_grpc.RouterStub
+        self._streams: RouterStreams | None = None
 
-    def connect(self, router: pb_grpc.RouterStub) -> None:
+    def connect(self, router: pb_grpc.RouterStub, streams: RouterStreams | None) -> None:
+        """`streams` carries the chat calls; without it each is a gRPC call of its own."""
         self.router = router
+        self._streams = streams
+
+    def _chat(
+        self, message: pb.ChatRequest
+    ) -> UnaryCall | grpc.aio.UnaryUnaryCall[pb.ChatRequest, pb.ChatResponse]:
+        if self._streams is not None:
+            return self._streams.chat(message)
+        return self.router.ChatCompletion(message)
 
     async def failed(self, exc: grpc.aio.AioRpcError, admission: Admission) -> NoReturn:
         # UNAVAILABLE means the router never took the call, so no usage event will release
@@ -106,7 +121,10 @@ class RouterCalls:
         """The router's answer to a non-streamed call. If the client hangs up first, the
         call is cancelled, which cancels the upstream request (no output is produced for no
         one), and the router bills the prompt the provider was sent."""
-        call = self.router.ChatCompletion(message)
+        try:
+            call = self._chat(message)
+        except grpc.aio.AioRpcError as exc:
+            await self.failed(exc, admission)
         hang_up = asyncio.create_task(_cancel_on_hang_up(request.receive, call))
         try:
             reply: pb.ChatResponse = await call
@@ -122,11 +140,16 @@ class RouterCalls:
         return reply
 
     async def open_stream(self, message: pb.ChatRequest, admission: Admission) -> OpenedStream:
-        call = self.router.StreamChatCompletion(message)
-        events = call.__aiter__()
+        call: Cancellable
+        events: AsyncIterator[pb.ChatStreamEvent]
         headers: dict[str, str] = {}
         native = False
         try:
+            if self._streams is not None:
+                call = events = self._streams.stream_chat(message)
+            else:
+                unary_stream = self.router.StreamChatCompletion(message)
+                call, events = unary_stream, unary_stream.__aiter__()
             first: pb.ChatStreamEvent = await events.__anext__()
             if first.WhichOneof("event") == "start":
                 native = first.start.native

@@ -36,6 +36,9 @@ class EdgeSettings:
     # SO_REUSEPORT on the listening socket: several edge processes on one host share one
     # port and the kernel spreads connections over them (as a Service spreads them over pods).
     reuse_port: bool = False
+    # Long-lived Router.Calls streams the edge multiplexes chat calls on (edge/router_streams.py);
+    # 0 sends each chat call as a gRPC call of its own.
+    router_call_streams: int = 4
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EdgeSettings:
@@ -77,4 +80,5 @@ class EdgeSettings:
             spool_dir=env.get("AIG_SPOOL_DIR", "var/spool"),
             public_url=public_url_from_env(env),
             reuse_port=env.get("AIG_EDGE_REUSE_PORT", "").strip().lower() in ("1", "true", "yes"),
+            router_call_streams=int(env.get("AIG_ROUTER_CALL_STREAMS", "4")),
         )

@@ -21,6 +21,7 @@ from controldb.money import Admission
 from .admission import Admissions, note_rate
 from .http import read_body, require_json
 from .router_calls import RouterCalls, call_context, router_unavailable
+from .router_streams import RouterStreams
 from .throttle import auth_subjects, record_failure, refuse_if_throttled
 from .validation import validate_chat_request, validate_embeddings_request
 
@@ -81,8 +82,8 @@ class OpenAIRoutes:
         self._max_body_bytes = max_body_bytes
         self._calls = RouterCalls(admissions)
 
-    def connect(self, router: pb_grpc.RouterStub) -> None:
-        self._calls.connect(router)
+    def connect(self, router: pb_grpc.RouterStub, streams: RouterStreams | None) -> None:
+        self._calls.connect(router, streams)
 
     def routes(self) -> list[Route]:
         """Plain Starlette routes: the handlers read the raw request themselves, so FastAPI's

@@ -30,6 +30,7 @@ from controldb.money import Admission
 from ..admission import Admissions, note_rate
 from ..http import read_body, request_id, require_json
 from ..router_calls import RouterCalls, call_context
+from ..router_streams import RouterStreams
 from ..v1 import JSON, SSE_HEADERS, authenticate
 from . import errors
 from .request import check_model, messages_to_chat, prompt_to_chat
@@ -46,8 +47,8 @@ class MessagesRoutes:
         self._max_body_bytes = max_body_bytes
         self._calls = RouterCalls(admissions)
 
-    def connect(self, router: pb_grpc.RouterStub) -> None:
-        self._calls.connect(router)
+    def connect(self, router: pb_grpc.RouterStub, streams: RouterStreams | None) -> None:
+        self._calls.connect(router, streams)
 
     def routes(self) -> list[Route]:
         return [

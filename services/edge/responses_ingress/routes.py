@@ -36,6 +36,7 @@ from controldb.responses import ResponseRecord, ResponseStore
 from ..admission import Admissions, note_rate
 from ..http import read_body, require_json
 from ..router_calls import OpenedStream, RouterCalls, call_context
+from ..router_streams import RouterStreams
 from ..v1 import JSON, SSE_HEADERS, authenticate, reply_error
 from ..validation import invalid_value, validate_chat_request
 from .request import (
@@ -97,8 +98,8 @@ class ResponsesRoutes:
         self._max_body_bytes = max_body_bytes
         self._calls = RouterCalls(admissions)
 
-    def connect(self, router: pb_grpc.RouterStub) -> None:
-        self._calls.connect(router)
+    def connect(self, router: pb_grpc.RouterStub, streams: RouterStreams | None) -> None:
+        self._calls.connect(router, streams)
 
     def routes(self) -> list[Route]:
         return [

@@ -1,0 +1,265 @@
+"""Chat calls multiplexed on Router.Calls streams (edge/router_streams.py against the
+router's router/call_streams.py), over real gRPC on loopback: each call gets its own
+answer, a cancelled call is cancelled at the router and no other, a draining router loses
+no call, and a call no router answered is sent again when its router goes away."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+import grpc
+import orjson
+import pytest
+from starlette.requests import Request
+
+from aig.router.v1 import router_pb2 as pb
+from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common.contracts import GRPC_CLIENT_OPTIONS
+from controldb.money import Admission
+from devstack.processes import free_port
+from edge.admission import Admissions
+from edge.router_calls import RouterCalls
+from edge.router_streams import RouterStreams
+from router.call_streams import CallStreams
+
+
+class Servicer(pb_grpc.RouterServicer):
+    """Answers a chat body {"delay": s, "chunks": n} after `delay` seconds with its own
+    request id and the port it serves on, so a test sees who answered what."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.stall_s = 0.0  # added to every call's delay
+        self.call_streams = CallStreams()
+        self.started: list[str] = []
+        self.cancelled: list[str] = []
+        self.finished: list[str] = []
+
+    async def _work(self, request: pb.ChatRequest) -> dict[str, object]:
+        rid = request.context.request_id
+        self.started.append(rid)
+        try:
+            await asyncio.sleep(orjson.loads(request.body).get("delay", 0) + self.stall_s)
+        except asyncio.CancelledError:
+            self.cancelled.append(rid)
+            raise
+        self.finished.append(rid)
+        return {"request_id": rid, "port": self.port}
+
+    async def ChatCompletion(
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChatResponse:
+        answer = await self._work(request)
+        return pb.ChatResponse(completion=orjson.dumps(answer), provider="test")
+
+    async def StreamChatCompletion(
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ChatStreamEvent]:
+        answer = await self._work(request)
+        for index in range(orjson.loads(request.body).get("chunks", 1)):
+            chunk = orjson.dumps({**answer, "index": index})
+            yield pb.ChatStreamEvent(chunk=chunk)
+            await asyncio.sleep(0)
+        yield pb.ChatStreamEvent(end=pb.StreamEnd(provider="test"))
+
+    async def Calls(
+        self, request_iterator: AsyncIterator[pb.CallFrame], context: grpc.aio.ServicerContext
+    ) -> None:
+        await self.call_streams.serve(self, request_iterator, context)
+
+
+@dataclass
+class Router:
+    servicer: Servicer
+    server: grpc.aio.Server
+    address: str
+
+    async def drain(self, grace_s: float) -> None:
+        """What the router's main does on SIGTERM."""
+        stopping = asyncio.create_task(self.server.stop(grace=grace_s))
+        self.servicer.call_streams.drain()
+        await stopping
+
+
+@dataclass
+class Routers:
+    running: list[Router] = field(default_factory=list)
+
+    async def start(self, port: int | None = None) -> Router:
+        port = port or free_port()
+        servicer = Servicer(port)
+        server = grpc.aio.server()
+        pb_grpc.add_RouterServicer_to_server(servicer, server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        router = Router(servicer, server, f"127.0.0.1:{port}")
+        self.running.append(router)
+        return router
+
+
+@pytest.fixture
+async def routers() -> AsyncIterator[Routers]:
+    started = Routers()
+    yield started
+    for router in started.running:
+        await router.server.stop(grace=None)
+
+
+async def _until(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
+    """Polls `condition` (the servicer's lists, changed by gRPC's tasks) for a while."""
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within {timeout_s} s")
+
+
+def _request(rid: str, **body: object) -> pb.ChatRequest:
+    return pb.ChatRequest(context=pb.CallContext(request_id=rid), body=orjson.dumps(body))
+
+
+def _edge(
+    *routers: Router, width: int = 2, calls_per_stream: int = 64
+) -> tuple[grpc.aio.Channel, RouterStreams]:
+    target = "ipv4:" + ",".join(r.address for r in routers)
+    channel = grpc.aio.insecure_channel(target, options=GRPC_CLIENT_OPTIONS)
+    stub = pb_grpc.RouterStub(channel)
+    return channel, RouterStreams(stub, width=width, calls_per_stream=calls_per_stream)
+
+
+async def _answer(streams: RouterStreams, rid: str, **body: object) -> dict[str, object]:
+    reply = await streams.chat(_request(rid, **body))
+    answer: dict[str, object] = orjson.loads(reply.completion)
+    return answer
+
+
+async def _streamed(streams: RouterStreams, rid: str, **body: object) -> list[dict[str, object]]:
+    chunks = []
+    async for event in streams.stream_chat(_request(rid, **body)):
+        if event.WhichOneof("event") == "chunk":
+            chunks.append(orjson.loads(event.chunk))
+        else:
+            assert event.WhichOneof("event") == "end"
+    return chunks
+
+
+async def test_concurrent_calls_on_shared_streams_each_get_their_own_answer(
+    routers: Routers,
+) -> None:
+    a, b = await routers.start(), await routers.start()
+    channel, streams = _edge(a, b, width=2, calls_per_stream=8)
+    answers: list[dict[str, object]] = []
+    streamed: list[list[dict[str, object]]] = []
+    async with channel:
+        for wave in range(6):  # in waves, so streams retire and their successors move on
+            ids = range(wave * 10, wave * 10 + 10)
+            unary = [_answer(streams, f"u{i}", delay=(i % 7) / 100) for i in ids]
+            chunked = [_streamed(streams, f"s{i}", delay=(i % 5) / 100, chunks=3) for i in ids]
+            answers += await asyncio.gather(*unary)
+            streamed += await asyncio.gather(*chunked)
+        streams.close()
+    assert [answer["request_id"] for answer in answers] == [f"u{i}" for i in range(60)]
+    for i, chunks in enumerate(streamed):
+        assert [(c["request_id"], c["index"]) for c in chunks] == [(f"s{i}", n) for n in range(3)]
+    # Streams retire and reopen on a round-robin channel: both routers served calls.
+    assert {answer["port"] for answer in answers} == {a.servicer.port, b.servicer.port}
+
+
+async def test_a_cancelled_call_is_cancelled_at_the_router_and_no_other(routers: Routers) -> None:
+    router = await routers.start()
+    channel, streams = _edge(router, width=1)
+    async with channel:
+        slow = streams.chat(_request("leaves", delay=30))
+        kept = asyncio.ensure_future(_answer(streams, "stays", delay=0.2))
+        streamed = streams.stream_chat(_request("leaves-stream", delay=30))
+        await _until(lambda: len(router.servicer.started) == 3)
+        assert slow.cancel() and streamed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        with pytest.raises(asyncio.CancelledError):
+            await streamed.__anext__()
+        assert (await kept)["request_id"] == "stays"
+        await _until(lambda: len(router.servicer.cancelled) == 2)
+        streams.close()
+    assert sorted(router.servicer.cancelled) == ["leaves", "leaves-stream"]
+    assert router.servicer.finished == ["stays"]
+
+
+async def test_a_draining_router_finishes_its_calls_and_new_calls_go_elsewhere(
+    routers: Routers,
+) -> None:
+    a, b = await routers.start(), await routers.start()
+    channel, streams = _edge(a, b, width=2)
+    async with channel:
+        # Warm both streams up, then leave a slow call on each router.
+        await asyncio.gather(*(_answer(streams, f"warm{i}") for i in range(4)))
+        slow = [asyncio.ensure_future(_answer(streams, f"slow{i}", delay=0.5)) for i in range(2)]
+        await _until(lambda: len(a.servicer.started) + len(b.servicer.started) == 6)
+        draining = asyncio.create_task(a.drain(grace_s=20))
+        await asyncio.sleep(0.05)
+        after = await asyncio.gather(*(_answer(streams, f"after{i}") for i in range(20)))
+        finished = await asyncio.gather(*slow)
+        # The edge half-closed a's stream once its call ended: the drain did not need the
+        # grace period.
+        await asyncio.wait_for(draining, timeout=5)
+        streams.close()
+    assert {answer["port"] for answer in after} == {b.servicer.port}
+    assert sorted(str(answer["request_id"]) for answer in finished) == ["slow0", "slow1"]
+    assert not a.servicer.cancelled and not b.servicer.cancelled
+
+
+async def test_a_call_no_router_answered_is_sent_again_when_its_router_goes_away(
+    routers: Routers,
+) -> None:
+    a, b = await routers.start(), await routers.start()
+    a.servicer.stall_s = 30  # a takes calls and never answers them
+    channel, streams = _edge(a, b, width=2, calls_per_stream=2)
+    async with channel:
+        pending: list[asyncio.Future[dict[str, object]]] = []
+        for _ in range(200):  # streams rotate until one is on a
+            pending.append(asyncio.ensure_future(_answer(streams, f"p{len(pending)}")))
+            await asyncio.sleep(0.02)
+            if a.servicer.started:
+                break
+        # a goes away with calls it took and never answered.
+        await a.server.stop(grace=None)
+        answers = await asyncio.gather(*pending, return_exceptions=True)
+        streams.close()
+    served = [answer for answer in answers if isinstance(answer, dict)]
+    assert len(served) == len(answers), answers
+    assert {answer["port"] for answer in served} == {b.servicer.port}
+    assert a.servicer.started and a.servicer.cancelled
+
+
+class _ConnectedClient:
+    """An ASGI request whose client stays connected."""
+
+    def __init__(self) -> None:
+        self.receive = asyncio.Event().wait
+
+
+@pytest.mark.parametrize("width", [0, 2], ids=["a call of its own", "multiplexed"])
+async def test_the_edge_answers_the_same_either_way(routers: Routers, width: int) -> None:
+    """AIG_ROUTER_CALL_STREAMS=0 sends each chat call as an RPC of its own, otherwise on the
+    streams: RouterCalls gives the ingresses the same answers in both cases."""
+    router = await routers.start()
+    channel, streams = _edge(router, width=max(width, 1))
+    async with channel:
+        calls = RouterCalls(cast(Admissions, None))
+        calls.connect(pb_grpc.RouterStub(channel), streams if width else None)
+        admission = cast(Admission, None)
+        request = cast(Request, _ConnectedClient())
+        reply = await calls.complete(_request("one"), admission, request)
+        opened = await calls.open_stream(_request("two", chunks=2), admission)
+        rest = [event async for event in opened.rest]
+        opened.call.cancel()
+        streams.close()
+    assert orjson.loads(reply.completion)["request_id"] == "one"
+    assert opened.headers == {}  # this servicer sends no StreamStart
+    assert orjson.loads(opened.first.chunk)["index"] == 0
+    assert [event.WhichOneof("event") for event in rest] == ["chunk", "end"]
+    assert router.servicer.finished == ["one", "two"]
+    assert not router.servicer.cancelled
