@@ -161,8 +161,9 @@ def main() -> None:
 def hop_section(hop: dict[str, Any]) -> list[str]:
     trips, unix, ratio = hop["round_trip"], hop["round_trip_unix"], hop["unix_over_tcp_p50"]
     watched, bidi_p50 = hop["watched_over_plain_p50"], hop["bidi_message_over_unary_p50"]
+    mux_p50 = hop["multiplexed_over_watched_p50"]
     assert isinstance(trips, dict) and isinstance(unix, dict) and isinstance(ratio, dict)
-    assert isinstance(watched, dict) and isinstance(bidi_p50, dict)
+    assert isinstance(watched, dict) and isinstance(bidi_p50, dict) and isinstance(mux_p50, dict)
     return [
         "## One edge → router gRPC hop — `bench/grpc_hop.py`",
         "",
@@ -191,19 +192,33 @@ def hop_section(hop: dict[str, Any]) -> list[str]:
             f"{trips[f'cpu_{cpu}_every_20_ms']['client_cpu_ms']} + "
             f"{trips[f'cpu_{cpu}_every_20_ms']['server_cpu_ms']} |"
             for label, shape, cpu in (
-                ("unary call (the edge's non-streamed chat today)", "", "unary"),
+                ("bare unary call", "", "unary"),
+                (
+                    "unary call racing the hang-up (`AIG_ROUTER_CALL_STREAMS=0`)",
+                    "watched_",
+                    "watched",
+                ),
                 ("server stream of one event (a streamed chat)", "server_stream_", "server_stream"),
                 (
-                    "one message each way on a long-lived bidi stream",
+                    "one bare message each way on a long-lived bidi stream",
                     "bidi_message_",
                     "bidi_message",
+                ),
+                (
+                    "**the edge's chat call: multiplexed on Router.Calls streams** (default)",
+                    "multiplexed_",
+                    "multiplexed",
                 ),
             )
         ),
         "",
-        f"A message on a long-lived stream takes {bidi_p50['every_20_ms']}x a unary call's "
-        f"p50 20 ms apart and {hop['bidi_message_over_unary_cpu']}x its CPU: "
-        "what multiplexing calls on one stream per edge-router pair would save per call.",
+        f"A bare message on a long-lived stream takes {bidi_p50['every_20_ms']}x a unary "
+        f"call's p50 20 ms apart and {hop['bidi_message_over_unary_cpu']}x its CPU. The "
+        "edge's chat call, multiplexed (call ids, a writer and a reader task per stream, "
+        "the router's per-call task), takes "
+        f"{mux_p50['back_to_back']}x / {mux_p50['every_20_ms']}x the p50 of the same call as "
+        f"an RPC of its own (back to back / 20 ms apart) and "
+        f"{hop['multiplexed_over_watched_cpu']}x its CPU.",
     ]
 
 

@@ -4,10 +4,11 @@ contract (aig.router.v1), bare and as the edge makes it (`RouterCalls.complete`,
 watches for the client hanging up). Measured back to back and with a 20 ms gap between calls (as at
 50 calls/s), because an idle machine pays for waking its threads on every call.
 
-Also, for what would replace the unary call: the same answer as a server stream (what a
-streamed chat is), and as one message each way on a long-lived bidirectional stream (what a
-stream per edge-router pair multiplexing calls would cost per call), each with the CPU both
-processes spend per call.
+Also the same answer as a server stream (what a streamed chat of its own is), as one bare
+message each way on a long-lived bidirectional stream (the floor for multiplexing), and as
+the edge sends chat calls today: multiplexed on Router.Calls streams
+(`edge/router_streams.py` against the router's own `router/call_streams.py`), each with the
+CPU both processes spend per call.
 
 python -m bench.grpc_hop (also part of `python -m bench.extras`).
 """
@@ -33,6 +34,8 @@ from controldb.money import Admission
 from devstack.processes import free_port
 from edge.admission import Admissions
 from edge.router_calls import RouterCalls
+from edge.router_streams import RouterStreams
+from router.call_streams import CallStreams
 
 from .procs import cpu_seconds
 
@@ -57,6 +60,13 @@ class _Instant(pb_grpc.RouterServicer):
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatStreamEvent]:
         yield pb.ChatStreamEvent(chunk=b"{}")
+
+    async def Calls(
+        self, request_iterator: AsyncIterator[pb.CallFrame], context: grpc.aio.ServicerContext
+    ) -> None:
+        await self.call_streams.serve(self, request_iterator, context)
+
+    call_streams = CallStreams()
 
 
 async def _answer_each(
@@ -127,7 +137,11 @@ async def _round_trips(address: str, server_pid: int) -> dict[str, dict[str, flo
         # The edge's own unary call: the same RPC raced with the client's disconnect (one
         # more task per call), so a client that hangs up cancels it.
         calls = RouterCalls(cast(Admissions, None))
-        calls.connect(stub)
+        calls.connect(stub, None)
+        # The edge's chat calls as it makes them by default: on a few long-lived streams.
+        multiplexed_calls = RouterCalls(cast(Admissions, None))
+        streams = RouterStreams(stub)
+        multiplexed_calls.connect(stub, streams)
         admission = cast(Admission, None)
 
         async def plain() -> None:
@@ -135,6 +149,9 @@ async def _round_trips(address: str, server_pid: int) -> dict[str, dict[str, flo
 
         async def watched() -> None:
             await calls.complete(request, admission, client)
+
+        async def multiplexed() -> None:
+            await multiplexed_calls.complete(request, admission, client)
 
         async def server_stream() -> None:
             async for _ in stub.StreamChatCompletion(request):
@@ -156,6 +173,7 @@ async def _round_trips(address: str, server_pid: int) -> dict[str, dict[str, flo
             "watched_": watched,
             "server_stream_": server_stream,
             "bidi_message_": bidi_message,
+            "multiplexed_": multiplexed,
         }
         for _ in range(100):
             for warm_up in shapes.values():
@@ -176,12 +194,19 @@ async def _round_trips(address: str, server_pid: int) -> dict[str, dict[str, flo
                     "p90_ms": round(statistics.quantiles(taken, n=10)[-1], 3),
                 }
         cpu = await _cpu_per_call(
-            {"unary": plain, "server_stream": server_stream, "bidi_message": bidi_message},
+            {
+                "unary": plain,
+                "watched": watched,
+                "server_stream": server_stream,
+                "bidi_message": bidi_message,
+                "multiplexed": multiplexed,
+            },
             server_pid,
         )
         for shape, spent in cpu.items():
             figures[f"cpu_{shape}_every_20_ms"] = spent
         bidi.cancel()
+        streams.close()
     return figures
 
 
@@ -226,6 +251,17 @@ def measure() -> dict[str, object]:
             name: round(tcp[f"bidi_message_{name}"]["p50_ms"] / tcp[name]["p50_ms"], 3)
             for name in ("back_to_back", "every_20_ms")
         },
+        # The edge's chat call multiplexed against the same call as an RPC of its own (both
+        # watching for the client's hang-up), over TCP.
+        "multiplexed_over_watched_p50": {
+            name: round(tcp[f"multiplexed_{name}"]["p50_ms"] / tcp[f"watched_{name}"]["p50_ms"], 3)
+            for name in ("back_to_back", "every_20_ms")
+        },
+        "multiplexed_over_watched_cpu": round(
+            tcp["cpu_multiplexed_every_20_ms"]["total_cpu_ms"]
+            / tcp["cpu_watched_every_20_ms"]["total_cpu_ms"],
+            3,
+        ),
         "bidi_message_over_unary_cpu": round(
             tcp["cpu_bidi_message_every_20_ms"]["total_cpu_ms"]
             / tcp["cpu_unary_every_20_ms"]["total_cpu_ms"],
