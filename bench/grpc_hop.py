@@ -62,7 +62,7 @@ class _Instant(pb_grpc.RouterServicer):
         yield pb.ChatStreamEvent(chunk=b"{}")
 
     async def Calls(
-        self, request_iterator: AsyncIterator[pb.CallFrame], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.CallFrames], context: grpc.aio.ServicerContext
     ) -> None:
         await self.call_streams.serve(self, request_iterator, context)
 

@@ -2,7 +2,8 @@
 
 A gRPC call of its own costs the edge and the router about twice the time and CPU of one
 message each way on a stream that is already open (bench/grpc_hop.py), so every chat call
-travels as a frame on one of `width` open streams instead (router.proto, Router.Calls).
+travels as a frame on one of `width` open streams instead (router.proto, Router.Calls);
+frames waiting while a write is in flight go together in the next one.
 What gRPC does for a call of its own is done here for the calls on a stream:
 
 - **Spreading over the routers.** The channel's round robin places each new stream on the
@@ -206,7 +207,9 @@ class _Stream:
     write in flight), a reader task hands each reply frame to its call."""
 
     def __init__(
-        self, streams: RouterStreams, rpc: grpc.aio.StreamStreamCall[pb.CallFrame, pb.ReplyFrame]
+        self,
+        streams: RouterStreams,
+        rpc: grpc.aio.StreamStreamCall[pb.CallFrames, pb.ReplyFrames],
     ) -> None:
         self._streams = streams
         self._rpc = rpc
@@ -246,26 +249,37 @@ class _Stream:
             self._outbox.put_nowait(None)
 
     async def _write(self) -> None:
+        """Sends the frames in order; whatever waits when a write ends goes in the next one."""
         rpc, outbox = self._rpc, self._outbox
         try:
             while (frame := await outbox.get()) is not None:
-                await rpc.write(frame)
+                batch = pb.CallFrames()
+                batch.frames.append(frame)
+                while not outbox.empty():
+                    if (frame := outbox.get_nowait()) is None:
+                        await rpc.write(batch)
+                        await rpc.done_writing()
+                        return
+                    batch.frames.append(frame)
+                await rpc.write(batch)
             await rpc.done_writing()
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            pass  # the reader sees the same failure and settles the calls
+        except Exception as exc:
+            # The stream failed: its reader sees the same failure and settles every call.
+            log.debug("router call stream write failed: %r", exc)
 
     async def _read(self) -> None:
         error = _unavailable("the router's call stream ended")
         try:
-            # Anything but a frame is grpc.aio.EOF: the router ended the stream.
-            while isinstance(frame := await self._rpc.read(), pb.ReplyFrame):
-                if frame.call_id == 0 and frame.WhichOneof("frame") == "draining":
-                    self.retire()
-                    continue
-                call = self.calls.get(frame.call_id)
-                if call is not None and call.deliver(frame):
-                    del self.calls[frame.call_id]
-                    self._close_when_idle()
+            # Anything but a batch is grpc.aio.EOF: the router ended the stream.
+            while isinstance(batch := await self._rpc.read(), pb.ReplyFrames):
+                for frame in batch.frames:
+                    if frame.call_id == 0 and frame.WhichOneof("frame") == "draining":
+                        self.retire()
+                        continue
+                    call = self.calls.get(frame.call_id)
+                    if call is not None and call.deliver(frame):
+                        del self.calls[frame.call_id]
+                        self._close_when_idle()
         except grpc.aio.AioRpcError as exc:
             error = exc
         except asyncio.CancelledError:

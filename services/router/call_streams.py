@@ -8,7 +8,8 @@ whichever RPC carried it, and writes the answers back tagged with the call's id.
 
 Every reply goes through one writer task per stream: gRPC allows one write in flight per
 call, and a call cancelled by its client must never be interrupted half-way through a
-write that other calls share.
+write that other calls share. The writer sends whatever replies are waiting as one
+message (ReplyFrames), so under load one write carries several calls' answers.
 """
 
 from __future__ import annotations
@@ -54,14 +55,15 @@ class CallStream:
             self._draining = True
             self._replies.put_nowait(DRAINING)
 
-    async def serve(self, frames: AsyncIterator[pb.CallFrame]) -> None:
+    async def serve(self, batches: AsyncIterator[pb.CallFrames]) -> None:
         # Answering at once commits the stream: from here on, gRPC never sends it again to
         # another router (the edge itself decides what to resend if the stream breaks).
         await self._context.send_initial_metadata(())
         writer = asyncio.create_task(self._write_replies())
         try:
-            async for frame in frames:
-                self._take(frame)
+            async for batch in batches:
+                for frame in batch.frames:
+                    self._take(frame)
             # Half-closed by the edge: the calls already read still get their answers.
             while self._calls:
                 await asyncio.wait(list(self._calls.values()))
@@ -75,6 +77,9 @@ class CallStream:
             if self._calls:
                 await asyncio.wait(list(self._calls.values()))
             writer.cancel()
+            # Collected, so that a write that failed with the stream is not reported as a
+            # task exception nobody retrieved.
+            await asyncio.gather(writer, return_exceptions=True)
 
     def _take(self, frame: pb.CallFrame) -> None:
         kind = frame.WhichOneof("frame")
@@ -126,10 +131,21 @@ class CallStream:
             self._replies.put_nowait(pb.ReplyFrame(call_id=call_id, failed=failed))
 
     async def _write_replies(self) -> None:
-        write: Callable[[pb.ReplyFrame], Awaitable[None]] = self._context.write
+        write: Callable[[pb.ReplyFrames], Awaitable[None]] = self._context.write
         replies = self._replies
-        while (reply := await replies.get()) is not None:
-            await write(reply)
+        while True:
+            reply = await replies.get()
+            if reply is None:
+                return
+            batch = pb.ReplyFrames()
+            batch.frames.append(reply)
+            while not replies.empty():
+                reply = replies.get_nowait()
+                if reply is None:
+                    await write(batch)
+                    return
+                batch.frames.append(reply)
+            await write(batch)
 
 
 class CallStreams:
@@ -148,7 +164,7 @@ class CallStreams:
     async def serve(
         self,
         handlers: ChatHandlers,
-        frames: AsyncIterator[pb.CallFrame],
+        batches: AsyncIterator[pb.CallFrames],
         context: grpc.aio.ServicerContext,
     ) -> None:
         stream = CallStream(handlers, context)
@@ -156,6 +172,6 @@ class CallStreams:
         if self._draining:
             stream.drain()
         try:
-            await stream.serve(frames)
+            await stream.serve(batches)
         finally:
             self._open.discard(stream)

@@ -377,6 +377,6 @@ class RouterServicer(pb_grpc.RouterServicer):
         return pb.ListModelsResponse(body=self._config.current.models_body)
 
     async def Calls(
-        self, request_iterator: AsyncIterator[pb.CallFrame], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.CallFrames], context: grpc.aio.ServicerContext
     ) -> None:
         await self._call_streams.serve(self, request_iterator, context)

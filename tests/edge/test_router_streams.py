@@ -66,7 +66,7 @@ class Servicer(pb_grpc.RouterServicer):
         yield pb.ChatStreamEvent(end=pb.StreamEnd(provider="test"))
 
     async def Calls(
-        self, request_iterator: AsyncIterator[pb.CallFrame], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.CallFrames], context: grpc.aio.ServicerContext
     ) -> None:
         await self.call_streams.serve(self, request_iterator, context)
 

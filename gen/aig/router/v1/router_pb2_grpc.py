@@ -56,8 +56,8 @@ class RouterStub:
                 _registered_method=True)
         self.Calls = channel.stream_stream(
                 '/aig.router.v1.Router/Calls',
-                request_serializer=aig_dot_router_dot_v1_dot_router__pb2.CallFrame.SerializeToString,
-                response_deserializer=aig_dot_router_dot_v1_dot_router__pb2.ReplyFrame.FromString,
+                request_serializer=aig_dot_router_dot_v1_dot_router__pb2.CallFrames.SerializeToString,
+                response_deserializer=aig_dot_router_dot_v1_dot_router__pb2.ReplyFrames.FromString,
                 _registered_method=True)
 
 
@@ -96,6 +96,9 @@ class RouterServicer:
         which costs about half the time and CPU of a call of its own (bench/grpc_hop.py).
         ChatCompletion and StreamChatCompletion answer the same calls one RPC each.
 
+        Frames travel in batches: whatever is waiting to be sent when the previous write ends
+        goes in the next message, so under load one gRPC write carries several calls.
+
         The router answers every call it reads, in any order, each reply frame carrying the
         call's id; a call ends with its last frame (`chat`, an `event` holding `end` or
         `error`, or `failed`). When the router starts to drain it sends `draining` once: the
@@ -132,8 +135,8 @@ def add_RouterServicer_to_server(servicer, server):
             ),
             'Calls': grpc.stream_stream_rpc_method_handler(
                     servicer.Calls,
-                    request_deserializer=aig_dot_router_dot_v1_dot_router__pb2.CallFrame.FromString,
-                    response_serializer=aig_dot_router_dot_v1_dot_router__pb2.ReplyFrame.SerializeToString,
+                    request_deserializer=aig_dot_router_dot_v1_dot_router__pb2.CallFrames.FromString,
+                    response_serializer=aig_dot_router_dot_v1_dot_router__pb2.ReplyFrames.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -269,8 +272,8 @@ class Router:
             request_iterator,
             target,
             '/aig.router.v1.Router/Calls',
-            aig_dot_router_dot_v1_dot_router__pb2.CallFrame.SerializeToString,
-            aig_dot_router_dot_v1_dot_router__pb2.ReplyFrame.FromString,
+            aig_dot_router_dot_v1_dot_router__pb2.CallFrames.SerializeToString,
+            aig_dot_router_dot_v1_dot_router__pb2.ReplyFrames.FromString,
             options,
             channel_credentials,
             insecure,
