@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import report, settlement
+from . import report, settlement, tokenizer
 from .__main__ import kept_sections, soak_plan
 from .loadgen import DEADLINE_ABORT, duration, parse_report
 from .procs import CLOCK_TICKS, ProcessGroup, cpu_seconds, descendants
@@ -245,3 +245,12 @@ def test_soak_minutes_lengthen_the_soak_and_space_the_samples() -> None:
     assert thirty.peak_connections == () and not thirty.scaleout
     two = soak_plan(2)
     assert two.soak_seconds == 120 and two.soak_interval_s == 5  # never under 5 s
+
+
+def test_the_tokenizer_probe_runs_against_the_routers_own_modules() -> None:
+    """`bench.tokenizer` (part of `make bench`) drives router internals in a subprocess;
+    it broke silently once when `Produced.add` changed shape, so it runs here."""
+    figures = tokenizer.measure()
+    assert figures["counted"]["prompt_tokens"] > 0
+    assert figures["counted"]["output_tokens"] > 0
+    assert figures["rss_mb_added_by_first_count"] > 0

@@ -37,6 +37,7 @@ from catalog.estimate import likely_prompt_tokens
 from catalog.models import load_catalog
 from catalog.tokenizer import chat_prompt_tokens, output_tokens
 from router.chat import Produced, _stream_usage
+from router.providers import UpstreamRequest
 
 catalog = load_catalog()
 gpt_4o_mini, gpt_35 = catalog.chat("gpt-4o-mini"), catalog.chat("gpt-3.5-turbo")
@@ -48,8 +49,10 @@ body = {"model": "gpt-4o-mini", "messages": [
     {"role": "user", "content": text},
 ]}
 produced = Produced()
+read = UpstreamRequest().output_pieces  # what the router keeps of each chunk
 for start in range(0, 1024, 40):
-    produced.add({"choices": [{"index": 0, "delta": {"content": text[start:start + 40]}}]})
+    chunk = {"choices": [{"index": 0, "delta": {"content": text[start:start + 40]}}]}
+    produced.add(read(chunk))
 
 import asyncio
 
