@@ -115,6 +115,9 @@ class UnaryCall(_Call):
 
     def deliver(self, frame: pb.ReplyFrame) -> bool:
         self.replied = self.done = True
+        if self._reply.done():
+            # Cancelled with its waiting task, which has yet to run and send the cancel.
+            return True
         if frame.WhichOneof("frame") == "chat":
             self._reply.set_result(frame.chat)
         else:
