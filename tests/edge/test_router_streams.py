@@ -22,7 +22,7 @@ from controldb.money import Admission
 from devstack.processes import free_port
 from edge.admission import Admissions
 from edge.router_calls import RouterCalls
-from edge.router_streams import RouterStreams
+from edge.router_streams import RouterStreams, UnaryCall
 from router.call_streams import CallStreams
 
 
@@ -263,3 +263,21 @@ async def test_the_edge_answers_the_same_either_way(routers: Routers, width: int
     assert [event.WhichOneof("event") for event in rest] == ["chunk", "end"]
     assert router.servicer.finished == ["one", "two"]
     assert not router.servicer.cancelled
+
+
+async def test_a_reply_racing_the_cancel_of_its_waiting_task_is_dropped() -> None:
+    """Task.cancel() cancels the awaited future at once; the call's own cancel runs a loop
+    turn later. A reply read in between must not break the stream's reader."""
+    streams = RouterStreams(cast(pb_grpc.RouterStub, None))
+    call = UnaryCall(streams, pb.CallFrame(chat=_request("raced")))
+    waiting = asyncio.ensure_future(_await(call))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    reply = pb.ReplyFrame(call_id=1, chat=pb.ChatResponse(completion=b"{}"))
+    assert call.deliver(reply)  # ends the call, and does not raise
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+
+async def _await(call: UnaryCall) -> pb.ChatResponse:
+    return await call
