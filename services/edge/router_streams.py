@@ -37,6 +37,7 @@ import grpc
 
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common.batches import write_in_batches
 
 log = logging.getLogger("edge")
 
@@ -252,19 +253,12 @@ class _Stream:
             self._outbox.put_nowait(None)
 
     async def _write(self) -> None:
-        """Sends the frames in order; whatever waits when a write ends goes in the next one."""
-        rpc, outbox = self._rpc, self._outbox
+        """Sends the frames in order, batched (`aig_common.batches`), then half-closes."""
+        rpc = self._rpc
         try:
-            while (frame := await outbox.get()) is not None:
-                batch = pb.CallFrames()
-                batch.frames.append(frame)
-                while not outbox.empty():
-                    if (frame := outbox.get_nowait()) is None:
-                        await rpc.write(batch)
-                        await rpc.done_writing()
-                        return
-                    batch.frames.append(frame)
-                await rpc.write(batch)
+            await write_in_batches(
+                self._outbox, lambda frames: rpc.write(pb.CallFrames(frames=frames))
+            )
             await rpc.done_writing()
         except Exception as exc:
             # The stream failed: its reader sees the same failure and settles every call.

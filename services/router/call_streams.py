@@ -9,7 +9,8 @@ whichever RPC carried it, and writes the answers back tagged with the call's id.
 Every reply goes through one writer task per stream: gRPC allows one write in flight per
 call, and a call cancelled by its client must never be interrupted half-way through a
 write that other calls share. The writer sends whatever replies are waiting as one
-message (ReplyFrames), so under load one write carries several calls' answers.
+message (ReplyFrames, `aig_common.batches`), so under load one write carries several
+calls' answers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Protocol
 import grpc
 
 from aig.router.v1 import router_pb2 as pb
+from aig_common.batches import write_in_batches
 
 log = logging.getLogger("router")
 
@@ -93,35 +95,33 @@ class CallStream:
             log.warning("call id %d already in flight on this stream; frame ignored", call_id)
             return
         if kind == "chat":
-            run = self._chat(call_id, frame.chat)
+            task = asyncio.create_task(self._answer(call_id, self._chat, frame.chat))
         elif kind == "stream_chat":
-            run = self._stream_chat(call_id, frame.stream_chat)
+            task = asyncio.create_task(self._answer(call_id, self._stream_chat, frame.stream_chat))
         else:
             log.warning("unknown call frame %r ignored", kind)
             return
-        task = asyncio.create_task(run)
         self._calls[call_id] = task
         task.add_done_callback(lambda _: self._calls.pop(call_id, None))
 
     async def _chat(self, call_id: int, request: pb.ChatRequest) -> None:
-        await self._answer(call_id, self._chat_reply(call_id, request))
-
-    async def _chat_reply(self, call_id: int, request: pb.ChatRequest) -> None:
         reply = await self._handlers.ChatCompletion(request, self._context)
         self._replies.put_nowait(pb.ReplyFrame(call_id=call_id, chat=reply))
 
     async def _stream_chat(self, call_id: int, request: pb.ChatRequest) -> None:
-        await self._answer(call_id, self._stream_events(call_id, request))
-
-    async def _stream_events(self, call_id: int, request: pb.ChatRequest) -> None:
         events = self._handlers.StreamChatCompletion(request, self._context)
         put = self._replies.put_nowait
         async for event in events:
             put(pb.ReplyFrame(call_id=call_id, event=event))
 
-    async def _answer(self, call_id: int, run: Awaitable[None]) -> None:
+    async def _answer(
+        self,
+        call_id: int,
+        run: Callable[[int, pb.ChatRequest], Awaitable[None]],
+        request: pb.ChatRequest,
+    ) -> None:
         try:
-            await run
+            await run(call_id, request)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -131,21 +131,8 @@ class CallStream:
             self._replies.put_nowait(pb.ReplyFrame(call_id=call_id, failed=failed))
 
     async def _write_replies(self) -> None:
-        write: Callable[[pb.ReplyFrames], Awaitable[None]] = self._context.write
-        replies = self._replies
-        while True:
-            reply = await replies.get()
-            if reply is None:
-                return
-            batch = pb.ReplyFrames()
-            batch.frames.append(reply)
-            while not replies.empty():
-                reply = replies.get_nowait()
-                if reply is None:
-                    await write(batch)
-                    return
-                batch.frames.append(reply)
-            await write(batch)
+        write = self._context.write
+        await write_in_batches(self._replies, lambda frames: write(pb.ReplyFrames(frames=frames)))
 
 
 class CallStreams:
