@@ -151,7 +151,6 @@ class StreamCall(_Call):
         super().__init__(streams, frame)
         self._events: deque[pb.ChatStreamEvent | BaseException] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._ended = False
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -187,7 +186,8 @@ class StreamCall(_Call):
 
     async def __anext__(self) -> pb.ChatStreamEvent:
         while not self._events:
-            if self._ended:
+            # Nothing follows the item that ends a call (done is set as it is queued).
+            if self.done:
                 raise StopAsyncIteration
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -199,10 +199,7 @@ class StreamCall(_Call):
                 self._waiter = None
         item = self._events.popleft()
         if isinstance(item, BaseException):
-            self._ended = True
             raise item
-        if item.WhichOneof("event") in ("end", "error"):
-            self._ended = True
         return item
 
 
