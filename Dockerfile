@@ -42,7 +42,7 @@ EXPOSE 8080
 ENTRYPOINT ["python", "-m", "edge"]
 
 FROM runtime AS router
-EXPOSE 50051 9464
+EXPOSE 50051 50052 9464
 ENTRYPOINT ["python", "-m", "router"]
 
 FROM runtime AS billing

@@ -6,9 +6,10 @@ watches for the client hanging up). Measured back to back and with a 20 ms gap b
 
 Also the same answer as a server stream (what a streamed chat of its own is), as one bare
 message each way on a long-lived bidirectional stream (the floor for multiplexing), and as
-the edge sends chat calls today: multiplexed on Router.Calls streams
-(`edge/router_streams.py` against the router's own `router/call_streams.py`), each with the
-CPU both processes spend per call.
+the edge sends chat calls: multiplexed on Router.Calls streams (`edge/router_streams.py`
+against the router's own `router/call_streams.py`), as gRPC streams and, as the edge does by
+default, on the router's call socket (the same frames on plain TCP), each with the CPU both
+processes spend per call.
 
 python -m bench.grpc_hop (also part of `python -m bench.extras`).
 """
@@ -22,6 +23,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import cast
 
 import grpc
@@ -33,8 +35,10 @@ from aig.router.v1 import router_pb2_grpc as pb_grpc
 from controldb.money import Admission
 from devstack.processes import free_port
 from edge.admission import Admissions
+from edge.call_socket import CallSockets
 from edge.router_calls import RouterCalls
-from edge.router_streams import RouterStreams
+from edge.router_streams import GrpcCallChannel, RouterStreams
+from router.call_socket import CallSocketServer
 from router.call_streams import CallStreams
 
 from .procs import cpu_seconds
@@ -52,12 +56,12 @@ class _Instant(pb_grpc.RouterServicer):
         return pb.ChatResponse(completion=b"{}", provider="sandbox", attempts=1)
 
     async def ChatCompletion(
-        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext | None
     ) -> pb.ChatResponse:
         return self.reply()
 
     async def StreamChatCompletion(
-        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext | None
     ) -> AsyncIterator[pb.ChatStreamEvent]:
         yield pb.ChatStreamEvent(chunk=b"{}")
 
@@ -78,9 +82,12 @@ async def _answer_each(
         yield _Instant.reply().SerializeToString()
 
 
-async def _serve(address: str, ready: multiprocessing.synchronize.Event) -> None:
+async def _serve(address: str, calls_port: int, ready: multiprocessing.synchronize.Event) -> None:
     server = grpc.aio.server()
-    pb_grpc.add_RouterServicer_to_server(_Instant(), server)
+    servicer = _Instant()
+    pb_grpc.add_RouterServicer_to_server(servicer, server)
+    # The router's call socket: Router.Calls on plain TCP, beside gRPC, as the router runs it.
+    await CallSocketServer(servicer.call_streams, servicer).start("127.0.0.1", calls_port)
     bidi = grpc.stream_stream_rpc_method_handler(_answer_each)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("aig.bench.Hop", {"Calls": bidi}),)
@@ -91,8 +98,10 @@ async def _serve(address: str, ready: multiprocessing.synchronize.Event) -> None
     await server.wait_for_termination()
 
 
-def _server_process(address: str, ready: multiprocessing.synchronize.Event) -> None:
-    uvloop.run(_serve(address, ready))
+def _server_process(
+    address: str, calls_port: int, ready: multiprocessing.synchronize.Event
+) -> None:
+    uvloop.run(_serve(address, calls_port, ready))
 
 
 class _ConnectedClient:
@@ -128,7 +137,9 @@ async def _cpu_per_call(
     return figures
 
 
-async def _round_trips(address: str, server_pid: int) -> dict[str, dict[str, float]]:
+async def _round_trips(
+    address: str, calls_port: int, server_pid: int
+) -> dict[str, dict[str, float]]:
     request = pb.ChatRequest(context=pb.CallContext(request_id="req_bench"), body=b"{}" * 100)
     figures: dict[str, dict[str, float]] = {}
     client = cast(Request, _ConnectedClient())
@@ -138,10 +149,15 @@ async def _round_trips(address: str, server_pid: int) -> dict[str, dict[str, flo
         # more task per call), so a client that hangs up cancels it.
         calls = RouterCalls(cast(Admissions, None))
         calls.connect(stub, None)
-        # The edge's chat calls as it makes them by default: on a few long-lived streams.
+        # The edge's chat calls multiplexed on a few long-lived gRPC streams
+        # (AIG_ROUTER_CALLS_ADDRESS empty).
         multiplexed_calls = RouterCalls(cast(Admissions, None))
-        streams = RouterStreams(stub)
+        streams = RouterStreams(partial(GrpcCallChannel, stub))
         multiplexed_calls.connect(stub, streams)
+        # ... and as it makes them by default: the same streams on the router's call socket.
+        socket_calls = RouterCalls(cast(Admissions, None))
+        socket_streams = RouterStreams(CallSockets(f"127.0.0.1:{calls_port}").open)
+        socket_calls.connect(stub, socket_streams)
         admission = cast(Admission, None)
 
         async def plain() -> None:
@@ -152,6 +168,9 @@ async def _round_trips(address: str, server_pid: int) -> dict[str, dict[str, flo
 
         async def multiplexed() -> None:
             await multiplexed_calls.complete(request, admission, client)
+
+        async def call_socket() -> None:
+            await socket_calls.complete(request, admission, client)
 
         async def server_stream() -> None:
             async for _ in stub.StreamChatCompletion(request):
@@ -174,6 +193,7 @@ async def _round_trips(address: str, server_pid: int) -> dict[str, dict[str, flo
             "server_stream_": server_stream,
             "bidi_message_": bidi_message,
             "multiplexed_": multiplexed,
+            "call_socket_": call_socket,
         }
         for _ in range(100):
             for warm_up in shapes.values():
@@ -200,6 +220,7 @@ async def _round_trips(address: str, server_pid: int) -> dict[str, dict[str, flo
                 "server_stream": server_stream,
                 "bidi_message": bidi_message,
                 "multiplexed": multiplexed,
+                "call_socket": call_socket,
             },
             server_pid,
         )
@@ -207,6 +228,7 @@ async def _round_trips(address: str, server_pid: int) -> dict[str, dict[str, flo
             figures[f"cpu_{shape}_every_20_ms"] = spent
         bidi.cancel()
         streams.close()
+        socket_streams.close()
     return figures
 
 
@@ -214,13 +236,14 @@ def _measure_at(address: str) -> dict[str, dict[str, float]]:
     # Spawned, not forked: a forked child would inherit this process's gRPC internals.
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
-    server = context.Process(target=_server_process, args=(address, ready), daemon=True)
+    calls_port = free_port()
+    server = context.Process(target=_server_process, args=(address, calls_port, ready), daemon=True)
     server.start()
     try:
         if not ready.wait(30):
             raise RuntimeError("the gRPC test server did not start")
         assert server.pid is not None
-        return uvloop.run(_round_trips(address, server.pid))
+        return uvloop.run(_round_trips(address, calls_port, server.pid))
     finally:
         server.terminate()
         server.join(10)
@@ -257,6 +280,18 @@ def measure() -> dict[str, object]:
             name: round(tcp[f"multiplexed_{name}"]["p50_ms"] / tcp[f"watched_{name}"]["p50_ms"], 3)
             for name in ("back_to_back", "every_20_ms")
         },
+        # The same multiplexed call on the router's call socket against a gRPC stream.
+        "call_socket_over_multiplexed_p50": {
+            name: round(
+                tcp[f"call_socket_{name}"]["p50_ms"] / tcp[f"multiplexed_{name}"]["p50_ms"], 3
+            )
+            for name in ("back_to_back", "every_20_ms")
+        },
+        "call_socket_over_multiplexed_cpu": round(
+            tcp["cpu_call_socket_every_20_ms"]["total_cpu_ms"]
+            / tcp["cpu_multiplexed_every_20_ms"]["total_cpu_ms"],
+            3,
+        ),
         "multiplexed_over_watched_cpu": round(
             tcp["cpu_multiplexed_every_20_ms"]["total_cpu_ms"]
             / tcp["cpu_watched_every_20_ms"]["total_cpu_ms"],

@@ -117,6 +117,7 @@ def main() -> None:
         ports=StackPorts(
             edge=int(env.get("AIG_EDGE_PORT", "8080")),
             router=int(env.get("AIG_ROUTER_PORT", "50051")),
+            router_calls=int(env.get("AIG_ROUTER_CALLS_PORT", "50052")),
             router_ops=int(env.get("AIG_ROUTER_METRICS_PORT", "9464")),
             sandbox=int(env.get("AIG_SANDBOX_PORT", "8090")),
             billing=int(env.get("AIG_BILLING_PORT", "9465")),

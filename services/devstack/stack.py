@@ -40,6 +40,7 @@ SHARED_KAFKA_LIBS = REPO_ROOT / "var" / "kafka" / "libs"
 class StackPorts:
     edge: int = 8080
     router: int = 50051
+    router_calls: int = 50052
     router_ops: int = 9464
     sandbox: int = 8090
     billing: int = 9465
@@ -54,6 +55,7 @@ class StackPorts:
         return cls(
             edge=free_port(),
             router=free_port(),
+            router_calls=free_port(),
             router_ops=free_port(),
             sandbox=free_port(),
             billing=free_port(),
@@ -118,6 +120,8 @@ class Stack:
             "AIG_ROUTER_PORT": str(self.ports.router),
             "AIG_ROUTER_METRICS_PORT": str(self.ports.router_ops),
             "AIG_ROUTER_ADDRESS": f"127.0.0.1:{self.ports.router}",
+            "AIG_ROUTER_CALLS_PORT": str(self.ports.router_calls),
+            "AIG_ROUTER_CALLS_ADDRESS": f"127.0.0.1:{self.ports.router_calls}",
             "AIG_EDGE_PORT": str(self.ports.edge),
             "AIG_DATABASE_URL": self.database_url,
             "AIG_ADMIN_TOKEN": self.admin_token,
@@ -167,9 +171,11 @@ class Stack:
             )
         )
         routers = [f"127.0.0.1:{self.ports.router}"]
+        call_sockets = [f"127.0.0.1:{self.ports.router_calls}"]
         for replica in range(1, self.extra_routers + 1):
-            port, ops = free_port(), free_port()
+            port, calls, ops = free_port(), free_port(), free_port()
             routers.append(f"127.0.0.1:{port}")
+            call_sockets.append(f"127.0.0.1:{calls}")
             self.services.append(
                 Service(
                     f"router-{replica}",
@@ -177,6 +183,7 @@ class Stack:
                     {
                         **self.replica_env(env, f"router-{replica}"),
                         "AIG_ROUTER_PORT": str(port),
+                        "AIG_ROUTER_CALLS_PORT": str(calls),
                         "AIG_ROUTER_METRICS_PORT": str(ops),
                     },
                     f"http://127.0.0.1:{ops}/healthz",
@@ -184,7 +191,11 @@ class Stack:
                 )
             )
         if self.extra_routers:
-            env = {**env, "AIG_ROUTER_ADDRESS": "ipv4:" + ",".join(routers)}
+            env = {
+                **env,
+                "AIG_ROUTER_ADDRESS": "ipv4:" + ",".join(routers),
+                "AIG_ROUTER_CALLS_ADDRESS": "ipv4:" + ",".join(call_sockets),
+            }
         self.services.append(
             Service("edge", "edge", env, f"{self.edge_url}/readyz", logs / "edge.log")
         )

@@ -7,6 +7,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -33,6 +34,7 @@ from .admin import admin_router
 from .admission import Admissions
 from .anthropic_ingress.routes import MessagesRoutes
 from .billing_client import BillingClient
+from .call_socket import CallSockets
 from .dashboard import DashboardSettings, dashboard_routes
 from .http import (
     RequestIdMiddleware,
@@ -45,7 +47,7 @@ from .metrics import MetricsMiddleware
 from .money_api import customer_router, money_admin_router
 from .openapi import install_openapi
 from .responses_ingress.routes import ResponsesRoutes
-from .router_streams import RouterStreams
+from .router_streams import GrpcCallChannel, RouterStreams
 from .settings import EdgeSettings
 from .throttle import FailedAuthThrottle
 from .v1 import OpenAIRoutes
@@ -100,11 +102,14 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         )
         channels.append(channel)
         router = pb_grpc.RouterStub(channel)
-        streams = (
-            RouterStreams(router, width=settings.router_call_streams)
-            if settings.router_call_streams > 0
-            else None
-        )
+        streams = None
+        if settings.router_call_streams > 0:
+            open_channel = (
+                CallSockets(settings.router_calls_address).open
+                if settings.router_calls_address
+                else partial(GrpcCallChannel, router)
+            )
+            streams = RouterStreams(open_channel, width=settings.router_call_streams)
         for ingress in (routes, messages, responses):
             ingress.connect(router, streams)
         watcher = asyncio.create_task(catalog.watch(poll_interval_from_env()))

@@ -3,15 +3,18 @@
 A gRPC call of its own costs the edge and the router about twice the time and CPU of one
 message each way on a stream that is already open (bench/grpc_hop.py), so every chat call
 travels as a frame on one of `width` open streams instead (router.proto, Router.Calls);
-frames waiting while a write is in flight go together in the next one.
+frames waiting while a write is in flight go together in the next one. A stream is a
+`CallChannel`: by default a connection to a router's call socket (edge/call_socket.py: the
+same frames on plain TCP, about half the cost again), else a gRPC stream (`GrpcCallChannel`).
 What gRPC does for a call of its own is done here for the calls on a stream:
 
-- **Spreading over the routers.** The channel's round robin places each new stream on the
-  next router that is ready; calls go round robin over the open streams, and a stream
-  retires after `calls_per_stream` calls or `max_age_s` seconds, so its replacement lands
-  on the next router. That matters: streams opened while only one router was connected
-  (an edge's first calls, a router just restarted) would otherwise all stay on that one.
-  Opening a stream costs about one call of its own, so rotating every 64 calls costs ~2 %.
+- **Spreading over the routers.** Each new stream goes to the next router that is ready
+  (the gRPC channel's round robin, or `CallSockets`' turn); calls go round robin over the
+  open streams, and a stream retires after `calls_per_stream` calls or `max_age_s`
+  seconds, so its replacement lands on the next router. That matters: streams opened while
+  only one router was connected (an edge's first calls, a router just restarted) would
+  otherwise all stay on that one. Opening a stream costs about one call of its own, so
+  rotating every 64 calls costs ~2 %.
 - **A router's drain.** A draining router says so on each stream: no new call goes there,
   and the stream is half-closed once its calls have ended.
 - **Calls no router took.** If a stream breaks (UNAVAILABLE: the router went away), a call
@@ -30,14 +33,15 @@ import asyncio
 import itertools
 import logging
 from collections import deque
-from collections.abc import Generator
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Any, Protocol
 
 import grpc
 
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.batches import write_in_batches
+from aig_common.framing import FrameTooLarge
 
 log = logging.getLogger("edge")
 
@@ -203,17 +207,49 @@ class StreamCall(_Call):
         return item
 
 
+class CallChannel(Protocol):
+    """One Router.Calls stream as the edge uses it: on gRPC (`GrpcCallChannel`) or on a
+    router's call socket (edge/call_socket.py)."""
+
+    async def write(self, batch: pb.CallFrames) -> None: ...
+
+    async def done_writing(self) -> None:
+        """Half-closes the stream: the router answers what it read, then ends it."""
+
+    async def read(self) -> pb.ReplyFrames | None:
+        """The next batch of replies; None once the router has ended the stream."""
+
+    def cancel(self) -> None: ...
+
+
+class GrpcCallChannel:
+    """Router.Calls as a gRPC stream on the edge's channel to the routers."""
+
+    def __init__(self, router: pb_grpc.RouterStub) -> None:
+        self._rpc: grpc.aio.StreamStreamCall[pb.CallFrames, pb.ReplyFrames] = router.Calls()
+
+    async def write(self, batch: pb.CallFrames) -> None:
+        await self._rpc.write(batch)
+
+    async def done_writing(self) -> None:
+        await self._rpc.done_writing()
+
+    async def read(self) -> pb.ReplyFrames | None:
+        batch = await self._rpc.read()
+        # Anything but a batch is grpc.aio.EOF: the router ended the stream.
+        return batch if isinstance(batch, pb.ReplyFrames) else None
+
+    def cancel(self) -> None:
+        self._rpc.cancel()
+
+
 class _Stream:
     """One open Router.Calls stream: a writer task sends frames in order (gRPC allows one
     write in flight), a reader task hands each reply frame to its call."""
 
-    def __init__(
-        self,
-        streams: RouterStreams,
-        rpc: grpc.aio.StreamStreamCall[pb.CallFrames, pb.ReplyFrames],
-    ) -> None:
+    def __init__(self, streams: RouterStreams, channel: CallChannel) -> None:
         self._streams = streams
-        self._rpc = rpc
+        self._channel = channel
         self.calls: dict[int, _Call] = {}
         self.accepting = True
         self.sent = 0
@@ -251,12 +287,12 @@ class _Stream:
 
     async def _write(self) -> None:
         """Sends the frames in order, batched (`aig_common.batches`), then half-closes."""
-        rpc = self._rpc
+        channel = self._channel
         try:
             await write_in_batches(
-                self._outbox, lambda frames: rpc.write(pb.CallFrames(frames=frames))
+                self._outbox, lambda frames: channel.write(pb.CallFrames(frames=frames))
             )
-            await rpc.done_writing()
+            await channel.done_writing()
         except Exception as exc:
             # The stream failed: its reader sees the same failure and settles every call.
             log.debug("router call stream write failed: %r", exc)
@@ -264,8 +300,7 @@ class _Stream:
     async def _read(self) -> None:
         error = _unavailable("the router's call stream ended")
         try:
-            # Anything but a batch is grpc.aio.EOF: the router ended the stream.
-            while isinstance(batch := await self._rpc.read(), pb.ReplyFrames):
+            while (batch := await self._channel.read()) is not None:
                 for frame in batch.frames:
                     if frame.call_id == 0 and frame.WhichOneof("frame") == "draining":
                         self.retire()
@@ -276,6 +311,9 @@ class _Stream:
                         self._close_when_idle()
         except grpc.aio.AioRpcError as exc:
             error = exc
+        except (OSError, asyncio.IncompleteReadError, FrameTooLarge) as exc:
+            # The call socket failed: to connect, or later (the router went away).
+            error = _unavailable(f"the router's call socket failed: {exc!r}")
         except asyncio.CancelledError:
             error = _unavailable("the edge is shutting down")
             raise
@@ -290,7 +328,7 @@ class _Stream:
 
     def close(self) -> None:
         self._reader.cancel()
-        self._rpc.cancel()
+        self._channel.cancel()
 
 
 class RouterStreams:
@@ -298,12 +336,12 @@ class RouterStreams:
 
     def __init__(
         self,
-        router: pb_grpc.RouterStub,
+        open_channel: Callable[[], CallChannel],
         width: int = 4,
         calls_per_stream: int = 64,
         max_age_s: float = 5.0,
     ) -> None:
-        self._router = router
+        self._open_channel = open_channel
         self._width = width
         self._calls_per_stream = calls_per_stream
         self._max_age_s = max_age_s
@@ -330,7 +368,7 @@ class RouterStreams:
         if self.closed:
             raise _unavailable("the edge is shutting down")
         if len(self._open) < self._width:
-            stream = _Stream(self, self._router.Calls())
+            stream = _Stream(self, self._open_channel())
             self._open.append(stream)
             self._all.add(stream)
             return stream

@@ -39,6 +39,9 @@ class EdgeSettings:
     # Long-lived Router.Calls streams the edge multiplexes chat calls on (edge/router_streams.py);
     # 0 sends each chat call as a gRPC call of its own.
     router_call_streams: int = 4
+    # The routers' call sockets (edge/call_socket.py), where those streams go when set, in
+    # AIG_ROUTER_ADDRESS's syntax; empty: they are gRPC streams on the router channel.
+    router_calls_address: str = "127.0.0.1:50052"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EdgeSettings:
@@ -81,4 +84,5 @@ class EdgeSettings:
             public_url=public_url_from_env(env),
             reuse_port=env.get("AIG_EDGE_REUSE_PORT", "").strip().lower() in ("1", "true", "yes"),
             router_call_streams=int(env.get("AIG_ROUTER_CALL_STREAMS", "4")),
+            router_calls_address=env.get("AIG_ROUTER_CALLS_ADDRESS", "127.0.0.1:50052"),
         )

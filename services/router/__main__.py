@@ -56,6 +56,9 @@ async def serve(settings: RouterSettings) -> None:
     address = f"{settings.host}:{settings.port}"
     server.add_insecure_port(address)
     await server.start()
+    call_socket = servicer.call_socket()
+    if settings.calls_port:
+        await call_socket.start(settings.host, settings.calls_port)
     freeze_startup_heap()
 
     stop = asyncio.Event()
@@ -69,8 +72,9 @@ async def serve(settings: RouterSettings) -> None:
     watcher = asyncio.create_task(config.watch(settings.catalog_poll_s))
     sandboxed = config.current.providers.sandboxed()
     log.info(
-        "router listening on %s (ops on :%d); sandboxed providers: %s",
+        "router listening on %s (call socket on :%d, ops on :%d); sandboxed providers: %s",
         address,
+        settings.calls_port,
         settings.metrics_port,
         ", ".join(sandboxed) or "none",
     )
@@ -82,9 +86,11 @@ async def serve(settings: RouterSettings) -> None:
     watcher.cancel()
     # New calls are refused at once; calls and streams in flight run to their end (at most
     # AIG_DRAIN_S), each publishing its usage event, which publisher.stop() then flushes.
-    # Edges' long-lived call streams are told too: they move new calls to another router and
-    # close the stream once their calls here have ended.
-    stopping = asyncio.create_task(server.stop(grace=settings.drain_s))
+    # Edges' long-lived call streams (gRPC and call socket) are told too: they move new calls
+    # to another router and close the stream once their calls here have ended.
+    stopping = asyncio.gather(
+        server.stop(grace=settings.drain_s), call_socket.stop(grace_s=settings.drain_s)
+    )
     servicer.drain()
     await stopping
     ops.should_exit = True

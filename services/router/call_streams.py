@@ -4,7 +4,9 @@ An edge sends each chat call as a frame on a stream it keeps open, instead of op
 call of its own for it: half the time and CPU of the gRPC hop (bench/grpc_hop.py). This
 module runs each call frame with the same handlers as ChatCompletion and
 StreamChatCompletion, so a call is planned, failed over, metered and traced the same way
-whichever RPC carried it, and writes the answers back tagged with the call's id.
+whichever RPC carried it, and writes the answers back tagged with the call's id. A stream
+is either the gRPC method Router.Calls or a connection to the router's call socket
+(router/call_socket.py): the same frames, length-prefixed on plain TCP.
 
 Every reply goes through one writer task per stream: gRPC allows one write in flight per
 call, and a call cancelled by its client must never be interrupted half-way through a
@@ -24,6 +26,7 @@ import grpc
 
 from aig.router.v1 import router_pb2 as pb
 from aig_common.batches import write_in_batches
+from aig_common.framing import encode, read_message
 
 log = logging.getLogger("router")
 
@@ -31,22 +34,29 @@ DRAINING = pb.ReplyFrame(draining=pb.Draining())
 
 
 class ChatHandlers(Protocol):
+    """The router's ChatCompletion and StreamChatCompletion, called with no gRPC context
+    (they read everything from the request) whichever transport carried the call."""
+
     def ChatCompletion(
-        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext | None
     ) -> Awaitable[pb.ChatResponse]: ...
 
     def StreamChatCompletion(
-        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext | None
     ) -> AsyncIterator[pb.ChatStreamEvent]: ...
+
+
+# Sends one batch of replies to the edge: on the gRPC stream or the call socket.
+WriteReplies = Callable[[pb.ReplyFrames], Awaitable[None]]
 
 
 class CallStream:
     """One edge's stream: reads call frames until the edge half-closes it, runs each call
     as a task, and ends once every call has ended."""
 
-    def __init__(self, handlers: ChatHandlers, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, handlers: ChatHandlers, write: WriteReplies) -> None:
         self._handlers = handlers
-        self._context = context
+        self._write = write
         self._calls: dict[int, asyncio.Task[None]] = {}
         self._replies: asyncio.Queue[pb.ReplyFrame | None] = asyncio.Queue()
         self._draining = False
@@ -58,9 +68,6 @@ class CallStream:
             self._replies.put_nowait(DRAINING)
 
     async def serve(self, batches: AsyncIterator[pb.CallFrames]) -> None:
-        # Answering at once commits the stream: from here on, gRPC never sends it again to
-        # another router (the edge itself decides what to resend if the stream breaks).
-        await self._context.send_initial_metadata(())
         writer = asyncio.create_task(self._write_replies())
         try:
             async for batch in batches:
@@ -105,11 +112,11 @@ class CallStream:
         task.add_done_callback(lambda _: self._calls.pop(call_id, None))
 
     async def _chat(self, call_id: int, request: pb.ChatRequest) -> None:
-        reply = await self._handlers.ChatCompletion(request, self._context)
+        reply = await self._handlers.ChatCompletion(request, None)
         self._replies.put_nowait(pb.ReplyFrame(call_id=call_id, chat=reply))
 
     async def _stream_chat(self, call_id: int, request: pb.ChatRequest) -> None:
-        events = self._handlers.StreamChatCompletion(request, self._context)
+        events = self._handlers.StreamChatCompletion(request, None)
         put = self._replies.put_nowait
         async for event in events:
             put(pb.ReplyFrame(call_id=call_id, event=event))
@@ -131,7 +138,7 @@ class CallStream:
             self._replies.put_nowait(pb.ReplyFrame(call_id=call_id, failed=failed))
 
     async def _write_replies(self) -> None:
-        write = self._context.write
+        write = self._write
         await write_in_batches(self._replies, lambda frames: write(pb.ReplyFrames(frames=frames)))
 
 
@@ -154,7 +161,39 @@ class CallStreams:
         batches: AsyncIterator[pb.CallFrames],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        stream = CallStream(handlers, context)
+        """A Router.Calls gRPC stream."""
+        # Answering at once commits the stream: from here on, gRPC never sends it again to
+        # another router (the edge itself decides what to resend if the stream breaks).
+        await context.send_initial_metadata(())
+        await self.serve_frames(handlers, batches, context.write)
+
+    async def serve_socket(
+        self, handlers: ChatHandlers, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """A call socket connection (router/call_socket.py): the same batches, framed."""
+
+        async def batches() -> AsyncIterator[pb.CallFrames]:
+            while (batch := await read_message(reader, pb.CallFrames.FromString)) is not None:
+                if not batch.frames:
+                    return  # the edge's end of stream: its calls here still get answers
+                yield batch
+            # A process that dies closes its sockets too: only the empty batch tells a
+            # half-close from an edge gone, whose calls are cancelled (CallStream.serve).
+            raise ConnectionResetError("the edge's call socket closed without ending its stream")
+
+        async def write(batch: pb.ReplyFrames) -> None:
+            writer.write(encode(batch))
+            await writer.drain()
+
+        try:
+            await self.serve_frames(handlers, batches(), write)
+        finally:
+            writer.close()
+
+    async def serve_frames(
+        self, handlers: ChatHandlers, batches: AsyncIterator[pb.CallFrames], write: WriteReplies
+    ) -> None:
+        stream = CallStream(handlers, write)
         self._open.add(stream)
         if self._draining:
             stream.drain()

@@ -20,6 +20,7 @@ from aig_common.errors import APIError, error_body, parse_json_object
 from catalog.live import LiveCatalog
 
 from .adapters.base import TokenUsage, UpstreamError
+from .call_socket import CallSocketServer
 from .call_streams import CallStreams
 from .chat import (
     AttemptRecord,
@@ -134,6 +135,10 @@ class RouterServicer(pb_grpc.RouterServicer):
         """Tells every edge's call stream, open or opened from now on, to send no new calls."""
         self._call_streams.drain()
 
+    def call_socket(self) -> CallSocketServer:
+        """Router.Calls on a plain socket (router/call_socket.py), answered by this servicer."""
+        return CallSocketServer(self._call_streams, self)
+
     def _record_failure(
         self,
         call: pb.CallContext,
@@ -198,7 +203,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         self._record_abandoned(call, "chat.completions", body, started, progress.attempts, billed)
 
     async def ChatCompletion(
-        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext | None
     ) -> pb.ChatResponse:
         logs.current_request_id.set(request.context.request_id)
         with tracing.remote_span(f"{_SERVICE}/ChatCompletion", request.context.traceparent) as span:
@@ -252,7 +257,7 @@ class RouterServicer(pb_grpc.RouterServicer):
         )
 
     async def StreamChatCompletion(
-        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext | None
     ) -> AsyncIterator[pb.ChatStreamEvent]:
         logs.current_request_id.set(request.context.request_id)
         name = f"{_SERVICE}/StreamChatCompletion"

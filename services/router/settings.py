@@ -16,6 +16,8 @@ from catalog.live import poll_interval_from_env
 class RouterSettings:
     host: str
     port: int
+    # Router.Calls on a plain socket (router/call_socket.py), beside gRPC; 0: not served.
+    calls_port: int
     metrics_port: int
     # Where the sandbox simulates providers whose key variable is unset.
     sandbox_url: str
@@ -38,6 +40,7 @@ class RouterSettings:
         return cls(
             host=env.get("AIG_ROUTER_HOST", "127.0.0.1"),
             port=int(env.get("AIG_ROUTER_PORT", "50051")),
+            calls_port=int(env.get("AIG_ROUTER_CALLS_PORT", "50052")),
             metrics_port=int(env.get("AIG_ROUTER_METRICS_PORT", "9464")),
             sandbox_url=env.get("AIG_SANDBOX_URL", "http://127.0.0.1:8090").rstrip("/"),
             connect_timeout_s=float(env.get("AIG_UPSTREAM_CONNECT_TIMEOUT_S", "5")),

@@ -1,13 +1,15 @@
 """Chat calls multiplexed on Router.Calls streams (edge/router_streams.py against the
-router's router/call_streams.py), over real gRPC on loopback: each call gets its own
-answer, a cancelled call is cancelled at the router and no other, a draining router loses
-no call, and a call no router answered is sent again when its router goes away."""
+router's router/call_streams.py), over both transports on loopback (real gRPC streams, and
+the call socket: edge/call_socket.py against router/call_socket.py): each call gets its
+own answer, a cancelled call is cancelled at the router and no other, a draining router
+loses no call, and a call no router answered is sent again when its router goes away."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 import grpc
@@ -18,11 +20,14 @@ from starlette.requests import Request
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.contracts import GRPC_CLIENT_OPTIONS
+from aig_common.framing import encode, read_message
 from controldb.money import Admission
 from devstack.processes import free_port
 from edge.admission import Admissions
+from edge.call_socket import END_OF_CALLS, CallSockets
 from edge.router_calls import RouterCalls
-from edge.router_streams import RouterStreams, UnaryCall
+from edge.router_streams import CallChannel, GrpcCallChannel, RouterStreams, UnaryCall
+from router.call_socket import CallSocketServer
 from router.call_streams import CallStreams
 
 
@@ -50,13 +55,13 @@ class Servicer(pb_grpc.RouterServicer):
         return {"request_id": rid, "port": self.port}
 
     async def ChatCompletion(
-        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext | None
     ) -> pb.ChatResponse:
         answer = await self._work(request)
         return pb.ChatResponse(completion=orjson.dumps(answer), provider="test")
 
     async def StreamChatCompletion(
-        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChatRequest, context: grpc.aio.ServicerContext | None
     ) -> AsyncIterator[pb.ChatStreamEvent]:
         answer = await self._work(request)
         for index in range(orjson.loads(request.body).get("chunks", 1)):
@@ -76,16 +81,24 @@ class Router:
     servicer: Servicer
     server: grpc.aio.Server
     address: str
+    call_socket: CallSocketServer
 
     async def drain(self, grace_s: float) -> None:
         """What the router's main does on SIGTERM."""
-        stopping = asyncio.create_task(self.server.stop(grace=grace_s))
+        stopping = asyncio.gather(
+            self.server.stop(grace=grace_s), self.call_socket.stop(grace_s=grace_s)
+        )
         self.servicer.call_streams.drain()
         await stopping
+
+    async def stop(self) -> None:
+        """Goes away at once: every stream breaks with the calls on it."""
+        await asyncio.gather(self.server.stop(grace=None), self.call_socket.stop(grace_s=None))
 
 
 @dataclass
 class Routers:
+    transport: str
     running: list[Router] = field(default_factory=list)
 
     async def start(self, port: int | None = None) -> Router:
@@ -95,17 +108,19 @@ class Routers:
         pb_grpc.add_RouterServicer_to_server(servicer, server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
-        router = Router(servicer, server, f"127.0.0.1:{port}")
+        call_socket = CallSocketServer(servicer.call_streams, servicer)
+        await call_socket.start("127.0.0.1", 0)
+        router = Router(servicer, server, f"127.0.0.1:{port}", call_socket)
         self.running.append(router)
         return router
 
 
-@pytest.fixture
-async def routers() -> AsyncIterator[Routers]:
-    started = Routers()
+@pytest.fixture(params=["grpc", "socket"])
+async def routers(request: pytest.FixtureRequest) -> AsyncIterator[Routers]:
+    started = Routers(request.param)
     yield started
     for router in started.running:
-        await router.server.stop(grace=None)
+        await router.stop()
 
 
 async def _until(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
@@ -122,12 +137,18 @@ def _request(rid: str, **body: object) -> pb.ChatRequest:
 
 
 def _edge(
-    *routers: Router, width: int = 2, calls_per_stream: int = 64
+    transport: str, *routers: Router, width: int = 2, calls_per_stream: int = 64
 ) -> tuple[grpc.aio.Channel, RouterStreams]:
+    """The edge's channel to the routers, and its streams on the transport under test."""
     target = "ipv4:" + ",".join(r.address for r in routers)
     channel = grpc.aio.insecure_channel(target, options=GRPC_CLIENT_OPTIONS)
-    stub = pb_grpc.RouterStub(channel)
-    return channel, RouterStreams(stub, width=width, calls_per_stream=calls_per_stream)
+    open_channel: Callable[[], CallChannel]
+    if transport == "grpc":
+        open_channel = partial(GrpcCallChannel, pb_grpc.RouterStub(channel))
+    else:
+        sockets = "ipv4:" + ",".join(f"127.0.0.1:{r.call_socket.port}" for r in routers)
+        open_channel = CallSockets(sockets).open
+    return channel, RouterStreams(open_channel, width=width, calls_per_stream=calls_per_stream)
 
 
 async def _answer(streams: RouterStreams, rid: str, **body: object) -> dict[str, object]:
@@ -150,7 +171,7 @@ async def test_concurrent_calls_on_shared_streams_each_get_their_own_answer(
     routers: Routers,
 ) -> None:
     a, b = await routers.start(), await routers.start()
-    channel, streams = _edge(a, b, width=2, calls_per_stream=8)
+    channel, streams = _edge(routers.transport, a, b, width=2, calls_per_stream=8)
     answers: list[dict[str, object]] = []
     streamed: list[list[dict[str, object]]] = []
     async with channel:
@@ -170,7 +191,7 @@ async def test_concurrent_calls_on_shared_streams_each_get_their_own_answer(
 
 async def test_a_cancelled_call_is_cancelled_at_the_router_and_no_other(routers: Routers) -> None:
     router = await routers.start()
-    channel, streams = _edge(router, width=1)
+    channel, streams = _edge(routers.transport, router, width=1)
     async with channel:
         slow = streams.chat(_request("leaves", delay=30))
         kept = asyncio.ensure_future(_answer(streams, "stays", delay=0.2))
@@ -192,7 +213,7 @@ async def test_a_draining_router_finishes_its_calls_and_new_calls_go_elsewhere(
     routers: Routers,
 ) -> None:
     a, b = await routers.start(), await routers.start()
-    channel, streams = _edge(a, b, width=2)
+    channel, streams = _edge(routers.transport, a, b, width=2)
     async with channel:
         # Warm both streams up, then leave a slow call on each router.
         await asyncio.gather(*(_answer(streams, f"warm{i}") for i in range(4)))
@@ -216,7 +237,7 @@ async def test_a_call_no_router_answered_is_sent_again_when_its_router_goes_away
 ) -> None:
     a, b = await routers.start(), await routers.start()
     a.servicer.stall_s = 30  # a takes calls and never answers them
-    channel, streams = _edge(a, b, width=2, calls_per_stream=2)
+    channel, streams = _edge(routers.transport, a, b, width=2, calls_per_stream=2)
     async with channel:
         pending: list[asyncio.Future[dict[str, object]]] = []
         for _ in range(200):  # streams rotate until one is on a
@@ -225,7 +246,7 @@ async def test_a_call_no_router_answered_is_sent_again_when_its_router_goes_away
             if a.servicer.started:
                 break
         # a goes away with calls it took and never answered.
-        await a.server.stop(grace=None)
+        await a.stop()
         answers = await asyncio.gather(*pending, return_exceptions=True)
         streams.close()
     served = [answer for answer in answers if isinstance(answer, dict)]
@@ -246,7 +267,7 @@ async def test_the_edge_answers_the_same_either_way(routers: Routers, width: int
     """AIG_ROUTER_CALL_STREAMS=0 sends each chat call as an RPC of its own, otherwise on the
     streams: RouterCalls gives the ingresses the same answers in both cases."""
     router = await routers.start()
-    channel, streams = _edge(router, width=max(width, 1))
+    channel, streams = _edge(routers.transport, router, width=max(width, 1))
     async with channel:
         calls = RouterCalls(cast(Admissions, None))
         calls.connect(pb_grpc.RouterStub(channel), streams if width else None)
@@ -268,7 +289,7 @@ async def test_the_edge_answers_the_same_either_way(routers: Routers, width: int
 async def test_a_reply_racing_the_cancel_of_its_waiting_task_is_dropped() -> None:
     """Task.cancel() cancels the awaited future at once; the call's own cancel runs a loop
     turn later. A reply read in between must not break the stream's reader."""
-    streams = RouterStreams(cast(pb_grpc.RouterStub, None))
+    streams = RouterStreams(cast(Callable[[], CallChannel], None))
     call = UnaryCall(streams, pb.CallFrame(chat=_request("raced")))
     waiting = asyncio.ensure_future(_await(call))
     await asyncio.sleep(0)
@@ -281,3 +302,38 @@ async def test_a_reply_racing_the_cancel_of_its_waiting_task_is_dropped() -> Non
 
 async def _await(call: UnaryCall) -> pb.ChatResponse:
     return await call
+
+
+@pytest.mark.parametrize("ended", [True, False], ids=["half-closed", "gone"])
+async def test_a_call_socket_tells_a_half_close_from_an_edge_gone(ended: bool) -> None:
+    """A dead process's socket closes like any other: only the empty batch that ends the
+    edge's side lets the router answer what it read. Without it, the calls are cancelled
+    (and metered as abandoned), as gRPC cancels a stream whose edge went away."""
+    routers = Routers("socket")
+    router = await routers.start()
+    try:
+        await _exchange_on_a_bare_socket(router, ended)
+    finally:
+        await router.stop()
+
+
+async def _exchange_on_a_bare_socket(router: Router, ended: bool) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", router.call_socket.port)
+    call = pb.CallFrame(call_id=7, chat=_request("last", delay=0.2))
+    writer.write(encode(pb.CallFrames(frames=[call])))
+    if ended:
+        writer.write(END_OF_CALLS)
+    writer.write_eof()
+    replies: list[pb.ReplyFrame] = []
+    while (batch := await read_message(reader, pb.ReplyFrames.FromString)) is not None:
+        replies += batch.frames
+    writer.close()
+    if ended:
+        assert [(r.call_id, orjson.loads(r.chat.completion)["request_id"]) for r in replies] == [
+            (7, "last")
+        ]
+        assert router.servicer.finished == ["last"]
+    else:
+        assert replies == []
+        await _until(lambda: router.servicer.cancelled == ["last"])
+        assert router.servicer.finished == []

@@ -230,6 +230,7 @@ def test_network_policies_admit_only_the_intended_callers(
 
     assert who_may("edge", 8080) == {"ingress-controller", "prometheus"}
     assert who_may("router", 50051) == {"edge"}
+    assert who_may("router", 50052) == {"edge"}  # the call socket
     assert who_may("router", 9464) == {"prometheus"}
     assert who_may("billing", 9465) == {"edge", "prometheus"}
     assert who_may("jobs", 9466) == {"prometheus"}

@@ -45,7 +45,7 @@ async def test_a_cancelled_call_is_metered_as_client_closed(endpoint: str) -> No
     call: Coroutine[Any, Any, Any]
     if endpoint == "chat.completions":
         body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
-        call = servicer.ChatCompletion(pb.ChatRequest(context=context, body=body), None)  # type: ignore[arg-type]
+        call = servicer.ChatCompletion(pb.ChatRequest(context=context, body=body), None)
     else:
         body = b'{"model": "text-embedding-3-small", "input": "hi"}'
         call = servicer.CreateEmbeddings(pb.EmbeddingsRequest(context=context, body=body), None)  # type: ignore[arg-type]

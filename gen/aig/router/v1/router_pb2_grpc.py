@@ -105,6 +105,13 @@ class RouterServicer:
         edge sends no new call on the stream and half-closes it when its calls have ended,
         which ends the stream. If the stream breaks, a call that has had no reply frame was
         never answered, and the edge may send it again on another stream.
+
+        The same exchange also runs without gRPC, on the router's call socket (plain TCP,
+        AIG_ROUTER_CALLS_PORT, what the edge uses by default): one connection is one stream;
+        each CallFrames / ReplyFrames is sent as its length (4 bytes, big-endian, at most
+        64 MiB) then its bytes. An empty CallFrames (length 0) is the edge's half-close; a
+        connection that closes without it is an edge that went away, whose calls are
+        cancelled. The router closes the connection once it has answered every call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
