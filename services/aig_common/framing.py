@@ -1,4 +1,4 @@
-"""Protobuf messages on a plain byte stream (TCP or a Unix socket): each message is its
+"""Protobuf messages on a plain byte stream (a TCP connection): each message is its
 length as 4 bytes, big-endian, then its bytes.
 
 This is how an edge and a router exchange Router.Calls batches on a call socket
@@ -10,10 +10,8 @@ belongs to an edge that went away.
 
 from __future__ import annotations
 
-import asyncio
 import struct
-from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from .contracts import GRPC_MESSAGE_LIMIT
 
@@ -31,9 +29,6 @@ class _Message(Protocol):
     def SerializeToString(self) -> bytes: ...
 
 
-Parsed = TypeVar("Parsed")
-
-
 def encode(message: _Message) -> bytes:
     data = message.SerializeToString()
     if len(data) > MAX_MESSAGE_BYTES:
@@ -41,18 +36,29 @@ def encode(message: _Message) -> bytes:
     return _LENGTH.pack(len(data)) + data
 
 
-async def read_message(
-    reader: asyncio.StreamReader, parse: Callable[[bytes], Parsed]
-) -> Parsed | None:
-    """The next message, or None when the peer closed the stream between two messages.
-    A stream that ends inside a message raises asyncio.IncompleteReadError."""
-    try:
-        header = await reader.readexactly(_LENGTH.size)
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            return None
-        raise
-    (length,) = _LENGTH.unpack(header)
-    if length > MAX_MESSAGE_BYTES:
-        raise FrameTooLarge(f"message of {length} bytes over {MAX_MESSAGE_BYTES}")
-    return parse(await reader.readexactly(length))
+class MessageBuffer:
+    """Splits the bytes a socket delivers (asyncio.Protocol.data_received) into messages,
+    however the stream cut them: a protocol parses in its callback, with no reader task
+    woken per message."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The messages `data` completes, in order; a part-message waits for more."""
+        buffer = self._buffer
+        buffer += data
+        messages: list[bytes] = []
+        start = 0
+        while len(buffer) - start >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(buffer, start)
+            if length > MAX_MESSAGE_BYTES:
+                raise FrameTooLarge(f"message of {length} bytes over {MAX_MESSAGE_BYTES}")
+            end = start + _LENGTH.size + length
+            if len(buffer) < end:
+                break
+            messages.append(bytes(buffer[start + _LENGTH.size : end]))
+            start = end
+        if start:
+            del buffer[:start]
+        return messages

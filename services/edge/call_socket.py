@@ -20,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import socket
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable
+from typing import cast
 
 from aig.router.v1 import router_pb2 as pb
-from aig_common.framing import encode, read_message
+from aig_common.framing import FrameTooLarge, MessageBuffer, encode
+
+from .router_streams import OnBroken, OnReplies, unavailable
 
 # New router pods behind a headless Service are looked up again at most this often, as the
 # gRPC channel does (aig_common.contracts: grpc.dns_min_time_between_resolutions_ms).
@@ -32,8 +34,6 @@ RESOLVE_EVERY_S = 5.0
 END_OF_CALLS = encode(pb.CallFrames())
 # A router that neither accepts nor refuses (a pod gone without a trace) is skipped after this.
 CONNECT_TIMEOUT_S = 2.0
-
-_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def parse_targets(address: str) -> list[tuple[str, int]]:
@@ -77,50 +77,125 @@ class CallSockets:
         self._resolved, self._resolved_at = found, loop.time()
         return found
 
-    async def connect(self) -> _Connection:
+    async def connect(self, protocol: Callable[[], asyncio.Protocol]) -> None:
+        """Connects `protocol` to the next router that takes it."""
         addresses = await self._addresses()
         first = next(self._turn)
+        loop = asyncio.get_running_loop()
         failure: OSError = ConnectionRefusedError("no router address resolved")
         for offset in range(len(addresses)):
             host, port = addresses[(first + offset) % len(addresses)]
             try:
-                return await asyncio.wait_for(
-                    asyncio.open_connection(host, port), timeout=CONNECT_TIMEOUT_S
+                await asyncio.wait_for(
+                    loop.create_connection(protocol, host, port), timeout=CONNECT_TIMEOUT_S
                 )
+                return
             except OSError as exc:  # refused, unreachable, or timed out (TimeoutError)
                 failure = exc
         raise failure
 
     def open(self) -> SocketCallChannel:
-        return SocketCallChannel(self.connect())
+        return SocketCallChannel(self)
 
 
-class SocketCallChannel:
-    """One connection as a Router.Calls stream (edge/router_streams.CallChannel). Connecting
-    starts at once; writes and reads wait for it, and both see its failure."""
+class SocketCallChannel(asyncio.Protocol):
+    """One connection as a Router.Calls stream (edge/router_streams.CallChannel).
 
-    def __init__(self, connecting: Coroutine[Any, Any, _Connection]) -> None:
-        self._connection = asyncio.ensure_future(connecting)
+    An asyncio.Protocol: replies are parsed and handed on as the bytes arrive, and frames
+    sent in one turn of the event loop go out as one CallFrames, one send, so no reader or
+    writer task is woken per message. Frames sent before the connection is made wait for
+    it."""
 
-    async def write(self, batch: pb.CallFrames) -> None:
-        _, writer = await self._connection
-        writer.write(encode(batch))
-        await writer.drain()
+    def __init__(self, sockets: CallSockets) -> None:
+        self._sockets = sockets
+        self._transport: asyncio.Transport | None = None
+        self._waiting: list[pb.CallFrame] = []
+        self._flush_due = False
+        self._ending = False
+        self._buffer = MessageBuffer()
+        self._on_replies: OnReplies | None = None
+        self._on_broken: OnBroken | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
 
-    async def done_writing(self) -> None:
-        # An empty batch ends the stream: the router answers what it read, then closes.
-        # Closing the socket alone would not do: a dead edge's socket closes the same way,
-        # and its calls are cancelled instead.
-        _, writer = await self._connection
-        writer.write(END_OF_CALLS)
-        await writer.drain()
+    def start(self, on_replies: OnReplies, on_broken: OnBroken) -> None:
+        self._on_replies, self._on_broken = on_replies, on_broken
+        self._connecting = asyncio.create_task(self._connect())
 
-    async def read(self) -> pb.ReplyFrames | None:
-        reader, _ = await self._connection
-        return await read_message(reader, pb.ReplyFrames.FromString)
+    async def _connect(self) -> None:
+        try:
+            await self._sockets.connect(lambda: self)
+        except OSError as exc:
+            self._broken(f"the router's call socket failed: {exc!r}")
+
+    def send(self, frame: pb.CallFrame) -> None:
+        self._waiting.append(frame)
+        self._schedule_flush()
+
+    def end(self) -> None:
+        self._ending = True
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_due and self._transport is not None:
+            self._flush_due = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        frames, self._waiting = self._waiting, []
+        try:
+            data = encode(pb.CallFrames(frames=frames)) if frames else b""
+        except FrameTooLarge as exc:
+            # Not reached: the edge refuses to start with a body limit that allows it
+            # (EdgeSettings). Were it reached, the calls fail rather than wait forever.
+            self._broken(f"call frames not sent: {exc}")
+            return
+        if self._ending:
+            # An empty batch ends the stream: the router answers what it read, then
+            # closes. Closing the socket alone would not do: a dead edge's socket closes
+            # the same way, and its calls are cancelled instead.
+            data += END_OF_CALLS
+            self._ending = False
+        if data:
+            transport.write(data)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not subclasses of asyncio.Transport, though they are one.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        if self._waiting or self._ending:
+            self._schedule_flush()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._buffer.feed(data)
+        except FrameTooLarge as exc:
+            self._broken(f"the router's call socket failed: {exc!r}")
+            return
+        for message in messages:
+            if self._on_replies is not None:
+                self._on_replies(pb.ReplyFrames.FromString(message))
+
+    def eof_received(self) -> bool:
+        return False  # the router closes once it has answered: so do we
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._broken("the router's call stream ended" if exc is None else repr(exc))
+
+    def _broken(self, details: str) -> None:
+        on_broken, self._on_broken, self._on_replies = self._on_broken, None, None
+        if self._transport is not None:
+            self._transport.abort()
+        if on_broken is not None:
+            on_broken(unavailable(details))
 
     def cancel(self) -> None:
-        if not self._connection.done():
-            self._connection.cancel()
-        elif not self._connection.cancelled() and self._connection.exception() is None:
-            self._connection.result()[1].close()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._on_broken = self._on_replies = None
+        if self._transport is not None:
+            self._transport.abort()

@@ -41,7 +41,6 @@ import grpc
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.batches import write_in_batches
-from aig_common.framing import FrameTooLarge
 
 log = logging.getLogger("edge")
 
@@ -49,7 +48,7 @@ MAX_ATTEMPTS = 3
 _NO_METADATA = grpc.aio.Metadata()
 
 
-def _unavailable(details: str) -> grpc.aio.AioRpcError:
+def unavailable(details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(
         grpc.StatusCode.UNAVAILABLE, _NO_METADATA, _NO_METADATA, details, debug_error_string=""
     )
@@ -207,45 +206,81 @@ class StreamCall(_Call):
         return item
 
 
+# What a channel tells its stream: a batch of reply frames, or that it broke (once, last).
+OnReplies = Callable[[pb.ReplyFrames], None]
+OnBroken = Callable[[grpc.aio.AioRpcError], None]
+
+
 class CallChannel(Protocol):
     """One Router.Calls stream as the edge uses it: on gRPC (`GrpcCallChannel`) or on a
-    router's call socket (edge/call_socket.py)."""
+    router's call socket (edge/call_socket.py). Frames are sent in order; replies arrive
+    through `on_replies`, and `on_broken` is called once when the stream ends, with
+    UNAVAILABLE when the router ended it or went away."""
 
-    async def write(self, batch: pb.CallFrames) -> None: ...
+    def start(self, on_replies: OnReplies, on_broken: OnBroken) -> None: ...
 
-    async def done_writing(self) -> None:
-        """Half-closes the stream: the router answers what it read, then ends it."""
+    def send(self, frame: pb.CallFrame) -> None: ...
 
-    async def read(self) -> pb.ReplyFrames | None:
-        """The next batch of replies; None once the router has ended the stream."""
+    def end(self) -> None:
+        """Half-closes the stream after what was sent: the router answers, then ends it."""
 
     def cancel(self) -> None: ...
 
 
 class GrpcCallChannel:
-    """Router.Calls as a gRPC stream on the edge's channel to the routers."""
+    """Router.Calls as a gRPC stream on the edge's channel to the routers: a writer task
+    sends frames in order (gRPC allows one write in flight; what waits behind a write goes
+    in the next, `aig_common.batches`), a reader task hands on the replies."""
 
     def __init__(self, router: pb_grpc.RouterStub) -> None:
         self._rpc: grpc.aio.StreamStreamCall[pb.CallFrames, pb.ReplyFrames] = router.Calls()
+        self._outbox: asyncio.Queue[pb.CallFrame | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
 
-    async def write(self, batch: pb.CallFrames) -> None:
-        await self._rpc.write(batch)
+    def start(self, on_replies: OnReplies, on_broken: OnBroken) -> None:
+        self._writer = asyncio.create_task(self._write())
+        self._reader = asyncio.create_task(self._read(on_replies, on_broken))
 
-    async def done_writing(self) -> None:
-        await self._rpc.done_writing()
+    def send(self, frame: pb.CallFrame) -> None:
+        self._outbox.put_nowait(frame)
 
-    async def read(self) -> pb.ReplyFrames | None:
-        batch = await self._rpc.read()
-        # Anything but a batch is grpc.aio.EOF: the router ended the stream.
-        return batch if isinstance(batch, pb.ReplyFrames) else None
+    def end(self) -> None:
+        self._outbox.put_nowait(None)
+
+    async def _write(self) -> None:
+        rpc = self._rpc
+        try:
+            await write_in_batches(
+                self._outbox, lambda frames: rpc.write(pb.CallFrames(frames=frames))
+            )
+            await rpc.done_writing()
+        except Exception as exc:
+            # The stream failed: its reader sees the same failure.
+            log.debug("router call stream write failed: %r", exc)
+
+    async def _read(self, on_replies: OnReplies, on_broken: OnBroken) -> None:
+        error = unavailable("the router's call stream ended")
+        try:
+            # Anything but a batch is grpc.aio.EOF: the router ended the stream.
+            while isinstance(batch := await self._rpc.read(), pb.ReplyFrames):
+                on_replies(batch)
+        except grpc.aio.AioRpcError as exc:
+            error = exc
+        finally:
+            if self._writer is not None:
+                self._writer.cancel()
+            on_broken(error)
 
     def cancel(self) -> None:
+        for task in (self._reader, self._writer):
+            if task is not None:
+                task.cancel()
         self._rpc.cancel()
 
 
 class _Stream:
-    """One open Router.Calls stream: a writer task sends frames in order (gRPC allows one
-    write in flight), a reader task hands each reply frame to its call."""
+    """One open Router.Calls stream: the calls sent on it, by call id."""
 
     def __init__(self, streams: RouterStreams, channel: CallChannel) -> None:
         self._streams = streams
@@ -254,10 +289,9 @@ class _Stream:
         self.accepting = True
         self.sent = 0
         self.opened_at = asyncio.get_running_loop().time()
-        self._outbox: asyncio.Queue[pb.CallFrame | None] = asyncio.Queue()
         self._closed = False
-        self._writer = asyncio.create_task(self._write())
-        self._reader = asyncio.create_task(self._read())
+        self._broken = False
+        channel.start(self._received, self._lost)
 
     def send(self, call: _Call) -> None:
         call_id = self._streams.next_id()
@@ -265,12 +299,12 @@ class _Stream:
         call.stream = self
         self.calls[call_id] = call
         self.sent += 1
-        self._outbox.put_nowait(call.frame)
+        self._channel.send(call.frame)
 
     def cancel(self, call: _Call) -> None:
         call_id = call.frame.call_id
         if self.calls.pop(call_id, None) is not None and not self._closed:
-            self._outbox.put_nowait(pb.CallFrame(call_id=call_id, cancel=pb.CancelCall()))
+            self._channel.send(pb.CallFrame(call_id=call_id, cancel=pb.CancelCall()))
         self._close_when_idle()
 
     def retire(self) -> None:
@@ -283,51 +317,32 @@ class _Stream:
     def _close_when_idle(self) -> None:
         if not self.accepting and not self.calls and not self._closed:
             self._closed = True
-            self._outbox.put_nowait(None)
+            self._channel.end()
 
-    async def _write(self) -> None:
-        """Sends the frames in order, batched (`aig_common.batches`), then half-closes."""
-        channel = self._channel
-        try:
-            await write_in_batches(
-                self._outbox, lambda frames: channel.write(pb.CallFrames(frames=frames))
-            )
-            await channel.done_writing()
-        except Exception as exc:
-            # The stream failed: its reader sees the same failure and settles every call.
-            log.debug("router call stream write failed: %r", exc)
+    def _received(self, batch: pb.ReplyFrames) -> None:
+        for frame in batch.frames:
+            if frame.call_id == 0 and frame.WhichOneof("frame") == "draining":
+                self.retire()
+                continue
+            call = self.calls.get(frame.call_id)
+            if call is not None and call.deliver(frame):
+                del self.calls[frame.call_id]
+                self._close_when_idle()
 
-    async def _read(self) -> None:
-        error = _unavailable("the router's call stream ended")
-        try:
-            while (batch := await self._channel.read()) is not None:
-                for frame in batch.frames:
-                    if frame.call_id == 0 and frame.WhichOneof("frame") == "draining":
-                        self.retire()
-                        continue
-                    call = self.calls.get(frame.call_id)
-                    if call is not None and call.deliver(frame):
-                        del self.calls[frame.call_id]
-                        self._close_when_idle()
-        except grpc.aio.AioRpcError as exc:
-            error = exc
-        except (OSError, asyncio.IncompleteReadError, FrameTooLarge) as exc:
-            # The call socket failed: to connect, or later (the router went away).
-            error = _unavailable(f"the router's call socket failed: {exc!r}")
-        except asyncio.CancelledError:
-            error = _unavailable("the edge is shutting down")
-            raise
-        finally:
-            self.accepting = False
-            self._closed = True
-            self._writer.cancel()
-            lost, self.calls = list(self.calls.values()), {}
-            self._streams.ended(self)
-            for call in lost:
-                call.lost(error)
+    def _lost(self, error: grpc.aio.AioRpcError) -> None:
+        """The stream ended: every call still on it is sent again or fails (`_Call.lost`)."""
+        if self._broken:
+            return
+        self._broken = True
+        self.accepting = False
+        self._closed = True
+        lost, self.calls = list(self.calls.values()), {}
+        self._streams.ended(self)
+        for call in lost:
+            call.lost(error)
 
     def close(self) -> None:
-        self._reader.cancel()
+        self._lost(unavailable("the edge is shutting down"))
         self._channel.cancel()
 
 
@@ -366,7 +381,7 @@ class RouterStreams:
 
     def pick(self) -> _Stream:
         if self.closed:
-            raise _unavailable("the edge is shutting down")
+            raise unavailable("the edge is shutting down")
         if len(self._open) < self._width:
             stream = _Stream(self, self._open_channel())
             self._open.append(stream)

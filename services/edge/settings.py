@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from aig_common.framing import MAX_MESSAGE_BYTES
 from aig_common.public_url import public_url_from_env
+
+# Room in a router message for the call context and the frame around the bodies.
+MESSAGE_HEADROOM_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,4 +89,16 @@ class EdgeSettings:
             reuse_port=env.get("AIG_EDGE_REUSE_PORT", "").strip().lower() in ("1", "true", "yes"),
             router_call_streams=int(env.get("AIG_ROUTER_CALL_STREAMS", "4")),
             router_calls_address=env.get("AIG_ROUTER_CALLS_ADDRESS", "127.0.0.1:50052"),
-        )
+        ).checked()
+
+    def checked(self) -> EdgeSettings:
+        # A chat call to the router carries the body, and for a native dialect the client's
+        # own body beside it, in one message of at most MAX_MESSAGE_BYTES (gRPC's limit too).
+        if 2 * self.max_body_bytes + MESSAGE_HEADROOM_BYTES > MAX_MESSAGE_BYTES:
+            largest = (MAX_MESSAGE_BYTES - MESSAGE_HEADROOM_BYTES) // 2
+            raise RuntimeError(
+                f"AIG_MAX_BODY_BYTES={self.max_body_bytes} is over {largest}: a chat call "
+                f"carrying such a body would not fit the router's {MAX_MESSAGE_BYTES}-byte "
+                "message limit."
+            )
+        return self

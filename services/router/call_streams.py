@@ -8,11 +8,8 @@ whichever RPC carried it, and writes the answers back tagged with the call's id.
 is either the gRPC method Router.Calls or a connection to the router's call socket
 (router/call_socket.py): the same frames, length-prefixed on plain TCP.
 
-Every reply goes through one writer task per stream: gRPC allows one write in flight per
-call, and a call cancelled by its client must never be interrupted half-way through a
-write that other calls share. The writer sends whatever replies are waiting as one
-message (ReplyFrames, `aig_common.batches`), so under load one write carries several
-calls' answers.
+Replies go out through a `Replies`: on gRPC one writer task per stream (`QueuedReplies`),
+on the call socket straight to the connection (router/call_socket.py).
 """
 
 from __future__ import annotations
@@ -26,7 +23,6 @@ import grpc
 
 from aig.router.v1 import router_pb2 as pb
 from aig_common.batches import write_in_batches
-from aig_common.framing import encode, read_message
 
 log = logging.getLogger("router")
 
@@ -46,51 +42,76 @@ class ChatHandlers(Protocol):
     ) -> AsyncIterator[pb.ChatStreamEvent]: ...
 
 
-# Sends one batch of replies to the edge: on the gRPC stream or the call socket.
-WriteReplies = Callable[[pb.ReplyFrames], Awaitable[None]]
+class Replies(Protocol):
+    """Where a stream's reply frames go: the gRPC stream (`QueuedReplies`) or the call
+    socket (router/call_socket.py)."""
+
+    def put(self, frame: pb.ReplyFrame) -> None: ...
+
+    async def finish(self) -> None:
+        """Sends every frame put, then ends the stream."""
+
+    def abort(self) -> None:
+        """Ends the stream at once (the edge is gone, or the drain's grace ran out)."""
+
+
+class QueuedReplies:
+    """Replies on the gRPC stream, written by one task: gRPC allows one write in flight per
+    call, and a call cancelled by its client must never be interrupted half-way through a
+    write that other calls share. The writer sends whatever replies are waiting as one
+    message (ReplyFrames, `aig_common.batches`), so under load one write carries several
+    calls' answers."""
+
+    def __init__(self, write: Callable[[pb.ReplyFrames], Awaitable[None]]) -> None:
+        self._queue: asyncio.Queue[pb.ReplyFrame | None] = asyncio.Queue()
+        self.put = self._queue.put_nowait
+        self._writer = asyncio.create_task(
+            write_in_batches(self._queue, lambda frames: write(pb.ReplyFrames(frames=frames)))
+        )
+
+    async def finish(self) -> None:
+        self._queue.put_nowait(None)
+        await self._writer
+
+    def abort(self) -> None:
+        self._writer.cancel()
+        # Retrieved, so that a write that failed with the stream is not reported as a task
+        # exception nobody retrieved.
+        self._writer.add_done_callback(lambda task: task.cancelled() or task.exception())
 
 
 class CallStream:
-    """One edge's stream: reads call frames until the edge half-closes it, runs each call
-    as a task, and ends once every call has ended."""
+    """One edge's stream: runs each call frame it is given as a task, and ends once the edge
+    has half-closed it and every call has ended."""
 
-    def __init__(self, handlers: ChatHandlers, write: WriteReplies) -> None:
+    def __init__(self, handlers: ChatHandlers, replies: Replies) -> None:
         self._handlers = handlers
-        self._write = write
+        self._replies = replies
         self._calls: dict[int, asyncio.Task[None]] = {}
-        self._replies: asyncio.Queue[pb.ReplyFrame | None] = asyncio.Queue()
         self._draining = False
 
     def drain(self) -> None:
         """Tells the edge to send no more calls here; those in flight run to their end."""
         if not self._draining:
             self._draining = True
-            self._replies.put_nowait(DRAINING)
+            self._replies.put(DRAINING)
 
-    async def serve(self, batches: AsyncIterator[pb.CallFrames]) -> None:
-        writer = asyncio.create_task(self._write_replies())
-        try:
-            async for batch in batches:
-                for frame in batch.frames:
-                    self._take(frame)
-            # Half-closed by the edge: the calls already read still get their answers.
-            while self._calls:
-                await asyncio.wait(list(self._calls.values()))
-            self._replies.put_nowait(None)
-            await writer
-        finally:
-            # The edge went away (or the drain's grace ran out): nothing can be answered, so
-            # each call is cancelled and metered as abandoned, as a call of its own would be.
-            for task in self._calls.values():
-                task.cancel()
-            if self._calls:
-                await asyncio.wait(list(self._calls.values()))
-            writer.cancel()
-            # Collected, so that a write that failed with the stream is not reported as a
-            # task exception nobody retrieved.
-            await asyncio.gather(writer, return_exceptions=True)
+    async def finish(self) -> None:
+        """Half-closed by the edge: the calls already read still get their answers."""
+        while self._calls:
+            await asyncio.wait(list(self._calls.values()))
+        await self._replies.finish()
 
-    def _take(self, frame: pb.CallFrame) -> None:
+    async def abandon(self) -> None:
+        """The edge went away (or the drain's grace ran out): nothing can be answered, so
+        each call is cancelled and metered as abandoned, as a call of its own would be."""
+        for task in self._calls.values():
+            task.cancel()
+        if self._calls:
+            await asyncio.wait(list(self._calls.values()))
+        self._replies.abort()
+
+    def take(self, frame: pb.CallFrame) -> None:
         kind = frame.WhichOneof("frame")
         call_id = frame.call_id
         if kind == "cancel":
@@ -113,11 +134,11 @@ class CallStream:
 
     async def _chat(self, call_id: int, request: pb.ChatRequest) -> None:
         reply = await self._handlers.ChatCompletion(request, None)
-        self._replies.put_nowait(pb.ReplyFrame(call_id=call_id, chat=reply))
+        self._replies.put(pb.ReplyFrame(call_id=call_id, chat=reply))
 
     async def _stream_chat(self, call_id: int, request: pb.ChatRequest) -> None:
         events = self._handlers.StreamChatCompletion(request, None)
-        put = self._replies.put_nowait
+        put = self._replies.put
         async for event in events:
             put(pb.ReplyFrame(call_id=call_id, event=event))
 
@@ -135,11 +156,7 @@ class CallStream:
             # The handlers answer every failure they know of; this is a fault in the router.
             log.exception("call %d failed in the router", call_id)
             failed = pb.CallFailed(code=grpc.StatusCode.UNKNOWN.value[0], details="router fault")
-            self._replies.put_nowait(pb.ReplyFrame(call_id=call_id, failed=failed))
-
-    async def _write_replies(self) -> None:
-        write = self._write
-        await write_in_batches(self._replies, lambda frames: write(pb.ReplyFrames(frames=frames)))
+            self._replies.put(pb.ReplyFrame(call_id=call_id, failed=failed))
 
 
 class CallStreams:
@@ -155,6 +172,16 @@ class CallStreams:
         for stream in self._open:
             stream.drain()
 
+    def open(self, handlers: ChatHandlers, replies: Replies) -> CallStream:
+        stream = CallStream(handlers, replies)
+        self._open.add(stream)
+        if self._draining:
+            stream.drain()
+        return stream
+
+    def closed(self, stream: CallStream) -> None:
+        self._open.discard(stream)
+
     async def serve(
         self,
         handlers: ChatHandlers,
@@ -165,39 +192,12 @@ class CallStreams:
         # Answering at once commits the stream: from here on, gRPC never sends it again to
         # another router (the edge itself decides what to resend if the stream breaks).
         await context.send_initial_metadata(())
-        await self.serve_frames(handlers, batches, context.write)
-
-    async def serve_socket(
-        self, handlers: ChatHandlers, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """A call socket connection (router/call_socket.py): the same batches, framed."""
-
-        async def batches() -> AsyncIterator[pb.CallFrames]:
-            while (batch := await read_message(reader, pb.CallFrames.FromString)) is not None:
-                if not batch.frames:
-                    return  # the edge's end of stream: its calls here still get answers
-                yield batch
-            # A process that dies closes its sockets too: only the empty batch tells a
-            # half-close from an edge gone, whose calls are cancelled (CallStream.serve).
-            raise ConnectionResetError("the edge's call socket closed without ending its stream")
-
-        async def write(batch: pb.ReplyFrames) -> None:
-            writer.write(encode(batch))
-            await writer.drain()
-
+        stream = self.open(handlers, QueuedReplies(context.write))
         try:
-            await self.serve_frames(handlers, batches(), write)
+            async for batch in batches:
+                for frame in batch.frames:
+                    stream.take(frame)
+            await stream.finish()
         finally:
-            writer.close()
-
-    async def serve_frames(
-        self, handlers: ChatHandlers, batches: AsyncIterator[pb.CallFrames], write: WriteReplies
-    ) -> None:
-        stream = CallStream(handlers, write)
-        self._open.add(stream)
-        if self._draining:
-            stream.drain()
-        try:
-            await stream.serve(batches)
-        finally:
-            self._open.discard(stream)
+            await stream.abandon()
+            self.closed(stream)

@@ -19,8 +19,9 @@ from starlette.requests import Request
 
 from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common import framing
 from aig_common.contracts import GRPC_CLIENT_OPTIONS
-from aig_common.framing import encode, read_message
+from aig_common.framing import MessageBuffer, encode
 from controldb.money import Admission
 from devstack.processes import free_port
 from edge.admission import Admissions
@@ -46,13 +47,14 @@ class Servicer(pb_grpc.RouterServicer):
     async def _work(self, request: pb.ChatRequest) -> dict[str, object]:
         rid = request.context.request_id
         self.started.append(rid)
+        body = orjson.loads(request.body)
         try:
-            await asyncio.sleep(orjson.loads(request.body).get("delay", 0) + self.stall_s)
+            await asyncio.sleep(body.get("delay", 0) + self.stall_s)
         except asyncio.CancelledError:
             self.cancelled.append(rid)
             raise
         self.finished.append(rid)
-        return {"request_id": rid, "port": self.port}
+        return {"request_id": rid, "port": self.port, "pad": "x" * body.get("pad", 0)}
 
     async def ChatCompletion(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext | None
@@ -325,8 +327,8 @@ async def _exchange_on_a_bare_socket(router: Router, ended: bool) -> None:
         writer.write(END_OF_CALLS)
     writer.write_eof()
     replies: list[pb.ReplyFrame] = []
-    while (batch := await read_message(reader, pb.ReplyFrames.FromString)) is not None:
-        replies += batch.frames
+    for message in MessageBuffer().feed(await reader.read()):  # all of it, to the router's close
+        replies += pb.ReplyFrames.FromString(message).frames
     writer.close()
     if ended:
         assert [(r.call_id, orjson.loads(r.chat.completion)["request_id"]) for r in replies] == [
@@ -337,3 +339,32 @@ async def _exchange_on_a_bare_socket(router: Router, ended: bool) -> None:
         assert replies == []
         await _until(lambda: router.servicer.cancelled == ["last"])
         assert router.servicer.finished == []
+
+
+async def test_a_reply_over_the_message_limit_fails_its_call_and_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On gRPC a message over the limit fails its call with RESOURCE_EXHAUSTED; on the call
+    socket too, even when it was to share one message with other calls' replies."""
+    monkeypatch.setattr(framing, "MAX_MESSAGE_BYTES", 4096)
+    routers = Routers("socket")
+    router = await routers.start()
+    channel, streams = _edge("socket", router, width=1)
+    try:
+        async with channel:
+            small, large = await asyncio.wait_for(
+                asyncio.gather(
+                    _answer(streams, "small", delay=0.05),
+                    _answer(streams, "large", delay=0.05, pad=8192),
+                    return_exceptions=True,
+                ),
+                timeout=10,  # a reply lost with its stream would leave the call waiting
+            )
+            after = await _answer(streams, "after")
+            streams.close()
+    finally:
+        await router.stop()
+    assert isinstance(small, dict) and small["request_id"] == "small"
+    assert isinstance(large, grpc.aio.AioRpcError)
+    assert large.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert after["request_id"] == "after"
