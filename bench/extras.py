@@ -162,6 +162,7 @@ def hop_section(hop: dict[str, Any]) -> list[str]:
     trips, unix, ratio = hop["round_trip"], hop["round_trip_unix"], hop["unix_over_tcp_p50"]
     watched, bidi_p50 = hop["watched_over_plain_p50"], hop["bidi_message_over_unary_p50"]
     mux_p50 = hop["multiplexed_over_watched_p50"]
+    sock_p50 = hop["call_socket_over_multiplexed_p50"]
     assert isinstance(trips, dict) and isinstance(unix, dict) and isinstance(ratio, dict)
     assert isinstance(watched, dict) and isinstance(bidi_p50, dict) and isinstance(mux_p50, dict)
     return [
@@ -205,9 +206,16 @@ def hop_section(hop: dict[str, Any]) -> list[str]:
                     "bidi_message",
                 ),
                 (
-                    "**the edge's chat call: multiplexed on Router.Calls streams** (default)",
+                    "the edge's chat call multiplexed on Router.Calls gRPC streams "
+                    "(`AIG_ROUTER_CALLS_ADDRESS` empty)",
                     "multiplexed_",
                     "multiplexed",
+                ),
+                (
+                    "**the edge's chat call on the router's call socket** (default: the same "
+                    "frames on plain TCP)",
+                    "call_socket_",
+                    "call_socket",
                 ),
             )
         ),
@@ -218,7 +226,10 @@ def hop_section(hop: dict[str, Any]) -> list[str]:
         "the router's per-call task), takes "
         f"{mux_p50['back_to_back']}x / {mux_p50['every_20_ms']}x the p50 of the same call as "
         f"an RPC of its own (back to back / 20 ms apart) and "
-        f"{hop['multiplexed_over_watched_cpu']}x its CPU.",
+        f"{hop['multiplexed_over_watched_cpu']}x its CPU. On the router's call socket "
+        "(asyncio Protocols at both ends, no gRPC) the same multiplexed call takes "
+        f"{sock_p50['back_to_back']}x / {sock_p50['every_20_ms']}x the p50 of the gRPC "
+        f"stream and {hop['call_socket_over_multiplexed_cpu']}x its CPU.",
     ]
 
 
