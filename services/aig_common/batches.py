@@ -1,4 +1,4 @@
-"""Writing a queue of messages as batches: what both ends of Router.Calls do."""
+"""Writing a queue of messages as batches: what both ends of a Router.Calls gRPC stream do."""
 
 from __future__ import annotations
 
