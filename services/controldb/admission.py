@@ -6,7 +6,7 @@ function decides (decide_admission), so both admission paths — a transaction p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -189,6 +189,35 @@ class Decision:
     request_count: dict[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class _CapCheck:
+    """One cap as LIMITS_QUERY labels its columns: the cap, its settled spend, what is held."""
+
+    cap: str  # also LimitExceeded's code: key_daily_cap, ...
+    spent: str
+    held: str
+    daily: bool
+
+
+def _cap_checks(scopes: tuple[str, ...]) -> tuple[_CapCheck, ...]:
+    return tuple(
+        _CapCheck(
+            f"{scope}_{period}_cap",
+            f"{scope}_{period}_spent",
+            f"held_{scope}",
+            period == "daily",
+        )
+        for scope in scopes
+        for period in ("daily", "monthly")
+    )
+
+
+# Column names built once, not per call: admission runs on every call's critical path, and
+# a refused call alone needs the reset time, so it is computed only then.
+_CAPS = _cap_checks(("key", "account"))
+_CAPS_WITH_WORKSPACE = _cap_checks(("key", "workspace", "account"))
+
+
 def decide_admission(
     row: LimitsRow | None,
     account_id: str,
@@ -213,15 +242,19 @@ def decide_admission(
             "window_previous": window.previous,
         }
     needed = apply_markup(upstream_worst_case_nano_usd, row.markup)
-    for scope, period, cap, used, held, resets_at in _checks(row, key_id, account_id, now):
-        if cap is not None and used + held + needed > cap:
+    for cap_check in _CAPS_WITH_WORKSPACE if row.workspace_id else _CAPS:
+        cap = getattr(row, cap_check.cap)
+        if cap is None:
+            continue
+        used, held = getattr(row, cap_check.spent), getattr(row, cap_check.held)
+        if used + held + needed > cap:
             raise LimitExceeded(
-                code=f"{scope}_{period}_cap",
+                code=cap_check.cap,
                 limit_nano_usd=cap,
                 spent_nano_usd=used,
                 reserved_nano_usd=held,
                 needed_nano_usd=needed,
-                resets_at=resets_at,
+                resets_at=next_day(now) if cap_check.daily else next_month(now),
             )
     if row.held_account + needed > row.balance:
         raise LimitExceeded(
@@ -249,20 +282,3 @@ def decide_admission(
         "expires_at": admission.expires_at,
     }
     return Decision(admission, values, request_count)
-
-
-def _checks(
-    row: LimitsRow, key_id: str, account_id: str, now: datetime
-) -> Iterable[tuple[str, str, int | None, int, int, datetime]]:
-    """(scope, period, cap, settled spend, in flight, reset) for every cap that applies."""
-    scopes = ["key"] + (["workspace"] if row.workspace_id else []) + ["account"]
-    for scope in scopes:
-        for period, resets_at in (("daily", next_day(now)), ("monthly", next_month(now))):
-            yield (
-                scope,
-                period,
-                getattr(row, f"{scope}_{period}_cap"),
-                getattr(row, f"{scope}_{period}_spent"),
-                getattr(row, f"held_{scope}"),
-                resets_at,
-            )
