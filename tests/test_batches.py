@@ -1,11 +1,11 @@
 """aig_common.batches: what waits behind a write goes in the next one, in order, and the
-first None ends the writing."""
+first None ends the writing; a Cork writes what one loop turn put, together, at its end."""
 
 from __future__ import annotations
 
 import asyncio
 
-from aig_common.batches import write_in_batches
+from aig_common.batches import Cork, write_in_batches
 
 
 async def test_items_waiting_behind_a_write_share_the_next_and_none_ends_it() -> None:
@@ -39,3 +39,44 @@ async def test_a_none_alone_ends_without_an_empty_write() -> None:
     queue.put_nowait(None)
     await asyncio.wait_for(write_in_batches(queue, write), 5)
     assert written == []
+
+
+async def _next_turns(count: int = 3) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_a_cork_writes_what_one_turn_put_together_at_its_end() -> None:
+    written: list[list[int]] = []
+    cork: Cork[int] = Cork(written.append)
+    for item in (1, 2, 3):
+        cork.put(item)
+    assert written == []  # nothing before the turn ends
+    await _next_turns()
+    cork.put(4)
+    await _next_turns()
+    assert written == [[1, 2, 3], [4]]
+
+
+async def test_a_held_cork_keeps_everything_until_released() -> None:
+    written: list[list[int]] = []
+    cork: Cork[int] = Cork(written.append, held=True)
+    cork.put(1)
+    cork.write_soon()
+    await _next_turns()
+    assert written == []
+    cork.put(2)
+    cork.release()
+    await _next_turns()
+    assert written == [[1, 2]]
+
+
+async def test_write_soon_writes_even_with_nothing_waiting_and_discard_drops() -> None:
+    written: list[list[int]] = []
+    cork: Cork[int] = Cork(written.append)
+    cork.write_soon()  # an end marker with no frames still needs its write
+    await _next_turns()
+    cork.put(5)
+    cork.discard()
+    await _next_turns()
+    assert written == [[], []]

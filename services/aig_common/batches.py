@@ -1,10 +1,15 @@
-"""Writing a queue of messages as batches: what both ends of a Router.Calls gRPC stream do."""
+"""Writing messages as batches: what both ends of a Router.Calls stream do.
+
+On a gRPC stream (one write in flight at a time) a writer task takes everything that queued
+behind the previous write: `write_in_batches`. On a call socket, where a write never waits,
+a `Cork` gathers what is put in one turn of the event loop and writes it at the turn's end.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 
@@ -27,3 +32,42 @@ async def write_in_batches(
             await write(items)
         if item is None:
             return
+
+
+class Cork(Generic[Item]):
+    """Gathers the items put in one turn of the event loop and hands them to `write` together
+    at the end of that turn, so they go out as one message in one send; no task is woken
+    per item. A cork made `held` writes nothing until `release()` (a connection not yet
+    made), keeping what is put meanwhile."""
+
+    def __init__(self, write: Callable[[list[Item]], None], *, held: bool = False) -> None:
+        self._write = write
+        self._waiting: list[Item] = []
+        self._held = held
+        self._due = False
+        self._loop = asyncio.get_running_loop()
+
+    def put(self, item: Item) -> None:
+        self._waiting.append(item)
+        self.write_soon()
+
+    def write_soon(self) -> None:
+        """Calls `write` at the end of this turn, even with nothing waiting (a write that
+        adds an end marker of its own)."""
+        if not self._due and not self._held:
+            self._due = True
+            self._loop.call_soon(self.write_now)
+
+    def write_now(self) -> None:
+        self._due = False
+        items, self._waiting = self._waiting, []
+        self._write(items)
+
+    def release(self) -> None:
+        """Ends a hold: `write` is called at the end of this turn with whatever waits (which
+        may be nothing, if only an end marker was asked for meanwhile)."""
+        self._held = False
+        self.write_soon()
+
+    def discard(self) -> None:
+        self._waiting = []

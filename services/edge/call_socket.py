@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import cast
 
 from aig.router.v1 import router_pb2 as pb
+from aig_common.batches import Cork
 from aig_common.framing import FrameTooLarge, MessageBuffer, encode
 
 from .router_streams import OnBroken, OnReplies, unavailable
@@ -109,14 +110,13 @@ class SocketCallChannel(asyncio.Protocol):
     def __init__(self, sockets: CallSockets) -> None:
         self._sockets = sockets
         self._transport: asyncio.Transport | None = None
-        self._waiting: list[pb.CallFrame] = []
-        self._flush_due = False
+        # Held until the connection is made.
+        self._cork: Cork[pb.CallFrame] = Cork(self._write, held=True)
         self._ending = False
         self._buffer = MessageBuffer()
         self._on_replies: OnReplies | None = None
         self._on_broken: OnBroken | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._loop = asyncio.get_running_loop()
 
     def start(self, on_replies: OnReplies, on_broken: OnBroken) -> None:
         self._on_replies, self._on_broken = on_replies, on_broken
@@ -129,24 +129,16 @@ class SocketCallChannel(asyncio.Protocol):
             self._broken(f"the router's call socket failed: {exc!r}")
 
     def send(self, frame: pb.CallFrame) -> None:
-        self._waiting.append(frame)
-        self._schedule_flush()
+        self._cork.put(frame)
 
     def end(self) -> None:
         self._ending = True
-        self._schedule_flush()
+        self._cork.write_soon()
 
-    def _schedule_flush(self) -> None:
-        if not self._flush_due and self._transport is not None:
-            self._flush_due = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_due = False
+    def _write(self, frames: list[pb.CallFrame]) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        frames, self._waiting = self._waiting, []
         try:
             data = encode(pb.CallFrames(frames=frames)) if frames else b""
         except FrameTooLarge as exc:
@@ -165,10 +157,8 @@ class SocketCallChannel(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport, though they are one.
-        transport = cast(asyncio.Transport, transport)
-        self._transport = transport
-        if self._waiting or self._ending:
-            self._schedule_flush()
+        self._transport = cast(asyncio.Transport, transport)
+        self._cork.release()
 
     def data_received(self, data: bytes) -> None:
         try:

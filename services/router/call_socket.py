@@ -29,6 +29,7 @@ from typing import cast
 import grpc
 
 from aig.router.v1 import router_pb2 as pb
+from aig_common.batches import Cork
 from aig_common.framing import FrameTooLarge, MessageBuffer, encode
 
 from .call_streams import CallStream, CallStreams, ChatHandlers
@@ -41,16 +42,12 @@ class _CorkedReplies:
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
-        self._waiting: list[pb.ReplyFrame] = []
-        self._loop = asyncio.get_running_loop()
+        self._cork: Cork[pb.ReplyFrame] = Cork(self._write)
 
     def put(self, frame: pb.ReplyFrame) -> None:
-        if not self._waiting:
-            self._loop.call_soon(self._flush)
-        self._waiting.append(frame)
+        self._cork.put(frame)
 
-    def _flush(self) -> None:
-        frames, self._waiting = self._waiting, []
+    def _write(self, frames: list[pb.ReplyFrame]) -> None:
         if not frames or self._transport.is_closing():
             return
         try:
@@ -62,11 +59,11 @@ class _CorkedReplies:
                 self._transport.write(_encode_one(frame))
 
     async def finish(self) -> None:
-        self._flush()
+        self._cork.write_now()
         self._transport.close()  # after what is buffered has been sent
 
     def abort(self) -> None:
-        self._waiting = []
+        self._cork.discard()
         self._transport.abort()
 
 
