@@ -178,9 +178,20 @@ class Reservation(Base):
     """Worst-case cost held for a call in flight, until settlement or expiry."""
 
     __tablename__ = "reservations"
+    # Admission sums an account's live reservations from this index alone (LIMITS_QUERY).
+    __table_args__ = (
+        Index(
+            "ix_reservations_account_live",
+            "account_id",
+            "expires_at",
+            "amount_nano_usd",
+            "key_id",
+            "workspace_id",
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    account_id: Mapped[str] = mapped_column(String(64), index=True)
+    account_id: Mapped[str] = mapped_column(String(64))
     key_id: Mapped[str] = mapped_column(String(64))
     workspace_id: Mapped[str | None] = mapped_column(String(64), default=None)
     amount_nano_usd: Mapped[int] = mapped_column(BigInteger)

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from aig_common.money import NANO_PER_USD, apply_markup, parse_usd, usd
 from controldb import KeyStore, create_engine_from_url
 from controldb.group_commit import MAX_BATCH
+from controldb.limits import Limits
 from controldb.models import Account, ApiKey, Reservation
 from controldb.money import (
     REFUND_WINDOW,
@@ -199,6 +200,44 @@ async def test_each_cap_has_its_code(world: World, table: str, column: str, code
     assert caught.value.limit_nano_usd == 3000
     assert caught.value.spent_nano_usd == 1400 and caught.value.reserved_nano_usd == 1400
     assert caught.value.resets_at is not None
+
+
+async def test_each_scope_counts_only_its_own_reservations_in_flight(
+    world: World, migrated_url: str
+) -> None:
+    """Key A and key B share a workspace, key C has none, each with a call in flight: a
+    key's cap counts its own reservation, the workspace's counts A's and B's, the
+    account's all three (LIMITS_QUERY sums them in one scan). On SQLite, through both
+    admission paths: a transaction per call and the group commit."""
+    limits = Limits(world.sessions)
+    for group_commit in [False, True] if migrated_url.startswith("sqlite") else [False]:
+        money = Money(world.sessions, group_commit=group_commit)
+        account = await world.store.create_account(f"scopes-{group_commit}")
+        await money.add_credits(account.id, "grant", 100 * USD)
+        workspace = await limits.create_workspace(account.id, "w", {})
+        keys = [(await world.store.create_key(account.id, name))[0].id for name in "abc"]
+        await limits.attach_key(keys[0], workspace.id)
+        await limits.attach_key(keys[1], workspace.id)
+        held = [
+            (await money.admit(account.id, key_id, upstream)).amount_nano_usd
+            for key_id, upstream in zip(keys, (1_000, 20_000, 300_000), strict=True)
+        ]
+        await limits.set_caps("key", keys[0], {"daily_cap_nano_usd": 1})
+        await limits.set_caps("workspace", workspace.id, {"daily_cap_nano_usd": 1})
+        await limits.set_caps("account", account.id, {"daily_cap_nano_usd": 1})
+
+        refused = {}
+        for key_id in keys:
+            with pytest.raises(LimitExceeded) as caught:
+                await money.admit(account.id, key_id, 1_000)
+            refused[caught.value.code] = caught.value.reserved_nano_usd
+        await money.aclose()
+
+        assert refused == {
+            "key_daily_cap": held[0],
+            "workspace_daily_cap": held[0] + held[1],
+            "account_daily_cap": sum(held),
+        }, f"group_commit={group_commit}"
 
 
 async def test_concurrent_admissions_never_exceed_the_cap(world: World) -> None:
