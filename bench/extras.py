@@ -189,11 +189,14 @@ def hop_section(hop: dict[str, Any]) -> list[str]:
         "The same answer in other shapes, over TCP (CPU measured 20 ms apart, one shape at a "
         "time, in the calling process + the answering one):",
         "",
-        "| shape | p50 back to back | p50 20 ms apart | CPU ms per call, client + server |",
+        "| shape | p50 / p99 back to back | p50 / p99 20 ms apart "
+        "| CPU ms per call, client + server |",
         "|---|---|---|---|",
         *(
-            f"| {label} | {trips[f'{shape}back_to_back']['p50_ms']} ms | "
-            f"{trips[f'{shape}every_20_ms']['p50_ms']} ms | "
+            f"| {label} | {trips[f'{shape}back_to_back']['p50_ms']} / "
+            f"{trips[f'{shape}back_to_back']['p99_ms']} ms | "
+            f"{trips[f'{shape}every_20_ms']['p50_ms']} / "
+            f"{trips[f'{shape}every_20_ms']['p99_ms']} ms | "
             f"{trips[f'cpu_{cpu}_every_20_ms']['client_cpu_ms']} + "
             f"{trips[f'cpu_{cpu}_every_20_ms']['server_cpu_ms']} |"
             for label, shape, cpu in (

@@ -212,6 +212,7 @@ async def _round_trips(
                 figures[label] = {
                     "p50_ms": round(statistics.median(taken), 3),
                     "p90_ms": round(statistics.quantiles(taken, n=10)[-1], 3),
+                    "p99_ms": round(statistics.quantiles(taken, n=100)[-1], 3),
                 }
         cpu = await _cpu_per_call(
             {

@@ -14,7 +14,8 @@ What gRPC does for a call of its own is done here for the calls on a stream:
   seconds, so its replacement lands on the next router. That matters: streams opened while
   only one router was connected (an edge's first calls, a router just restarted) would
   otherwise all stay on that one. Opening a stream costs about one call of its own, so
-  rotating every 64 calls costs ~2 %.
+  rotating every 64 calls costs ~2 %. The replacement is opened as its predecessor
+  retires, so it is connected by the time a call is sent on it.
 - **A router's drain.** A draining router says so on each stream: no new call goes there,
   and the stream is half-closed once its calls have ended.
 - **Calls no router took.** If a stream breaks (UNAVAILABLE: the router went away), a call
@@ -67,7 +68,7 @@ class _Call:
 
     def send(self) -> None:
         self.attempts += 1
-        self._streams.pick().send(self)
+        self._streams.send(self)
 
     def deliver(self, frame: pb.ReplyFrame) -> bool:
         """Takes a reply frame; True when it ends the call."""
@@ -379,23 +380,42 @@ class RouterStreams:
         call.send()
         return call
 
-    def pick(self) -> _Stream:
-        if self.closed:
-            raise unavailable("the edge is shutting down")
-        if len(self._open) < self._width:
-            stream = _Stream(self, self._open_channel())
-            self._open.append(stream)
-            self._all.add(stream)
-            return stream
-        self._turn = (self._turn + 1) % len(self._open)
-        stream = self._open[self._turn]
-        if (
+    def send(self, call: _Call) -> None:
+        """Sends `call` on the next open stream, and rotates that stream out once it is
+        spent."""
+        stream = self._pick()
+        stream.send(call)
+        if stream.accepting and (
             stream.sent >= self._calls_per_stream
             or stream.opened_at + self._max_age_s < asyncio.get_running_loop().time()
         ):
-            stream.retire()  # its replacement is opened on the next router in turn
-            return self.pick()
+            self._replace(stream)
+
+    def _pick(self) -> _Stream:
+        if self.closed:
+            raise unavailable("the edge is shutting down")
+        if len(self._open) < self._width:
+            return self._opened()
+        self._turn = (self._turn + 1) % len(self._open)
+        return self._open[self._turn]
+
+    def _opened(self) -> _Stream:
+        stream = _Stream(self, self._open_channel())
+        self._open.append(stream)
+        self._all.add(stream)
         return stream
+
+    def _replace(self, spent: _Stream) -> None:
+        """Retires `spent` and opens its replacement at once, on the next router in turn.
+        The call that spent it went out on its open connection, and the replacement
+        connects while nothing waits for it: no call waits for a connection to be made,
+        unless every stream broke or a router drained (a drain cannot open replacements
+        itself: a router that accepts and says it drains would be reconnected to in a
+        loop; here only a call opens one)."""
+        replacement = _Stream(self, self._open_channel())
+        self._open[self._open.index(spent)] = replacement  # its turn in the round robin
+        self._all.add(replacement)
+        spent.retire()
 
     def retired(self, stream: _Stream) -> None:
         if stream in self._open:

@@ -368,3 +368,59 @@ async def test_a_reply_over_the_message_limit_fails_its_call_and_no_other(
     assert isinstance(large, grpc.aio.AioRpcError)
     assert large.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert after["request_id"] == "after"
+
+
+class _RecordingChannel:
+    """A CallChannel that keeps what it is sent; replies are handed in by the test."""
+
+    def __init__(self, opened: list[_RecordingChannel]) -> None:
+        self.sent: list[int] = []
+        self.ended = False
+        self.replies: Callable[[pb.ReplyFrames], None] | None = None
+        opened.append(self)
+
+    def start(self, on_replies: Callable[[pb.ReplyFrames], None], on_broken: object) -> None:
+        self.replies = on_replies
+
+    def send(self, frame: pb.CallFrame) -> None:
+        self.sent.append(frame.call_id)
+
+    def end(self) -> None:
+        self.ended = True
+
+    def cancel(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("spent_by", ["calls", "age"])
+async def test_a_spent_stream_is_replaced_before_any_call_waits_for_the_replacement(
+    spent_by: str,
+) -> None:
+    """The call that spends a stream still goes on it (its connection is open) and the
+    replacement is opened at once, so the next call finds it connecting or connected
+    instead of opening it and waiting for the connection to be made."""
+    opened: list[_RecordingChannel] = []
+    streams = RouterStreams(
+        lambda: _RecordingChannel(opened),
+        width=1,
+        calls_per_stream=2 if spent_by == "calls" else 1_000,
+        max_age_s=5.0 if spent_by == "calls" else 0.05,
+    )
+    first = streams.chat(_request("first"))
+    if spent_by == "age":
+        await asyncio.sleep(0.1)
+    second = streams.chat(_request("second"))
+    assert [channel.sent for channel in opened] == [[1, 2], []]
+    third = streams.chat(_request("third"))
+    assert [channel.sent for channel in opened] == [[1, 2], [3]]
+    # The spent stream is half-closed once its calls are answered, not before.
+    assert not opened[0].ended
+    answer = pb.ChatResponse(completion=b"{}")
+    assert opened[0].replies is not None and opened[1].replies is not None
+    opened[0].replies(pb.ReplyFrames(frames=[pb.ReplyFrame(call_id=1, chat=answer)]))
+    assert not opened[0].ended
+    opened[0].replies(pb.ReplyFrames(frames=[pb.ReplyFrame(call_id=2, chat=answer)]))
+    assert opened[0].ended and not opened[1].ended
+    opened[1].replies(pb.ReplyFrames(frames=[pb.ReplyFrame(call_id=3, chat=answer)]))
+    assert [await call for call in (first, second, third)] == [answer] * 3
+    streams.close()
