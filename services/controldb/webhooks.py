@@ -142,7 +142,16 @@ class WebhookStore:
     # -- secrets ---------------------------------------------------------------------------
 
     async def secret(self, account_id: str) -> SecretView:
-        """The account's signing secrets, made on first use (by whichever asks first)."""
+        """The account's signing secrets, made on first use (by whichever asks first).
+
+        Read without the write lock first: on SQLite a transaction that takes it queues
+        with every write on the file, and under load (intake, claims, attempts recorded)
+        such a wait ran past the busy timeout and failed the attempt, which then waited out
+        its lease. Once made, a secret is only read; intake makes it (`add_deliveries`)."""
+        async with self._reads() as session, session.begin():
+            found = await session.get(WebhookSecret, account_id)
+            if found is not None:
+                return _secret_view(found)
         async with self._sessions() as session, session.begin():
             row = await session.get(WebhookSecret, account_id)
             if row is None:
@@ -216,7 +225,32 @@ class WebhookStore:
                     for item in by_task.values()
                 ],
             )
-            return len(result.all())
+            added = len(result.all())
+            await self._make_secrets(session, {item.account_id for item in by_task.values()})
+            return added
+
+    @staticmethod
+    async def _make_secrets(session: AsyncSession, account_ids: set[str]) -> None:
+        """Makes the signing secret of each account that has none yet, in the intake's own
+        transaction: the deliveries about to be signed then find it with a read."""
+        have = set(
+            await session.scalars(
+                select(WebhookSecret.account_id).where(WebhookSecret.account_id.in_(account_ids))
+            )
+        )
+        missing = account_ids - have
+        if not missing:
+            return
+        # An account that does not exist gets none (its deliveries end as dead letters).
+        existing = await session.scalars(select(Account.id).where(Account.id.in_(missing)))
+        now = datetime.now(UTC)
+        rows = [
+            {"account_id": account_id, "secret": new_signing_secret(), "rotated_at": now}
+            for account_id in existing
+        ]
+        if rows:
+            # Another replica's intake may make one at once: the first insert wins.
+            await session.execute(_insert(session)(WebhookSecret).on_conflict_do_nothing(), rows)
 
     async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[ClaimedDelivery]:
         """Leases up to `limit` due deliveries to the caller until `now + lease`.

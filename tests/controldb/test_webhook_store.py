@@ -4,13 +4,17 @@ overlap between replicas, fenced results, and the rotation overlap."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from controldb import KeyStore, create_engine_from_url
+from controldb import KeyStore, create_engine_from_url, migrate
+from controldb.keystore import AccountNotFound
+from controldb.models import WebhookSecret
 from controldb.webhooks import (
     DELIVERED,
     PENDING,
@@ -21,6 +25,7 @@ from controldb.webhooks import (
 )
 
 LEASE = timedelta(seconds=60)
+PEPPER = b"test-pepper-not-secret"
 
 
 @pytest.fixture
@@ -94,3 +99,52 @@ async def test_rotation_signs_with_both_secrets_for_the_overlap_only(
     now = datetime.now(UTC)
     assert rotated.signing_secrets(now) == (rotated.secret, first.secret)
     assert rotated.signing_secrets(now + timedelta(hours=25)) == (rotated.secret,)
+
+
+async def test_intake_makes_each_account_secret_once_and_skips_unknown_accounts(
+    migrated_url: str, store: KeyStore
+) -> None:
+    engine = create_engine_from_url(migrated_url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    webhooks = WebhookStore(sessions)
+    account = await store.create_account("hooked")
+    items = [
+        NewDelivery("task-1", "evt", account.id, "https://example.com/cb", b"{}"),
+        NewDelivery("task-2", "evt", "acct_gone", "https://example.com/cb", b"{}"),
+    ]
+    assert await webhooks.add_deliveries(items) == 2
+    async with sessions() as session:
+        stored = await session.get(WebhookSecret, account.id)
+        assert stored is not None and await session.get(WebhookSecret, "acct_gone") is None
+    made = await webhooks.secret(account.id)
+    assert made.secret == stored.secret
+    # A later intake for the same account keeps the secret its deliveries are signed with.
+    more = [NewDelivery("task-3", "evt", account.id, "https://example.com/cb", b"{}")]
+    assert await webhooks.add_deliveries(more) == 1
+    assert await webhooks.secret(account.id) == made
+    with pytest.raises(AccountNotFound):
+        await webhooks.secret("acct_gone")
+    await engine.dispose()
+
+
+async def test_a_made_secret_is_read_while_another_process_holds_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    """On SQLite every write queues for one lock; under load a lookup that took it waited
+    past the busy timeout, failed the attempt, and the delivery waited out its lease."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/control.db"
+    await migrate(url)
+    engine = create_engine_from_url(url)
+    try:
+        account = await KeyStore(engine, PEPPER).create_account("busy")
+        webhooks = WebhookStore(async_sessionmaker(engine, expire_on_commit=False))
+        made = await webhooks.secret(account.id)
+        writer = sqlite3.connect(tmp_path / "control.db", isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")  # held for the whole lookup
+        try:
+            assert await webhooks.secret(account.id) == made
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+    finally:
+        await engine.dispose()
