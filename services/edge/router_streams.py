@@ -400,8 +400,12 @@ class RouterStreams:
         return self._open[self._turn]
 
     def _opened(self) -> _Stream:
-        stream = _Stream(self, self._open_channel())
+        stream = self._new_stream()
         self._open.append(stream)
+        return stream
+
+    def _new_stream(self) -> _Stream:
+        stream = _Stream(self, self._open_channel())
         self._all.add(stream)
         return stream
 
@@ -412,9 +416,8 @@ class RouterStreams:
         unless every stream broke or a router drained (a drain cannot open replacements
         itself: a router that accepts and says it drains would be reconnected to in a
         loop; here only a call opens one)."""
-        replacement = _Stream(self, self._open_channel())
-        self._open[self._open.index(spent)] = replacement  # its turn in the round robin
-        self._all.add(replacement)
+        # The replacement takes the spent stream's turn in the round robin.
+        self._open[self._open.index(spent)] = self._new_stream()
         spent.retire()
 
     def retired(self, stream: _Stream) -> None:
