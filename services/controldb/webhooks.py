@@ -153,19 +153,10 @@ class WebhookStore:
             if found is not None:
                 return _secret_view(found)
         async with self._sessions() as session, session.begin():
-            row = await session.get(WebhookSecret, account_id)
-            if row is None:
-                if await session.get(Account, account_id) is None:
-                    raise AccountNotFound(account_id)
-                statement = _insert(session)(WebhookSecret).values(
-                    account_id=account_id,
-                    secret=new_signing_secret(),
-                    rotated_at=datetime.now(UTC),
-                )
-                # Two replicas may make one at once: the first insert wins, both read it.
-                await session.execute(statement.on_conflict_do_nothing())
-                row = await session.get(WebhookSecret, account_id, populate_existing=True)
-            assert row is not None
+            await self._make_secrets(session, {account_id})
+            row = await session.get(WebhookSecret, account_id, populate_existing=True)
+            if row is None:  # no such account: none was made
+                raise AccountNotFound(account_id)
             return _secret_view(row)
 
     async def rotate_secret(
@@ -249,7 +240,8 @@ class WebhookStore:
             for account_id in existing
         ]
         if rows:
-            # Another replica's intake may make one at once: the first insert wins.
+            # Another replica (or intake) may make one at once: the first insert wins, and
+            # both read it.
             await session.execute(_insert(session)(WebhookSecret).on_conflict_do_nothing(), rows)
 
     async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[ClaimedDelivery]:
