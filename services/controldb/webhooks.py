@@ -303,6 +303,22 @@ class WebhookStore:
                 for row, url_disabled in claimed.all()
             ]
 
+    async def hand_back(self, claimed: ClaimedDelivery, due_at: datetime) -> bool:
+        """Shortens the caller's lease to `due_at` without recording an attempt: for an
+        attempt that failed before anything was sent, so the delivery is tried again then
+        instead of when the whole lease runs out. Fenced like `finish_attempts`: False
+        (nothing changed) if another replica has taken the row over."""
+        async with self._sessions() as session, session.begin():
+            changed = await session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == claimed.id,
+                    WebhookDelivery.claim_token == claimed.claim_token,
+                )
+                .values(claimed_until=due_at)
+            )
+        return getattr(changed, "rowcount", 0) == 1
+
     async def finish_attempt(self, claimed: ClaimedDelivery, result: AttemptResult) -> bool:
         return (await self.finish_attempts([(claimed, result)]))[0]
 

@@ -6,6 +6,8 @@ the receiver's 2xx and that write leaves the row pending under a lease; when the
 out (`AIG_WEBHOOKS_LEASE_S`) the same message is sent again with the same `webhook-id`, which
 is what receivers deduplicate on. Nothing that was recorded as delivered is ever sent again
 (unless an operator redelivers it), and nothing pending is lost: the row outlives any process.
+An attempt that fails before it sends anything hands its lease back, so the row is not left
+waiting out the whole lease for a send that never happened.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ MAX_RESPONSE_BYTES = 64 * 1024
 SECRETS_TTL_S = 10.0
 # Attempts whose results are written in one transaction, at most.
 MAX_RECORD_BATCH = 200
+# An attempt that failed before sending anything (its secret could not be read, say) is
+# tried again this much later; the same as the retry schedule's first delay.
+UNSENT_RETRY_S = 5.0
 
 
 class GuardedResolver(AbstractResolver):
@@ -188,17 +193,21 @@ class Deliverer:
     async def _run_attempt(self, delivery: ClaimedDelivery) -> None:
         started = datetime.now(UTC)
         clock = time.perf_counter()
-        result: AttemptResult
-        if delivery.url_disabled:
-            result = self._final(delivery, started, DISABLED, "not sent: a 410 disabled this URL")
+        try:
+            ready = await self._prepare(delivery, started)
+        except Exception:
+            log.exception(
+                "delivery %s: preparing the attempt failed; nothing was sent, it is tried "
+                "again in %g s",
+                delivery.id,
+                UNSENT_RETRY_S,
+            )
+            await self._hand_back(delivery)
+            return
+        if isinstance(ready, AttemptResult):
+            result = ready
         else:
-            try:
-                await check_callback_url(delivery.callback_url, self._allow_hosts)
-            except CallbackUrlRefused as refused:
-                _SEND_RESULTS["url_refused"].inc()
-                result = self._final(delivery, started, REFUSED, f"not sent: {refused}")
-            else:
-                result = await self._post(delivery, started, clock)
+            result = await self._post(delivery, ready, started, clock)
         ATTEMPTS.labels(result.outcome).inc()
         if result.outcome == DEAD:
             DEAD_LETTERS.inc()
@@ -206,6 +215,49 @@ class Deliverer:
         self._finished.put_nowait((delivery, result, recorded))
         if not await recorded:
             log.warning("delivery %s: lease lost before its attempt was recorded", delivery.id)
+
+    async def _prepare(
+        self, delivery: ClaimedDelivery, started: datetime
+    ) -> AttemptResult | dict[str, str]:
+        """The signed headers to send with, or the final result of an attempt that is not
+        to be sent at all (URL disabled or refused, account gone)."""
+        if delivery.url_disabled:
+            return self._final(delivery, started, DISABLED, "not sent: a 410 disabled this URL")
+        try:
+            await check_callback_url(delivery.callback_url, self._allow_hosts)
+        except CallbackUrlRefused as refused:
+            _SEND_RESULTS["url_refused"].inc()
+            return self._final(delivery, started, REFUSED, f"not sent: {refused}")
+        try:
+            secrets = await self._secrets_of(delivery.account_id)
+        except AccountNotFound:
+            return self._final(delivery, started, DEAD, "not sent: the account no longer exists")
+        return {
+            "content-type": "application/json",
+            **signature_headers(
+                message_id=delivery.id,
+                task_id=delivery.task_id,
+                timestamp=int(time.time()),
+                body=delivery.payload,
+                secrets=secrets.signing_secrets(datetime.now(UTC)),
+                kie_hmac_key=secrets.kie_hmac_key,
+            ),
+        }
+
+    async def _hand_back(self, delivery: ClaimedDelivery) -> None:
+        """Nothing reached the receiver, so there is nothing to deduplicate: the row is due
+        again soon rather than when the whole lease (a minute by default) runs out."""
+        due_at = datetime.now(UTC) + timedelta(seconds=UNSENT_RETRY_S)
+        try:
+            if not await self._store.hand_back(delivery, due_at):
+                log.warning("delivery %s: lease lost before the row was handed back", delivery.id)
+        except Exception:
+            log.warning(
+                "delivery %s: handing the row back failed; it is tried again when its lease "
+                "runs out",
+                delivery.id,
+                exc_info=True,
+            )
 
     async def _record_results(self) -> None:
         """Writes finished attempts in batches: one transaction for however many finished
@@ -255,24 +307,12 @@ class Deliverer:
         )
 
     async def _post(
-        self, delivery: ClaimedDelivery, started: datetime, clock: float
+        self,
+        delivery: ClaimedDelivery,
+        headers: dict[str, str],
+        started: datetime,
+        clock: float,
     ) -> AttemptResult:
-        try:
-            secrets = await self._secrets_of(delivery.account_id)
-        except AccountNotFound:
-            return self._final(delivery, started, DEAD, "not sent: the account no longer exists")
-        timestamp = int(time.time())
-        headers = {
-            "content-type": "application/json",
-            **signature_headers(
-                message_id=delivery.id,
-                task_id=delivery.task_id,
-                timestamp=timestamp,
-                body=delivery.payload,
-                secrets=secrets.signing_secrets(datetime.now(UTC)),
-                kie_hmac_key=secrets.kie_hmac_key,
-            ),
-        }
         answer = await self._send(delivery.callback_url, delivery.payload, headers)
         elapsed = time.perf_counter() - clock
         ATTEMPT_SECONDS.observe(elapsed)

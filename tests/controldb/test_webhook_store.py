@@ -89,6 +89,24 @@ async def test_a_retry_is_due_at_its_time_and_not_before(webhooks: WebhookStore)
     assert view.state == PENDING
 
 
+async def test_a_row_handed_back_is_due_again_then_without_an_attempt(
+    webhooks: WebhookStore,
+) -> None:
+    await webhooks.add_deliveries([_delivery("t-back")])
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    (claimed,) = await webhooks.claim_due(now, 10, LEASE)
+    due_at = now + timedelta(seconds=5)
+    assert await webhooks.hand_back(claimed, due_at)
+    assert await webhooks.claim_due(due_at - timedelta(seconds=1), 10, LEASE) == []
+    (again,) = await webhooks.claim_due(due_at + timedelta(seconds=1), 10, LEASE)
+    assert (again.id, again.attempts, again.schedule_index) == (claimed.id, 0, 0)
+    # The first claimer's lease is gone: its hand-back must not shorten the new one.
+    assert not await webhooks.hand_back(claimed, due_at)
+    assert await webhooks.claim_due(due_at + timedelta(seconds=2), 10, LEASE) == []
+    (view,) = await webhooks.deliveries_of_task("t-back")
+    assert (view.state, view.attempt_log) == (PENDING, ())
+
+
 async def test_rotation_signs_with_both_secrets_for_the_overlap_only(
     webhooks: WebhookStore, store: KeyStore
 ) -> None:
