@@ -5,6 +5,10 @@ python -m bench --quick    the same phases, shorter (~2 minutes), for developmen
 python -m bench --soak     aig alone under steady load for 5 minutes, RSS trend only
 python -m bench --soak --soak-minutes 30   the same for 30 minutes (issue 16's soak)
 python -m bench.scaleout   the two-core phase alone, against one-core peaks taken just before
+
+Only the runs the committed reports describe write them into bench/ (RESULTS.md, the chart,
+the profiles; SOAK.md): a default run and a soak of 30 minutes or more. A --quick run or a
+shorter soak writes its report into --out only, so development runs never overwrite them.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from .report import machine, render, render_soak
 from .run import execute, log
 
 HERE = Path(__file__).parent
+# The soak issue 16 asks for; a shorter one is a development run.
+COMMITTED_SOAK_MIN_S = 30 * 60
 # Small enough to commit beside RESULTS.md.
 COMMITTED_PLOT_MAX_BYTES = 300_000
 COMMITTED_PROFILE_MAX_BYTES = 500_000
@@ -51,13 +57,14 @@ def main() -> None:
     results = execute(plan, args.out, pin=not args.no_pin)
     results["machine"] = machine()
 
+    report_dir = report_directory(plan, args.out)
     if args.soak:
         path = args.out / "soak.json"
         path.write_text(json.dumps(results["soak"], indent=2))
-        (HERE / "SOAK.md").write_text(render_soak(results))
+        (report_dir / "SOAK.md").write_text(render_soak(results))
         for name, figures in results["soak"]["processes"].items():
             log(f"soak {name}: {json.dumps(figures)}")
-        log(f"wrote {path}")
+        log(f"wrote {path} and {report_dir / 'SOAK.md'}")
         return
 
     results_path = args.out / "results.json"
@@ -72,18 +79,31 @@ def main() -> None:
         ],
         check=True,
     )
-    if plot_path.stat().st_size <= COMMITTED_PLOT_MAX_BYTES:
-        shutil.copyfile(plot_path, HERE / "latency.png")
-    # The flame graphs stay beside the results they explain, so the next optimisation
-    # starts from this run's data.
-    for graph in args.out.glob("profile-*.svg"):
-        if graph.stat().st_size <= COMMITTED_PROFILE_MAX_BYTES:
-            (HERE / "profiles").mkdir(exist_ok=True)
-            shutil.copyfile(graph, HERE / "profiles" / graph.name)
-    results_md = HERE / "RESULTS.md"
-    kept = kept_sections(results_md.read_text()) if results_md.exists() else ""
+    if report_dir == HERE:
+        if plot_path.stat().st_size <= COMMITTED_PLOT_MAX_BYTES:
+            shutil.copyfile(plot_path, HERE / "latency.png")
+        # The flame graphs stay beside the results they explain, so the next optimisation
+        # starts from this run's data.
+        for graph in args.out.glob("profile-*.svg"):
+            if graph.stat().st_size <= COMMITTED_PROFILE_MAX_BYTES:
+                (HERE / "profiles").mkdir(exist_ok=True)
+                shutil.copyfile(graph, HERE / "profiles" / graph.name)
+    results_md = report_dir / "RESULTS.md"
+    # The sections other commands measured come from the committed report either way.
+    committed = HERE / "RESULTS.md"
+    kept = kept_sections(committed.read_text()) if committed.exists() else ""
     results_md.write_text(render(results) + kept)
-    log(f"wrote {results_path}, {plot_path} and {HERE / 'RESULTS.md'}")
+    log(f"wrote {results_path}, {plot_path} and {results_md}")
+
+
+def report_directory(plan: Plan, out: Path) -> Path:
+    """Where a run's Markdown report goes: bench/ for the runs the committed reports
+    describe (the default plan, a soak of 30 minutes or more), `out` for the rest."""
+    soak = plan.name == SOAK.name
+    if plan.name == DEFAULT.name or (soak and plan.soak_seconds >= COMMITTED_SOAK_MIN_S):
+        return HERE
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def soak_plan(minutes: float) -> Plan:

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from . import report, settlement, tokenizer
-from .__main__ import kept_sections, soak_plan
+from .__main__ import HERE, kept_sections, report_directory, soak_plan
 from .loadgen import DEADLINE_ABORT, duration, parse_report
+from .plan import DEFAULT, QUICK
 from .procs import CLOCK_TICKS, ProcessGroup, cpu_seconds, descendants
 from .profiling import hot_functions
 from .soak import SoakSeries
@@ -245,6 +246,14 @@ def test_soak_minutes_lengthen_the_soak_and_space_the_samples() -> None:
     assert thirty.peak_connections == () and not thirty.scaleout
     two = soak_plan(2)
     assert two.soak_seconds == 120 and two.soak_interval_s == 5  # never under 5 s
+
+
+def test_only_the_runs_the_committed_reports_describe_write_into_bench(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert report_directory(DEFAULT, out) == HERE
+    assert report_directory(soak_plan(30), out) == HERE
+    assert report_directory(QUICK, out) == out and out.is_dir()
+    assert report_directory(soak_plan(5), out) == out
 
 
 def test_the_tokenizer_probe_runs_against_the_routers_own_modules() -> None:
