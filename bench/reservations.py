@@ -8,18 +8,22 @@ possible round trip. python -m bench.reservations
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import random
+import sqlite3
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from controldb import KeyStore, create_engine_from_url, migrate
+from controldb import KeyStore, create_engine_from_url, group_commit, migrate
 from controldb.limits import Limits
 from controldb.money import Admission, Money
 from controldb.ratelimit import MAX_RPM_LIMIT
@@ -29,6 +33,12 @@ CALLS = 2000
 # second or so of calls): admission sums the account's live reservations.
 IN_FLIGHT = 500
 OUT = Path(__file__).parent / "out" / "reservations.json"
+# Another writer on the SQLite file (billing settling a batch, a webhooks claim): it holds
+# the write lock for a time drawn evenly from HOLD_S, then leaves it free for FREE_S.
+HOLD_S = (0.001, 0.015)
+FREE_S = 0.022
+# Rounds of each way of waiting, alternated, so both meet the same machine.
+ROUNDS = 8
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -54,17 +64,26 @@ async def _timed(
     return samples
 
 
-async def measure(database_url: str, calls: int = CALLS) -> dict[str, Any]:
+async def _funded(
+    database_url: str, name: str
+) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession], KeyStore, Money, str, str]:
+    """A migrated control DB with one account no benchmark can exhaust and one key: the
+    engine, sessions, key store, money, account id and key id."""
     await migrate(database_url)
     engine: AsyncEngine = create_engine_from_url(database_url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     store = KeyStore(sessions, b"bench-pepper")
     money = Money(sessions)
-    account = await store.create_account("bench")
-    key, _ = await store.create_key(account.id, "bench")
+    account = await store.create_account(name)
+    key, _ = await store.create_key(account.id, name)
     await money.add_credits(account.id, "grant", 10**15)
+    return engine, sessions, store, money, account.id, key.id
+
+
+async def measure(database_url: str, calls: int = CALLS) -> dict[str, Any]:
+    engine, sessions, store, money, account_id, key_id = await _funded(database_url, "bench")
     # A key with an rpm_limit pays one UPDATE more per admission; the limit is never reached.
-    limited, _ = await store.create_key(account.id, "bench-rpm")
+    limited, _ = await store.create_key(account_id, "bench-rpm")
     await Limits(sessions).set_caps("key", limited.id, {"rpm_limit": MAX_RPM_LIMIT})
 
     async def round_trip() -> None:
@@ -72,10 +91,10 @@ async def measure(database_url: str, calls: int = CALLS) -> dict[str, Any]:
             await session.execute(text("SELECT 1"))
 
     async def admit() -> Admission:
-        return await money.admit(account.id, key.id, 1000)
+        return await money.admit(account_id, key_id, 1000)
 
     async def admit_limited() -> Admission:
-        return await money.admit(account.id, limited.id, 1000)
+        return await money.admit(account_id, limited.id, 1000)
 
     async def settle(admission: Admission) -> None:
         await money.release(admission.reservation_id)
@@ -108,12 +127,92 @@ async def measure(database_url: str, calls: int = CALLS) -> dict[str, Any]:
     }
 
 
+async def measure_lock_wait(database_url: str, round_s: float = 1.5) -> dict[str, Any]:
+    """SQLite only: admission while another connection holds the write lock HOLD_S out of
+    every HOLD_S + FREE_S (hold times from a seeded draw), admissions arriving at random
+    moments for `round_s` seconds ROUNDS times per way of waiting. The writer thread polls for the
+    lock (group_commit._begin_polling); the baseline, measured alternately in the same run,
+    is SQLite's own busy handler (BEGIN IMMEDIATE under the 5 s busy timeout), whose sleeps
+    grow 1, 2, 5, 10 ms …"""
+    engine, _, _, money, account_id, key_id = await _funded(database_url, "bench-lock")
+    stop = threading.Event()
+    draw = random.Random(16)
+
+    def hold_the_lock_now_and_then() -> None:
+        holder = sqlite3.connect(engine.url.database or "", isolation_level=None)
+        holder.execute("PRAGMA busy_timeout=5000")
+        while not stop.is_set():
+            holder.execute("BEGIN IMMEDIATE")
+            time.sleep(draw.uniform(*HOLD_S))
+            holder.execute("COMMIT")
+            time.sleep(FREE_S)
+        holder.close()
+
+    async def admissions_for(seconds: float) -> list[float]:
+        """Admissions (each settled, untimed) at random moments for `seconds`, so they meet
+        the holder at every phase of its cycle."""
+        samples = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await asyncio.sleep(arrivals.uniform(0, 0.004))
+            started = time.perf_counter()
+            admission = await money.admit(account_id, key_id, 1000)
+            samples.append(time.perf_counter() - started)
+            await money.release(admission.reservation_id)
+        return samples
+
+    def busy_handler_begin(connection: Any) -> None:
+        connection.execute("BEGIN IMMEDIATE")  # the connection's 5 s busy timeout waits
+
+    arrivals = random.Random(4)
+    samples: dict[str, list[float]] = {"polling": [], "busy_handler": []}
+    holder = threading.Thread(target=hold_the_lock_now_and_then, daemon=True)
+    holder.start()
+    try:
+        for _ in range(ROUNDS):
+            for name in ("polling", "busy_handler"):
+                with contextlib.ExitStack() as patches:
+                    if name == "busy_handler":
+                        patches.enter_context(
+                            _replaced(group_commit, "_begin_polling", busy_handler_begin)
+                        )
+                    samples[name] += await admissions_for(round_s)
+    finally:
+        stop.set()
+        holder.join()
+        await money.aclose()
+        await engine.dispose()
+    polling, busy = _percentiles(samples["polling"]), _percentiles(samples["busy_handler"])
+    return {
+        "calls": {name: len(taken) for name, taken in samples.items()},
+        "hold_ms": [bound * 1000 for bound in HOLD_S],
+        "free_ms": FREE_S * 1000,
+        "polling": polling,
+        "busy_handler": busy,
+        "polling_over_busy_handler_p50": round(polling["p50_us"] / busy["p50_us"], 2),
+        "polling_over_busy_handler_p99": round(polling["p99_us"] / busy["p99_us"], 2),
+    }
+
+
+@contextlib.contextmanager
+def _replaced(owner: Any, name: str, value: Any) -> Any:
+    original = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
 def main() -> None:
     from tests.pg import PostgresServer  # the project's throwaway PostgreSQL
 
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as directory:
         results["sqlite"] = asyncio.run(measure(f"sqlite+aiosqlite:///{directory}/bench.db"))
+        results["sqlite_lock_wait"] = asyncio.run(
+            measure_lock_wait(f"sqlite+aiosqlite:///{directory}/lock.db")
+        )
     postgres = PostgresServer.start()
     try:
         results["postgresql"] = asyncio.run(measure(postgres.url()))

@@ -32,6 +32,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -52,7 +53,7 @@ from controldb.admission import (
     limits_parameters,
     utc_now,
 )
-from controldb.engine import create_sync_sqlite_engine
+from controldb.engine import SQLITE_BUSY_TIMEOUT_MS, create_sync_sqlite_engine
 from controldb.models import Reservation
 
 log = logging.getLogger("controldb.admission")
@@ -81,11 +82,46 @@ class _Release:
 _Work = _Admit | _Release
 
 
+# The writer thread's wait for SQLite's write lock: first retry after this long, each next
+# one after twice the previous, never more than LOCK_POLL_MAX_S apart; given up after the
+# same 5 s as every other connection's busy timeout.
+LOCK_POLL_FIRST_S = 0.0001
+LOCK_POLL_MAX_S = 0.001
+LOCK_WAIT_S = SQLITE_BUSY_TIMEOUT_MS / 1000
+
+
+def _begin_polling(connection: DBAPIConnection) -> None:
+    """BEGIN IMMEDIATE, retried until the write lock is free. SQLite's own busy handler
+    sleeps 1, 2, 5, 10, 15, 20 ms … between tries, so a call that found the lock held for
+    9 ms by another service (billing settling a batch) waited 18; here it waits for the
+    lock's release plus at most LOCK_POLL_MAX_S. Only the BEGIN runs without a busy timeout:
+    the transaction's own statements keep SQLite's, as on every other connection."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    pause = LOCK_POLL_FIRST_S
+    connection.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, LOCK_POLL_MAX_S)
+    finally:
+        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+
 @contextlib.contextmanager
-def _immediate(connection: DBAPIConnection) -> Iterator[None]:
-    """One write transaction: BEGIN IMMEDIATE (raises at once if the lock cannot be had
-    within the connection's busy timeout), COMMIT on success, ROLLBACK on any error."""
-    connection.execute("BEGIN IMMEDIATE")
+def _immediate(connection: DBAPIConnection, *, poll: bool = False) -> Iterator[None]:
+    """One write transaction: BEGIN IMMEDIATE (on a connection with a busy timeout of zero:
+    at once, or raises; with `poll`, retried as `_begin_polling` does), COMMIT on success,
+    ROLLBACK on any error."""
+    if poll:
+        _begin_polling(connection)
+    else:
+        connection.execute("BEGIN IMMEDIATE")
     try:
         yield
         connection.execute("COMMIT")
@@ -242,7 +278,7 @@ class GroupCommitAdmissions:
                 self._connection = self._engine.raw_connection()
             connection = self._connection.driver_connection
             assert connection is not None
-            with _immediate(connection):
+            with _immediate(connection, poll=True):
                 now = self._clock()
                 for work in batch:
                     if isinstance(work, _Release):

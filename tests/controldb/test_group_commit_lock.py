@@ -1,0 +1,72 @@
+"""The admission writer's wait for SQLite's write lock: it polls instead of SQLite's busy
+handler, whose sleeps (1, 2, 5, 10 ms …) made a call wait up to twice as long as the lock
+was held. How long it waits is measured in bench/reservations.py; this checks what it does."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import cast
+
+import pytest
+from sqlalchemy.engine.interfaces import DBAPIConnection
+
+from controldb import group_commit
+from controldb.engine import SQLITE_BUSY_TIMEOUT_MS
+
+
+def _database(tmp_path: Path) -> Path:
+    path = tmp_path / "lock.db"
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t (v INTEGER)")
+    setup.close()
+    return path
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    return connection
+
+
+def _dbapi(connection: sqlite3.Connection) -> DBAPIConnection:
+    """sqlite3's connection is what SQLAlchemy's DBAPI protocol describes."""
+    return cast(DBAPIConnection, connection)
+
+
+def test_the_writer_takes_the_lock_once_another_process_releases_it(tmp_path: Path) -> None:
+    path = _database(tmp_path)
+    holder, writer = _connect(path), _connect(path)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    released = threading.Timer(0.05, lambda: holder.execute("COMMIT"))
+    released.start()
+    with group_commit._immediate(_dbapi(writer), poll=True):
+        # The holder committed first: the writer's transaction sees its row.
+        assert writer.execute("SELECT count(*) FROM t").fetchone() == (1,)
+        writer.execute("INSERT INTO t VALUES (2)")
+    released.join()
+    assert holder.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    # The busy timeout the transaction's statements run under is back as it was.
+    assert writer.execute("PRAGMA busy_timeout").fetchone() == (SQLITE_BUSY_TIMEOUT_MS,)
+
+
+def test_the_writer_gives_up_after_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _database(tmp_path)
+    holder, writer = _connect(path), _connect(path)
+    monkeypatch.setattr(group_commit, "LOCK_WAIT_S", 0.05)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with (
+            pytest.raises(sqlite3.OperationalError, match="locked"),
+            group_commit._immediate(_dbapi(writer), poll=True),
+        ):
+            pass
+        assert not writer.in_transaction
+        assert writer.execute("PRAGMA busy_timeout").fetchone() == (SQLITE_BUSY_TIMEOUT_MS,)
+    finally:
+        holder.execute("ROLLBACK")
