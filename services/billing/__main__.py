@@ -113,6 +113,7 @@ async def serve(settings: BillingSettings) -> None:
     server.should_exit = True
     await http
     await ledger.close()
+    await money.aclose()
     await engine.dispose()
 
 
