@@ -29,13 +29,24 @@ from .upstream import UpstreamClients
 
 log = logging.getLogger("router")
 
+# How long usage events gather before one produce request takes them all. The router
+# publishes one per call, and at moderate rates aiokafka's per-request work was a large part
+# of its CPU: 100 ms instead of the publisher's 20 cut the router's CPU per call by 10-18 %
+# at 200 calls/s (and the broker's by a quarter). Each event is in the fsynced journal
+# before it waits, and billing's own fetch waits up to 500 ms, so only settlement lag grows,
+# by at most this much.
+USAGE_LINGER_S = 0.1
+
 
 async def serve(settings: RouterSettings) -> None:
     # Validated in full (provider rows against their types too) before anything starts.
     config = LiveCatalog(builder(settings.env, settings.sandbox_url))
     clients = UpstreamClients(settings)
     publisher = EventPublisher(
-        settings.kafka_bootstrap_servers, Path(settings.spool_dir), client_id="aig-router"
+        settings.kafka_bootstrap_servers,
+        Path(settings.spool_dir),
+        client_id="aig-router",
+        linger_s=USAGE_LINGER_S,
     )
     await publisher.start()
     server = grpc.aio.server(options=GRPC_OPTIONS)
