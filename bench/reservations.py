@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -149,7 +150,7 @@ async def measure_lock_wait(database_url: str, round_s: float = 1.5) -> dict[str
         holder.close()
 
     async def admissions_for(seconds: float) -> list[float]:
-        """Admissions (each settled, untimed) at random moments for `seconds`, so they meet
+        """Admissions (each released, untimed) at random moments for `seconds`, so they meet
         the holder at every phase of its cycle."""
         samples = []
         end = time.monotonic() + seconds
@@ -171,11 +172,12 @@ async def measure_lock_wait(database_url: str, round_s: float = 1.5) -> dict[str
     try:
         for _ in range(ROUNDS):
             for name in ("polling", "busy_handler"):
-                with contextlib.ExitStack() as patches:
-                    if name == "busy_handler":
-                        patches.enter_context(
-                            _replaced(group_commit, "_begin_polling", busy_handler_begin)
-                        )
+                waiting = (
+                    mock.patch.object(group_commit, "_begin_polling", busy_handler_begin)
+                    if name == "busy_handler"
+                    else contextlib.nullcontext()
+                )
+                with waiting:
                     samples[name] += await admissions_for(round_s)
     finally:
         stop.set()
@@ -192,16 +194,6 @@ async def measure_lock_wait(database_url: str, round_s: float = 1.5) -> dict[str
         "polling_over_busy_handler_p50": round(polling["p50_us"] / busy["p50_us"], 2),
         "polling_over_busy_handler_p99": round(polling["p99_us"] / busy["p99_us"], 2),
     }
-
-
-@contextlib.contextmanager
-def _replaced(owner: Any, name: str, value: Any) -> Any:
-    original = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
 
 
 def main() -> None:
