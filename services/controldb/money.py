@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -126,11 +127,10 @@ class CreditResult:
 
 
 def _counter_upsert(
-    session: Session | AsyncSession, scope: str, scope_id: str, period: str, amount: int
+    connection: Connection, scope: str, scope_id: str, period: str, amount: int
 ) -> Any:
-    """INSERT … ON CONFLICT DO UPDATE, in the session's dialect (PostgreSQL or SQLite)."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    """INSERT … ON CONFLICT DO UPDATE, in the connection's dialect (PostgreSQL or SQLite)."""
+    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
     statement = insert(SpendCounter).values(
         scope=scope, scope_id=scope_id, period=period, spent_nano_usd=amount
     )
@@ -395,7 +395,7 @@ class Money:
                 .values(balance_nano_usd=Account.balance_nano_usd - debits[account_id])
             )
         for (scope, scope_id, period), amount in sorted(counters.items()):
-            connection.execute(_counter_upsert(session, scope, scope_id, period, amount))
+            connection.execute(_counter_upsert(connection, scope, scope_id, period, amount))
         reservation_ids = [item.reservation_id for item in items if item.reservation_id]
         if reservation_ids:
             connection.execute(delete(Reservation).where(Reservation.id.in_(reservation_ids)))
