@@ -114,7 +114,7 @@ def _begin_polling(connection: DBAPIConnection) -> None:
 
 
 @contextlib.contextmanager
-def _immediate(connection: DBAPIConnection, *, poll: bool = False) -> Iterator[None]:
+def immediate(connection: DBAPIConnection, *, poll: bool = False) -> Iterator[None]:
     """One write transaction: BEGIN IMMEDIATE (on a connection with a busy timeout of zero:
     at once, or raises; with `poll`, retried as `_begin_polling` does), COMMIT on success,
     ROLLBACK on any error."""
@@ -204,7 +204,7 @@ class GroupCommitAdmissions:
                 driver.execute("PRAGMA synchronous=NORMAL")
             connection = self._inline.driver_connection
             assert connection is not None
-            with _immediate(connection):
+            with immediate(connection):
                 return self._admit_one(
                     connection, account_id, key_id, worst_case_nano_usd, self._clock()
                 )
@@ -278,7 +278,7 @@ class GroupCommitAdmissions:
                 self._connection = self._engine.raw_connection()
             connection = self._connection.driver_connection
             assert connection is not None
-            with _immediate(connection, poll=True):
+            with immediate(connection, poll=True):
                 now = self._clock()
                 for work in batch:
                     if isinstance(work, _Release):

@@ -13,7 +13,7 @@ The guarantee that caps hold under any concurrency rests on three rules:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,13 +22,8 @@ from sqlalchemy import (
     delete,
     insert,
     select,
-    update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
 
 from aig_common.money import MAX_NANO_USD, NANO_PER_USD
 from controldb.admission import (
@@ -55,11 +50,18 @@ from controldb.models import (
     Account,
     CreditEntry,
     Reservation,
-    Settlement,
     SpendCounter,
 )
 from controldb.periods import day_period, month_period, next_day, next_month
 from controldb.ratelimit import RateLimited as RateLimited  # re-exported, as LimitExceeded
+from controldb.settlement import (
+    SettlementWrites,
+    SqliteSettlementStatements,
+    write_with_core,
+)
+from controldb.settlement import (
+    UsageSettlement as UsageSettlement,  # re-exported: billing builds them from here
+)
 from controldb.sync_writer import SyncSqliteWriter
 from controldb.tiers import Tier, tier_for
 
@@ -96,17 +98,6 @@ class RefundNotAllowed(MoneyError):
 
 
 @dataclass(frozen=True, slots=True)
-class UsageSettlement:
-    event_id: str
-    account_id: str
-    key_id: str
-    workspace_id: str | None
-    reservation_id: str | None
-    billed_nano_usd: int
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
 class PeriodSpend:
     cap_nano_usd: int | None
     spent_nano_usd: int
@@ -124,20 +115,6 @@ class ScopeSpend:
 class CreditResult:
     entries: list[CreditEntry] = field(default_factory=list)
     balance_nano_usd: int = 0
-
-
-def _counter_upsert(
-    connection: Connection, scope: str, scope_id: str, period: str, amount: int
-) -> Any:
-    """INSERT … ON CONFLICT DO UPDATE, in the connection's dialect (PostgreSQL or SQLite)."""
-    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(SpendCounter).values(
-        scope=scope, scope_id=scope_id, period=period, spent_nano_usd=amount
-    )
-    return statement.on_conflict_do_update(
-        index_elements=["scope", "scope_id", "period"],
-        set_={"spent_nano_usd": SpendCounter.spent_nano_usd + amount},
-    )
 
 
 class Money:
@@ -165,6 +142,7 @@ class Money:
         # An SQLite file's URL: settlements run on a thread of their own (made at the first).
         self._sqlite_url: str | None = None
         self._settle_writer: SyncSqliteWriter | None = None
+        self._sqlite_settlement = SqliteSettlementStatements()
         if isinstance(bind, AsyncEngine) and is_sqlite_file(str(bind.url)):
             self._sqlite_url = bind.url.render_as_string(hide_password=False)
         if group_commit and self._sqlite_url is not None:
@@ -348,81 +326,29 @@ class Money:
         """Applies usage events once each: balance debit, spend counters, reservation release.
 
         Returns how many were new. Events already settled (redelivery) change nothing. On an
-        SQLite file the transaction runs whole on a thread of its own (SyncSqliteWriter), so
-        SQLite's write lock, which every admission on the file needs, is held only for the
-        statements and the commit.
+        SQLite file the transaction runs whole on a thread of its own, as precompiled
+        statements on the bare connection (controldb.settlement, controldb.sync_writer), so
+        SQLite's write lock, which every admission on the file needs, is held only for
+        SQLite's own work.
         """
         if not items:
             return 0
         if self._sqlite_url is not None:
             if self._settle_writer is None:
                 self._settle_writer = SyncSqliteWriter(self._sqlite_url)
+            # The common case (no event settled before) is worked out before the lock.
+            planned = SettlementWrites.of(items)
             return await self._settle_writer.transaction(
-                lambda session: self._settle(session, items)
+                lambda connection: self._sqlite_settlement.settle(
+                    connection, items, planned, self._clock()
+                )
             )
         async with self._sessions() as session, session.begin():
-            return await session.run_sync(self._settle, items)
-
-    def _settle(self, session: Session, items: Sequence[UsageSettlement]) -> int:
-        # Core statements on the session's connection: the ORM adds nothing here but cost
-        # (its bulk-insert path alone took a third of the transaction).
-        connection = session.connection()
-        ids = [item.event_id for item in items]
-        seen = set(
-            connection.scalars(
-                select(Settlement.event_id).where(Settlement.event_id.in_(ids))
-            ).all()
-        )
-        fresh: dict[str, UsageSettlement] = {}
-        for item in items:
-            if item.event_id not in seen:
-                fresh.setdefault(item.event_id, item)
-        debits: dict[str, int] = {}
-        counters: dict[tuple[str, str, str], int] = {}
-        for item in fresh.values():
-            if item.billed_nano_usd > 0:
-                debits[item.account_id] = debits.get(item.account_id, 0) + item.billed_nano_usd
-                periods = (day_period(item.occurred_at), month_period(item.occurred_at))
-                for scope, scope_id in self._scopes(item):
-                    for period in periods:
-                        slot = (scope, scope_id, period)
-                        counters[slot] = counters.get(slot, 0) + item.billed_nano_usd
-        # The account row lock first, in a fixed order, as admission takes it.
-        for account_id in sorted(debits):
-            connection.execute(
-                update(Account)
-                .where(Account.id == account_id)
-                .values(balance_nano_usd=Account.balance_nano_usd - debits[account_id])
+            return await session.run_sync(
+                lambda sync_session: write_with_core(
+                    sync_session.connection(), items, self._clock()
+                )
             )
-        for (scope, scope_id, period), amount in sorted(counters.items()):
-            connection.execute(_counter_upsert(connection, scope, scope_id, period, amount))
-        reservation_ids = [item.reservation_id for item in items if item.reservation_id]
-        if reservation_ids:
-            connection.execute(delete(Reservation).where(Reservation.id.in_(reservation_ids)))
-        now = self._clock()
-        if fresh:
-            # One executemany in Core.
-            connection.execute(
-                insert(Settlement),
-                [
-                    {
-                        "event_id": item.event_id,
-                        "account_id": item.account_id,
-                        "billed_nano_usd": item.billed_nano_usd,
-                        "occurred_at": item.occurred_at,
-                        "settled_at": now,
-                    }
-                    for item in fresh.values()
-                ],
-            )
-        return len(fresh)
-
-    @staticmethod
-    def _scopes(item: UsageSettlement) -> Iterable[tuple[str, str]]:
-        yield ("key", item.key_id)
-        yield ("account", item.account_id)
-        if item.workspace_id:
-            yield ("workspace", item.workspace_id)
 
     # -- tiers ---------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ def test_the_writer_takes_the_lock_once_another_process_releases_it(tmp_path: Pa
     holder.execute("INSERT INTO t VALUES (1)")
     released = threading.Timer(0.05, lambda: holder.execute("COMMIT"))
     released.start()
-    with group_commit._immediate(_dbapi(writer), poll=True):
+    with group_commit.immediate(_dbapi(writer), poll=True):
         # The holder committed first: the writer's transaction sees its row.
         assert writer.execute("SELECT count(*) FROM t").fetchone() == (1,)
         writer.execute("INSERT INTO t VALUES (2)")
@@ -63,7 +63,7 @@ def test_the_writer_gives_up_after_the_busy_timeout(
     try:
         with (
             pytest.raises(sqlite3.OperationalError, match="locked"),
-            group_commit._immediate(_dbapi(writer), poll=True),
+            group_commit.immediate(_dbapi(writer), poll=True),
         ):
             pass
         assert not writer.in_transaction

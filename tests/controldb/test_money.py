@@ -130,6 +130,24 @@ async def test_admit_settle_is_idempotent(world: World) -> None:
     assert spend.daily.spent_nano_usd == 700 and spend.monthly.spent_nano_usd == 700
 
 
+async def test_a_batch_partly_settled_before_settles_only_its_new_events(world: World) -> None:
+    """Redelivery mixed with new events (a consumer rebalance): the old ones change nothing,
+    the new ones count once, duplicates inside the batch too. On SQLite the batch's writes
+    are worked out before the lock assuming nothing was settled before; this catches a
+    plan that is not redone when something was."""
+    await world.money.add_credits(world.account_id, "grant", 1 * USD)
+    old = _settlement(world, "old", 700, None)
+    assert await world.money.settle([old]) == 1
+    new = replace(_settlement(world, "new", 300, None), workspace_id="ws")
+    assert await world.money.settle([old, new, new]) == 1
+    assert await world.money.settle([new, old]) == 0
+    assert await world.balance() == 1 * USD - 1000
+    key_spend = await world.money.scope_spend("key", world.key_id, (None, None))
+    assert key_spend.daily.spent_nano_usd == 1000
+    workspace_spend = await world.money.scope_spend("workspace", "ws", (None, None))
+    assert workspace_spend.daily.spent_nano_usd == 300
+
+
 async def test_insufficient_credits_counts_live_reservations(world: World) -> None:
     await world.money.add_credits(world.account_id, "grant", 2800)
     await world.money.admit(world.account_id, world.key_id, 1000)  # holds 1400
