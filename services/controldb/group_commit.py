@@ -145,7 +145,7 @@ class _Statements:
         self.release_sql = str(release.compile(dialect=named))
         # Timestamps stored exactly as the ORM stores them, so `expires_at > :now` compares
         # like with like.
-        processor = Reservation.expires_at.type.bind_processor(named)
+        processor = Reservation.expires_at.type.dialect_impl(named).bind_processor(named)
         assert processor is not None
         self.timestamp: Callable[[Any], Any] = processor
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from controldb_fakes import UtcClock
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from controldb import KeyStore, create_engine_from_url, migrate
@@ -193,3 +194,29 @@ async def test_a_settlement_is_on_disk_before_it_returns_and_syncs_outside_the_l
         await writer.aclose()
     assert settled == 1
     assert syncs == [(f"{database}-wal", True, 1)]
+
+
+async def test_both_admission_paths_store_a_reservation_expiry_alike(tmp_path: Path) -> None:
+    """The group commit runs precompiled statements on the bare connection, as settlement
+    does on SQLite; its timestamps must be stored as SQLAlchemy stores them (it once added
+    "+00:00", which compares as a different string from the ORM's)."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/control.db"
+    await migrate(url)
+    engine = create_engine_from_url(url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    store = KeyStore(sessions, b"pepper")
+    account = await store.create_account("a")
+    key, _ = await store.create_key(account.id, "k")
+    clock = UtcClock(datetime(2026, 12, 5, 14, 0, 0, 250000, tzinfo=UTC))
+    held = []
+    for group_commit in (True, False):
+        money = Money(sessions, group_commit=group_commit, clock=clock)
+        await money.add_credits(account.id, "grant", 1_000_000)
+        held.append((await money.admit(account.id, key.id, 1000)).reservation_id)
+        await money.aclose()
+    await engine.dispose()
+    database = sqlite3.connect(tmp_path / "control.db")
+    stored = dict(database.execute("SELECT id, expires_at FROM reservations").fetchall())
+    database.close()
+    by_group_commit, by_orm = stored[held[0]], stored[held[1]]
+    assert by_group_commit == by_orm == "2026-12-05 14:15:00.250000"
