@@ -4,6 +4,7 @@ once, and the SQLite one must not report a commit before it is on disk."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import sqlite3
@@ -220,3 +221,37 @@ async def test_both_admission_paths_store_a_reservation_expiry_alike(tmp_path: P
     database.close()
     by_group_commit, by_orm = stored[held[0]], stored[held[1]]
     assert by_group_commit == by_orm == "2026-12-05 14:15:00.250000"
+
+
+async def test_a_settlement_waits_out_a_held_write_lock_and_sees_what_it_committed(
+    tmp_path: Path,
+) -> None:
+    """Another writer (an edge admitting) holds SQLite's lock: the settlement begins once it
+    is released, inside the same 5 s every connection waits, and reads that writer's commit:
+    an event it settled is not settled again."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/control.db"
+    await migrate(url)
+    holder = sqlite3.connect(tmp_path / "control.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute(
+        "INSERT INTO settlements (event_id, account_id, billed_nano_usd, occurred_at,"
+        " settled_at) VALUES ('e0', 'acct', 0, '2026-12-05 13:00:00', '2026-12-05 13:00:01')"
+    )
+    writer = SyncSqliteWriter(url)
+    statements = SqliteSettlementStatements()
+    items = [_item("e0", "acct", "k", 0), _item("e1", "acct", "k", 0)]
+    settling = asyncio.ensure_future(
+        writer.transaction(
+            lambda connection: statements.settle(
+                connection, items, SettlementWrites.of(items), SETTLED_AT
+            )
+        )
+    )
+    try:
+        await asyncio.sleep(0.3)
+        assert not settling.done()  # waiting for the lock, not failed
+        holder.execute("COMMIT")
+        assert await asyncio.wait_for(settling, 5) == 1
+    finally:
+        holder.close()
+        await writer.aclose()
