@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 
-from aig_common.events import EventPublisher, Record, Spool, decode_records
+from aig_common.events import (
+    EventPublisher,
+    Journal,
+    JournalSyncThread,
+    Record,
+    Spool,
+    decode_records,
+)
 from devstack.kafka import AIG_TOPICS, REPO_ROOT, LocalKafka
 from devstack.processes import free_port
 
@@ -98,8 +106,6 @@ def test_a_published_event_survives_a_crash_before_any_send(tmp_path: Path) -> N
 
 
 def test_journal_segments_are_deleted_once_settled(tmp_path: Path) -> None:
-    from aig_common.events import Journal
-
     journal = Journal(tmp_path, "j", segment_bytes=200)
     record = Record(TOPIC, b"acct_1", b"x" * 100)
     ids = [journal.write(record) for _ in range(5)]
@@ -114,30 +120,34 @@ def test_journal_segments_are_deleted_once_settled(tmp_path: Path) -> None:
     journal.close()
 
 
-async def test_a_burst_of_writes_is_synced_once_and_an_idle_journal_never(tmp_path: Path) -> None:
-    """The syncer waits for a write (it does not poll), then syncs every write of its
-    interval at once; a write during a sync gets a sync of its own."""
-    publisher = EventPublisher(
-        f"127.0.0.1:{free_port()}", tmp_path, client_id="router", journal_sync_interval_s=0.01
-    )
+def test_a_burst_of_writes_is_synced_once_and_an_idle_journal_never(tmp_path: Path) -> None:
+    """The sync thread waits for a write (it does not poll), then syncs every write of its
+    interval at once; a write during a sync gets a sync of its own. Stopping ends it."""
+    journal = Journal(tmp_path, "router")
     synced: list[bool] = []
-    sync = publisher._journal.sync
+    sync = journal.sync
 
     def counted_sync() -> None:
-        synced.append(publisher._journal.dirty)
+        synced.append(journal.dirty)
         sync()
 
-    publisher._journal.sync = counted_sync  # type: ignore[method-assign]
-    syncer = asyncio.create_task(publisher._sync_journal())
+    journal.sync = counted_sync  # type: ignore[method-assign]
+    syncer = JournalSyncThread(journal, 0.01, name="test-journal-sync")
+    syncer.start()
+    record = Record(TOPIC, b"acct_1", b"event")
     try:
-        await asyncio.sleep(0.1)
+        time.sleep(0.1)
         assert synced == []
-        for n in range(3):
-            publisher.publish(TOPIC, "acct_1", f"event-{n}".encode())
-        await asyncio.sleep(0.1)
-        assert synced == [True] and not publisher._journal.dirty
-        publisher.publish(TOPIC, "acct_1", b"event-3")
-        await asyncio.sleep(0.1)
-        assert synced == [True, True] and not publisher._journal.dirty
+        for _ in range(3):
+            journal.write(record)
+            syncer.written()
+        time.sleep(0.1)
+        assert synced == [True] and not journal.dirty
+        journal.write(record)
+        syncer.written()
+        time.sleep(0.1)
+        assert synced == [True, True] and not journal.dirty
     finally:
-        syncer.cancel()
+        syncer.stop()
+    assert not syncer._thread.is_alive()
+    journal.close()
