@@ -33,7 +33,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -54,7 +54,7 @@ from controldb.admission import (
     utc_now,
 )
 from controldb.engine import SQLITE_BUSY_TIMEOUT_MS, create_sync_sqlite_engine
-from controldb.models import Reservation
+from controldb.models import Reservation, sqlite_timestamp_text
 
 log = logging.getLogger("controldb.admission")
 
@@ -145,9 +145,7 @@ class _Statements:
         self.release_sql = str(release.compile(dialect=named))
         # Timestamps stored exactly as the ORM stores them, so `expires_at > :now` compares
         # like with like.
-        processor = Reservation.expires_at.type.dialect_impl(named).bind_processor(named)
-        assert processor is not None
-        self.timestamp: Callable[[Any], Any] = processor
+        self.timestamp = sqlite_timestamp_text(named)
 
 
 class GroupCommitAdmissions:

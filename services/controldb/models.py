@@ -7,6 +7,7 @@ must describe exactly what the migrations create (a test compares them). New tab
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,6 +63,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def sqlite_timestamp_text(dialect: Dialect) -> Callable[[datetime], Any]:
+    """How a UTCDateTime is written on SQLite (UTC text without an offset), for statements
+    run on the bare sqlite3 connection (admission's group commit, settlement). It is the
+    type as adapted to the dialect: the unadapted type's processor added "+00:00"."""
+    processor = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert processor is not None
+    return processor
 
 
 def utcnow() -> datetime:

@@ -29,7 +29,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import Connection
 
-from controldb.models import Account, Reservation, Settlement, SpendCounter
+from controldb.models import (
+    Account,
+    Reservation,
+    Settlement,
+    SpendCounter,
+    sqlite_timestamp_text,
+)
 from controldb.periods import day_period, month_period
 
 
@@ -170,9 +176,7 @@ class SqliteSettlementStatements:
         self._release = sql(delete(Reservation).where(Reservation.id.in_(listed)))
         self._insert = sql(insert(Settlement))
         # Timestamps stored exactly as the ORM stores them on SQLite.
-        processor = Settlement.settled_at.type.dialect_impl(named).bind_processor(named)
-        assert processor is not None
-        self._timestamp: Callable[[datetime], Any] = processor
+        self._timestamp = sqlite_timestamp_text(named)
 
     def settle(
         self,
