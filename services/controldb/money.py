@@ -142,7 +142,7 @@ class Money:
         # An SQLite file's URL: settlements run on a thread of their own (made at the first).
         self._sqlite_url: str | None = None
         self._settle_writer: SyncSqliteWriter | None = None
-        self._sqlite_settlement = SqliteSettlementStatements()
+        self._sqlite_settlement: SqliteSettlementStatements | None = None
         if isinstance(bind, AsyncEngine) and is_sqlite_file(str(bind.url)):
             self._sqlite_url = bind.url.render_as_string(hide_password=False)
         if group_commit and self._sqlite_url is not None:
@@ -334,14 +334,15 @@ class Money:
         if not items:
             return 0
         if self._sqlite_url is not None:
-            if self._settle_writer is None:
+            if self._settle_writer is None or self._sqlite_settlement is None:
+                # Made at the first settlement: the edge, which never settles, compiles none.
                 self._settle_writer = SyncSqliteWriter(self._sqlite_url)
+                self._sqlite_settlement = SqliteSettlementStatements()
+            statements = self._sqlite_settlement
             # The common case (no event settled before) is worked out before the lock.
             planned = SettlementWrites.of(items)
             return await self._settle_writer.transaction(
-                lambda connection: self._sqlite_settlement.settle(
-                    connection, items, planned, self._clock()
-                )
+                lambda connection: statements.settle(connection, items, planned, self._clock())
             )
         async with self._sessions() as session, session.begin():
             return await session.run_sync(
