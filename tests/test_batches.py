@@ -41,14 +41,25 @@ async def test_a_none_alone_ends_without_an_empty_write() -> None:
     assert written == []
 
 
+class _Written(Cork[int]):
+    """A cork that keeps what it writes."""
+
+    def __init__(self, *, held: bool = False) -> None:
+        super().__init__(held=held)
+        self.written: list[list[int]] = []
+
+    def write(self, items: list[int]) -> None:
+        self.written.append(items)
+
+
 async def _next_turns(count: int = 3) -> None:
     for _ in range(count):
         await asyncio.sleep(0)
 
 
 async def test_a_cork_writes_what_one_turn_put_together_at_its_end() -> None:
-    written: list[list[int]] = []
-    cork: Cork[int] = Cork(written.append)
+    cork = _Written()
+    written = cork.written
     for item in (1, 2, 3):
         cork.put(item)
     assert written == []  # nothing before the turn ends
@@ -59,8 +70,8 @@ async def test_a_cork_writes_what_one_turn_put_together_at_its_end() -> None:
 
 
 async def test_a_held_cork_keeps_everything_until_released() -> None:
-    written: list[list[int]] = []
-    cork: Cork[int] = Cork(written.append, held=True)
+    cork = _Written(held=True)
+    written = cork.written
     cork.put(1)
     cork.write_soon()
     await _next_turns()
@@ -72,8 +83,8 @@ async def test_a_held_cork_keeps_everything_until_released() -> None:
 
 
 async def test_write_soon_writes_even_with_nothing_waiting_and_discard_drops() -> None:
-    written: list[list[int]] = []
-    cork: Cork[int] = Cork(written.append)
+    cork = _Written()
+    written = cork.written
     cork.write_soon()  # an end marker with no frames still needs its write
     await _next_turns()
     cork.put(5)

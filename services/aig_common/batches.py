@@ -8,6 +8,7 @@ a `Cork` gathers what is put in one turn of the event loop and writes it at the 
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -34,18 +35,29 @@ async def write_in_batches(
             return
 
 
-class Cork(Generic[Item]):
+class Cork(ABC, Generic[Item]):
     """Gathers the items put in one turn of the event loop and hands them to `write` together
     at the end of that turn, so they go out as one message in one send; no task is woken
     per item. A cork made `held` writes nothing until `release()` (a connection not yet
-    made), keeping what is put meanwhile."""
+    made), keeping what is put meanwhile.
 
-    def __init__(self, write: Callable[[list[Item]], None], *, held: bool = False) -> None:
-        self._write = write
+    A connection's protocol is its own cork (a subclass that writes to its transport), not
+    the owner of a cork holding one of its bound methods: that made a reference cycle per
+    connection, which only the cycle collector frees, and it runs rarely in our services
+    (aig_common.runtime). The edge rotates its call socket connections every 64 calls, so
+    every one it had ever opened stayed in memory on both sides: the router's RSS grew
+    0.11 MiB a minute at 100 calls/s.
+    """
+
+    def __init__(self, *, held: bool = False) -> None:
         self._waiting: list[Item] = []
         self._held = held
         self._due = False
         self._loop = asyncio.get_running_loop()
+
+    @abstractmethod
+    def write(self, items: list[Item]) -> None:
+        """Sends `items` (possibly none: see `write_soon`) as one message."""
 
     def put(self, item: Item) -> None:
         self._waiting.append(item)
@@ -61,7 +73,7 @@ class Cork(Generic[Item]):
     def write_now(self) -> None:
         self._due = False
         items, self._waiting = self._waiting, []
-        self._write(items)
+        self.write(items)
 
     def release(self) -> None:
         """Ends a hold: `write` is called at the end of this turn with whatever waits (which

@@ -99,19 +99,18 @@ class CallSockets:
         return SocketCallChannel(self)
 
 
-class SocketCallChannel(asyncio.Protocol):
+class SocketCallChannel(asyncio.Protocol, Cork[pb.CallFrame]):
     """One connection as a Router.Calls stream (edge/router_streams.CallChannel).
 
     An asyncio.Protocol: replies are parsed and handed on as the bytes arrive, and frames
     sent in one turn of the event loop go out as one CallFrames, one send, so no reader or
-    writer task is woken per message. Frames sent before the connection is made wait for
-    it."""
+    writer task is woken per message (the channel is its own `Cork`). Frames sent before the
+    connection is made wait for it."""
 
     def __init__(self, sockets: CallSockets) -> None:
+        super().__init__(held=True)  # held until the connection is made
         self._sockets = sockets
         self._transport: asyncio.Transport | None = None
-        # Held until the connection is made.
-        self._cork: Cork[pb.CallFrame] = Cork(self._write, held=True)
         self._ending = False
         self._buffer = MessageBuffer()
         self._on_replies: OnReplies | None = None
@@ -129,13 +128,13 @@ class SocketCallChannel(asyncio.Protocol):
             self._broken(f"the router's call socket failed: {exc!r}")
 
     def send(self, frame: pb.CallFrame) -> None:
-        self._cork.put(frame)
+        self.put(frame)
 
     def end(self) -> None:
         self._ending = True
-        self._cork.write_soon()
+        self.write_soon()
 
-    def _write(self, frames: list[pb.CallFrame]) -> None:
+    def write(self, frames: list[pb.CallFrame]) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -158,7 +157,7 @@ class SocketCallChannel(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport, though they are one.
         self._transport = cast(asyncio.Transport, transport)
-        self._cork.release()
+        self.release()
 
     def data_received(self, data: bytes) -> None:
         try:

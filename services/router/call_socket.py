@@ -37,17 +37,14 @@ from .call_streams import CallStream, CallStreams, ChatHandlers
 log = logging.getLogger("router")
 
 
-class _CorkedReplies:
+class _CorkedReplies(Cork[pb.ReplyFrame]):
     """Replies written to the connection: those put in one loop turn share one message."""
 
     def __init__(self, transport: asyncio.Transport) -> None:
+        super().__init__()
         self._transport = transport
-        self._cork: Cork[pb.ReplyFrame] = Cork(self._write)
 
-    def put(self, frame: pb.ReplyFrame) -> None:
-        self._cork.put(frame)
-
-    def _write(self, frames: list[pb.ReplyFrame]) -> None:
+    def write(self, frames: list[pb.ReplyFrame]) -> None:
         if not frames or self._transport.is_closing():
             return
         try:
@@ -59,11 +56,11 @@ class _CorkedReplies:
                 self._transport.write(_encode_one(frame))
 
     async def finish(self) -> None:
-        self._cork.write_now()
+        self.write_now()
         self._transport.close()  # after what is buffered has been sent
 
     def abort(self) -> None:
-        self._cork.discard()
+        self.discard()
         self._transport.abort()
 
 
