@@ -1,6 +1,7 @@
 """aig_common.runtime: with the services' collector settings, a reference cycle made after
-start-up waits for a collection that may not come for many minutes; `YoungCollections`
-frees it within its interval, and stops when told."""
+start-up waits for a collection that may not come for many minutes; `TimedCollections`
+frees young cycles within its young interval and cycles through old objects within its
+full one, and stops when told."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aig_common.runtime import YoungCollections, freeze_startup_heap
+from aig_common.runtime import TimedCollections, freeze_startup_heap
 
 
 @pytest.fixture
@@ -35,14 +36,18 @@ def _garbage_cycle() -> weakref.ref[_Node]:
     return weakref.ref(_Node())
 
 
-async def test_a_cycle_waits_for_the_collector_and_young_collections_free_it(
+def _in_oldest_generation(node: _Node) -> bool:
+    return any(found is node for found in gc.get_objects(generation=2))
+
+
+async def test_young_cycles_wait_for_the_collector_and_timed_collections_free_them(
     services_collector: None,
 ) -> None:
     left_alone = _garbage_cycle()
     await asyncio.sleep(0.2)
     assert left_alone() is not None  # no collection came: the settings' cost
 
-    collections = YoungCollections(interval_s=0.05)
+    collections = TimedCollections(young_every_s=0.05, full_every_s=60)
     collections.start()
     try:
         first = _garbage_cycle()
@@ -59,3 +64,22 @@ async def test_a_cycle_waits_for_the_collector_and_young_collections_free_it(
     assert after_stop() is not None
     gc.collect()
     assert after_stop() is None
+
+
+async def test_a_cycle_through_an_old_object_waits_for_the_full_collection(
+    services_collector: None,
+) -> None:
+    collections = TimedCollections(young_every_s=0.05, full_every_s=1.0)
+    collections.start()
+    try:
+        node = _Node()
+        await asyncio.sleep(0.3)  # lives through young collections: now in the oldest
+        assert _in_oldest_generation(node)
+        old = weakref.ref(node)
+        del node
+        await asyncio.sleep(0.3)
+        assert old() is not None  # the young collections do not reach it
+        await asyncio.sleep(1.0)
+        assert old() is None
+    finally:
+        collections.stop()

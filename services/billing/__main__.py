@@ -20,7 +20,7 @@ from aig_common.consumers import (
     until_signalled,
 )
 from aig_common.contracts import USAGE_TOPIC
-from aig_common.runtime import YoungCollections, freeze_startup_heap
+from aig_common.runtime import TimedCollections, freeze_startup_heap
 from controldb import create_engine_from_url, migrate
 from controldb.money import Money
 
@@ -100,7 +100,7 @@ async def serve(settings: BillingSettings) -> None:
     )
     http = asyncio.create_task(server.serve())
     freeze_startup_heap()
-    YoungCollections().start()
+    TimedCollections().start()
     tiers = asyncio.create_task(run_periodically(ledger, money, settings.tier_recompute_interval_s))
     reservations = asyncio.create_task(count_reservations(engine, money))
     log.info("billing consuming %s as group %s", USAGE_TOPIC, CONSUMER_GROUP)

@@ -20,7 +20,7 @@ from aig_common import tracing
 from aig_common.contracts import GRPC_CLIENT_OPTIONS
 from aig_common.events import EventPublisher
 from aig_common.ops import ops_routes
-from aig_common.runtime import YoungCollections
+from aig_common.runtime import TimedCollections
 from catalog.live import LiveCatalog, poll_interval_from_env
 from catalog.media import load_media_catalog
 from controldb import KeyStore, create_engine_from_url, migrate
@@ -115,10 +115,10 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             ingress.connect(router, streams)
         watcher = asyncio.create_task(catalog.watch(poll_interval_from_env()))
         await publisher.start()
-        young_collections = YoungCollections()  # on the server's loop, which runs only now
-        young_collections.start()
+        timed_collections = TimedCollections()  # on the server's loop, which runs only now
+        timed_collections.start()
         yield
-        young_collections.stop()
+        timed_collections.stop()
         watcher.cancel()
         await publisher.stop()
         if streams is not None:

@@ -32,7 +32,7 @@ from aig_common.consumers import (
 from aig_common.contracts import TASKS_TOPIC
 from aig_common.events import EventPublisher
 from aig_common.ops import ops_routes
-from aig_common.runtime import YoungCollections, freeze_startup_heap
+from aig_common.runtime import TimedCollections, freeze_startup_heap
 from catalog.media import load_media_catalog
 from controldb import create_engine_from_url, migrate
 from controldb.tasks import TaskStore
@@ -131,7 +131,7 @@ async def serve(settings: JobsSettings) -> None:
     await start_when_reachable(broker)
     http = asyncio.create_task(server.serve())
     freeze_startup_heap()
-    YoungCollections().start()
+    TimedCollections().start()
     log.info("jobs consuming %s as group %s", TASKS_TOPIC, CONSUMER_GROUP)
 
     await until_signalled()

@@ -15,7 +15,7 @@ from aig_common import logs, tracing
 from aig_common.contracts import GRPC_OPTIONS
 from aig_common.events import EventPublisher
 from aig_common.ops import ops_server
-from aig_common.runtime import YoungCollections, freeze_startup_heap
+from aig_common.runtime import TimedCollections, freeze_startup_heap
 from catalog.live import LiveCatalog
 
 from .breaker import Breakers
@@ -71,7 +71,7 @@ async def serve(settings: RouterSettings) -> None:
     if settings.calls_port:
         await call_socket.start(settings.host, settings.calls_port)
     freeze_startup_heap()
-    YoungCollections().start()
+    TimedCollections().start()
 
     stop = asyncio.Event()
 

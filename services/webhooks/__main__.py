@@ -20,7 +20,7 @@ from aig_common.consumers import (
 )
 from aig_common.contracts import TASK_EVENTS_TOPIC
 from aig_common.ops import ops_server
-from aig_common.runtime import YoungCollections, freeze_startup_heap
+from aig_common.runtime import TimedCollections, freeze_startup_heap
 from controldb import create_engine_from_url, migrate
 from controldb.webhooks import WebhookStore
 
@@ -76,7 +76,7 @@ async def serve(settings: WebhooksSettings) -> None:
     delivering = asyncio.create_task(deliverer.run())
     await start_when_reachable(broker)
     freeze_startup_heap()
-    YoungCollections().start()
+    TimedCollections().start()
     log.info("webhooks consuming %s as group %s", TASK_EVENTS_TOPIC, CONSUMER_GROUP)
 
     await until_signalled()
