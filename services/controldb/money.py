@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import (
@@ -142,7 +143,6 @@ class Money:
         # An SQLite file's URL: settlements run on a thread of their own (made at the first).
         self._sqlite_url: str | None = None
         self._settle_writer: SyncSqliteWriter | None = None
-        self._sqlite_settlement: SqliteSettlementStatements | None = None
         if isinstance(bind, AsyncEngine) and is_sqlite_file(str(bind.url)):
             self._sqlite_url = bind.url.render_as_string(hide_password=False)
         if group_commit and self._sqlite_url is not None:
@@ -322,6 +322,12 @@ class Money:
 
     # -- settlement ----------------------------------------------------------------------
 
+    @cached_property
+    def _sqlite_settlement(self) -> SqliteSettlementStatements:
+        """Compiled at the first settlement on an SQLite file: the edge, which never settles,
+        compiles none."""
+        return SqliteSettlementStatements()
+
     async def settle(self, items: Sequence[UsageSettlement]) -> int:
         """Applies usage events once each: balance debit, spend counters, reservation release.
 
@@ -334,10 +340,8 @@ class Money:
         if not items:
             return 0
         if self._sqlite_url is not None:
-            if self._settle_writer is None or self._sqlite_settlement is None:
-                # Made at the first settlement: the edge, which never settles, compiles none.
+            if self._settle_writer is None:
                 self._settle_writer = SyncSqliteWriter(self._sqlite_url)
-                self._sqlite_settlement = SqliteSettlementStatements()
             statements = self._sqlite_settlement
             # The common case (no event settled before) is worked out before the lock.
             planned = SettlementWrites.of(items)
