@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bpe_openai
@@ -236,6 +237,23 @@ def _held_reservations(stack: Stack, key_id: str) -> int:
     return asyncio.run(count())
 
 
+def _reservation_lifetime(stack: Stack, key_id: str) -> tuple[datetime, datetime]:
+    """When a key's one reservation was made and when it expires, in UTC."""
+
+    async def read() -> tuple[datetime, datetime]:
+        connection = await control_db_connection(stack)
+        try:
+            query = "SELECT created_at, expires_at FROM reservations WHERE key_id = $1"
+            row = await connection.fetchrow(query, key_id)
+        finally:
+            await connection.close()
+        assert row is not None
+        created_at, expires_at = row  # timestamptz: zone-aware
+        return created_at.astimezone(UTC), expires_at.astimezone(UTC)
+
+    return asyncio.run(read())
+
+
 def _hang_a_call_and_kill(
     stack: Stack,
     names: tuple[str, ...],
@@ -330,7 +348,6 @@ def test_a_call_whose_edge_dies_is_released_at_settlement(pg_stack: Stack) -> No
 def test_orphaned_reservation_expires(pg_stack: Stack) -> None:
     """Edge and router both die mid-call: nobody settles or releases the reservation; it
     holds the cap until it expires."""
-    reserved_at = time.monotonic()
     body = {**BODY, "aig": {"fallbacks": False}}
 
     def held(url: str, headers: dict[str, str], key_id: str) -> None:
@@ -344,6 +361,10 @@ def test_orphaned_reservation_expires(pg_stack: Stack) -> None:
 
     url, headers, key_id = _hang_a_call_and_kill(pg_stack, ("edge", "router"), held)
     assert _held_reservations(pg_stack, key_id) == 1
-    time.sleep(max(0.0, reserved_at + RESERVATION_TTL_S + 0.5 - time.monotonic()))
+    created_at, expires_at = _reservation_lifetime(pg_stack, key_id)
+    assert expires_at - created_at == timedelta(seconds=RESERVATION_TTL_S)
+    # Wait for the row's own expiry, not a clock started before the call: the key's set-up
+    # and the call's admission take a variable part of a second on a busy machine.
+    time.sleep(max(0.0, (expires_at - datetime.now(UTC)).total_seconds() + 0.5))
     accepted = httpx.post(url, json=body, headers=headers, timeout=30)
     assert accepted.status_code == 200, accepted.text
