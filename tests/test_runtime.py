@@ -69,7 +69,9 @@ async def test_young_cycles_wait_for_the_collector_and_timed_collections_free_th
 async def test_a_cycle_through_an_old_object_waits_for_the_full_collection(
     services_collector: None,
 ) -> None:
-    collections = TimedCollections(young_every_s=0.05, full_every_s=1.0)
+    # The full interval leaves 1.4 s to spare before the check that it has not run yet, so
+    # a loaded machine's late wake-ups cannot let it run first.
+    collections = TimedCollections(young_every_s=0.05, full_every_s=2.0)
     collections.start()
     try:
         node = _Node()
@@ -79,7 +81,7 @@ async def test_a_cycle_through_an_old_object_waits_for_the_full_collection(
         del node
         await asyncio.sleep(0.3)
         assert old() is not None  # the young collections do not reach it
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.0)
         assert old() is None
     finally:
         collections.stop()
