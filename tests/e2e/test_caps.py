@@ -223,33 +223,19 @@ def test_cap_changes_apply_to_the_very_next_call(admin: httpx.Client, base_url: 
     assert client.chat.completions.create(**BODY).choices
 
 
-def _held_reservations(stack: Stack, key_id: str) -> int:
-    """Reservation rows of a key, expired or not: only a release or a settlement deletes one."""
+def _held_reservations(stack: Stack, key_id: str) -> list[tuple[datetime, datetime]]:
+    """When each reservation row of a key was made and when it expires, in UTC; expired rows
+    too: only a release or a settlement deletes one."""
 
-    async def count() -> int:
-        connection = await control_db_connection(stack)
-        try:
-            query = "SELECT count(*) FROM reservations WHERE key_id = $1"
-            return int(await connection.fetchval(query, key_id))
-        finally:
-            await connection.close()
-
-    return asyncio.run(count())
-
-
-def _reservation_lifetime(stack: Stack, key_id: str) -> tuple[datetime, datetime]:
-    """When a key's one reservation was made and when it expires, in UTC."""
-
-    async def read() -> tuple[datetime, datetime]:
+    async def read() -> list[tuple[datetime, datetime]]:
         connection = await control_db_connection(stack)
         try:
             query = "SELECT created_at, expires_at FROM reservations WHERE key_id = $1"
-            row = await connection.fetchrow(query, key_id)
+            rows = await connection.fetch(query, key_id)
         finally:
             await connection.close()
-        assert row is not None
-        created_at, expires_at = row  # timestamptz: zone-aware
-        return created_at.astimezone(UTC), expires_at.astimezone(UTC)
+        # timestamptz: zone-aware
+        return [(made.astimezone(UTC), expires.astimezone(UTC)) for made, expires in rows]
 
     return asyncio.run(read())
 
@@ -320,7 +306,7 @@ def test_a_call_whose_edge_dies_is_released_at_settlement(pg_stack: Stack) -> No
     billing's settlement deletes the reservation (expiry would leave the row in place)."""
     url, headers, key_id = _hang_a_call_and_kill(pg_stack, ("edge",))
     deadline = time.monotonic() + 120
-    while _held_reservations(pg_stack, key_id) > 0:
+    while _held_reservations(pg_stack, key_id):
         assert time.monotonic() < deadline, "the cancelled call was never settled"
         time.sleep(0.25)
     usage = httpx.get(
@@ -357,11 +343,12 @@ def test_orphaned_reservation_expires(pg_stack: Stack) -> None:
             f"{other_edge}/v1/chat/completions", json=body, headers=headers, timeout=30
         )
         assert refused.status_code == 402, refused.text
-        assert _held_reservations(pg_stack, key_id) == 1  # neither released nor settled
+        assert len(_held_reservations(pg_stack, key_id)) == 1  # neither released nor settled
 
     url, headers, key_id = _hang_a_call_and_kill(pg_stack, ("edge", "router"), held)
-    assert _held_reservations(pg_stack, key_id) == 1
-    created_at, expires_at = _reservation_lifetime(pg_stack, key_id)
+    reservations = _held_reservations(pg_stack, key_id)
+    assert len(reservations) == 1
+    ((created_at, expires_at),) = reservations
     assert expires_at - created_at == timedelta(seconds=RESERVATION_TTL_S)
     # Wait for the row's own expiry, not a clock started before the call: the key's set-up
     # and the call's admission take a variable part of a second on a busy machine.
