@@ -32,7 +32,7 @@ from aig.router.v1 import router_pb2 as pb
 from aig_common.batches import Cork
 from aig_common.framing import FrameTooLarge, MessageBuffer, encode
 
-from .call_streams import CallStream, CallStreams, ChatHandlers
+from .call_streams import CallStream, CallStreams, ChatHandlers, ServingTasks
 
 log = logging.getLogger("router")
 
@@ -87,8 +87,10 @@ class _Connection(asyncio.Protocol):
         # uvloop's transports are not subclasses of asyncio.Transport, though they are one.
         replies = _CorkedReplies(cast(asyncio.Transport, transport))
         server = self._server
-        self._stream = server.streams.open(server.handlers, replies)
-        server.track(asyncio.create_task(self._serve(self._stream)))
+        stream = self._stream = server.streams.open(server.handlers, replies)
+        server.serving.add(
+            asyncio.create_task(server.streams.serve_until_ended(stream, self._ended))
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._ended.done() or self._stream is None:
@@ -118,21 +120,13 @@ class _Connection(asyncio.Protocol):
         if not self._ended.done():
             self._ended.set_result(False)
 
-    async def _serve(self, stream: CallStream) -> None:
-        try:
-            if await self._ended:
-                await stream.finish()
-        finally:
-            await stream.abandon()
-            self._server.streams.closed(stream)
-
 
 class CallSocketServer:
     def __init__(self, streams: CallStreams, handlers: ChatHandlers) -> None:
         self.streams = streams
         self.handlers = handlers
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self.serving = ServingTasks()
 
     async def start(self, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
@@ -144,18 +138,9 @@ class CallSocketServer:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
-    def track(self, connection: asyncio.Task[None]) -> None:
-        self._connections.add(connection)
-        connection.add_done_callback(self._connections.discard)
-
     async def stop(self, grace_s: float | None) -> None:
         """Refuses new connections, then waits up to `grace_s` for the open ones to end."""
         if self._server is None:
             return
         self._server.close()
-        if self._connections and grace_s:
-            await asyncio.wait(list(self._connections), timeout=grace_s)
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.wait(list(self._connections))
+        await self.serving.end(grace_s)

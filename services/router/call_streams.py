@@ -182,6 +182,18 @@ class CallStreams:
     def closed(self, stream: CallStream) -> None:
         self._open.discard(stream)
 
+    async def serve_until_ended(self, stream: CallStream, ended: Awaitable[bool]) -> None:
+        """A stream on a transport of our own (the call socket, or an edge in this process),
+        until `ended`: True when the edge half-closed it (the calls already read still get
+        their answers), False when the edge went away (they are cancelled and metered as
+        abandoned)."""
+        try:
+            if await ended:
+                await stream.finish()
+        finally:
+            await stream.abandon()
+            self.closed(stream)
+
     async def serve(
         self,
         handlers: ChatHandlers,
@@ -201,3 +213,28 @@ class CallStreams:
         finally:
             await stream.abandon()
             self.closed(stream)
+
+
+class ServingTasks:
+    """The tasks serving one transport's streams (`CallStreams.serve_until_ended`), so that a
+    drain can wait for them."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def add(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def end(self, grace_s: float | None) -> None:
+        """Waits up to `grace_s` for the streams to end, then cancels what is left (its calls
+        are metered as abandoned)."""
+        if self._tasks and grace_s:
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))

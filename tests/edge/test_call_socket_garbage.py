@@ -64,7 +64,7 @@ async def _rotate_connections() -> tuple[int, Router]:
             assert (await _answer(streams, f"call-{index}"))["request_id"] == f"call-{index}"
         streams.close()
         # The router closes each connection once the edge has ended it and it has answered.
-        await _until(lambda: not router.call_socket._connections)
+        await _until(lambda: len(router.call_socket.serving) == 0)
     finally:
         await router.stop()
     await asyncio.sleep(0.05)  # the edge's sides see the close
