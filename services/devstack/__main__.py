@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from aig_common.money import parse_usd
+from edge.settings import env_flag
 
 from .stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
 
@@ -131,6 +132,7 @@ def main() -> None:
         database_url=env.get("AIG_DATABASE_URL", f"sqlite+aiosqlite:///{VAR / 'aig.db'}"),
         env={name: env[name] for name in ("AIG_SMTP_URL",) if env.get(name)},
         with_sandbox=bool(sandboxed),
+        in_process_router=env_flag(env.get("AIG_EDGE_IN_PROCESS_ROUTER", "")),
         result_url_secret=env.get("AIG_RESULT_URL_SECRET")
         or _persisted("result-url.secret", new_secret("")),
     )

@@ -84,6 +84,8 @@ class Stack:
     # webhooks consumers in the same consumer groups: the scale-out of a cluster, on one host.
     extra_routers: int = 0
     extra_consumers: int = 0
+    # The router inside the edge's process (edge/in_process_router.py), not a service apart.
+    in_process_router: bool = False
     # Signs the expiring URLs of stored media results (edge and jobs share it).
     result_url_secret: str = field(default_factory=lambda: new_secret(""))
     services: list[Service] = field(default_factory=list)
@@ -123,6 +125,7 @@ class Stack:
             "AIG_ROUTER_CALLS_PORT": str(self.ports.router_calls),
             "AIG_ROUTER_CALLS_ADDRESS": f"127.0.0.1:{self.ports.router_calls}",
             "AIG_EDGE_PORT": str(self.ports.edge),
+            "AIG_EDGE_IN_PROCESS_ROUTER": "1" if self.in_process_router else "0",
             "AIG_DATABASE_URL": self.database_url,
             "AIG_ADMIN_TOKEN": self.admin_token,
             "AIG_KEY_PEPPER": self.key_pepper,
@@ -161,15 +164,18 @@ class Stack:
                     logs / "mailsink.log",
                 )
             )
-        self.services.append(
-            Service(
-                "router",
-                "router",
-                env,
-                f"http://127.0.0.1:{self.ports.router_ops}/healthz",
-                logs / "router.log",
+        if self.in_process_router and self.extra_routers:
+            raise ValueError("a router in the edge's process has no replicas of its own")
+        if not self.in_process_router:
+            self.services.append(
+                Service(
+                    "router",
+                    "router",
+                    env,
+                    f"http://127.0.0.1:{self.ports.router_ops}/healthz",
+                    logs / "router.log",
+                )
             )
-        )
         routers = [f"127.0.0.1:{self.ports.router}"]
         call_sockets = [f"127.0.0.1:{self.ports.router_calls}"]
         for replica in range(1, self.extra_routers + 1):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
@@ -30,6 +30,7 @@ from controldb.responses import ResponseStore
 from controldb.tasks import TaskStore
 from controldb.webhooks import WebhookStore
 from jobs.links import ResultLinks
+from router.settings import RouterSettings
 
 from .admin import admin_router
 from .admission import Admissions
@@ -43,12 +44,13 @@ from .http import (
     TracingMiddleware,
     install_error_handlers,
 )
+from .in_process_router import InProcessRouter
 from .jobs import JobRoutes, callback_state_from
 from .metrics import MetricsMiddleware
 from .money_api import customer_router, money_admin_router
 from .openapi import install_openapi
 from .responses_ingress.routes import ResponsesRoutes
-from .router_streams import GrpcCallChannel, RouterStreams
+from .router_streams import CallChannel, GrpcCallChannel, RouterStreams
 from .settings import EdgeSettings
 from .throttle import FailedAuthThrottle
 from .v1 import OpenAIRoutes
@@ -96,20 +98,26 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await migrate(settings.database_url)
+        in_process = None
+        router_address = settings.router_address
+        if settings.in_process_router:
+            in_process = await InProcessRouter.start(
+                RouterSettings.from_env(), client_id=f"aig-router-in-edge-{settings.port}"
+            )
+            router_address = in_process.grpc_address
         # A gRPC channel belongs to the event loop it is made on: make it on the server's.
-        channel = grpc.aio.insecure_channel(
-            settings.router_address,
-            options=GRPC_CLIENT_OPTIONS,
-        )
+        channel = grpc.aio.insecure_channel(router_address, options=GRPC_CLIENT_OPTIONS)
         channels.append(channel)
         router = pb_grpc.RouterStub(channel)
         streams = None
         if settings.router_call_streams > 0:
-            open_channel = (
-                CallSockets(settings.router_calls_address).open
-                if settings.router_calls_address
-                else partial(GrpcCallChannel, router)
-            )
+            open_channel: Callable[[], CallChannel]
+            if in_process is not None:
+                open_channel = in_process.calls.open_channel
+            elif settings.router_calls_address:
+                open_channel = CallSockets(settings.router_calls_address).open
+            else:
+                open_channel = partial(GrpcCallChannel, router)
             streams = RouterStreams(open_channel, width=settings.router_call_streams)
         for ingress in (routes, messages, responses):
             ingress.connect(router, streams)
@@ -124,6 +132,10 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         if streams is not None:
             streams.close()
         await channel.close(grace=None)
+        if in_process is not None:
+            # uvicorn has drained the requests: what is left of the router's calls is
+            # metered as abandoned, and its usage events flushed.
+            await in_process.stop(settings.drain_s)
         await billing.aclose()
         await money.aclose()
         await engine.dispose()

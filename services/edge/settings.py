@@ -46,6 +46,9 @@ class EdgeSettings:
     # The routers' call sockets (edge/call_socket.py), where those streams go when set, in
     # AIG_ROUTER_ADDRESS's syntax; empty: they are gRPC streams on the router channel.
     router_calls_address: str = "127.0.0.1:50052"
+    # The router runs inside this process (edge/in_process_router.py) instead of apart:
+    # AIG_ROUTER_ADDRESS and AIG_ROUTER_CALLS_ADDRESS are then unused.
+    in_process_router: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EdgeSettings:
@@ -86,9 +89,10 @@ class EdgeSettings:
             kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             spool_dir=env.get("AIG_SPOOL_DIR", "var/spool"),
             public_url=public_url_from_env(env),
-            reuse_port=env.get("AIG_EDGE_REUSE_PORT", "").strip().lower() in ("1", "true", "yes"),
+            reuse_port=env_flag(env.get("AIG_EDGE_REUSE_PORT", "")),
             router_call_streams=int(env.get("AIG_ROUTER_CALL_STREAMS", "4")),
             router_calls_address=env.get("AIG_ROUTER_CALLS_ADDRESS", "127.0.0.1:50052"),
+            in_process_router=env_flag(env.get("AIG_EDGE_IN_PROCESS_ROUTER", "")),
         ).checked()
 
     def checked(self) -> EdgeSettings:
@@ -102,3 +106,8 @@ class EdgeSettings:
                 "message limit."
             )
         return self
+
+
+def env_flag(value: str) -> bool:
+    """An on/off variable: on when 1, true or yes (any case)."""
+    return value.strip().lower() in ("1", "true", "yes")

@@ -135,6 +135,11 @@ class RouterServicer(pb_grpc.RouterServicer):
         """Tells every edge's call stream, open or opened from now on, to send no new calls."""
         self._call_streams.drain()
 
+    @property
+    def call_streams(self) -> CallStreams:
+        """Every Router.Calls stream this servicer answers, whichever transport carries it."""
+        return self._call_streams
+
     def call_socket(self) -> CallSocketServer:
         """Router.Calls on a plain socket (router/call_socket.py), answered by this servicer."""
         return CallSocketServer(self._call_streams, self)

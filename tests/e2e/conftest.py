@@ -162,6 +162,7 @@ def start_stack(
     extra_edges: int = 0,
     extra_routers: int = 0,
     extra_consumers: int = 0,
+    in_process_router: bool = False,
 ) -> Stack:
     """A running stack on free ports with a control DB of its own, plus `env(var_dir,
     ports)`. In containers mode (tests/backends.py) it also gets a Kafka broker and a
@@ -184,6 +185,7 @@ def start_stack(
         extra_edges=extra_edges,
         extra_routers=extra_routers,
         extra_consumers=extra_consumers,
+        in_process_router=in_process_router,
     )
     running.start()
     return running
@@ -317,16 +319,20 @@ def async_client(base_url: str, api_key: str) -> openai.AsyncOpenAI:
 
 @pytest.fixture(scope="session")
 def edge(stack: Stack, api_key: str) -> Iterator[httpx.Client]:
+    with edge_client(stack, api_key) as client:
+        yield client
+
+
+def edge_client(stack: Stack, api_key: str) -> httpx.Client:
     """Raw HTTP to the edge, for inputs the SDK would never send."""
-    with httpx.Client(
+    return httpx.Client(
         base_url=stack.edge_url,
         headers={"authorization": f"Bearer {api_key}"},
         timeout=30,
         # Drop idle connections before uvicorn's 5 s keep-alive timeout closes them, or a
         # request can race the server's close and see "Server disconnected".
         limits=httpx.Limits(keepalive_expiry=2),
-    ) as client:
-        yield client
+    )
 
 
 def worst_case_nano_usd(body: dict[str, Any], markup_basis_points: int = 4000) -> int:

@@ -49,6 +49,10 @@ def labelsets(samples: Samples, name: str) -> list[dict[str, str]]:
 
 
 def router_ops(stack: Stack) -> str:
+    """Where the router's metrics are served: its own ops port, or the edge's /metrics when
+    the router runs in the edge's process."""
+    if stack.in_process_router:
+        return stack.edge_url
     return f"http://127.0.0.1:{stack.ports.router_ops}"
 
 
