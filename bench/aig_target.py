@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from devstack.processes import Service
+from devstack.processes import Service, free_port
 from devstack.stack import PROVIDER_KEYS, Stack, StackPorts, new_secret
 
 from .procs import ProcessGroup
@@ -52,6 +52,30 @@ def start_stack(
     return stack
 
 
+def start_in_process_edge(stack: Stack, name: str = "edge-inproc") -> str:
+    """One more edge on a port of its own, with the router inside its process
+    (`AIG_EDGE_IN_PROCESS_ROUTER`), beside the stack's edge and router: the same control DB,
+    broker and billing, so the two ways of running the router are measured side by side.
+    Returns its URL."""
+    first = stack.service("edge")
+    port = free_port()
+    edge = Service(
+        name,
+        "edge",
+        {
+            **stack.replica_env(first.env, name),
+            "AIG_EDGE_PORT": str(port),
+            "AIG_EDGE_IN_PROCESS_ROUTER": "1",
+        },
+        f"http://127.0.0.1:{port}/readyz",
+        first.log_path.with_name(f"{name}.log"),
+    )
+    stack.services.append(edge)  # stopped with the stack, even if it never gets ready
+    edge.start()
+    edge.wait_ready()
+    return f"http://127.0.0.1:{port}"
+
+
 def _start_shared_port_edge(stack: Stack, name: str) -> None:
     """One more edge on the first edge's port. devstack's own extra edges each get a port
     of their own (the scale-out test calls them in turn); a load generator needs one
@@ -89,14 +113,27 @@ def billing(stack: Stack) -> Billing:
     )
 
 
-def gateway_processes(stack: Stack) -> ProcessGroup:
+def gateway_processes(stack: Stack, *, in_process_router: bool = False) -> ProcessGroup:
+    """aig's processes as one target: every service but the upstream, with either the
+    edges that call a router apart and the routers, or (`in_process_router`) the edges
+    that run their router inside them."""
     return ProcessGroup(
         {
             service.name: service.process.pid
             for service in stack.services
-            if service.process is not None and service.name not in UPSTREAM_SERVICES
+            if service.process is not None
+            and service.name not in UPSTREAM_SERVICES
+            and _serves(service, in_process_router)
         }
     )
+
+
+def _serves(service: Service, in_process_router: bool) -> bool:
+    if service.module == "router":
+        return not in_process_router
+    if service.module == "edge":
+        return (service.env.get("AIG_EDGE_IN_PROCESS_ROUTER") == "1") == in_process_router
+    return True
 
 
 def infra_processes(stack: Stack) -> ProcessGroup:

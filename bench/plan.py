@@ -41,6 +41,9 @@ class Plan:
     # Billing's capacity without the drain's limits: this many usage events on the topic
     # before billing starts, billing alone on one core (bench.billing_throughput), last.
     billing_backlog_events: int = 40_000
+    # aig measured a second way beside the default: an edge with the router in its own
+    # process (AIG_EDGE_IN_PROCESS_ROUTER), on the same stack, as the target `aig-inproc`.
+    in_process_router: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,4 +102,5 @@ SOAK = Plan(
     drain_seconds=0,
     scaleout=False,
     billing_backlog_events=0,
+    in_process_router=False,
 )

@@ -16,7 +16,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-COLOURS = {"direct": "#555555", "aig": "#1b7f3b", "litellm": "#c0392b", "litellm-db": "#8e44ad"}
+COLOURS = {
+    "direct": "#555555",
+    "aig": "#1b7f3b",
+    "aig-inproc": "#2e86c1",
+    "litellm": "#c0392b",
+    "litellm-db": "#8e44ad",
+}
 PERCENTILES = (("p50_ms", "-", "o"), ("p90_ms", "-.", "s"), ("p99_ms", "--", "^"))
 
 

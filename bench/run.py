@@ -87,6 +87,8 @@ class Environment:
     work_dir: Path
     stack: Stack
     aig_key: str
+    # The edge with the router in its process (Plan.in_process_router), when started.
+    in_process_url: str | None = None
     litellm: LiteLLMProxy | None = None
     litellm_db: LiteLLMProxy | None = None
     postgres: Any = None
@@ -109,6 +111,9 @@ def environment(plan: Plan, work_dir: Path) -> Iterator[Environment]:
     stack = aig_target.start_stack(work_dir / "aig", SANDBOX_ENV)
     env = Environment(work_dir=work_dir, stack=stack, aig_key=aig_target.create_api_key(stack))
     try:
+        if plan.in_process_router:
+            log("starting an edge with the router in its process beside it")
+            env.in_process_url = aig_target.start_in_process_edge(stack)
         if plan.compare_litellm:
             _start_litellm(env)
         yield env
@@ -170,6 +175,16 @@ def build_targets(env: Environment) -> list[Target]:
             billing=aig_target.billing(stack),
         ),
     ]
+    if env.in_process_url is not None:
+        targets.append(
+            Target(
+                "aig-inproc",
+                "aig, the router in the edge's process (AIG_EDGE_IN_PROCESS_ROUTER)",
+                *_requests(f"{env.in_process_url}/v1/chat/completions", env.aig_key),
+                gateway=aig_target.gateway_processes(stack, in_process_router=True),
+                infra=aig_target.infra_processes(stack),
+            )
+        )
     if env.litellm is not None:
         targets.append(
             Target(

@@ -124,6 +124,7 @@ def test_the_targets_table_judges_issue_16s_bounds_from_one_run() -> None:
         "targets": {
             "direct": _target(p50=20.0, p99=30.0, ttft=25.0, gap=5.0, cpu=0.5),
             "aig": _target(p50=23.0, p99=34.0, ttft=25.5, gap=5.1, cpu=2.0),
+            "aig-inproc": _target(p50=20.75, p99=36.0, ttft=25.5, gap=5.1, cpu=1.5),
             "litellm": _target(p50=80.0, p99=900.0, ttft=90.0, gap=6.0, cpu=25.0),
         }
     }
@@ -139,6 +140,13 @@ def test_the_targets_table_judges_issue_16s_bounds_from_one_run() -> None:
     assert rows["CPU per call <= 1/10 of litellm's"].endswith("| 0.08x | 0.1x | yes |")
     assert "not measured" in rows["settlement lag p99 <= 2 s at aig's one-core peak"]
     assert "not measured" in rows["two-core peak >= 1.8 x aig's one-core peak"]
+    # The same bounds judged again for the router in the edge's process, from its own figures.
+    in_process = " (router in the edge's process)"
+    assert rows[f"p50 overhead at 50/s <= 1 ms{in_process}"].endswith("| 0.75 ms | 1 ms | yes |")
+    assert rows[f"p99 overhead at 200/s <= 5 ms{in_process}"].endswith(
+        "| 6 ms | 5 ms | no: 1.2 times over it |"
+    )
+    assert rows[f"CPU per call <= 1/10 of litellm's{in_process}"].endswith("| 0.06x | 0.1x | yes |")
 
 
 def test_the_targets_table_judges_scale_out_and_billing() -> None:
