@@ -3,7 +3,7 @@ on one host.
 
 The router is built and started exactly as `python -m router` builds it (router/runtime.py);
 only the hop differs. A chat call's frame is handed to the router's `CallStream.take` on the
-same event loop, and the replies come back as the same `ReplyFrames` batches, so nothing is
+same event loop, and each reply comes back as a `ReplyFrames` as it is put, so nothing is
 encoded, no socket is written and no second process wakes up: of the stages a call crosses
 (bench/README.md), the hop and the router's own wake-up go. Everything else — planning,
 failover, breakers, metering with its own Kafka producer and fsynced journal, drains — is
@@ -23,7 +23,6 @@ import asyncio
 import logging
 
 from aig.router.v1 import router_pb2 as pb
-from aig_common.batches import Cork
 from router.call_streams import CallStream, CallStreams, ChatHandlers, ServingTasks
 from router.runtime import RunningRouter, start_router
 from router.settings import RouterSettings
@@ -92,21 +91,23 @@ class InProcessRouter:
         await self._running.stop(drain_s, self.calls.end(drain_s))
 
 
-class InProcessCallChannel(Cork[pb.ReplyFrame]):
+class InProcessCallChannel:
     """One Router.Calls stream between the edge and the router in its process: the edge's
     `CallChannel` (edge/router_streams.py) and the router's `Replies` (router/call_streams.py)
     in one object.
 
-    Frames the edge sends are taken by the router at once (taking a frame only starts or
-    cancels a task). Replies are handed back at the end of the loop turn they were put in,
-    together, as the call socket does, so the edge's stream never runs inside the router's
-    call stack: a reply that retires a stream, say, cannot reach back into a stream the
-    edge is still opening."""
+    Frames go straight across both ways: the edge's to the router's `CallStream.take` (which
+    only starts or cancels a task), the router's replies to the edge's stream as they are
+    put (which only resolves a waiting call), so the edge's request carries on at the next
+    turn of the loop, before the router's own work after the reply (its usage event:
+    router.call_streams.after_reply). The one exception is a frame put while the stream is
+    being opened (a draining router says so at once): it is handed over a turn later, so that
+    it cannot retire a stream the edge has not finished opening."""
 
     def __init__(self, calls: InProcessCalls) -> None:
-        super().__init__()
         self._calls = calls
         self._stream: CallStream | None = None
+        self._opening: list[pb.ReplyFrame] | None = []
         self._on_replies: OnReplies | None = None
         self._on_broken: OnBroken | None = None
         # True once the edge ended its side, False if it went away (cancelled the stream).
@@ -117,6 +118,9 @@ class InProcessCallChannel(Cork[pb.ReplyFrame]):
     def start(self, on_replies: OnReplies, on_broken: OnBroken) -> None:
         self._on_replies, self._on_broken = on_replies, on_broken
         self._stream = self._calls.serve(self, self._ended)
+        opening, self._opening = self._opening, None
+        if opening:
+            asyncio.get_running_loop().call_soon(self._hand_over, opening)
 
     def send(self, frame: pb.CallFrame) -> None:
         if self._stream is not None and not self._ended.done():
@@ -133,16 +137,20 @@ class InProcessCallChannel(Cork[pb.ReplyFrame]):
 
     # The router's side.
 
-    def write(self, frames: list[pb.ReplyFrame]) -> None:
-        if frames and self._on_replies is not None:
+    def put(self, frame: pb.ReplyFrame) -> None:
+        if self._opening is not None:
+            self._opening.append(frame)
+        else:
+            self._hand_over([frame])
+
+    def _hand_over(self, frames: list[pb.ReplyFrame]) -> None:
+        if self._on_replies is not None:
             self._on_replies(pb.ReplyFrames(frames=frames))
 
     async def finish(self) -> None:
-        self.write_now()
         self._broken()
 
     def abort(self) -> None:
-        self.discard()
         self._broken()
 
     def _broken(self) -> None:
