@@ -52,27 +52,30 @@ def start_stack(
     return stack
 
 
-def start_in_process_edge(stack: Stack, name: str = "edge-inproc") -> str:
-    """One more edge on a port of its own, with the router inside its process
-    (`AIG_EDGE_IN_PROCESS_ROUTER`), beside the stack's edge and router: the same control DB,
-    broker and billing, so the two ways of running the router are measured side by side.
-    Returns its URL."""
+def start_in_process_edges(stack: Stack, count: int = 1) -> str:
+    """`count` more edges with the router inside their process (`AIG_EDGE_IN_PROCESS_ROUTER`),
+    sharing one port of their own (SO_REUSEPORT when more than one), beside the stack's
+    edges and routers: the same control DB, broker and billing, so the two ways of running
+    the router are measured side by side. Returns their URL."""
     first = stack.service("edge")
     port = free_port()
-    edge = Service(
-        name,
-        "edge",
-        {
-            **stack.replica_env(first.env, name),
-            "AIG_EDGE_PORT": str(port),
-            "AIG_EDGE_IN_PROCESS_ROUTER": "1",
-        },
-        f"http://127.0.0.1:{port}/readyz",
-        first.log_path.with_name(f"{name}.log"),
-    )
-    stack.services.append(edge)  # stopped with the stack, even if it never gets ready
-    edge.start()
-    edge.wait_ready()
+    for index in range(count):
+        name = f"edge-inproc-{index}" if count > 1 else "edge-inproc"
+        edge = Service(
+            name,
+            "edge",
+            {
+                **stack.replica_env(first.env, name),
+                "AIG_EDGE_PORT": str(port),
+                "AIG_EDGE_IN_PROCESS_ROUTER": "1",
+                "AIG_EDGE_REUSE_PORT": "1" if count > 1 else "0",
+            },
+            f"http://127.0.0.1:{port}/readyz",
+            first.log_path.with_name(f"{name}.log"),
+        )
+        stack.services.append(edge)  # stopped with the stack, even if it never gets ready
+        edge.start()
+        _wait_listening(edge)
     return f"http://127.0.0.1:{port}"
 
 
@@ -90,12 +93,16 @@ def _start_shared_port_edge(stack: Stack, name: str) -> None:
     )
     edge.start()
     stack.services.append(edge)
-    # /readyz on the shared port may be answered by the first edge: wait for this one's own
-    # line that it listens.
+    _wait_listening(edge)
+
+
+def _wait_listening(edge: Service) -> None:
+    """/readyz on a shared port may be answered by another edge: wait for this one's own
+    line that it listens."""
     deadline = time.monotonic() + 60
     while "Application startup complete" not in _read(edge.log_path):
         if not edge.running() or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not start:\n{_read(edge.log_path)[-3000:]}")
+            raise RuntimeError(f"{edge.name} did not start:\n{_read(edge.log_path)[-3000:]}")
         time.sleep(0.1)
 
 

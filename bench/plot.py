@@ -70,6 +70,9 @@ def plot(results: dict, output: Path) -> None:
 def _plot_scaleout(axis: plt.Axes, scaleout: dict) -> None:
     """Peak RPS on one core and on two, per gateway, each bar labelled with its figure."""
     groups = [("aig", scaleout["aig"]["one_core_rps"], scaleout["aig"]["two_core_rps"])]
+    if scaleout.get("aig_inproc"):
+        in_process = scaleout["aig_inproc"]
+        groups.append(("aig-inproc", in_process["one_core_rps"], in_process["two_core_rps"]))
     if scaleout.get("litellm"):
         litellm = scaleout["litellm"]
         groups.append(("litellm", litellm["one_worker_rps"], litellm["two_workers_rps"]))

@@ -219,6 +219,26 @@ def _settlement_checks(
             True,
         )
     )
+    if scaled.get("aig_inproc"):
+        suffix = " (router in the edge's process)"
+        checks.append(
+            (
+                "two-core peak >= 1.8 x its one-core peak" + suffix,
+                scaled["aig_inproc"].get("two_over_one"),
+                1.8,
+                "x",
+                True,
+            )
+        )
+        checks.append(
+            (
+                "two-core peak >= 10 x LiteLLM's with --num_workers 2" + suffix,
+                scaled.get("aig_inproc_two_over_litellm_two"),
+                10,
+                "x",
+                True,
+            )
+        )
     stacks = (
         ("one-core", results["targets"]["aig"].get("settlement")),
         ("two-core", aig_scaled.get("settlement")),
@@ -366,7 +386,9 @@ def _scaleout_section(results: dict[str, Any]) -> list[str]:
         out += [
             f"Both cores for each gateway, nothing pinned: aig with {scaled['edges']} edges "
             f"sharing one port (SO_REUSEPORT) and {scaled['routers']} routers (each edge "
-            f"round-robins over both), one billing, jobs and webhooks, on a stack of its own; "
+            f"round-robins over both), one billing, jobs and webhooks, on a stack of its own "
+            "(and on it, when measured, as many edges running their routers in-process, "
+            "sharing a port of their own); "
             f"LiteLLM with `--num_workers {scaled['litellm_workers']}`. oha, the sandbox and "
             "Kafka share the same two cores. The one-core figures are the peak phase above "
             "(pinned to one core), from this run.",
@@ -377,6 +399,14 @@ def _scaleout_section(results: dict[str, Any]) -> list[str]:
             f"| aig | {_num(aig['one_core_rps'])} | {_num(aig['two_core_rps'])} | "
             f"{_num(aig['two_over_one'], 2)}x | {_num(aig['cpu_ms_per_call'], 2)} |",
         ]
+        in_process = scaled.get("aig_inproc")
+        if in_process:
+            out.append(
+                f"| aig, {scaled['edges']} edges with the router in their process "
+                f"(AIG_EDGE_IN_PROCESS_ROUTER) | {_num(in_process['one_core_rps'])} | "
+                f"{_num(in_process['two_core_rps'])} | {_num(in_process['two_over_one'], 2)}x | "
+                f"{_num(in_process['cpu_ms_per_call'], 2)} |"
+            )
         if litellm:
             out.append(
                 f"| LiteLLM | {_num(litellm['one_worker_rps'])} | "
@@ -386,7 +416,13 @@ def _scaleout_section(results: dict[str, Any]) -> list[str]:
             out += [
                 "",
                 f"aig on two cores / LiteLLM on two cores: "
-                f"{_num(scaled['aig_two_over_litellm_two'], 2)}x.",
+                f"{_num(scaled['aig_two_over_litellm_two'], 2)}x"
+                + (
+                    f"; with the routers in the edges' processes "
+                    f"{_num(scaled['aig_inproc_two_over_litellm_two'], 2)}x."
+                    if in_process
+                    else "."
+                ),
             ]
         out.append("")
     out += [

@@ -113,7 +113,7 @@ def environment(plan: Plan, work_dir: Path) -> Iterator[Environment]:
     try:
         if plan.in_process_router:
             log("starting an edge with the router in its process beside it")
-            env.in_process_url = aig_target.start_in_process_edge(stack)
+            env.in_process_url = aig_target.start_in_process_edges(stack)
         if plan.compare_litellm:
             _start_litellm(env)
         yield env

@@ -44,6 +44,7 @@ from .run import (
 EDGES = 2
 ROUTERS = 2
 LITELLM_WORKERS = 2
+IN_PROCESS = "aig-inproc"
 
 
 @contextlib.contextmanager
@@ -79,6 +80,21 @@ def scale_out(
                 billing=aig_target.billing(stack),
             )
             targets = [aig]
+            if IN_PROCESS in by_name:
+                log(f"two-core phase: aig with {EDGES} edges running their routers in-process")
+                in_process_url = aig_target.start_in_process_edges(stack, EDGES)
+                targets.append(
+                    Target(
+                        IN_PROCESS,
+                        f"aig, {EDGES} edges with the router in their process, on both cores",
+                        *_requests(
+                            f"{in_process_url}/v1/chat/completions",
+                            aig_target.create_api_key(stack),
+                        ),
+                        gateway=aig_target.gateway_processes(stack, in_process_router=True),
+                        infra=aig_target.infra_processes(stack),
+                    )
+                )
             if "litellm" in by_name:
                 log(f"two-core phase: LiteLLM with --num_workers {LITELLM_WORKERS}")
                 litellm = LiteLLMProxy(
@@ -127,27 +143,38 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
     return value / reference if value and reference else None
 
 
+def _gateway(one: Target | None, two: Target) -> dict[str, Any]:
+    one_rps, two_rps = _rps(one), _rps(two)
+    return {
+        "one_core_rps": one_rps,
+        "two_core_rps": two_rps,
+        "two_over_one": _ratio(two_rps, one_rps),
+        "processes": sorted(two.gateway.roots),
+        "steps": [vars(step) for step in two.peak_steps],
+        "cpu_ms_per_call": two.cpu_s / two.calls * 1000 if two.calls else None,
+    }
+
+
 def summarise(one: dict[str, Target], two: dict[str, Target]) -> dict[str, Any]:
-    aig_one, aig_two = _rps(one.get("aig")), _rps(two.get("aig"))
     litellm_one, litellm_two = _rps(one.get("litellm")), _rps(two.get("litellm"))
+    aig = _gateway(one.get("aig"), two["aig"])
     out: dict[str, Any] = {
         "edges": EDGES,
         "routers": ROUTERS,
         "litellm_workers": LITELLM_WORKERS,
-        "aig": {
-            "one_core_rps": aig_one,
-            "two_core_rps": aig_two,
-            "two_over_one": _ratio(aig_two, aig_one),
-            "processes": sorted(two["aig"].gateway.roots),
-            "steps": [vars(step) for step in two["aig"].peak_steps],
-            "cpu_ms_per_call": two["aig"].cpu_s / two["aig"].calls * 1000
-            if two["aig"].calls
-            else None,
-            **settlement_summary(two["aig"], peak_step(two["aig"])),
-        },
+        "aig": {**aig, **settlement_summary(two["aig"], peak_step(two["aig"]))},
         "litellm": None,
-        "aig_two_over_litellm_two": _ratio(aig_two, litellm_two),
+        "aig_two_over_litellm_two": _ratio(aig["two_core_rps"], litellm_two),
+        # The same edges with their routers in-process (AIG_EDGE_IN_PROCESS_ROUTER), against
+        # the one-core figure of the same configuration.
+        "aig_inproc": None,
+        "aig_inproc_two_over_litellm_two": None,
     }
+    if IN_PROCESS in two:
+        out["aig_inproc"] = _gateway(one.get(IN_PROCESS), two[IN_PROCESS])
+        out["aig_inproc_two_over_litellm_two"] = _ratio(
+            out["aig_inproc"]["two_core_rps"], litellm_two
+        )
     if "litellm" in two:
         out["litellm"] = {
             "one_worker_rps": litellm_one,
@@ -158,7 +185,11 @@ def summarise(one: dict[str, Target], two: dict[str, Target]) -> dict[str, Any]:
             if two["litellm"].calls
             else None,
         }
-    for name, figures in (("aig", out["aig"]), ("litellm", out["litellm"])):
+    for name, figures in (
+        ("aig", out["aig"]),
+        (IN_PROCESS, out["aig_inproc"]),
+        ("litellm", out["litellm"]),
+    ):
         if figures:
             brief = {k: v for k, v in figures.items() if k not in ("steps", "settlement")}
             log(f"scale-out {name}: {json.dumps(brief)}")
@@ -177,7 +208,7 @@ def main() -> None:
     ):
         from .run import build_targets
 
-        targets = [t for t in build_targets(env) if t.name in ("aig", "litellm")]
+        targets = [t for t in build_targets(env) if t.name in ("aig", IN_PROCESS, "litellm")]
         pin_cpus(env, targets)
         for target in targets:
             run_oha(target.request, seconds=2, connections=8, cpus=DRIVER_CPUS)  # warm-up

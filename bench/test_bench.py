@@ -164,6 +164,8 @@ def test_the_targets_table_judges_scale_out_and_billing() -> None:
                 },
             },
             "aig_two_over_litellm_two": 8.0,
+            "aig_inproc": {"two_over_one": 1.5},
+            "aig_inproc_two_over_litellm_two": 11.0,
         },
         # Judged from billing alone on one core; the drains above (1,000 and 7,600 events/s)
         # would say no and yes, the other way round.
@@ -177,6 +179,13 @@ def test_the_targets_table_judges_scale_out_and_billing() -> None:
     assert rows["two-core peak >= 1.8 x aig's one-core peak"].endswith("| 1.9x | 1.8x | yes |")
     assert rows["two-core peak >= 10 x LiteLLM's with --num_workers 2"].endswith(
         "| 8x | 10x | no: 1.2 times short of it |"
+    )
+    in_process = " (router in the edge's process)"
+    assert rows[f"two-core peak >= 1.8 x its one-core peak{in_process}"].endswith(
+        "| 1.5x | 1.8x | no: 1.2 times short of it |"
+    )
+    assert rows[f"two-core peak >= 10 x LiteLLM's with --num_workers 2{in_process}"].endswith(
+        "| 11x | 10x | yes |"
     )
     assert rows["settlement lag p99 <= 2 s at aig's one-core peak"].endswith(
         "| 0.7 s | 2 s | yes |"
