@@ -108,7 +108,10 @@ def test_no_router_runs_apart(stack: Stack, client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "who serves?"}]
     )
-    assert raw.headers["x-aig-provider"] == "openai"
+    # Served by a provider of the model's route chain (which one depends on the breakers
+    # the tests above left), through the router inside the edge.
+    assert raw.headers["x-aig-provider"] in ("openai", "openrouter")
+    assert raw.parse().choices[0].message.content
 
 
 def test_an_edge_drains_its_router_after_sigterm(
