@@ -155,6 +155,10 @@ class InProcessCallChannel:
 
     def _broken(self) -> None:
         # The stream is over, answered or not: the edge resends any call without a reply.
+        # Letting go of the router's stream, which holds this channel as its replies, ends
+        # the cycle between them, so reference counting frees both (aig_common.runtime: the
+        # cycle collector runs rarely, and a stream is replaced every 64 calls).
+        self._stream = None
         on_broken, self._on_broken, self._on_replies = self._on_broken, None, None
         if on_broken is not None:
             on_broken(unavailable("the router's call stream ended"))

@@ -19,6 +19,7 @@ import pytest
 import uvloop
 
 from edge.call_socket import CallSockets, SocketCallChannel
+from edge.in_process_router import InProcessCallChannel, InProcessCalls
 from edge.router_streams import RouterStreams
 from tests.edge.test_router_streams import Router, Routers, _answer, _until
 
@@ -92,3 +93,49 @@ def test_rotated_connections_leave_no_cycle_of_ours(
     )
     assert ours == []
     assert router.call_socket.streams is not None  # kept until here
+
+
+async def _rotate_in_process_streams() -> tuple[int, InProcessCalls, Router]:
+    """The same rotation with the router in the edge's process (edge/in_process_router.py),
+    where no socket closes: what ends a stream is the edge's end and the router's finish."""
+    router = await Routers("socket").start()
+    calls = InProcessCalls(router.servicer.call_streams, router.servicer)
+    opened = 0
+
+    def open_channel() -> InProcessCallChannel:
+        nonlocal opened
+        opened += 1
+        return calls.open_channel()
+
+    streams = RouterStreams(open_channel, width=1, calls_per_stream=CALLS_PER_CONNECTION)
+    try:
+        for index in range(CALLS):
+            assert (await _answer(streams, f"call-{index}"))["request_id"] == f"call-{index}"
+        streams.close()
+        await _until(lambda: calls.streams_served == 0)
+    finally:
+        await router.stop()
+    return opened, calls, router
+
+
+@pytest.mark.parametrize(
+    "loop_factory",
+    [asyncio.new_event_loop, uvloop.new_event_loop],
+    ids=["asyncio", "uvloop"],
+)
+def test_rotated_in_process_streams_leave_no_cycle_of_ours(
+    collector_off: None, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        opened, calls, router = runner.run(_rotate_in_process_streams())
+    assert opened >= CALLS // CALLS_PER_CONNECTION
+    gc.collect()
+    ours = sorted(
+        {
+            f"{type(found).__module__}.{type(found).__qualname__}"
+            for found in gc.garbage
+            if type(found).__module__.startswith(OUR_PACKAGES)
+        }
+    )
+    assert ours == []
+    assert calls.streams_served == 0 and router.call_socket.streams  # kept until here
