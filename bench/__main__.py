@@ -4,6 +4,7 @@ python -m bench            full comparison, under 10 minutes on 2 cores
 python -m bench --quick    the same phases, shorter (~2 minutes), for development
 python -m bench --soak     aig alone under steady load for 5 minutes, RSS trend only
 python -m bench --soak --soak-minutes 30   the same for 30 minutes (issue 16's soak)
+python -m bench --soak --in-process-router  the same for an edge running the router in-process
 python -m bench.scaleout   the two-core phase alone, against one-core peaks taken just before
 
 Only the runs the committed reports describe write them into bench/ (RESULTS.md, the chart,
@@ -46,12 +47,21 @@ def main() -> None:
         type=float,
         help="with --soak: how long (default 5); RSS is sampled about 120 times",
     )
+    parser.add_argument(
+        "--in-process-router",
+        action="store_true",
+        help="with --soak: soak an edge running the router in its process (SOAK-inproc.md)",
+    )
     args = parser.parse_args()
     if args.soak_minutes is not None and not args.soak:
         parser.error("--soak-minutes goes with --soak")
+    if args.in_process_router and not args.soak:
+        parser.error("--in-process-router goes with --soak")
     plan = SOAK if args.soak else QUICK if args.quick else DEFAULT
     if args.soak_minutes is not None:
         plan = soak_plan(args.soak_minutes)
+    if args.in_process_router:
+        plan = dataclasses.replace(plan, in_process_router=True, soak_target="aig-inproc")
 
     subprocess.run(["bash", str(HERE / "install.sh")], check=True)
     results = execute(plan, args.out, pin=not args.no_pin)
@@ -59,12 +69,14 @@ def main() -> None:
 
     report_dir = report_directory(plan, args.out)
     if args.soak:
-        path = args.out / "soak.json"
+        suffix = "-inproc" if args.in_process_router else ""
+        path = args.out / f"soak{suffix}.json"
         path.write_text(json.dumps(results["soak"], indent=2))
-        (report_dir / "SOAK.md").write_text(render_soak(results))
+        report = report_dir / f"SOAK{suffix}.md"
+        report.write_text(render_soak(results))
         for name, figures in results["soak"]["processes"].items():
             log(f"soak {name}: {json.dumps(figures)}")
-        log(f"wrote {path} and {report_dir / 'SOAK.md'}")
+        log(f"wrote {path} and {report}")
         return
 
     results_path = args.out / "results.json"

@@ -44,6 +44,9 @@ class Plan:
     # aig measured a second way beside the default: an edge with the router in its own
     # process (AIG_EDGE_IN_PROCESS_ROUTER), on the same stack, as the target `aig-inproc`.
     in_process_router: bool = True
+    # The target whose processes the soak samples: "aig", or "aig-inproc" (with
+    # in_process_router; `python -m bench --soak --in-process-router`).
+    soak_target: str = "aig"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

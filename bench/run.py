@@ -421,7 +421,7 @@ def sustainable_rate(plan: Plan, aig: Target, cpus: set[int] | None) -> float:
 
 def soak_aig(plan: Plan, aig: Target, cpus: set[int] | None) -> dict[str, Any]:
     rate = sustainable_rate(plan, aig, cpus)
-    log(f"RSS soak of aig: {plan.soak_seconds:.0f} s at {rate:.0f} calls/s")
+    log(f"RSS soak of {aig.name}: {plan.soak_seconds:.0f} s at {rate:.0f} calls/s")
     load = OhaRun(
         aig.request,
         seconds=plan.soak_seconds + 1,
@@ -532,7 +532,8 @@ def execute(plan: Plan, out_dir: Path, *, pin: bool) -> dict[str, Any]:
         if plan.stream_calls:
             measure_streams(plan, targets)
         profile = profile_aig(plan, aig, out_dir, cpus) if plan.profile_seconds else None
-        soak = soak_aig(plan, aig, cpus) if plan.soak_seconds else None
+        soaked = next(t for t in targets if t.name == plan.soak_target)
+        soak = soak_aig(plan, soaked, cpus) if plan.soak_seconds else None
         from . import scaleout  # it builds on this module's targets and phases
 
         scaled = (
