@@ -138,8 +138,9 @@ def main() -> None:
     )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    router = "the edge with its router inside" if stack.in_process_router else "router, edge"
     print(
-        "starting aig (Kafka, sandbox, mail sink, router, billing, jobs, webhooks, edge)...",
+        f"starting aig (Kafka, sandbox, mail sink, billing, jobs, webhooks, {router})...",
         flush=True,
     )
     stack.start()
