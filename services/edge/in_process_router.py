@@ -99,8 +99,7 @@ class InProcessCallChannel:
     Frames go straight across both ways: the edge's to the router's `CallStream.take` (which
     only starts or cancels a task), the router's replies to the edge's stream as they are
     put (which only resolves a waiting call), so the edge's request carries on at the next
-    turn of the loop, before the router's own work after the reply (its usage event:
-    router.call_streams.after_reply). The one exception is a frame put while the stream is
+    turn of the loop rather than a turn later. The one exception is a frame put while the stream is
     being opened (a draining router says so at once): it is handed over a turn later, so that
     it cannot retire a stream the edge has not finished opening."""
 

@@ -15,7 +15,6 @@ on the call socket straight to the connection (router/call_socket.py).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
@@ -28,24 +27,6 @@ from aig_common.batches import write_in_batches
 log = logging.getLogger("router")
 
 DRAINING = pb.ReplyFrame(draining=pb.Draining())
-
-# What a chat call's handler leaves until its reply has been handed on, each with the context
-# it was left in (its trace span); set by CallStream for each unary call it runs.
-_AFTER_REPLY: contextvars.ContextVar[list[tuple[contextvars.Context, Callable[[], object]]]] = (
-    contextvars.ContextVar("after_reply")
-)
-
-
-def after_reply(work: Callable[[], object]) -> None:
-    """Runs `work` once this call's reply has gone on its way: on a call stream one turn of
-    the event loop after the reply was put (so the call socket has written it, or an edge in
-    this process has carried on with it), on anything else at once. It runs even if the
-    call is cancelled meanwhile, and in the context it was left in."""
-    pending = _AFTER_REPLY.get(None)
-    if pending is None:
-        work()
-    else:
-        pending.append((contextvars.copy_context(), work))
 
 
 class ChatHandlers(Protocol):
@@ -152,17 +133,8 @@ class CallStream:
         task.add_done_callback(lambda _: self._calls.pop(call_id, None))
 
     async def _chat(self, call_id: int, request: pb.ChatRequest) -> None:
-        # This task's own context (a copy made when it was created): no reset needed.
-        pending: list[tuple[contextvars.Context, Callable[[], object]]] = []
-        _AFTER_REPLY.set(pending)
-        try:
-            reply = await self._handlers.ChatCompletion(request, None)
-            self._replies.put(pb.ReplyFrame(call_id=call_id, chat=reply))
-            if pending:
-                await asyncio.sleep(0)  # the reply's write (or its reader) goes first
-        finally:
-            for context, work in pending:
-                context.run(work)
+        reply = await self._handlers.ChatCompletion(request, None)
+        self._replies.put(pb.ReplyFrame(call_id=call_id, chat=reply))
 
     async def _stream_chat(self, call_id: int, request: pb.ChatRequest) -> None:
         events = self._handlers.StreamChatCompletion(request, None)

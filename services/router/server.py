@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from functools import partial
 from typing import Any
 
 import grpc
@@ -22,7 +21,7 @@ from catalog.live import LiveCatalog
 
 from .adapters.base import TokenUsage, UpstreamError
 from .call_socket import CallSocketServer
-from .call_streams import CallStreams, after_reply
+from .call_streams import CallStreams
 from .chat import (
     AttemptRecord,
     AttemptsFailed,
@@ -241,21 +240,16 @@ class RouterServicer(pb_grpc.RouterServicer):
             )
             return pb.ChatResponse(error=reply, attempts=len(attempts))
         UPSTREAM_CALLS.labels(result.provider, "chat.completions", "ok").inc()
-        # The usage event (priced, encoded, journaled: ~0.1 ms) is made once the answer is on
-        # its way, not in front of it; it is made whatever happens meanwhile.
-        after_reply(
-            partial(
-                self._meter.record,
-                request.context,
-                endpoint="chat.completions",
-                model_id=result.model_id,
-                provider=result.provider,
-                status=200,
-                usage=result.usage,
-                streamed=False,
-                started_at=started,
-                attempts=result.attempts,
-            )
+        self._meter.record(
+            request.context,
+            endpoint="chat.completions",
+            model_id=result.model_id,
+            provider=result.provider,
+            status=200,
+            usage=result.usage,
+            streamed=False,
+            started_at=started,
+            attempts=result.attempts,
         )
         return pb.ChatResponse(
             completion=orjson.dumps(result.completion),
