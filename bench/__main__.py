@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 
 from .plan import DEFAULT, QUICK, SOAK, Plan
-from .report import machine, render, render_soak
+from .report import aig_commit, machine, render, render_soak
 from .run import execute, log
 
 HERE = Path(__file__).parent
@@ -64,8 +64,11 @@ def main() -> None:
         plan = dataclasses.replace(plan, in_process_router=True, soak_target="aig-inproc")
 
     subprocess.run(["bash", str(HERE / "install.sh")], check=True)
+    # The commit of the code the services load as they start, not of whatever is checked out
+    # by the time a 30-minute soak ends.
+    commit = aig_commit()
     results = execute(plan, args.out, pin=not args.no_pin)
-    results["machine"] = machine()
+    results["machine"] = machine(commit)
 
     report_dir = report_directory(plan, args.out)
     if args.soak:

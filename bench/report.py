@@ -15,32 +15,39 @@ GATEWAYS = ("aig", "litellm", "litellm-db")
 IN_PROCESS = "aig-inproc"
 
 
-def machine() -> dict[str, Any]:
+def aig_commit() -> str:
+    """The checked-out commit, and whether the tree differs from it."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], check=False).returncode != 0
+    if commit and dirty:
+        commit += " + uncommitted changes"
+    return commit or "unknown"
+
+
+def machine(commit: str | None = None) -> dict[str, Any]:
+    """The host, and `commit` (`aig_commit()` now unless given: a run takes it as it starts,
+    since its services load the code then)."""
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
     mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
     oha = subprocess.run(
         [str(Path(__file__).parent / ".tools" / "bin" / "oha"), "--version"],
         capture_output=True,
         text=True,
         check=False,
     ).stdout.strip()
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], check=False).returncode != 0
-    if commit and dirty:
-        commit += " + uncommitted changes"
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": round(mem_kib / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "aig_commit": commit or "unknown",
+        "aig_commit": commit or aig_commit(),
         "oha": oha or "unknown",
         "load_average": os.getloadavg(),
     }
