@@ -43,9 +43,16 @@ def _in_oldest_generation(node: _Node) -> bool:
 async def test_young_cycles_wait_for_the_collector_and_timed_collections_free_them(
     services_collector: None,
 ) -> None:
+    # Synchronous, so no other task on the session's loop allocates meanwhile (an earlier
+    # version slept 0.2 s here, and other tests' leftovers once allocated enough in that time
+    # to trigger a collection by count). gc.collect(0) starts the count from zero; 5,000
+    # tracked allocations would trigger 7 young collections under the default threshold
+    # (700) and none under the services' (50,000).
+    gc.collect(0)
     left_alone = _garbage_cycle()
-    await asyncio.sleep(0.2)
+    allocated: list[list[int]] = [[] for _ in range(5_000)]
     assert left_alone() is not None  # no collection came: the settings' cost
+    del allocated
 
     collections = TimedCollections(young_every_s=0.05, full_every_s=60)
     collections.start()
