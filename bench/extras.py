@@ -166,7 +166,10 @@ def main() -> None:
         "",
         f"{clients['calls']} POSTs to the sandbox, {clients['concurrency']} at a time, one "
         f"process, alternating: httpx {cpu['httpx']} µs of CPU per call, aiohttp "
-        f"{cpu['aiohttp']} µs ({clients['httpx_over_aiohttp']}x). The router uses aiohttp.",
+        f"{cpu['aiohttp']} µs, aig's own HTTP/1.1 client (`router/http1.py`) {cpu['http1']} µs: "
+        f"httpx costs {clients['httpx_over_aiohttp']}x aiohttp, aiohttp "
+        f"{clients['aiohttp_over_http1']}x http1. The router calls upstreams with http1 "
+        "(aiohttp only downloads images).",
     ]
     lines += ["", *hop_section(hop)]
     lines += ["", *tracing_section(traced)]

@@ -1,5 +1,6 @@
-"""Why the router talks to upstreams with aiohttp: CPU per call of httpx and aiohttp against
-the sandbox, the same requests at the same concurrency, in one process, alternating.
+"""Why the router talks to upstreams with its own HTTP/1.1 client (router/http1.py): CPU per
+call of httpx, aiohttp and that client against the sandbox, the same requests at the same
+concurrency, in one process, alternating.
 
 python -m bench.http_clients (also part of `python -m bench.extras`).
 """
@@ -18,6 +19,7 @@ import orjson
 import uvloop
 
 from devstack.processes import Service, free_port
+from router.http1 import Http1Client, RequestTarget
 
 CALLS = 2_000
 CONCURRENCY = 16
@@ -43,7 +45,9 @@ async def _cpu_per_call_us(call: Callable[[], Awaitable[None]]) -> float:
 
 async def _measure(url: str) -> dict[str, list[float]]:
     limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-    figures: dict[str, list[float]] = {"httpx": [], "aiohttp": []}
+    figures: dict[str, list[float]] = {"httpx": [], "aiohttp": [], "http1": []}
+    http1 = Http1Client(connect_timeout_s=5, read_timeout_s=30)
+    target = RequestTarget.post(url, HEADERS.items())
     async with (
         httpx.AsyncClient(limits=limits) as httpx_client,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024)) as session,
@@ -60,9 +64,17 @@ async def _measure(url: str) -> dict[str, list[float]]:
                 if response.status != 200:
                     raise RuntimeError(f"sandbox answered {response.status}")
 
-        for _ in range(2):  # alternating, so a noisy neighbour hits both
+        async def with_http1() -> None:
+            response = await http1.post(target, BODY)
+            await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"sandbox answered {response.status}")
+
+        for _ in range(2):  # alternating, so a noisy neighbour hits all three
             figures["httpx"].append(await _cpu_per_call_us(with_httpx))
             figures["aiohttp"].append(await _cpu_per_call_us(with_aiohttp))
+            figures["http1"].append(await _cpu_per_call_us(with_http1))
+    http1.close()
     return figures
 
 
@@ -93,6 +105,7 @@ def measure() -> dict[str, object]:
         "concurrency": CONCURRENCY,
         "cpu_us_per_call": best,
         "httpx_over_aiohttp": round(best["httpx"] / best["aiohttp"], 1),
+        "aiohttp_over_http1": round(best["aiohttp"] / best["http1"], 1),
     }
 
 

@@ -1,27 +1,39 @@
-"""One pooled HTTP client per provider instance, with that instance's own headers.
+"""The router's calls to upstreams: keep-alive pools per provider origin, each provider
+instance's headers encoded once per path.
 
-aiohttp rather than httpx: at 16 concurrent calls httpx cost about ten times aiohttp's CPU
-per call (bench/http_clients.py, figures in bench/EXTRAS.md), and the router spends much of
-its CPU talking to upstreams.
+API calls go through `router.http1`, a lean HTTP/1.1 client: the router spends much of its
+CPU talking to upstreams, and at 16 concurrent calls aiohttp cost about four times its CPU
+per call and httpx about ten times aiohttp's (bench/http_clients.py, figures in
+bench/EXTRAS.md). Image downloads, which follow redirects, keep aiohttp.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
-from multidict import CIMultiDictProxy
-from yarl import URL
+import httptools
 
 from aig_common.errors import APIError
 
+from .http1 import Http1Client, RequestTarget, Response, UpstreamConnectionError
 from .settings import RouterSettings
 
-# Distinct (provider, path) URLs parsed once and kept; Gemini's paths name the model, so
-# the set is bounded by the catalog, but a cap keeps a surprise from growing it forever.
-_URL_CACHE_LIMIT = 4096
+# Distinct (provider, path) request heads encoded once and kept; Gemini's paths name the
+# model, so the set is bounded by the catalog, but a cap keeps a surprise from growing it.
+_TARGET_CACHE_LIMIT = 4096
+# What a failed exchange can raise below HTTP: the connection (refused, reset, TLS), the
+# response's framing, or the silence of a server (TimeoutError).
+_TRANSPORT_ERRORS = (
+    UpstreamConnectionError,
+    OSError,
+    ssl.SSLError,
+    httptools.HttpParserError,
+    TimeoutError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,28 +68,28 @@ class UpstreamReply:
 class UpstreamStream:
     """An upstream answer whose body is read as it arrives (SSE)."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: Response) -> None:
         self._response = response
         self.status = response.status
-        self.headers: CIMultiDictProxy[str] = response.headers
+        self.headers: Mapping[str, str] = response.headers
 
     async def read(self) -> bytes:
         try:
             return await self._response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise UpstreamUnreachable(exc) from exc
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Bytes as the provider sends them, never held back to fill a buffer."""
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._response.chunks():
                 yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise UpstreamUnreachable(exc) from exc
 
     async def aclose(self) -> None:
         # Keeps the connection for reuse when the body was read to its end, closes it if not.
-        self._response.release()
+        self._response.close()
 
 
 class UpstreamClients:
@@ -88,45 +100,26 @@ class UpstreamClients:
     """
 
     def __init__(self, settings: RouterSettings) -> None:
-        self._connect_timeout_s = settings.connect_timeout_s
-        self._read_timeout_s = settings.read_timeout_s
-        self._sessions: dict[Destination, aiohttp.ClientSession] = {}
-        self._urls: dict[tuple[Destination, str], URL] = {}
+        # Read timeout between bytes, not over the whole call: a long stream is fine as long
+        # as it keeps moving.
+        self._http = Http1Client(
+            connect_timeout_s=settings.connect_timeout_s, read_timeout_s=settings.read_timeout_s
+        )
+        self._targets: dict[tuple[Destination, str], RequestTarget] = {}
         # Image downloads (Gemini needs inline bytes) get their own, stricter session.
         self._images = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=20.0, sock_connect=5.0)
         )
         self._max_image_bytes = settings.max_image_bytes
 
-    def _session(self, destination: Destination) -> aiohttp.ClientSession:
-        session = self._sessions.get(destination)
-        if session is None:
-            # Read timeout between bytes, not over the whole call: a long stream is fine as
-            # long as it keeps moving.
-            timeout = aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=self._connect_timeout_s,
-                sock_read=destination.read_timeout_s or self._read_timeout_s,
-            )
-            session = self._sessions[destination] = aiohttp.ClientSession(
-                headers=dict(destination.headers),
-                timeout=timeout,
-                connector=aiohttp.TCPConnector(limit=1024, limit_per_host=0, ttl_dns_cache=300),
-                # Bodies are relayed as they are; an upstream's compression is undone here.
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
-        return session
-
-    def _url(self, destination: Destination, path: str) -> URL:
-        url = self._urls.get((destination, path))
-        if url is None:
-            if len(self._urls) >= _URL_CACHE_LIMIT:
-                self._urls.clear()
-            # encoded: paths are built by provider types, with their query strings ready.
-            url = URL(destination.base_url + path, encoded=True)
-            self._urls[(destination, path)] = url
-        return url
+    def _target(self, destination: Destination, path: str) -> RequestTarget:
+        target = self._targets.get((destination, path))
+        if target is None:
+            if len(self._targets) >= _TARGET_CACHE_LIMIT:
+                self._targets.clear()
+            target = RequestTarget.post(destination.base_url + path, destination.headers)
+            self._targets[(destination, path)] = target
+        return target
 
     async def post(
         self,
@@ -138,11 +131,14 @@ class UpstreamClients:
         """POSTs `content` and reads the whole answer, whatever its status. `headers` are
         this request's own, beside the instance's."""
         try:
-            async with self._session(destination).post(
-                self._url(destination, path), data=content, headers=headers
-            ) as r:
-                return UpstreamReply(r.status, r.headers, await r.read())
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            response = await self._http.post(
+                self._target(destination, path),
+                content,
+                headers,
+                read_timeout_s=destination.read_timeout_s,
+            )
+            return UpstreamReply(response.status, response.headers, await response.read())
+        except _TRANSPORT_ERRORS as exc:
             raise UpstreamUnreachable(exc) from exc
 
     async def open_stream(
@@ -155,10 +151,13 @@ class UpstreamClients:
         """POSTs `content` and returns once the answer's headers are in; the caller must
         `aclose()` the stream."""
         try:
-            response = await self._session(destination).post(
-                self._url(destination, path), data=content, headers=headers
+            response = await self._http.post(
+                self._target(destination, path),
+                content,
+                headers,
+                read_timeout_s=destination.read_timeout_s,
             )
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             raise UpstreamUnreachable(exc) from exc
         return UpstreamStream(response)
 
@@ -199,8 +198,7 @@ class UpstreamClients:
         return {url: await self.fetch_image(url) for url in dict.fromkeys(urls)}
 
     async def aclose(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
+        self._http.close()
         await self._images.close()
         # Lets the connectors' transports finish closing before the loop goes away.
         await asyncio.sleep(0)
