@@ -14,6 +14,8 @@ import grpc
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common import tracing
@@ -38,8 +40,10 @@ from .anthropic_ingress.routes import MessagesRoutes
 from .billing_client import BillingClient
 from .call_socket import CallSockets
 from .dashboard import DashboardSettings, dashboard_routes
+from .direct_routes import DirectRoutes
 from .http import (
     RequestIdMiddleware,
+    RequestLimits,
     RequestLimitsMiddleware,
     TracingMiddleware,
     install_error_handlers,
@@ -55,6 +59,22 @@ from .settings import EdgeSettings
 from .throttle import FailedAuthThrottle
 from .v1 import OpenAIRoutes
 from .webhooks_api import webhooks_admin_router, webhooks_customer_router
+
+
+class EdgeApp(FastAPI):
+    """FastAPI with the calls' direct routes (edge/direct_routes.py) in front of its
+    middleware stack, when `direct_routes` lists any."""
+
+    direct_routes: list[Route] = []
+    request_limits: RequestLimits | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if not self.direct_routes or self.request_limits is None:
+            return stack
+        return DirectRoutes(
+            self, stack, self.direct_routes, self.request_limits, self.exception_handlers
+        )
 
 
 def create_app(settings: EdgeSettings) -> FastAPI:
@@ -140,7 +160,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         await money.aclose()
         await engine.dispose()
 
-    app = FastAPI(
+    app = EdgeApp(
         title="aig",
         docs_url=None,
         redoc_url=None,
@@ -166,10 +186,14 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         # Inside RequestIdMiddleware, so the span carries the response's x-request-id.
         app.add_middleware(TracingMiddleware)
     app.add_middleware(RequestIdMiddleware)
-    app.router.routes.extend(routes.routes())
-    app.router.routes.extend(messages.routes())
-    app.router.routes.extend(responses.routes())
-    app.router.routes.extend(jobs.routes())
+    call_routes = [*routes.routes(), *messages.routes(), *responses.routes(), *jobs.routes()]
+    app.router.routes.extend(call_routes)
+    if not tracing.enabled():
+        # The calls skip the stack above and do its work themselves (edge/direct_routes.py).
+        app.direct_routes = call_routes
+        app.request_limits = RequestLimits(
+            max_header_bytes=settings.max_header_bytes, body_timeout_s=settings.body_timeout_s
+        )
     limits = Limits(sessions)
     billing = BillingClient(settings.billing_url, settings.service_token)
     app.include_router(admin_router(store, settings.admin_token, money, limits), prefix="/admin/v1")

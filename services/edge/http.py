@@ -36,19 +36,32 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = "req_" + secrets.token_hex(16)
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        logs.current_request_id.set(request_id)
-        header = (b"x-request-id", request_id.encode())
+        header = start_request_id(scope)
+        state = scope["state"]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                added = state.get(_ADDED_HEADERS, ())
-                message["headers"] = [*message.get("headers", []), header, *added]
+                add_request_headers(message, state, header)
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def start_request_id(scope: Scope) -> tuple[bytes, bytes]:
+    """A new request's id: in the scope's state (where handlers read it), in the logging
+    context, and returned as the `x-request-id` header its response will carry."""
+    request_id = "req_" + secrets.token_hex(16)
+    scope.setdefault("state", {})["request_id"] = request_id
+    logs.current_request_id.set(request_id)
+    return (b"x-request-id", request_id.encode())
+
+
+def add_request_headers(
+    message: Message, state: dict[str, Any], id_header: tuple[bytes, bytes]
+) -> None:
+    """Onto a response's start: its request id, and what handlers added with
+    `add_response_headers` (rate-limit headers) whichever response the request ended with."""
+    message["headers"] = [*message.get("headers", []), id_header, *state.get(_ADDED_HEADERS, ())]
 
 
 class TracingMiddleware:
@@ -96,49 +109,47 @@ class TracingMiddleware:
                     span.set_attribute("http.route", route)
 
 
-class RequestLimitsMiddleware:
+class RequestLimits:
     """Bounds what one request may cost before any handler runs.
 
     - Headers over `max_header_bytes` in all get 431 at once: a 1 MB `Authorization` header
       is never hashed, logged or parsed further.
+    - A NUL in the URL gets 400: no id, name or filter aig stores can hold one.
     - The whole body must arrive within `body_timeout_s` of the request's start, or the
       request ends with 408: a client that declares 1,000 bytes and sends one cannot hold a
       connection and a task open for as long as it likes.
     """
 
-    def __init__(self, app: ASGIApp, *, max_header_bytes: int, body_timeout_s: float) -> None:
-        self.app = app
+    def __init__(self, *, max_header_bytes: int, body_timeout_s: float) -> None:
         self.max_header_bytes = max_header_bytes
         self.body_timeout_s = body_timeout_s
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> APIError | None:
+        """The error a request gets before anything else is done with it, if any."""
         if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
             # No id, name or filter aig stores can hold a NUL (PostgreSQL's text cannot), so
             # such a URL names nothing; refused here, it never reaches a database as a 500.
-            refused = APIError(
+            return APIError(
                 400,
                 "The URL contains a NUL character (%00), which no id, name or filter can hold.",
                 code="invalid_url",
             )
-            await error_response(refused, scope["path"])(scope, receive, send)
-            return
         size = sum(len(name) + len(value) for name, value in scope["headers"])
         if size > self.max_header_bytes:
-            error = APIError(
+            return APIError(
                 431,
                 f"The request's headers ({size} bytes) exceed the gateway's limit of "
                 f"{self.max_header_bytes} bytes.",
                 code="headers_too_large",
             )
-            await error_response(error, scope["path"])(scope, receive, send)
-            return
+        return None
+
+    def receive_by_deadline(self, receive: Receive) -> Receive:
+        """`receive`, raising a 408 APIError if the body is not all in by the deadline."""
         deadline = time.monotonic() + self.body_timeout_s
         body_done = False
 
-        async def receive_by_deadline() -> Message:
+        async def receive_in_time() -> Message:
             nonlocal body_done
             if body_done:
                 return await receive()
@@ -156,7 +167,28 @@ class RequestLimitsMiddleware:
                 body_done = True
             return message
 
-        await self.app(scope, receive_by_deadline, send)
+        return receive_in_time
+
+
+class RequestLimitsMiddleware:
+    """`RequestLimits` for every route but the direct ones (edge/direct_routes.py), which
+    apply them themselves."""
+
+    def __init__(self, app: ASGIApp, *, max_header_bytes: int, body_timeout_s: float) -> None:
+        self.app = app
+        self.limits = RequestLimits(
+            max_header_bytes=max_header_bytes, body_timeout_s=body_timeout_s
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refused = self.limits.refusal(scope)
+        if refused is not None:
+            await error_response(refused, scope["path"])(scope, receive, send)
+            return
+        await self.app(scope, self.limits.receive_by_deadline(receive), send)
 
 
 def _loop_time(monotonic_deadline: float) -> float:

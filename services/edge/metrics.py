@@ -113,7 +113,59 @@ def _route_of(scope: Scope) -> str:
     return template if template is not None and template.startswith("/v1") else OTHER
 
 
+class ResponseMeter:
+    """One request's metrics: its `CallFacts` (in the context while the request runs, so
+    handlers can note what they learn) and what its response's messages show."""
+
+    __slots__ = ("_scope", "_started", "_streaming", "_token", "facts")
+
+    def __init__(self, scope: Scope) -> None:
+        self._scope = scope
+        self._started = time.perf_counter()
+        self._streaming = False
+        self.facts = CallFacts()
+        self._token = _current.set(self.facts)
+
+    def end(self) -> None:
+        _current.reset(self._token)
+
+    def observe(self, message: Message) -> None:
+        """Called with each message the response sends, before it is sent."""
+        kind = message["type"]
+        facts = self.facts
+        if kind == "http.response.start":
+            status: int = message["status"]
+            provider, model, event_stream = NONE, facts.model, False
+            for name, value in message.get("headers", ()):
+                if name == b"x-aig-provider":
+                    provider = value.decode("latin-1")
+                elif name == b"x-aig-model":
+                    model = value.decode("latin-1")
+                elif name == b"content-type":
+                    event_stream = value.startswith(b"text/event-stream")
+            key = (_route_of(self._scope), model, provider, status)
+            child = _responses.get(key)
+            if child is None:
+                child = _responses[key] = HTTP_RESPONSES.labels(*key[:3], str(status))
+            child.inc()
+            if event_stream and status == 200:
+                self._streaming = True
+            elif facts.upstream_s >= 0:
+                _OVERHEAD_UNARY.observe(
+                    max(0.0, time.perf_counter() - self._started - facts.upstream_s)
+                )
+        elif self._streaming and kind == "http.response.body" and message.get("body"):
+            self._streaming = False
+            first = time.perf_counter() - self._started
+            TTFT.observe(first)
+            if facts.upstream_s >= 0:
+                _OVERHEAD_STREAM.observe(max(0.0, first - facts.upstream_s))
+
+
 class MetricsMiddleware:
+    """A `ResponseMeter` for every route but the direct ones (edge/direct_routes.py), which
+    meter themselves."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -121,44 +173,13 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
-        facts = CallFacts()
-        token = _current.set(facts)
-        streaming = False
+        meter = ResponseMeter(scope)
 
         async def counting_send(message: Message) -> None:
-            nonlocal streaming
-            kind = message["type"]
-            if kind == "http.response.start":
-                status: int = message["status"]
-                provider, model, event_stream = NONE, facts.model, False
-                for name, value in message.get("headers", ()):
-                    if name == b"x-aig-provider":
-                        provider = value.decode("latin-1")
-                    elif name == b"x-aig-model":
-                        model = value.decode("latin-1")
-                    elif name == b"content-type":
-                        event_stream = value.startswith(b"text/event-stream")
-                key = (_route_of(scope), model, provider, status)
-                child = _responses.get(key)
-                if child is None:
-                    child = _responses[key] = HTTP_RESPONSES.labels(*key[:3], str(status))
-                child.inc()
-                if event_stream and status == 200:
-                    streaming = True
-                elif facts.upstream_s >= 0:
-                    _OVERHEAD_UNARY.observe(
-                        max(0.0, time.perf_counter() - started - facts.upstream_s)
-                    )
-            elif streaming and kind == "http.response.body" and message.get("body"):
-                streaming = False
-                first = time.perf_counter() - started
-                TTFT.observe(first)
-                if facts.upstream_s >= 0:
-                    _OVERHEAD_STREAM.observe(max(0.0, first - facts.upstream_s))
+            meter.observe(message)
             await send(message)
 
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            _current.reset(token)
+            meter.end()
