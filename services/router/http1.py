@@ -397,11 +397,19 @@ class _OriginPool:
 class Http1Client:
     """Keep-alive pools per origin, for one event loop (create it on the loop it serves)."""
 
-    def __init__(self, *, connect_timeout_s: float, read_timeout_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`ssl_context` decides which certificates https origins may present: by default
+        the system's trust store, with the host name checked."""
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._pools: dict[Origin, _OriginPool] = {}
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context
 
     async def post(
         self,

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
+from sandbox_server import self_signed_certificate
 
 from router.http1 import (
     ConnectionClosed,
@@ -37,13 +40,14 @@ class ScriptedServer:
     """Answers the n-th request with `scripts[n]` (the last script repeats)."""
 
     scripts: list[list[Step]]
+    tls: ssl.SSLContext | None = None
     requests: list[Request] = field(default_factory=list)
     connections: int = 0
     port: int = 0
     _server: asyncio.Server | None = None
 
     async def __aenter__(self) -> ScriptedServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -52,7 +56,8 @@ class ScriptedServer:
         self._server.close()
 
     def url(self, path: str = "/v1/chat") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         number = self.connections
@@ -374,3 +379,31 @@ def test_targets_name_the_origin_and_the_default_port() -> None:
     assert RequestTarget.post("http://[::1]:8080/x", []).head.endswith(b"host: [::1]:8080\r\n")
     with pytest.raises(ValueError):
         RequestTarget.post("ftp://example.com/x", [])
+
+
+def test_https_checks_the_certificate_and_keeps_the_connection(
+    run: Callable[..., None], tmp_path: Path
+) -> None:
+    certfile, keyfile = self_signed_certificate(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(certfile, keyfile)
+    trusting = ssl.create_default_context(cafile=str(certfile))
+
+    async def scenario() -> None:
+        async with ScriptedServer([[sized(b'{"ok":1}')]], tls=server_tls) as server:
+            target = RequestTarget.post(server.url(), HEADERS)
+            assert target.origin.scheme == "https"
+            http = Http1Client(connect_timeout_s=2, read_timeout_s=5, ssl_context=trusting)
+            for _ in range(2):
+                response = await http.post(target, b"{}")
+                assert await response.read() == b'{"ok":1}'
+            assert server.connections == 1
+            http.close()
+            # The system's trust store does not know this certificate: no exchange at all.
+            untrusting = client()
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await untrusting.post(target, b"{}")
+            untrusting.close()
+            assert len(server.requests) == 2
+
+    run(scenario())
