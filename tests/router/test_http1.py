@@ -5,6 +5,7 @@ timeouts, broken connections and cancellation, on both event loops the router ma
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import ssl
 from collections.abc import Callable, Coroutine
@@ -405,5 +406,44 @@ def test_https_checks_the_certificate_and_keeps_the_connection(
                 await untrusting.post(target, b"{}")
             untrusting.close()
             assert len(server.requests) == 2
+
+    run(scenario())
+
+
+def test_the_pool_holds_only_what_is_open(run: Callable[..., None]) -> None:
+    """Many calls, a third of them left mid-body and a third cancelled: afterwards every
+    connection the client still counts is idle in the pool and open, and there are no more
+    of them than calls ran at once."""
+
+    async def scenario() -> None:
+        script: list[Step] = [CHUNKED_HEAD, chunk(b"a"), 0.01, chunk(b"b"), chunk(b"")]
+        async with ScriptedServer([script]) as server:
+            http = client()
+            target = RequestTarget.post(server.url(), HEADERS)
+
+            async def one(number: int) -> None:
+                response = await http.post(target, b"{}")
+                if number % 3 == 0:
+                    assert await response.read() == b"ab"
+                elif number % 3 == 1:
+                    async for _ in response.chunks():
+                        break
+                    response.close()
+                else:
+                    reading = asyncio.create_task(response.read())
+                    await asyncio.sleep(0)
+                    reading.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await reading
+
+            for _ in range(10):
+                await asyncio.gather(*(one(number) for number in range(30)))
+            (pool,) = http._pools.values()
+            await asyncio.sleep(0.05)
+            assert pool._open == {c for c in pool._idle if not c.closed}
+            assert 0 < len(pool._open) <= 30
+            assert server.connections > 10  # the abandoned ones were not reused
+            http.close()
+            assert not pool._open
 
     run(scenario())
