@@ -54,6 +54,10 @@ class MalformedResponse(UpstreamConnectionError):
     pass
 
 
+class _UnaskedBytes(Exception):
+    """Raised inside the parser to stop it at a message nobody asked for."""
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     scheme: str
@@ -180,9 +184,17 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if not self._exchanging:
+            self._unasked()
+            return
         self._last_read = self._loop.time()
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError:
+            if self._exchanging:
+                self._fail(MalformedResponse("the response could not be read"))
+            else:
+                self._unasked()  # on_message_begin stopped the parser at unasked bytes
         except httptools.HttpParserUpgrade:
             self._fail(MalformedResponse("the server switched protocols"))
         except httptools.HttpParserError as exc:
@@ -201,6 +213,10 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if not self._exchanging:
+            # Another message right behind the one asked for: stop parsing here, before its
+            # bytes reach the finished response's body.
+            raise _UnaskedBytes
         self._header_list = []
         self._chunks = []
 
@@ -321,6 +337,15 @@ class _Connection(asyncio.Protocol):
             if waiter is not None and not waiter.done():
                 waiter.set_exception(error)
         self._head_waiter = None
+        if not self.closed:
+            self.closed = True
+            if self._transport is not None:
+                self._transport.close()
+
+    def _unasked(self) -> None:
+        """Bytes no request asked for (after a response ended, or on an idle connection):
+        where the next response would begin can no longer be trusted, so the connection is
+        closed rather than pooled for another call to misread."""
         if not self.closed:
             self.closed = True
             if self._transport is not None:

@@ -447,3 +447,22 @@ def test_the_pool_holds_only_what_is_open(run: Callable[..., None]) -> None:
             assert not pool._open
 
     run(scenario())
+
+
+def test_bytes_after_a_response_retire_its_connection(run: Callable[..., None]) -> None:
+    """A server that sends more than the response it owed (a second response nobody asked
+    for, in the same write): the next call must not read those bytes as its answer."""
+
+    async def scenario() -> None:
+        unasked = b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nunasked"
+        async with ScriptedServer([[sized(b"first") + unasked], [sized(b"second")]]) as server:
+            http = client()
+            target = RequestTarget.post(server.url(), HEADERS)
+            response = await http.post(target, b"{}")
+            assert await response.read() == b"first"
+            response = await http.post(target, b"{}")
+            assert await response.read() == b"second"
+            assert server.connections == 2
+            http.close()
+
+    run(scenario())
