@@ -185,7 +185,9 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if not self._exchanging:
-            self._unasked()
+            # Bytes no request asked for, on an idle connection: where the next response
+            # would begin can no longer be trusted, so it is not pooled for a call to misread.
+            self._close_transport()
             return
         self._last_read = self._loop.time()
         try:
@@ -194,7 +196,7 @@ class _Connection(asyncio.Protocol):
             if self._exchanging:
                 self._fail(MalformedResponse("the response could not be read"))
             else:
-                self._unasked()  # on_message_begin stopped the parser at unasked bytes
+                self._close_transport()  # on_message_begin stopped it at unasked bytes
         except httptools.HttpParserUpgrade:
             self._fail(MalformedResponse("the server switched protocols"))
         except httptools.HttpParserError as exc:
@@ -305,10 +307,7 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self._stop_watchdog()
-        if not self.closed:
-            self.closed = True
-            if self._transport is not None:
-                self._transport.close()
+        self._close_transport()
         self._pool.forget(self)
 
     # -- internals ---------------------------------------------------------------------------
@@ -337,15 +336,9 @@ class _Connection(asyncio.Protocol):
             if waiter is not None and not waiter.done():
                 waiter.set_exception(error)
         self._head_waiter = None
-        if not self.closed:
-            self.closed = True
-            if self._transport is not None:
-                self._transport.close()
+        self._close_transport()
 
-    def _unasked(self) -> None:
-        """Bytes no request asked for (after a response ended, or on an idle connection):
-        where the next response would begin can no longer be trusted, so the connection is
-        closed rather than pooled for another call to misread."""
+    def _close_transport(self) -> None:
         if not self.closed:
             self.closed = True
             if self._transport is not None:
@@ -447,8 +440,9 @@ class Http1Client:
         """Sends the request and returns once the response's head is in. The caller reads
         the body (`read` or `chunks`) or `close`s the response; a cancelled or failed call
         closes its connection itself."""
-        connection = await self._pool(target.origin).acquire(self._connect_timeout_s)
+        # Encoded before a connection is taken: a refused header must not strand one.
         head = target.head + encode_headers(headers.items()) if headers else target.head
+        connection = await self._pool(target.origin).acquire(self._connect_timeout_s)
         try:
             return await connection.start(head, body, read_timeout_s or self._read_timeout_s)
         except BaseException:

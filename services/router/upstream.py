@@ -2,7 +2,7 @@
 instance's headers encoded once per path.
 
 API calls go through `router.http1`, a lean HTTP/1.1 client: the router spends much of its
-CPU talking to upstreams, and at 16 concurrent calls aiohttp cost about four times its CPU
+CPU talking to upstreams, and at 16 concurrent calls aiohttp cost about three times its CPU
 per call and httpx about ten times aiohttp's (bench/http_clients.py, figures in
 bench/EXTRAS.md). Image downloads, which follow redirects, keep aiohttp.
 """
@@ -10,12 +10,10 @@ bench/EXTRAS.md). Image downloads, which follow redirects, keep aiohttp.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
-import httptools
 
 from aig_common.errors import APIError
 
@@ -25,15 +23,10 @@ from .settings import RouterSettings
 # Distinct (provider, path) request heads encoded once and kept; Gemini's paths name the
 # model, so the set is bounded by the catalog, but a cap keeps a surprise from growing it.
 _TARGET_CACHE_LIMIT = 4096
-# What a failed exchange can raise below HTTP: the connection (refused, reset, TLS), the
-# response's framing, or the silence of a server (TimeoutError).
-_TRANSPORT_ERRORS = (
-    UpstreamConnectionError,
-    OSError,
-    ssl.SSLError,
-    httptools.HttpParserError,
-    TimeoutError,
-)
+# What a failed exchange can raise below HTTP: the response's framing or the connection
+# closing (UpstreamConnectionError), or OSError: refused, reset, TLS (ssl.SSLError) and a
+# silent server (TimeoutError) are all OSErrors.
+_TRANSPORT_ERRORS = (UpstreamConnectionError, OSError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,16 +123,8 @@ class UpstreamClients:
     ) -> UpstreamReply:
         """POSTs `content` and reads the whole answer, whatever its status. `headers` are
         this request's own, beside the instance's."""
-        try:
-            response = await self._http.post(
-                self._target(destination, path),
-                content,
-                headers,
-                read_timeout_s=destination.read_timeout_s,
-            )
-            return UpstreamReply(response.status, response.headers, await response.read())
-        except _TRANSPORT_ERRORS as exc:
-            raise UpstreamUnreachable(exc) from exc
+        stream = await self.open_stream(destination, path, content, headers)
+        return UpstreamReply(stream.status, stream.headers, await stream.read())
 
     async def open_stream(
         self,

@@ -466,3 +466,17 @@ def test_bytes_after_a_response_retire_its_connection(run: Callable[..., None]) 
             http.close()
 
     run(scenario())
+
+
+def test_a_refused_header_takes_no_connection(run: Callable[..., None]) -> None:
+    async def scenario() -> None:
+        async with ScriptedServer([[sized(b"{}")]]) as server:
+            http = client()
+            target = RequestTarget.post(server.url(), HEADERS)
+            with pytest.raises(ValueError, match="line break"):
+                await http.post(target, b"{}", {"anthropic-beta": "a\r\nx-injected: 1"})
+            assert server.connections == 0
+            assert all(not pool._open for pool in http._pools.values())
+            http.close()
+
+    run(scenario())
