@@ -72,9 +72,7 @@ class EdgeApp(FastAPI):
         stack = super().build_middleware_stack()
         if not self.direct_routes or self.request_limits is None:
             return stack
-        return DirectRoutes(
-            self, stack, self.direct_routes, self.request_limits, self.exception_handlers
-        )
+        return DirectRoutes(self, stack, self.direct_routes, self.request_limits)
 
 
 def create_app(settings: EdgeSettings) -> FastAPI:
@@ -176,11 +174,10 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         burst=settings.auth_failure_burst, per_minute=settings.auth_failures_per_minute
     )
     # Inside the error handling, so its 408 is an ordinary OpenAI-shaped APIError response.
-    app.add_middleware(
-        RequestLimitsMiddleware,
-        max_header_bytes=settings.max_header_bytes,
-        body_timeout_s=settings.body_timeout_s,
+    request_limits = RequestLimits(
+        max_header_bytes=settings.max_header_bytes, body_timeout_s=settings.body_timeout_s
     )
+    app.add_middleware(RequestLimitsMiddleware, limits=request_limits)
     app.add_middleware(MetricsMiddleware)
     if tracing.enabled():
         # Inside RequestIdMiddleware, so the span carries the response's x-request-id.
@@ -191,9 +188,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     if not tracing.enabled():
         # The calls skip the stack above and do its work themselves (edge/direct_routes.py).
         app.direct_routes = call_routes
-        app.request_limits = RequestLimits(
-            max_header_bytes=settings.max_header_bytes, body_timeout_s=settings.body_timeout_s
-        )
+        app.request_limits = request_limits
     limits = Limits(sessions)
     billing = BillingClient(settings.billing_url, settings.service_token)
     app.include_router(admin_router(store, settings.admin_token, money, limits), prefix="/admin/v1")

@@ -29,7 +29,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .http import RequestLimits, add_request_headers, start_request_id
 from .metrics import ResponseMeter
 
-Endpoint = Callable[[Request], Awaitable[Response]]
 ExceptionHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 
@@ -40,10 +39,10 @@ class DirectRoutes:
         fallback: ASGIApp,
         routes: Iterable[Route],
         limits: RequestLimits,
-        exception_handlers: dict[Any, Callable[..., Any]],
     ) -> None:
-        """`app` is the FastAPI app (handlers read `request.app`); `fallback` its middleware
-        stack, which serves everything not direct."""
+        """`app` is the FastAPI app (handlers read `request.app`; its exception handlers
+        answer errors); `fallback` its middleware stack, which serves everything not direct."""
+        exception_handlers: dict[Any, Callable[..., Any]] = app.exception_handlers
         self._app = app
         self._fallback = fallback
         self._limits = limits

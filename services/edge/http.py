@@ -174,11 +174,9 @@ class RequestLimitsMiddleware:
     """`RequestLimits` for every route but the direct ones (edge/direct_routes.py), which
     apply them themselves."""
 
-    def __init__(self, app: ASGIApp, *, max_header_bytes: int, body_timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, *, limits: RequestLimits) -> None:
         self.app = app
-        self.limits = RequestLimits(
-            max_header_bytes=max_header_bytes, body_timeout_s=body_timeout_s
-        )
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

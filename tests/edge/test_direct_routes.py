@@ -55,10 +55,11 @@ async def create_task(request: Request) -> Response:
     raise APIError(422, "bad task", code="invalid_task")
 
 
-def _app(direct: bool) -> EdgeApp:
+def _app(direct: bool, body_timeout_s: float = 5) -> EdgeApp:
     app = EdgeApp()
     install_error_handlers(app)
-    app.add_middleware(RequestLimitsMiddleware, max_header_bytes=4_000, body_timeout_s=5)
+    limits = RequestLimits(max_header_bytes=4_000, body_timeout_s=body_timeout_s)
+    app.add_middleware(RequestLimitsMiddleware, limits=limits)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)
     routes = [
@@ -68,7 +69,7 @@ def _app(direct: bool) -> EdgeApp:
     app.router.routes.extend(routes)
     if direct:
         app.direct_routes = routes
-        app.request_limits = RequestLimits(max_header_bytes=4_000, body_timeout_s=5)
+        app.request_limits = limits
     return app
 
 
@@ -151,11 +152,7 @@ def test_an_unexpected_error_is_answered_and_still_reaches_the_server() -> None:
 async def test_a_body_that_stops_arriving_gets_408(direct: bool) -> None:
     """The first part of the body arrives, the rest never does: 408 once the body deadline
     passes, through either path."""
-    app = _app(direct)
-    app.request_limits = RequestLimits(max_header_bytes=4_000, body_timeout_s=0.2)
-    for middleware in app.user_middleware:
-        if middleware.cls is RequestLimitsMiddleware:
-            middleware.kwargs["body_timeout_s"] = 0.2
+    app = _app(direct, body_timeout_s=0.2)
     parts: list[Message] = [{"type": "http.request", "body": b"hel", "more_body": True}]
     sent: list[Message] = []
 
