@@ -57,6 +57,9 @@ def main() -> None:
         loop="uvloop",
         http=JsonErrorHttpToolsProtocol,
         access_log=False,
+        # No `server: uvicorn` on every answer: a header per response, and it names the
+        # software behind the gateway to anyone probing it.
+        server_header=False,
         log_config=None,  # its loggers go to the root handler, in AIG_LOG_FORMAT
         log_level="info",
         # SIGTERM: uvicorn stops accepting, then waits for requests and streams in flight,

@@ -32,6 +32,12 @@ def test_every_response_has_a_request_id(edge: httpx.Client) -> None:
     assert len(ids) == 4
 
 
+def test_the_edge_does_not_name_its_server_software(edge: httpx.Client) -> None:
+    for response in (edge.get("/v1/models"), edge.post("/v1/chat/completions", json={})):
+        assert "server" not in response.headers
+        assert "date" in response.headers  # the other header the server adds is kept
+
+
 def test_billing_internal_api_requires_the_service_token(stack: Stack) -> None:
     billing = f"http://127.0.0.1:{stack.ports.billing}"
     params = {
