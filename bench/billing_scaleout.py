@@ -5,11 +5,15 @@ fresh broker and database holding the same events. `python -m bench.billing_scal
 The topic has 6 partitions, so two consumers split it 3 + 3 after the group's rebalance. Each
 billing process keeps its own chDB ledger directory (chDB allows one per process; production
 points every replica at one ClickHouse server), so the ledger half scales by construction and
-the shared parts are the broker and PostgreSQL's settlement transactions. The events are on
-the topic before the consumers start together (the group rebalances as the second joins, as
-in a scale-out); settled events are counted in PostgreSQL's `settlements` table, and the rate
-runs from the first settlement to the last. Both runs share this machine's cores with the
-broker and the database, so read the ratio, not the absolute rates.
+the shared parts are the broker and PostgreSQL's settlement transactions. The consumers start
+together on an empty topic, and the events are produced once the group is stable with every
+consumer in it: with the events already there, the first consumer to join took all six
+partitions and settled the whole backlog (about 1.5 s) before the second had joined, so two
+consumers measured the same as one. Settled events are counted in PostgreSQL's `settlements`
+table, the rate runs from the first settlement to the last, and each consumer's own count
+(its `aig_billing_events_total`) shows how the work split. Both runs share this machine's
+cores with the broker, the database and the producer, so read the ratio, not the absolute
+rates.
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
+from aig_common.contracts import BILLING_CONSUMER_GROUP
 from controldb.migrate import migrate
 from devstack.kafka import AIG_TOPICS, LocalKafka
 from devstack.processes import Service, free_port
@@ -50,6 +58,39 @@ async def _settled(dsn: str) -> int:
         return 0
     finally:
         await connection.close()
+
+
+async def _group_members(bootstrap: str) -> int:
+    """Members of billing's consumer group once it is Stable (0 while it rebalances)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([BILLING_CONSUMER_GROUP])
+        _error, _group, state, _protocol_type, _protocol, members, *_ = response.groups[0]
+        return len(members) if state == "Stable" else 0
+    finally:
+        await admin.close()
+
+
+def _wait_for_group(bootstrap: str, consumers: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while asyncio.run(_group_members(bootstrap)) != consumers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"billing's group did not settle with {consumers} consumer(s)")
+        time.sleep(0.2)
+
+
+def _settled_by(service: Service) -> int:
+    """The events this consumer settled itself, from its /metrics."""
+    metrics = httpx.get(service.ready_url.replace("/readyz", "/metrics"), timeout=10).text
+    return int(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(metrics)
+            for sample in family.samples
+            if sample.name == "aig_billing_events_total" and sample.labels["result"] == "settled"
+        )
+    )
 
 
 def _billing(name: str, var: Path, bootstrap: str, database_url: str) -> Service:
@@ -83,7 +124,6 @@ def measure_one(count: int, consumers: int, server_url: str, database: str) -> d
         try:
             kafka.wait_ready()
             kafka.create_topics(AIG_TOPICS)
-            asyncio.run(_produce(kafka.bootstrap_servers, count))
             # Migrated up front, so the consumers can start together (each would migrate).
             asyncio.run(migrate(database_url))
             services = [
@@ -92,6 +132,10 @@ def measure_one(count: int, consumers: int, server_url: str, database: str) -> d
             ]
             for service in services:
                 service.start()
+            for service in services:
+                service.wait_ready()
+            _wait_for_group(kafka.bootstrap_servers, consumers)
+            asyncio.run(_produce(kafka.bootstrap_servers, count))
             first_at = done_at = None
             deadline = time.monotonic() + 900
             while time.monotonic() < deadline:
@@ -107,6 +151,7 @@ def measure_one(count: int, consumers: int, server_url: str, database: str) -> d
                 raise RuntimeError(f"{consumers} billing consumer(s) did not settle in time")
             # Start-up (imports, chDB, joining the group) included: the same in both runs.
             cpu = sum(cpu_seconds(s.process.pid) for s in services if s.process is not None)
+            split = [_settled_by(service) for service in services]
         finally:
             for service in services:
                 service.stop()
@@ -119,6 +164,7 @@ def measure_one(count: int, consumers: int, server_url: str, database: str) -> d
         "machine_cpu_busy": round(busy / max(total, 1), 2),
         "events_per_s": round(count / max(done_at - first_at, 1e-6)),
         "billing_cpu_ms_per_event_incl_startup": round(cpu * 1000 / count, 3),
+        "settled_by_each_consumer": split,
     }
 
 

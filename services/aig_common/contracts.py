@@ -10,6 +10,9 @@ USAGE_TOPIC = "aig.usage.v1"
 TASKS_TOPIC = "aig.tasks.v1"
 # The Kafka topic of TaskEvent: jobs publishes every state change of a task, webhooks consumes.
 TASK_EVENTS_TOPIC = "aig.task-events.v1"
+# Billing's Kafka consumer group on USAGE_TOPIC: every billing replica joins it, and its lag
+# is how far settlement trails the calls.
+BILLING_CONSUMER_GROUP = "billing"
 
 # Largest gRPC message between edge and router either way: a request body may be up to
 # AIG_MAX_BODY_BYTES (16 MiB default) of base64 images, with room to spare.

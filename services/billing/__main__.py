@@ -19,7 +19,7 @@ from aig_common.consumers import (
     start_when_reachable,
     until_signalled,
 )
-from aig_common.contracts import USAGE_TOPIC
+from aig_common.contracts import BILLING_CONSUMER_GROUP, USAGE_TOPIC
 from aig_common.runtime import TimedCollections, freeze_startup_heap
 from controldb import create_engine_from_url, migrate
 from controldb.money import Money
@@ -32,7 +32,7 @@ from .settle import UsageSettler
 from .tiers import run_periodically
 
 log = logging.getLogger("billing")
-CONSUMER_GROUP = "billing"
+CONSUMER_GROUP = BILLING_CONSUMER_GROUP
 
 
 async def serve(settings: BillingSettings) -> None:
