@@ -119,12 +119,15 @@ def main() -> None:
         "## Billing with one and two consumers — `bench/billing_scaleout.py`",
         "",
         f"{scaleout['events']} events, PostgreSQL control DB, a 6-partition topic; the",
-        "consumers start together on a full topic, each with its own chDB ledger: "
+        "consumers, each with its own chDB ledger, join the group on an empty topic, and the",
+        "events are produced once all of them are in it: "
         f"1 consumer **{scaleout['one_consumer']['events_per_s']} events/s** (machine "
         f"{scaleout['one_consumer']['machine_cpu_busy']:.0%} busy), 2 consumers "
         f"**{scaleout['two_consumers']['events_per_s']} events/s** (machine "
-        f"{scaleout['two_consumers']['machine_cpu_busy']:.0%} busy): "
-        f"**{scaleout['two_over_one']}x**. The broker and PostgreSQL share the same cores.",
+        f"{scaleout['two_consumers']['machine_cpu_busy']:.0%} busy; each settled "
+        f"{' / '.join(str(n) for n in scaleout['two_consumers']['settled_by_each_consumer'])}"
+        f"): **{scaleout['two_over_one']}x**. The broker, PostgreSQL and the producer share "
+        "the same cores.",
         "",
         "## Webhook deliveries — `bench/webhook_throughput.py`",
         "",
