@@ -274,20 +274,30 @@ def test_every_service_has_a_disruption_budget_spread_and_an_autoscaler(
         assert scaled[service]["spec"]["maxReplicaCount"] <= AIG_TOPICS[topic]
 
 
-def _module_constants(path: Path) -> dict[str, object]:
-    """Top-level `NAME = "literal"` assignments, read without importing the service."""
+def _module_constants(path: Path, shared: dict[str, object] | None = None) -> dict[str, object]:
+    """Top-level `NAME = "literal"` assignments, and `NAME = SHARED` where SHARED is one of
+    `shared` (aig_common.contracts' constants), read without importing the service."""
+    shared = shared or {}
     constants: dict[str, object] = {}
     for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-            for target in node.targets:
-                if isinstance(target, ast.Name):
-                    constants[target.id] = node.value.value
+        if not isinstance(node, ast.Assign):
+            continue
+        value: object
+        if isinstance(node.value, ast.Constant):
+            value = node.value.value
+        elif isinstance(node.value, ast.Name) and node.value.id in shared:
+            value = shared[node.value.id]
+        else:
+            continue
+        for target in node.targets:
+            if isinstance(target, ast.Name):
+                constants[target.id] = value
     return constants
 
 
 def test_consumer_groups_are_the_ones_the_services_join() -> None:
-    billing = _module_constants(REPO / "services" / "billing" / "__main__.py")
     contracts = _module_constants(REPO / "services" / "aig_common" / "contracts.py")
+    billing = _module_constants(REPO / "services" / "billing" / "__main__.py", contracts)
     assert CONSUMERS["billing"] == (billing["CONSUMER_GROUP"], contracts["USAGE_TOPIC"])
     webhooks = _module_constants(REPO / "services" / "webhooks" / "__main__.py")
     assert CONSUMERS["webhooks"] == (webhooks["CONSUMER_GROUP"], contracts["TASK_EVENTS_TOPIC"])
