@@ -27,9 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 from aiokafka.admin import AIOKafkaAdminClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from aig_common.contracts import BILLING_CONSUMER_GROUP
 from controldb.migrate import migrate
@@ -39,6 +37,7 @@ from devstack.stack import SHARED_KAFKA_LIBS
 
 from .billing_throughput import _produce
 from .procs import cpu_seconds
+from .settlement import scrape
 
 OUT = Path(__file__).parent / "out" / "billing_scaleout.json"
 
@@ -82,15 +81,7 @@ def _wait_for_group(bootstrap: str, consumers: int, timeout_s: float = 120) -> N
 
 def _settled_by(service: Service) -> int:
     """The events this consumer settled itself, from its /metrics."""
-    metrics = httpx.get(service.ready_url.replace("/readyz", "/metrics"), timeout=10).text
-    return int(
-        sum(
-            sample.value
-            for family in text_string_to_metric_families(metrics)
-            for sample in family.samples
-            if sample.name == "aig_billing_events_total" and sample.labels["result"] == "settled"
-        )
-    )
+    return int(scrape([service.ready_url.replace("/readyz", "/metrics")]).settled)
 
 
 def _billing(name: str, var: Path, bootstrap: str, database_url: str) -> Service:
