@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def measure(rounds: int = ROUNDS, seconds: float = SECONDS, rate: int = RATE) ->
         }
         for _ in range(rounds):
             for condition in CONDITIONS:
-                with _kept_awake(TARGET_CPUS) if condition == "awake" else _nothing():
+                with _kept_awake(TARGET_CPUS) if condition == "awake" else nullcontext():
                     for name, request in requests.items():
                         result = run_oha(
                             request,
@@ -105,11 +105,6 @@ def measure(rounds: int = ROUNDS, seconds: float = SECONDS, rate: int = RATE) ->
     finally:
         stack.stop()
     return _figures(p50, rate, seconds, rounds)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _figures(
