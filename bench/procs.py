@@ -41,6 +41,16 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat's first
+    line: all but idle and iowait), whoever spent them: the gateway, oha, the sandbox,
+    Kafka, the harness or anything else on the machine."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    # guest and guest_nice (fields 9 and 10) are already inside user and nice.
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 def _status_kib(pid: int, name: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

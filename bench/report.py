@@ -382,6 +382,43 @@ def _targets_section(results: dict[str, Any], rival_name: str | None) -> list[st
     return [*out, ""]
 
 
+def _two_core_cost(scaled: dict[str, Any]) -> list[str]:
+    """Why two cores give what they give: at each aig configuration's two-core peak step,
+    the cores its processes kept busy against the whole machine's, and its CPU per call
+    against its one-core peak's. A run without these figures (older results) gets none."""
+    rows = [
+        (name, figures)
+        for name, figures in (
+            ("aig", scaled.get("aig")),
+            ("aig, the router in the edges' processes", scaled.get("aig_inproc")),
+        )
+        if figures and figures.get("peak_machine_cores") is not None
+    ]
+    if not rows:
+        return []
+    out = [
+        "Where the two cores went in each two-core peak step (CPU seconds from /proc over the "
+        "step, divided by its length; the machine's figure counts every busy core, whoever "
+        "used it: oha, the sandbox, Kafka and the harness are the rest). The last column is "
+        "an estimate, not a measurement: the peak if the gateway had both cores to itself at "
+        "the CPU per call it spent on two, over its one-core peak.",
+        "",
+        "| gateway | CPU ms per call at the peak, one core / two cores | cores busy at the "
+        "two-core peak: the gateway / the whole machine | both cores to itself at that cost, "
+        "÷ one core |",
+        "|---|---|---|---|",
+    ]
+    for name, figures in rows:
+        out.append(
+            f"| {name} | {_num(figures.get('one_core_peak_cpu_ms_per_call'), 2)} / "
+            f"{_num(figures.get('two_core_peak_cpu_ms_per_call'), 2)} | "
+            f"{_num(figures.get('peak_gateway_cores'), 2)} / "
+            f"{_num(figures.get('peak_machine_cores'), 2)} | "
+            f"{_num(figures.get('cores_to_itself_over_one'), 2)}x |"
+        )
+    return [*out, ""]
+
+
 def _scaleout_section(results: dict[str, Any]) -> list[str]:
     scaled = results.get("scaleout")
     aig_one = results["targets"]["aig"].get("settlement")
@@ -432,6 +469,7 @@ def _scaleout_section(results: dict[str, Any]) -> list[str]:
                 ),
             ]
         out.append("")
+        out += _two_core_cost(scaled)
     out += [
         "Settlement lag: from a usage event's occurred_at (the router stamps it as the call "
         "ends) to billing's settled_at, read per event from the control DB's settlements "

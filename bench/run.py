@@ -21,7 +21,7 @@ from . import aig_target, billing_throughput, profiling, settlement
 from .litellm_target import MODEL, LiteLLMProxy, litellm_version, prisma_ready
 from .loadgen import LoadResult, OhaRun, Request, run_oha
 from .plan import ERROR_BUDGET, SANDBOX_ENV, Plan
-from .procs import ProcessGroup
+from .procs import ProcessGroup, machine_busy_seconds
 from .soak import sample_rss
 from .streaming import StreamResult, measure_streaming
 
@@ -36,6 +36,15 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True, slots=True)
+class StepCpu:
+    """CPU seconds over one load step: the target's own processes, and every busy core of
+    the machine (the target, oha, the sandbox, infrastructure, anything else)."""
+
+    gateway_s: float
+    machine_busy_s: float
+
+
 @dataclass
 class Target:
     name: str
@@ -48,19 +57,26 @@ class Target:
     infra_cpu_s: float = 0.0
     calls: int = 0
     peak_steps: list[LoadResult] = field(default_factory=list)
+    # Per peak step, beside peak_steps: the CPU seconds the target's processes spent and the
+    # CPU seconds the whole machine was busy (StepCpu).
+    peak_cpu: list[StepCpu] = field(default_factory=list)
     rates: dict[int, LoadResult] = field(default_factory=dict)
     stream: StreamResult | None = None
     # aig only: billing's figures, read around each peak step for the settlement lag.
     billing: settlement.Billing | None = None
     settlement: dict[int, dict[str, Any]] = field(default_factory=dict)
     drain: dict[str, Any] | None = None
+    last_cpu: StepCpu | None = None  # set by measured()
 
     def measured(self, load: Callable[[], LoadResult]) -> LoadResult:
         """Runs `load` and charges the CPU the target's processes spent meanwhile to it."""
         before = self.gateway.cpu_seconds()
         infra_before = self.infra.cpu_seconds() if self.infra else 0.0
+        busy_before = machine_busy_seconds()
         result = load()
-        self.cpu_s += self.gateway.cpu_seconds() - before
+        spent = self.gateway.cpu_seconds() - before
+        self.last_cpu = StepCpu(spent, machine_busy_seconds() - busy_before)
+        self.cpu_s += spent
         if self.infra:
             self.infra_cpu_s += self.infra.cpu_seconds() - infra_before
         self.calls += result.ok
@@ -244,6 +260,8 @@ def measure_peak(plan: Plan, targets: list[Target], cpus: set[int] | None) -> No
             else:
                 result = load()
             target.peak_steps.append(result)
+            assert target.last_cpu is not None  # the step ran through target.measured
+            target.peak_cpu.append(target.last_cpu)
             log(
                 f"peak  {target.name:<11} c={connections:<4} {result.rps:8.1f} rps  "
                 f"p50 {result.p50_ms:7.1f} ms  errors {result.error_ratio:.2%}{lag}"
@@ -267,6 +285,14 @@ def _seconds(value: float | None) -> str:
 def peak_step(target: Target) -> LoadResult | None:
     ok_steps = [s for s in target.peak_steps if s.error_ratio < ERROR_BUDGET]
     return max(ok_steps, key=lambda s: s.rps, default=None)
+
+
+def peak_step_cpu(target: Target) -> StepCpu | None:
+    """The CPU of the step peak_step() picks."""
+    step = peak_step(target)
+    if step is None or len(target.peak_cpu) != len(target.peak_steps):
+        return None
+    return target.peak_cpu[target.peak_steps.index(step)]
 
 
 def measure_drain(plan: Plan, target: Target, cpus: set[int] | None) -> None:

@@ -37,6 +37,7 @@ from .run import (
     measure_drain,
     measure_peak,
     peak_step,
+    peak_step_cpu,
     pin_cpus,
     settlement_summary,
 )
@@ -126,7 +127,7 @@ def scale_out(
                 run_oha(target.request, seconds=2, connections=8, cpus=cores)
             measure_peak(plan, targets, cores)
             measure_drain(plan, aig, cores)
-            return summarise(by_name, {target.name: target for target in targets})
+            return summarise(by_name, {target.name: target for target in targets}, len(cores))
         finally:
             if litellm is not None:
                 with contextlib.suppress(Exception):
@@ -143,8 +144,17 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
     return value / reference if value and reference else None
 
 
-def _gateway(one: Target | None, two: Target) -> dict[str, Any]:
+def _cpu_ms_per_call(target: Target | None) -> float | None:
+    """The target's own CPU per call in its peak step."""
+    step = peak_step(target) if target is not None else None
+    cpu = peak_step_cpu(target) if target is not None else None
+    return cpu.gateway_s / step.ok * 1000 if step and cpu and step.ok else None
+
+
+def _gateway(one: Target | None, two: Target, cores: int) -> dict[str, Any]:
     one_rps, two_rps = _rps(one), _rps(two)
+    step, cpu = peak_step(two), peak_step_cpu(two)
+    two_cpu_ms = _cpu_ms_per_call(two)
     return {
         "one_core_rps": one_rps,
         "two_core_rps": two_rps,
@@ -152,12 +162,25 @@ def _gateway(one: Target | None, two: Target) -> dict[str, Any]:
         "processes": sorted(two.gateway.roots),
         "steps": [vars(step) for step in two.peak_steps],
         "cpu_ms_per_call": two.cpu_s / two.calls * 1000 if two.calls else None,
+        # Why two cores give what they give, from the two-core peak step: how many of the
+        # cores the gateway's processes kept busy and how many the whole machine did (the
+        # rest of it: oha, the sandbox, Kafka, the harness), and the gateway's CPU per call
+        # there and at its one-core peak.
+        "peak_gateway_cores": cpu.gateway_s / step.seconds if step and cpu else None,
+        "peak_machine_cores": cpu.machine_busy_s / step.seconds if step and cpu else None,
+        "one_core_peak_cpu_ms_per_call": _cpu_ms_per_call(one),
+        "two_core_peak_cpu_ms_per_call": two_cpu_ms,
+        # What the two-core peak would be with both cores the gateway's alone, at the CPU
+        # per call it spent on two cores: an estimate, over the one-core peak.
+        "cores_to_itself_over_one": _ratio(cores * 1000 / two_cpu_ms, one_rps)
+        if two_cpu_ms
+        else None,
     }
 
 
-def summarise(one: dict[str, Target], two: dict[str, Target]) -> dict[str, Any]:
+def summarise(one: dict[str, Target], two: dict[str, Target], cores: int) -> dict[str, Any]:
     litellm_one, litellm_two = _rps(one.get("litellm")), _rps(two.get("litellm"))
-    aig = _gateway(one.get("aig"), two["aig"])
+    aig = _gateway(one.get("aig"), two["aig"], cores)
     out: dict[str, Any] = {
         "edges": EDGES,
         "routers": ROUTERS,
@@ -171,7 +194,7 @@ def summarise(one: dict[str, Target], two: dict[str, Target]) -> dict[str, Any]:
         "aig_inproc_two_over_litellm_two": None,
     }
     if IN_PROCESS in two:
-        out["aig_inproc"] = _gateway(one.get(IN_PROCESS), two[IN_PROCESS])
+        out["aig_inproc"] = _gateway(one.get(IN_PROCESS), two[IN_PROCESS], cores)
         out["aig_inproc_two_over_litellm_two"] = _ratio(
             out["aig_inproc"]["two_core_rps"], litellm_two
         )

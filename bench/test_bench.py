@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from . import report, settlement, tokenizer
+import pytest
+
+from . import report, scaleout, settlement, tokenizer
 from .__main__ import HERE, kept_sections, report_directory, soak_plan
-from .loadgen import DEADLINE_ABORT, duration, parse_report
+from .loadgen import DEADLINE_ABORT, LoadResult, Request, duration, parse_report
 from .plan import DEFAULT, QUICK
 from .procs import CLOCK_TICKS, ProcessGroup, cpu_seconds, descendants
 from .profiling import hot_functions
+from .run import StepCpu, Target
 from .soak import SoakSeries
 
 
@@ -280,3 +285,78 @@ def test_the_tokenizer_probe_runs_against_the_routers_own_modules() -> None:
     assert figures["counted"]["prompt_tokens"] > 0
     assert figures["counted"]["output_tokens"] > 0
     assert figures["rss_mb_added_by_first_count"] > 0
+
+
+def _load_step(ok: int, seconds: float) -> LoadResult:
+    return LoadResult(
+        connections=8,
+        rate=None,
+        seconds=seconds,
+        ok=ok,
+        errors=0,
+        error_kinds={},
+        rps=ok / seconds,
+        p50_ms=20.0,
+        p90_ms=21.0,
+        p99_ms=22.0,
+    )
+
+
+def _stepped_target(steps: list[tuple[LoadResult, StepCpu]]) -> Target:
+    request = Request("http://127.0.0.1:1/v1/chat/completions", "key", b"{}")
+    target = Target("aig", "aig", request, request, ProcessGroup({}))
+    for step, cpu in steps:
+        target.peak_steps.append(step)
+        target.peak_cpu.append(cpu)
+    return target
+
+
+def test_a_measured_step_charges_the_gateways_cpu_and_the_whole_machines() -> None:
+    target = Target(
+        "self",
+        "this process",
+        Request("http://127.0.0.1:1/", "", b""),
+        Request("http://127.0.0.1:1/", "", b""),
+        ProcessGroup({"harness": os.getpid()}),
+    )
+
+    def burn() -> LoadResult:
+        started = time.process_time()
+        while time.process_time() - started < 0.3:
+            pass
+        return _load_step(ok=10, seconds=0.3)
+
+    target.measured(burn)
+    assert target.last_cpu is not None
+    # /proc counts in clock ticks: allow one either way.
+    tick = 1 / CLOCK_TICKS
+    assert target.last_cpu.gateway_s >= 0.3 - tick
+    assert target.last_cpu.machine_busy_s >= target.last_cpu.gateway_s - tick
+    assert target.calls == 10
+
+
+def test_the_two_core_figures_come_from_each_phases_peak_step() -> None:
+    one = _stepped_target(
+        [
+            (_load_step(ok=500, seconds=1.0), StepCpu(0.5, 0.8)),
+            (_load_step(ok=1000, seconds=1.0), StepCpu(0.9, 1.3)),  # the peak: 0.9 ms a call
+        ]
+    )
+    two = _stepped_target(
+        [
+            (_load_step(ok=3000, seconds=2.0), StepCpu(2.4, 3.9)),  # the peak: 0.8 ms a call
+            (_load_step(ok=2800, seconds=2.0), StepCpu(2.4, 3.9)),
+        ]
+    )
+    figures = scaleout._gateway(one, two, cores=2)
+    assert figures["two_over_one"] == 1.5
+    assert figures["one_core_peak_cpu_ms_per_call"] == pytest.approx(0.9)
+    assert figures["two_core_peak_cpu_ms_per_call"] == pytest.approx(0.8)
+    assert figures["peak_gateway_cores"] == pytest.approx(1.2)
+    assert figures["peak_machine_cores"] == pytest.approx(1.95)
+    # Both cores at 0.8 ms a call: 2,500 calls/s, over the one-core peak of 1,000.
+    assert figures["cores_to_itself_over_one"] == pytest.approx(2.5)
+    table = report._two_core_cost({"aig": figures})
+    assert "| aig | 0.90 / 0.80 | 1.20 / 1.95 | 2.50x |" in table
+    # Results written before these figures existed render no such table.
+    assert report._two_core_cost({"aig": {"two_over_one": 1.5}}) == []
