@@ -15,9 +15,11 @@ When no other writer holds SQLite's lock, an admission does not wait for the thr
 it runs at once on the event loop through a second connection whose busy timeout is zero,
 so it either takes the lock immediately or falls back to the writer thread; it never blocks
 the loop on a lock. That connection commits with `synchronous=NORMAL` (WAL mode: durable
-across a process crash, not across power loss), so the loop never waits on an fsync either.
-A reservation lost with the machine's power is harmless to money: the calls it covered died
-with that machine, and settlement debits from usage events, not from reservations.
+across a process crash, not across power loss), so the loop never waits on an fsync either;
+the writer thread's connection commits the same way, so no batch holds the lock through an
+fsync. A reservation lost with the machine's power is harmless to money: the calls it
+covered died with that machine, and settlement debits from usage events, not from
+reservations.
 
 A caller that gives up (its task is cancelled) while its admission is queued or running
 must not leave money held: the reservation it was given is released by the same thread.
@@ -274,6 +276,12 @@ class GroupCommitAdmissions:
         try:
             if self._connection is None:
                 self._connection = self._engine.raw_connection()
+                driver = self._connection.driver_connection
+                assert driver is not None
+                # As on the inline connection: no fsync while the write lock is held. With
+                # SQLite's default (FULL) each batch held the lock through an fsync of the
+                # WAL, and another edge's admissions and billing's settlements waited for it.
+                driver.execute("PRAGMA synchronous=NORMAL")
             connection = self._connection.driver_connection
             assert connection is not None
             with immediate(connection, poll=True):

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import cast
 
 import pytest
 from sqlalchemy.engine.interfaces import DBAPIConnection
 
-from controldb import group_commit
+from controldb import group_commit, migrate
+from controldb.admission import UnknownAccount
 from controldb.engine import SQLITE_BUSY_TIMEOUT_MS
 
 
@@ -70,3 +72,27 @@ def test_the_writer_gives_up_after_the_busy_timeout(
         assert writer.execute("PRAGMA busy_timeout").fetchone() == (SQLITE_BUSY_TIMEOUT_MS,)
     finally:
         holder.execute("ROLLBACK")
+
+
+async def test_neither_admission_connection_commits_through_an_fsync(tmp_path: Path) -> None:
+    """Both connections that admit (the event loop's inline one and the writer thread's)
+    commit with synchronous=NORMAL: a commit does not wait for the disk while it holds the
+    file's one write lock, which every other edge and billing's settlements wait for."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/control.db"
+    await migrate(url)
+    admissions = group_commit.GroupCommitAdmissions(url, timedelta(minutes=10))
+    try:
+        # An unknown key is refused inline (the inline connection opens); a release always
+        # runs on the writer thread (its connection opens).
+        with pytest.raises(UnknownAccount):
+            await admissions.admit("acc_none", "key_none", 1000)
+        await admissions.release("resv_none")
+        connections = [admissions._inline, admissions._connection]
+        normal = 1  # SQLite's code for synchronous=NORMAL (FULL, its default, is 2)
+        for connection in connections:
+            assert connection is not None
+            driver = connection.driver_connection
+            assert driver is not None
+            assert driver.execute("PRAGMA synchronous").fetchone() == (normal,)
+    finally:
+        await admissions.aclose()
