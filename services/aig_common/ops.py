@@ -47,10 +47,21 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
+def service_config(app: Starlette, host: str, port: int) -> uvicorn.Config:
+    """How every service but the edge serves HTTP: the service logs for itself, runs no
+    lifespan, and does not name its server software in a `server` header (jobs' provider
+    callbacks are reachable from outside; the rest has no reason to advertise it either)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        log_config=None,
+        lifespan="off",
+        server_header=False,
+    )
+
+
 def ops_server(host: str, port: int, readiness: ReadinessCheck) -> uvicorn.Server:
     """A small HTTP server for services whose main protocol is not HTTP."""
-    app = Starlette(routes=ops_routes(readiness))
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", log_config=None, lifespan="off"
-    )
-    return EmbeddedServer(config)
+    return EmbeddedServer(service_config(Starlette(routes=ops_routes(readiness)), host, port))

@@ -20,6 +20,7 @@ from aig_common.consumers import (
     until_signalled,
 )
 from aig_common.contracts import BILLING_CONSUMER_GROUP, USAGE_TOPIC
+from aig_common.ops import service_config
 from aig_common.runtime import TimedCollections, freeze_startup_heap
 from controldb import create_engine_from_url, migrate
 from controldb.money import Money
@@ -89,13 +90,10 @@ async def serve(settings: BillingSettings) -> None:
 
     await start_when_reachable(broker)
     server = uvicorn.Server(
-        uvicorn.Config(
+        service_config(
             billing_app(ledger, money, readiness, settings.service_token),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            log_config=None,
-            lifespan="off",
+            settings.host,
+            settings.port,
         )
     )
     http = asyncio.create_task(server.serve())

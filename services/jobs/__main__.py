@@ -31,7 +31,7 @@ from aig_common.consumers import (
 )
 from aig_common.contracts import TASKS_TOPIC
 from aig_common.events import EventPublisher
-from aig_common.ops import ops_routes
+from aig_common.ops import ops_routes, service_config
 from aig_common.runtime import TimedCollections, freeze_startup_heap
 from catalog.media import load_media_catalog
 from controldb import create_engine_from_url, migrate
@@ -115,16 +115,7 @@ async def serve(settings: JobsSettings) -> None:
             Route("/callbacks/{provider}/{task_id}", provider_callback, methods=["POST"]),
         ]
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            log_config=None,
-            lifespan="off",
-        )
-    )
+    server = uvicorn.Server(service_config(app, settings.host, settings.port))
     resumed = await runner.resume()
     log.info("resumed %d tasks in flight as %s", resumed, settings.instance_id)
     leases = asyncio.create_task(runner.keep_leases())

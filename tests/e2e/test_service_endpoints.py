@@ -38,6 +38,22 @@ def test_the_edge_does_not_name_its_server_software(edge: httpx.Client) -> None:
         assert "date" in response.headers  # the other header the server adds is kept
 
 
+def test_no_other_service_names_its_server_software(stack: Stack) -> None:
+    ports = stack.ports
+    responses = [
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        for port in (ports.router_ops, ports.billing, ports.jobs, ports.webhooks)
+    ]
+    # jobs' provider callbacks are the one endpoint besides the edge reachable from outside.
+    responses.append(
+        httpx.post(f"http://127.0.0.1:{ports.jobs}/callbacks/kie/task_none", json={}, timeout=10)
+    )
+    for response in responses:
+        assert response.status_code < 500
+        assert "server" not in response.headers, response.url
+        assert "date" in response.headers
+
+
 def test_billing_internal_api_requires_the_service_token(stack: Stack) -> None:
     billing = f"http://127.0.0.1:{stack.ports.billing}"
     params = {
