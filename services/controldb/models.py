@@ -101,6 +101,9 @@ class Account(Base):
     tier_computed_at: Mapped[datetime | None] = mapped_column(default=None)
     daily_cap_nano_usd: Mapped[int | None] = mapped_column(BigInteger, default=None)
     monthly_cap_nano_usd: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # What this account's reservations hold in all (expired ones until purged), kept by
+    # triggers on `reservations` (migration 0010) so admission reads it instead of summing rows.
+    held_nano_usd: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Workspace(Base):
@@ -114,6 +117,9 @@ class Workspace(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     daily_cap_nano_usd: Mapped[int | None] = mapped_column(BigInteger, default=None)
     monthly_cap_nano_usd: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # What this workspace's reservations hold in all (expired ones until purged), kept by
+    # triggers on `reservations` (migration 0010) so admission reads it instead of summing rows.
+    held_nano_usd: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ApiKey(Base):
@@ -138,6 +144,9 @@ class ApiKey(Base):
     rpm_minute: Mapped[int | None] = mapped_column(BigInteger, default=None)
     rpm_current: Mapped[int] = mapped_column(Integer, default=0)
     rpm_previous: Mapped[int] = mapped_column(Integer, default=0)
+    # What this key's reservations hold in all (expired ones until purged), kept by
+    # triggers on `reservations` (migration 0010) so admission reads it instead of summing rows.
+    held_nano_usd: Mapped[int] = mapped_column(BigInteger, default=0)
 
     @property
     def is_revoked(self) -> bool:
@@ -188,7 +197,8 @@ class Reservation(Base):
     """Worst-case cost held for a call in flight, until settlement or expiry."""
 
     __tablename__ = "reservations"
-    # Admission sums an account's live reservations from this index alone (LIMITS_QUERY).
+    # Admission finds an account's expired reservations not yet purged at the old end of
+    # its range in this index alone (LIMITS_QUERY's `_expired`).
     __table_args__ = (
         Index(
             "ix_reservations_account_live",

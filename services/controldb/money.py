@@ -305,10 +305,18 @@ class Money:
         died with them in flight). Admission stopped counting them at expiry, and a late
         settlement deletes its reservation by id, a no-op once it is gone: they only took
         space. Returns how many went."""
+        expired = Reservation.expires_at <= self._clock()
         async with self._sessions() as session, session.begin():
-            result = await session.execute(
-                delete(Reservation).where(Reservation.expires_at <= self._clock())
+            # Deleting a reservation updates its account's running total (migration 0010's
+            # triggers): the accounts are locked first, in id order, as settlement locks
+            # them, so two transactions never wait for each other's rows.
+            await session.execute(
+                select(Account.id)
+                .where(Account.id.in_(select(Reservation.account_id).where(expired)))
+                .order_by(Account.id)
+                .with_for_update()
             )
+            result = await session.execute(delete(Reservation).where(expired))
         return int(getattr(result, "rowcount", 0) or 0)
 
     @staticmethod

@@ -74,7 +74,11 @@ class SettlementWrites:
         for item in items:
             if item.event_id not in seen:
                 fresh.setdefault(item.event_id, item)
-        debits: dict[str, int] = {}
+        # Every account whose reservation the batch releases is in the debits, at 0 if it
+        # was billed nothing: releasing a reservation updates the account's running total
+        # (migration 0010's triggers), so each account row is locked here first, in one
+        # order, and never later in the transaction in another.
+        debits: dict[str, int] = {item.account_id: 0 for item in items if item.reservation_id}
         counters: dict[tuple[str, str, str], int] = {}
         for item in fresh.values():
             if item.billed_nano_usd > 0:

@@ -19,7 +19,7 @@ from aig_common.money import NANO_PER_USD, apply_markup, parse_usd, usd
 from controldb import KeyStore, create_engine_from_url
 from controldb.group_commit import MAX_BATCH
 from controldb.limits import Limits
-from controldb.models import Account, ApiKey, Reservation
+from controldb.models import Account, ApiKey, Reservation, Workspace
 from controldb.money import (
     REFUND_WINDOW,
     Admission,
@@ -225,7 +225,7 @@ async def test_each_scope_counts_only_its_own_reservations_in_flight(
 ) -> None:
     """Key A and key B share a workspace, key C has none, each with a call in flight: a
     key's cap counts its own reservation, the workspace's counts A's and B's, the
-    account's all three (LIMITS_QUERY sums them in one scan). On SQLite, through both
+    account's all three (LIMITS_QUERY reads their running totals). On SQLite, through both
     admission paths: a transaction per call and the group commit."""
     limits = Limits(world.sessions)
     for group_commit in [False, True] if migrated_url.startswith("sqlite") else [False]:
@@ -256,6 +256,91 @@ async def test_each_scope_counts_only_its_own_reservations_in_flight(
             "workspace_daily_cap": held[0] + held[1],
             "account_daily_cap": sum(held),
         }, f"group_commit={group_commit}"
+
+
+async def _totals_and_rows(world: World) -> tuple[dict[str, int], dict[str, int]]:
+    """Every account's, key's and workspace's running total (`held_nano_usd`), and the sum
+    of the reservation rows naming it, both by "table:id"."""
+    totals: dict[str, int] = {}
+    rows: dict[str, int] = {}
+    async with world.sessions() as session:
+        for model, column in (
+            (Account, Reservation.account_id),
+            (ApiKey, Reservation.key_id),
+            (Workspace, Reservation.workspace_id),
+        ):
+            table = model.__tablename__
+            for row_id, held in await session.execute(select(model.id, model.held_nano_usd)):
+                totals[f"{table}:{row_id}"] = held
+                rows[f"{table}:{row_id}"] = 0
+            summed = select(column, func.sum(Reservation.amount_nano_usd)).group_by(column)
+            for named, amount in await session.execute(summed.where(column.is_not(None))):
+                rows[f"{table}:{named}"] = int(amount)
+    return totals, rows
+
+
+async def test_running_totals_follow_every_change_to_the_reservations(
+    world: World, migrated_url: str
+) -> None:
+    """The totals admission reads (migration 0010's triggers) equal the rows they stand
+    for after every way a reservation is made, changed or ended: admitted on each path,
+    released, settled (billed or not, twice), its hold extended, expired and purged, and
+    moved by hand to another amount, key and workspace."""
+    limits = Limits(world.sessions)
+    workspace = await limits.create_workspace(world.account_id, "w", {})
+    other_key = (await world.store.create_key(world.account_id, "in-workspace"))[0].id
+    await limits.attach_key(other_key, workspace.id)
+    await world.money.add_credits(world.account_id, "grant", 100 * USD)
+    paths = [world.money]
+    if migrated_url.startswith("sqlite"):
+        paths.append(Money(world.sessions, group_commit=False))
+    admitted = [
+        await money.admit(world.account_id, key_id, upstream)
+        for money in paths
+        for key_id, upstream in ((world.key_id, 1_000), (other_key, 20_000), (other_key, 300))
+    ]
+    totals, rows = await _totals_and_rows(world)
+    assert totals == rows
+    assert totals[f"accounts:{world.account_id}"] == sum(a.amount_nano_usd for a in admitted)
+    assert totals[f"workspaces:{workspace.id}"] > 0
+
+    await world.money.release(admitted[0].reservation_id)
+    in_workspace = replace(
+        _settlement(world, "evt_ws", 5_000, admitted[1].reservation_id),
+        key_id=other_key,
+        workspace_id=workspace.id,
+    )
+    for _ in range(2):  # a redelivered batch releases nothing more
+        await world.money.settle([in_workspace, _settlement(world, "evt_failed", 0, None)])
+    await world.money.settle([_settlement(world, "evt_zero", 0, admitted[2].reservation_id)])
+    totals, rows = await _totals_and_rows(world)
+    assert totals == rows
+
+    moved = await world.money.admit(world.account_id, other_key, 4_000)
+    expiring = await world.money.admit(world.account_id, other_key, 9_000)
+    async with world.sessions() as session, session.begin():
+        await session.execute(
+            update(Reservation)
+            .where(Reservation.id == moved.reservation_id)
+            .values(amount_nano_usd=777, key_id=world.key_id, workspace_id=None)
+        )
+        await session.execute(
+            update(Reservation)
+            .where(Reservation.id == expiring.reservation_id)
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    totals, rows = await _totals_and_rows(world)
+    assert totals == rows
+    assert totals[f"api_keys:{world.key_id}"] >= 777
+    assert await world.money.purge_expired_reservations() == 1
+    totals, rows = await _totals_and_rows(world)
+    assert totals == rows
+    # Left in the workspace: the second path's two calls of the workspace's key, if any
+    # (the moved one left it, the expired one was purged).
+    second_path = admitted[4:6] if len(paths) > 1 else []
+    assert totals[f"workspaces:{workspace.id}"] == sum(a.amount_nano_usd for a in second_path)
+    for money in paths[1:]:
+        await money.aclose()
 
 
 async def test_concurrent_admissions_never_exceed_the_cap(world: World) -> None:
