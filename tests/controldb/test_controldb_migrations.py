@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import asyncpg
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -137,3 +138,56 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None
     assert journal_mode == "wal"
     assert foreign_keys == 1
     assert busy_timeout > 0
+
+
+async def test_the_running_totals_start_from_the_reservations_already_held(
+    database_url: str,
+) -> None:
+    """Migration 0010 on a database with calls in flight: each account's, key's and
+    workspace's total starts at what its reservation rows hold, and the triggers keep it
+    from there."""
+    engine = create_engine_from_url(database_url)
+    async with engine.begin() as connection:
+
+        def to_0009(sync_connection: Connection) -> None:
+            config = alembic_config()
+            config.attributes["connection"] = sync_connection
+            command.upgrade(config, "0009")
+
+        await connection.run_sync(to_0009)
+        now = "2026-12-06 12:00:00"
+        for statement in (
+            "INSERT INTO accounts (id, name, created_at, balance_nano_usd, tier, "
+            "markup_basis_points, rolling_30d_spend_nano_usd) "
+            f"VALUES ('acc_a', 'a', '{now}', 0, 'starter', 4000, 0)",
+            f"INSERT INTO workspaces (id, account_id, name, created_at) "
+            f"VALUES ('ws_a', 'acc_a', 'w', '{now}')",
+            "INSERT INTO api_keys (id, account_id, name, key_hash, key_prefix, created_at, "
+            f"workspace_id, rpm_current, rpm_previous) VALUES "
+            f"('key_1', 'acc_a', 'k1', 'h1', 'p1', '{now}', 'ws_a', 0, 0), "
+            f"('key_2', 'acc_a', 'k2', 'h2', 'p2', '{now}', NULL, 0, 0)",
+            "INSERT INTO reservations (id, account_id, key_id, workspace_id, amount_nano_usd, "
+            f"created_at, expires_at) VALUES "
+            f"('r1', 'acc_a', 'key_1', 'ws_a', 1000, '{now}', '{now}'), "
+            f"('r2', 'acc_a', 'key_1', 'ws_a', 20000, '{now}', '{now}'), "
+            f"('r3', 'acc_a', 'key_2', NULL, 300000, '{now}', '{now}')",
+        ):
+            await connection.execute(text(statement))
+    await migrate(database_url)
+
+    async def totals() -> dict[str, int]:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT id, held_nano_usd FROM accounts UNION ALL "
+                    "SELECT id, held_nano_usd FROM api_keys UNION ALL "
+                    "SELECT id, held_nano_usd FROM workspaces"
+                )
+            )
+            return {row_id: held for row_id, held in rows}
+
+    assert await totals() == {"acc_a": 321_000, "key_1": 21_000, "key_2": 300_000, "ws_a": 21_000}
+    async with engine.begin() as connection:
+        await connection.execute(text("DELETE FROM reservations WHERE id = 'r2'"))
+    assert await totals() == {"acc_a": 301_000, "key_1": 1_000, "key_2": 300_000, "ws_a": 1_000}
+    await engine.dispose()

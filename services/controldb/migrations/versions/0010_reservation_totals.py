@@ -82,6 +82,12 @@ def _postgres_triggers() -> list[str]:
 
 
 def upgrade() -> None:
+    postgres = op.get_bind().dialect.name == "postgresql"
+    if postgres:
+        # Services of the previous release may be running: no reservation may be made or
+        # ended between the totals' backfill below and the triggers taking over, or that
+        # total would be off for good. (SQLite's migration holds the write lock throughout.)
+        op.execute("LOCK TABLE reservations IN SHARE ROW EXCLUSIVE MODE")
     for table, column in SCOPES:
         with op.batch_alter_table(table) as batch:
             batch.add_column(
@@ -91,7 +97,6 @@ def upgrade() -> None:
             f"UPDATE {table} SET held_nano_usd = (SELECT COALESCE(SUM(amount_nano_usd), 0) "
             f"FROM reservations WHERE reservations.{column} = {table}.id)"
         )
-    postgres = op.get_bind().dialect.name == "postgresql"
     for statement in _postgres_triggers() if postgres else _sqlite_triggers():
         op.execute(statement)
 
