@@ -59,6 +59,13 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _peak(peak: dict[str, Any]) -> str:
+    """A peak RPS, marked when the search ran out of steps while the target still gained:
+    then it is a floor, not the peak."""
+    rising = " (still rising at the last step)" if peak.get("still_rising") else ""
+    return f"{_num(peak.get('rps'))}{rising}"
+
+
 def _ratio(value: Any, reference: Any) -> str:
     if not value or not reference or any(math.isnan(v) for v in (value, reference)):
         return "—"
@@ -145,7 +152,7 @@ def render(results: dict[str, Any]) -> str:
         cpu = t["cpu"]["seconds_per_1k_calls"]
         stream = t["stream"]
         lines.append(
-            f"| {t['label']} | {' + '.join(t['processes'])} | {_num(t['peak']['rps'])} | "
+            f"| {t['label']} | {' + '.join(t['processes'])} | {_peak(t['peak'])} | "
             f"{_ratio(t['peak']['rps'], direct['peak']['rps'])} | "
             f"{_ratio(t['peak']['rps'], rival['peak']['rps']) if rival else '—'} | "
             f"{_num(cpu, 2)} | "
@@ -382,6 +389,14 @@ def _targets_section(results: dict[str, Any], rival_name: str | None) -> list[st
     return [*out, ""]
 
 
+def _one(figures: dict[str, Any]) -> dict[str, Any]:
+    return {"rps": figures["one_core_rps"], "still_rising": figures.get("one_core_still_rising")}
+
+
+def _two(figures: dict[str, Any]) -> dict[str, Any]:
+    return {"rps": figures["two_core_rps"], "still_rising": figures.get("two_core_still_rising")}
+
+
 def _two_core_cost(scaled: dict[str, Any]) -> list[str]:
     """Why two cores give what they give: at each aig configuration's two-core peak step,
     the cores its processes kept busy against the whole machine's, and its CPU per call
@@ -440,15 +455,15 @@ def _scaleout_section(results: dict[str, Any]) -> list[str]:
             "| gateway | one core, peak RPS | two cores, peak RPS | two / one | "
             "CPU ms per call on two cores |",
             "|---|---|---|---|---|",
-            f"| aig | {_num(aig['one_core_rps'])} | {_num(aig['two_core_rps'])} | "
+            f"| aig | {_peak(_one(aig))} | {_peak(_two(aig))} | "
             f"{_num(aig['two_over_one'], 2)}x | {_num(aig['cpu_ms_per_call'], 2)} |",
         ]
         in_process = scaled.get("aig_inproc")
         if in_process:
             out.append(
                 f"| aig, {scaled['edges']} edges with the router in their process "
-                f"(AIG_EDGE_IN_PROCESS_ROUTER) | {_num(in_process['one_core_rps'])} | "
-                f"{_num(in_process['two_core_rps'])} | {_num(in_process['two_over_one'], 2)}x | "
+                f"(AIG_EDGE_IN_PROCESS_ROUTER) | {_peak(_one(in_process))} | "
+                f"{_peak(_two(in_process))} | {_num(in_process['two_over_one'], 2)}x | "
                 f"{_num(in_process['cpu_ms_per_call'], 2)} |"
             )
         if litellm:

@@ -67,6 +67,8 @@ class Target:
     settlement: dict[int, dict[str, Any]] = field(default_factory=dict)
     drain: dict[str, Any] | None = None
     last_cpu: StepCpu | None = None  # set by measured()
+    # The peak search ran out of steps while this target still gained (its peak is a floor).
+    still_rising: bool = False
 
     def measured(self, load: Callable[[], LoadResult]) -> LoadResult:
         """Runs `load` and charges the CPU the target's processes spent meanwhile to it."""
@@ -272,6 +274,8 @@ def measure_peak(plan: Plan, targets: list[Target], cpus: set[int] | None) -> No
             )
             if result.error_ratio >= ERROR_BUDGET or result.rps < best * 1.05:
                 rising.remove(target)
+    for target in rising:
+        target.still_rising = True
 
 
 def _ok(result: LoadResult) -> int:
@@ -486,6 +490,7 @@ def summarise(target: Target) -> dict[str, Any]:
         "peak": {
             "rps": peak.rps if peak else 0.0,
             "connections": peak.connections if peak else None,
+            "still_rising": target.still_rising,
             "steps": [asdict(step) for step in target.peak_steps],
         },
         "rates": {str(rate): asdict(result) for rate, result in target.rates.items()},

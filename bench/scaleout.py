@@ -159,6 +159,8 @@ def _gateway(one: Target | None, two: Target, cores: int) -> dict[str, Any]:
         "one_core_rps": one_rps,
         "two_core_rps": two_rps,
         "two_over_one": _ratio(two_rps, one_rps),
+        "one_core_still_rising": one.still_rising if one is not None else None,
+        "two_core_still_rising": two.still_rising,
         "processes": sorted(two.gateway.roots),
         "steps": [vars(step) for step in two.peak_steps],
         "cpu_ms_per_call": two.cpu_s / two.calls * 1000 if two.calls else None,

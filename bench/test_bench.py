@@ -348,8 +348,12 @@ def test_the_two_core_figures_come_from_each_phases_peak_step() -> None:
             (_load_step(ok=2800, seconds=2.0), StepCpu(2.4, 3.9)),
         ]
     )
+    two.still_rising = True  # the search ran out of steps while it gained
     figures = scaleout._gateway(one, two, cores=2)
     assert figures["two_over_one"] == 1.5
+    assert (figures["one_core_still_rising"], figures["two_core_still_rising"]) == (False, True)
+    assert report._peak(report._two(figures)) == "1,500.0 (still rising at the last step)"
+    assert report._peak(report._one(figures)) == "1,000.0"
     assert figures["one_core_peak_cpu_ms_per_call"] == pytest.approx(0.9)
     assert figures["two_core_peak_cpu_ms_per_call"] == pytest.approx(0.8)
     assert figures["peak_gateway_cores"] == pytest.approx(1.2)
