@@ -453,7 +453,7 @@ def _scaleout_section(results: dict[str, Any]) -> list[str]:
             "(pinned to one core), from this run.",
             "",
             "| gateway | one core, peak RPS | two cores, peak RPS | two / one | "
-            "CPU ms per call on two cores |",
+            "CPU ms per call on two cores, every step |",
             "|---|---|---|---|---|",
             f"| aig | {_peak(_one(aig))} | {_peak(_two(aig))} | "
             f"{_num(aig['two_over_one'], 2)}x | {_num(aig['cpu_ms_per_call'], 2)} |",
