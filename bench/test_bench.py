@@ -322,16 +322,19 @@ def test_a_measured_step_charges_the_gateways_cpu_and_the_whole_machines() -> No
 
     def burn() -> LoadResult:
         started = time.process_time()
-        while time.process_time() - started < 0.3:
+        while time.process_time() - started < 0.5:
             pass
-        return _load_step(ok=10, seconds=0.3)
+        return _load_step(ok=10, seconds=0.5)
 
     target.measured(burn)
     assert target.last_cpu is not None
     # /proc counts in clock ticks: allow one either way.
     tick = 1 / CLOCK_TICKS
-    assert target.last_cpu.gateway_s >= 0.3 - tick
-    assert target.last_cpu.machine_busy_s >= target.last_cpu.gateway_s - tick
+    assert target.last_cpu.gateway_s >= 0.5 - tick
+    # The machine's figure is sampled a tick at a time (/proc/stat), the process's is
+    # accounted exactly and only reported in ticks, so over half a second they differ by a
+    # few ticks: one run had the machine 2 ticks under the process (29 against 31 over 0.3 s).
+    assert target.last_cpu.machine_busy_s >= target.last_cpu.gateway_s * 0.9
     assert target.calls == 10
 
 
