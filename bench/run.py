@@ -291,12 +291,12 @@ def peak_step(target: Target) -> LoadResult | None:
     return max(ok_steps, key=lambda s: s.rps, default=None)
 
 
-def peak_step_cpu(target: Target) -> StepCpu | None:
-    """The CPU of the step peak_step() picks."""
+def peak_step_cpu(target: Target) -> tuple[LoadResult, StepCpu] | None:
+    """The step peak_step() picks, with the CPU spent in it (None if either is missing)."""
     step = peak_step(target)
     if step is None or len(target.peak_cpu) != len(target.peak_steps):
         return None
-    return target.peak_cpu[target.peak_steps.index(step)]
+    return step, target.peak_cpu[target.peak_steps.index(step)]
 
 
 def measure_drain(plan: Plan, target: Target, cpus: set[int] | None) -> None:

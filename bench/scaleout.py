@@ -25,11 +25,12 @@ from typing import Any
 
 from . import aig_target
 from .litellm_target import LiteLLMProxy
-from .loadgen import run_oha
+from .loadgen import LoadResult, run_oha
 from .plan import QUICK, SANDBOX_ENV, Plan
 from .run import (
     DRIVER_CPUS,
     Environment,
+    StepCpu,
     Target,
     _requests,
     environment,
@@ -144,17 +145,19 @@ def _ratio(value: float | None, reference: float | None) -> float | None:
     return value / reference if value and reference else None
 
 
-def _cpu_ms_per_call(target: Target | None) -> float | None:
-    """The target's own CPU per call in its peak step."""
-    step = peak_step(target) if target is not None else None
-    cpu = peak_step_cpu(target) if target is not None else None
-    return cpu.gateway_s / step.ok * 1000 if step and cpu and step.ok else None
+def _cpu_ms_per_call(peak: tuple[LoadResult, StepCpu] | None) -> float | None:
+    """A target's own CPU per call in its peak step."""
+    if peak is None or not peak[0].ok:
+        return None
+    step, cpu = peak
+    return cpu.gateway_s / step.ok * 1000
 
 
 def _gateway(one: Target | None, two: Target, cores: int) -> dict[str, Any]:
     one_rps, two_rps = _rps(one), _rps(two)
-    step, cpu = peak_step(two), peak_step_cpu(two)
-    two_cpu_ms = _cpu_ms_per_call(two)
+    two_peak = peak_step_cpu(two)
+    step, cpu = two_peak if two_peak is not None else (None, None)
+    two_cpu_ms = _cpu_ms_per_call(two_peak)
     return {
         "one_core_rps": one_rps,
         "two_core_rps": two_rps,
@@ -170,7 +173,9 @@ def _gateway(one: Target | None, two: Target, cores: int) -> dict[str, Any]:
         # there and at its one-core peak.
         "peak_gateway_cores": cpu.gateway_s / step.seconds if step and cpu else None,
         "peak_machine_cores": cpu.machine_busy_s / step.seconds if step and cpu else None,
-        "one_core_peak_cpu_ms_per_call": _cpu_ms_per_call(one),
+        "one_core_peak_cpu_ms_per_call": _cpu_ms_per_call(
+            peak_step_cpu(one) if one is not None else None
+        ),
         "two_core_peak_cpu_ms_per_call": two_cpu_ms,
         # What the two-core peak would be with both cores the gateway's alone, at the CPU
         # per call it spent on two cores: an estimate, over the one-core peak.
