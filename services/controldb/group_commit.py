@@ -197,11 +197,10 @@ class GroupCommitAdmissions:
         not (or the connection failed), and the writer thread must do it."""
         try:
             if self._inline is None:
-                self._inline = self._engine.raw_connection()
+                self._inline = self._admission_connection()
                 driver = self._inline.driver_connection
                 assert driver is not None
                 driver.execute("PRAGMA busy_timeout=0")
-                driver.execute("PRAGMA synchronous=NORMAL")
             connection = self._inline.driver_connection
             assert connection is not None
             with immediate(connection):
@@ -210,6 +209,17 @@ class GroupCommitAdmissions:
                 )
         except sqlite3.OperationalError:
             return None  # locked by another writer: queue behind it instead of waiting
+
+    def _admission_connection(self) -> PoolProxiedConnection:
+        """A connection for either admission path. Both commit with synchronous=NORMAL: no
+        fsync while SQLite's write lock is held. With the default (FULL) the writer
+        thread's batches once held the lock through an fsync of the WAL, and another edge's
+        admissions and billing's settlements waited for it."""
+        connection = self._engine.raw_connection()
+        driver = connection.driver_connection
+        assert driver is not None
+        driver.execute("PRAGMA synchronous=NORMAL")
+        return connection
 
     async def release(self, reservation_id: str) -> None:
         loop = asyncio.get_running_loop()
@@ -275,13 +285,7 @@ class GroupCommitAdmissions:
         sql = self._statements
         try:
             if self._connection is None:
-                self._connection = self._engine.raw_connection()
-                driver = self._connection.driver_connection
-                assert driver is not None
-                # As on the inline connection: no fsync while the write lock is held. With
-                # SQLite's default (FULL) each batch held the lock through an fsync of the
-                # WAL, and another edge's admissions and billing's settlements waited for it.
-                driver.execute("PRAGMA synchronous=NORMAL")
+                self._connection = self._admission_connection()
             connection = self._connection.driver_connection
             assert connection is not None
             with immediate(connection, poll=True):
