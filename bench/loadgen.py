@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,31 @@ class LoadResult:
     def error_ratio(self) -> float:
         total = self.ok + self.errors
         return self.errors / total if total else 1.0
+
+
+def combined(rounds: list[LoadResult]) -> LoadResult:
+    """Several runs of one target at one rate as one figure: calls, errors and seconds
+    added up, each percentile the median of the runs' (oha reports percentiles, not the
+    latencies they come from)."""
+    if not rounds:
+        raise ValueError("no rounds to combine")
+    seconds = sum(r.seconds for r in rounds)
+    ok = sum(r.ok for r in rounds)
+    kinds: Counter[str] = Counter()
+    for r in rounds:
+        kinds.update(r.error_kinds)
+    return LoadResult(
+        connections=rounds[0].connections,
+        rate=rounds[0].rate,
+        seconds=seconds,
+        ok=ok,
+        errors=sum(r.errors for r in rounds),
+        error_kinds=dict(kinds),
+        rps=ok / seconds if seconds else 0.0,
+        p50_ms=statistics.median(r.p50_ms for r in rounds),
+        p90_ms=statistics.median(r.p90_ms for r in rounds),
+        p99_ms=statistics.median(r.p99_ms for r in rounds),
+    )
 
 
 def duration(seconds: float) -> str:

@@ -33,6 +33,12 @@ class Plan:
     soak_rate: int
     soak_interval_s: float
     compare_litellm: bool = True
+    # The rate and stream phases take every target in turn this many times (rate_seconds
+    # and stream_calls / latency_rounds each round), so a drift of the machine's speed
+    # over the minutes a phase takes falls on every target alike instead of on whichever
+    # ran at the wrong moment. A bound of 1 ms cannot be judged from one 10-second sample a
+    # target: the direct baseline alone moved 0.2-0.6 ms between runs.
+    latency_rounds: int = 1
     # Billing's capacity: seconds of closed-loop load piled up while billing is stopped
     # (under its consumer session timeout, 10 s, so it keeps its partitions).
     drain_seconds: float = 8
@@ -59,10 +65,11 @@ DEFAULT = Plan(
     peak_connections=(4, 16, 64, 128, 256, 512, 1024),
     peak_seconds=6,
     rates=(50, 200, 500),
-    rate_seconds=10,
+    rate_seconds=5,
     rate_connections=128,
     stream_calls=120,
     stream_concurrency=4,
+    latency_rounds=3,
     profile_seconds=15,
     profile_rate=200,
     soak_seconds=60,
@@ -75,10 +82,11 @@ QUICK = Plan(
     peak_connections=(8, 32, 96),
     peak_seconds=3,
     rates=(50, 200, 500),
-    rate_seconds=4,
+    rate_seconds=2,
     rate_connections=96,
     stream_calls=30,
     stream_concurrency=4,
+    latency_rounds=2,
     profile_seconds=6,
     profile_rate=200,
     soak_seconds=15,

@@ -19,7 +19,7 @@ from devstack.stack import Stack
 
 from . import aig_target, billing_throughput, profiling, settlement
 from .litellm_target import MODEL, LiteLLMProxy, litellm_version, prisma_ready
-from .loadgen import LoadResult, OhaRun, Request, run_oha
+from .loadgen import LoadResult, OhaRun, Request, combined, run_oha
 from .plan import ERROR_BUDGET, SANDBOX_ENV, Plan
 from .procs import ProcessGroup, machine_busy_seconds
 from .soak import sample_rss
@@ -60,7 +60,8 @@ class Target:
     # Per peak step, beside peak_steps: the CPU seconds the target's processes spent and the
     # CPU seconds the whole machine was busy (StepCpu).
     peak_cpu: list[StepCpu] = field(default_factory=list)
-    rates: dict[int, LoadResult] = field(default_factory=dict)
+    rates: dict[int, LoadResult] = field(default_factory=dict)  # the rounds combined
+    rate_rounds: dict[int, list[LoadResult]] = field(default_factory=dict)
     stream: StreamResult | None = None
     # aig only: billing's figures, read around each peak step for the settlement lag.
     billing: settlement.Billing | None = None
@@ -333,31 +334,60 @@ def measure_drain(plan: Plan, target: Target, cpus: set[int] | None) -> None:
 
 
 def measure_rates(plan: Plan, targets: list[Target], cpus: set[int] | None) -> None:
+    """Each rate: every target in turn, `latency_rounds` times over (Plan)."""
     for rate in plan.rates:
-        for target in targets:
-            result = target.measured(
-                functools.partial(
-                    run_oha,
-                    target.request,
-                    seconds=plan.rate_seconds,
-                    connections=plan.rate_connections,
-                    rate=rate,
-                    cpus=cpus,
+        for round_number in range(1, plan.latency_rounds + 1):
+            for target in targets:
+                result = target.measured(
+                    functools.partial(
+                        run_oha,
+                        target.request,
+                        seconds=plan.rate_seconds,
+                        connections=plan.rate_connections,
+                        rate=rate,
+                        cpus=cpus,
+                    )
                 )
-            )
-            target.rates[rate] = result
-            log(
-                f"rate  {target.name:<11} {rate:>4}/s  got {result.rps:7.1f}/s  "
-                f"p50 {result.p50_ms:7.1f}  p90 {result.p90_ms:7.1f}  p99 {result.p99_ms:7.1f} ms  "
-                f"errors {result.error_ratio:.2%}"
-            )
+                target.rate_rounds.setdefault(rate, []).append(result)
+                log(
+                    f"rate  {target.name:<11} {rate:>4}/s  round {round_number}  "
+                    f"got {result.rps:7.1f}/s  p50 {result.p50_ms:7.1f}  "
+                    f"p90 {result.p90_ms:7.1f}  p99 {result.p99_ms:7.1f} ms  "
+                    f"errors {result.error_ratio:.2%}"
+                )
+                if result.rps < 0.9 * rate:
+                    wait_until_idle(target)
+        for target in targets:
+            target.rates[rate] = combined(target.rate_rounds[rate])
+
+
+def wait_until_idle(target: Target, *, limit_s: float = 20.0) -> None:
+    """Waits for a saturated target to finish the calls oha left queued in it at its deadline
+    (LiteLLM's take seconds), so they do not run beside the next target's measurement."""
+    deadline = time.monotonic() + limit_s
+    before = target.gateway.cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = target.gateway.cpu_seconds()
+        if now - before < 0.025:  # under 5 % of a core over the half second
+            return
+        before = now
 
 
 def measure_streams(plan: Plan, targets: list[Target]) -> None:
+    """`stream_calls` a target, in `latency_rounds` turns taken in alternation (Plan)."""
+    per_round = max(1, plan.stream_calls // plan.latency_rounds)
+    for _ in range(plan.latency_rounds):
+        for target in targets:
+            calls = measure_streaming(
+                target.stream_request, count=per_round, concurrency=plan.stream_concurrency
+            )
+            if target.stream is None:
+                target.stream = calls
+            else:
+                target.stream.extend(calls)
     for target in targets:
-        target.stream = measure_streaming(
-            target.stream_request, count=plan.stream_calls, concurrency=plan.stream_concurrency
-        )
+        assert target.stream is not None
         log(
             f"stream {target.name:<11} ttft p50 {percentile(target.stream.ttft_ms, 0.5):7.1f} ms  "
             f"gap p50 {percentile(target.stream.gap_ms, 0.5):6.2f} ms  "
@@ -494,6 +524,10 @@ def summarise(target: Target) -> dict[str, Any]:
             "steps": [asdict(step) for step in target.peak_steps],
         },
         "rates": {str(rate): asdict(result) for rate, result in target.rates.items()},
+        "rate_rounds": {
+            str(rate): [asdict(result) for result in rounds]
+            for rate, rounds in target.rate_rounds.items()
+        },
         "stream": {
             "calls": len(stream.ttft_ms),
             "errors": stream.errors,

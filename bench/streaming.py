@@ -32,6 +32,16 @@ class StreamResult:
         self.errors += 1
         self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
 
+    def extend(self, other: StreamResult) -> None:
+        """Adds another round's calls of the same target to this one's."""
+        self.ttft_ms += other.ttft_ms
+        self.total_ms += other.total_ms
+        self.gap_ms += other.gap_ms
+        self.content_events += other.content_events
+        self.errors += other.errors
+        for kind, count in other.error_kinds.items():
+            self.error_kinds[kind] = self.error_kinds.get(kind, 0) + count
+
 
 def _has_content(line: str) -> bool:
     if not line.startswith("data:"):

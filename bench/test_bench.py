@@ -16,12 +16,13 @@ import pytest
 
 from . import report, scaleout, settlement, tokenizer
 from .__main__ import HERE, kept_sections, report_directory, soak_plan
-from .loadgen import DEADLINE_ABORT, LoadResult, Request, duration, parse_report
+from .loadgen import DEADLINE_ABORT, LoadResult, Request, combined, duration, parse_report
 from .plan import DEFAULT, QUICK
 from .procs import CLOCK_TICKS, ProcessGroup, cpu_seconds, descendants
 from .profiling import hot_functions
 from .run import StepCpu, Target
 from .soak import SoakSeries
+from .streaming import StreamResult
 
 
 def test_oha_report_counts_non_2xx_and_transport_errors_but_not_deadline_aborts() -> None:
@@ -367,3 +368,68 @@ def test_the_two_core_figures_come_from_each_phases_peak_step() -> None:
     assert "| aig | 0.90 / 0.80 | 1.20 / 1.95 | 2.50x |" in table
     # Results written before these figures existed render no such table.
     assert report._two_core_cost({"aig": {"two_over_one": 1.5}}) == []
+
+
+def _round(p50: float, p99: float, ok: int = 250, errors: int = 0) -> LoadResult:
+    return LoadResult(
+        connections=128,
+        rate=50.0,
+        seconds=5.0,
+        ok=ok,
+        errors=errors,
+        error_kinds={"connection refused": errors} if errors else {},
+        rps=ok / 5.0,
+        p50_ms=p50,
+        p90_ms=p50 + 0.5,
+        p99_ms=p99,
+    )
+
+
+def test_rounds_combine_into_one_figure_per_target_and_rate() -> None:
+    rounds = [_round(21.0, 24.0), _round(22.5, 23.0, errors=2), _round(21.5, 30.0, ok=240)]
+    figure = combined(rounds)
+    assert (figure.ok, figure.errors, figure.seconds) == (740, 2, 15.0)
+    assert figure.error_kinds == {"connection refused": 2}
+    assert figure.rps == pytest.approx(740 / 15.0)
+    # Each percentile the median of the rounds': one slow round does not set it.
+    assert (figure.p50_ms, figure.p90_ms, figure.p99_ms) == (21.5, 22.0, 24.0)
+    with pytest.raises(ValueError):
+        combined([])
+
+
+def _rounds_target(p50s: list[float]) -> dict[str, Any]:
+    rounds = [vars(_round(p50, p50 + 3)) for p50 in p50s]
+    return {
+        "rates": {"50": vars(combined([_round(p, p + 3) for p in p50s]))},
+        "rate_rounds": {"50": rounds},
+    }
+
+
+def test_a_rounds_overhead_is_taken_against_direct_in_the_same_round() -> None:
+    # The machine slows by a millisecond a round; aig adds 1.0-1.2 ms in each. The difference
+    # of the medians (22.2 - 21.0) would charge aig with part of the drift.
+    direct = _rounds_target([20.0, 21.0, 22.0])
+    aig = _rounds_target([21.0, 22.2, 23.1])
+    assert report.rate_overhead_ms(aig, direct, "50", "p50_ms") == pytest.approx(1.1)
+    # Results without rounds (older runs) take the difference of the single runs.
+    single = {"rates": {"50": {"p50_ms": 21.7}}}
+    assert report.rate_overhead_ms(single, {"rates": {"50": {"p50_ms": 20.5}}}, "50", "p50_ms") == (
+        pytest.approx(1.2)
+    )
+    plan = {"latency_rounds": 3, "rates": [50], "rate_seconds": 5}
+    lines = report._round_overheads(plan, {"direct": direct, "aig": aig}, direct)
+    assert "- 50/s, aig: 1.00, 1.20, 1.10" in lines
+
+
+def test_streamed_rounds_add_up_to_one_sample() -> None:
+    first = StreamResult(ttft_ms=[25.0], total_ms=[130.0], gap_ms=[5.0], content_events=[20])
+    first.note_error("timeout")
+    second = StreamResult(ttft_ms=[26.0, 27.0], total_ms=[131.0, 132.0], gap_ms=[5.1])
+    second.note_error("timeout")
+    second.note_error("reset")
+    first.extend(second)
+    assert first.ttft_ms == [25.0, 26.0, 27.0]
+    assert first.total_ms == [130.0, 131.0, 132.0]
+    assert first.gap_ms == [5.0, 5.1]
+    assert first.errors == 3
+    assert first.error_kinds == {"timeout": 2, "reset": 1}
