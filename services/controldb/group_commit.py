@@ -35,10 +35,9 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import bindparam, delete, insert
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
@@ -51,6 +50,7 @@ from controldb.admission import (
     Admission,
     AdmissionsCommitted,
     Clock,
+    LabelledRow,
     decide_admission,
     limits_parameters,
     utc_now,
@@ -331,7 +331,7 @@ class GroupCommitAdmissions:
         row = (
             None
             if found is None
-            else _Row(zip((d[0] for d in cursor.description), found, strict=True))
+            else LabelledRow(zip((d[0] for d in cursor.description), found, strict=True))
         )
         try:
             decision = decide_admission(
@@ -364,17 +364,3 @@ class GroupCommitAdmissions:
             work.future.set_result(outcome)
         elif work.future is not None:
             work.future.set_result(None)
-
-
-class _Row:
-    """A result row read by column label, as decide_admission reads SQLAlchemy's rows. The
-    columns are the instance's attributes: reading one is a plain attribute lookup, where a
-    dict falling back on `__getattr__` paid a failed lookup first (half of
-    decide_admission's time, which runs on every call's critical path)."""
-
-    def __init__(self, columns: Iterable[tuple[str, Any]]) -> None:
-        self.__dict__.update(columns)
-
-    def __getattr__(self, name: str) -> Any:
-        # Reached only for a column the query does not have.
-        raise AttributeError(name)

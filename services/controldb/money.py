@@ -54,6 +54,7 @@ from controldb.models import (
     SpendCounter,
 )
 from controldb.periods import day_period, month_period, next_day, next_month
+from controldb.postgres_admission import PostgresAdmissions
 from controldb.ratelimit import RateLimited as RateLimited  # re-exported, as LimitExceeded
 from controldb.settlement import (
     SettlementWrites,
@@ -145,6 +146,10 @@ class Money:
         self._settle_writer: SyncSqliteWriter | None = None
         if isinstance(bind, AsyncEngine) and is_sqlite_file(str(bind.url)):
             self._sqlite_url = bind.url.render_as_string(hide_password=False)
+        # On PostgreSQL, admissions and releases skip the ORM (controldb.postgres_admission).
+        self._postgres: PostgresAdmissions | None = None
+        if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql":
+            self._postgres = PostgresAdmissions(bind, reservation_ttl, clock=clock)
         if group_commit and self._sqlite_url is not None:
             self._group_commit = GroupCommitAdmissions(
                 self._sqlite_url,
@@ -162,6 +167,8 @@ class Money:
         if self._settle_writer is not None:
             await self._settle_writer.aclose()
             self._settle_writer = None
+        if self._postgres is not None:
+            await self._postgres.aclose()
 
     # -- credits -------------------------------------------------------------------------
 
@@ -262,6 +269,19 @@ class Money:
     async def _admit_in_transaction(
         self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int
     ) -> Admission:
+        if self._postgres is not None:
+            admission = await self._postgres.admit(account_id, key_id, upstream_worst_case_nano_usd)
+        else:
+            admission = await self._admit_in_session(
+                account_id, key_id, upstream_worst_case_nano_usd
+            )
+        if self._admissions_committed is not None:
+            await asyncio.to_thread(self._admissions_committed, 1)
+        return admission
+
+    async def _admit_in_session(
+        self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int
+    ) -> Admission:
         now = self._clock()
         async with self._sessions() as session, session.begin():
             # Core statements on the session's connection: the ORM adds nothing here but cost.
@@ -281,8 +301,6 @@ class Money:
             if decision.request_count is not None:
                 await connection.execute(COUNT_REQUEST, decision.request_count)
             await connection.execute(insert(Reservation).values(decision.reservation))
-        if self._admissions_committed is not None:
-            await asyncio.to_thread(self._admissions_committed, 1)
         return decision.admission
 
     def _release_abandoned(self, transaction: asyncio.Task[Admission]) -> None:
@@ -296,6 +314,9 @@ class Money:
         """Drops a reservation whose call never reached the router (nothing to settle)."""
         if self._group_commit is not None:
             await self._group_commit.release(reservation_id)
+            return
+        if self._postgres is not None:
+            await self._postgres.release(reservation_id)
             return
         async with self._sessions() as session, session.begin():
             await session.execute(delete(Reservation).where(Reservation.id == reservation_id))

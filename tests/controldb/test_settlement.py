@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controldb_fakes import UtcClock
+from controldb_fakes import UtcClock, keyed_account
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from controldb import KeyStore, create_engine_from_url, migrate
@@ -201,21 +201,15 @@ async def test_both_admission_paths_store_a_reservation_expiry_alike(tmp_path: P
     """The group commit runs precompiled statements on the bare connection, as settlement
     does on SQLite; its timestamps must be stored as SQLAlchemy stores them (it once added
     "+00:00", which compares as a different string from the ORM's)."""
-    url = f"sqlite+aiosqlite:///{tmp_path}/control.db"
-    await migrate(url)
-    engine = create_engine_from_url(url)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    store = KeyStore(sessions, b"pepper")
-    account = await store.create_account("a")
-    key, _ = await store.create_key(account.id, "k")
+    world = await keyed_account(f"sqlite+aiosqlite:///{tmp_path}/control.db")
     clock = UtcClock(datetime(2026, 12, 5, 14, 0, 0, 250000, tzinfo=UTC))
     held = []
     for group_commit in (True, False):
-        money = Money(sessions, group_commit=group_commit, clock=clock)
-        await money.add_credits(account.id, "grant", 1_000_000)
-        held.append((await money.admit(account.id, key.id, 1000)).reservation_id)
+        money = Money(world.sessions, group_commit=group_commit, clock=clock)
+        await money.add_credits(world.account_id, "grant", 1_000_000)
+        held.append((await money.admit(world.account_id, world.key_id, 1000)).reservation_id)
         await money.aclose()
-    await engine.dispose()
+    await world.engine.dispose()
     database = sqlite3.connect(tmp_path / "control.db")
     stored = dict(database.execute("SELECT id, expires_at FROM reservations").fetchall())
     database.close()
