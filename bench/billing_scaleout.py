@@ -35,7 +35,7 @@ from devstack.kafka import AIG_TOPICS, LocalKafka
 from devstack.processes import Service, free_port
 from devstack.stack import SHARED_KAFKA_LIBS
 
-from .billing_throughput import _produce
+from .billing_throughput import BACKLOG, _produce
 from .procs import cpu_seconds
 from .settlement import scrape
 
@@ -178,7 +178,7 @@ def measure(count: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else BACKLOG
     results = measure(count)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))

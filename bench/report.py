@@ -545,7 +545,7 @@ def _scaleout_section(results: dict[str, Any]) -> list[str]:
         "from the resume to the last one settled, so it includes billing's first fetch after "
         'the pause; "after the first batch" counts from its first settled batch to its last, '
         "which with batches of up to 1,000 is often the last batch alone, fetch included. "
-        "`python -m bench.extras` measures billing's throughput from a 20,000-event backlog "
+        "`python -m bench.extras` measures billing's throughput from a 100,000-event backlog "
         "with no calls running (bench/EXTRAS.md). More events settle than oha counted: calls "
         "in flight at its deadline still finish and are billed.",
         "",
