@@ -282,6 +282,9 @@ class Money:
     async def _admit_in_session(
         self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int
     ) -> Admission:
+        """Through the ORM session: SQLite without group commit (an in-memory database,
+        `group_commit=False`), or sessions not bound to one engine; the same statements and
+        decision as the other two paths."""
         now = self._clock()
         async with self._sessions() as session, session.begin():
             # Core statements on the session's connection: the ORM adds nothing here but cost.
