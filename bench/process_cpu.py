@@ -22,7 +22,7 @@ from .aig_target import (
 )
 from .loadgen import Request, run_oha
 from .plan import SANDBOX_ENV
-from .procs import cpu_seconds
+from .procs import cpu_seconds, wait_until_quiet
 from .run import CALL_BODY, DRIVER_CPUS, TARGET_CPUS
 
 RATES = (50, 200, 200)
@@ -30,18 +30,14 @@ SECONDS = 10
 CONNECTIONS = 128
 
 
-def _wait_for_a_quiet_router(pid: int, *, limit_s: float = 30.0) -> None:
+def _wait_for_a_quiet_router(pid: int) -> None:
     """oha's deadline ends the warm-up with a call in flight, which the router bills as
     abandoned: that first token count loads the tokenizer on a worker thread (~0.5 s of
     CPU, spread over seconds beside the event loop; EXTRAS.md), and the first rate measured
-    was charged with it (1.34 ms of router CPU per call at 50/s, 0.37-0.39 at 200/s)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        before = cpu_seconds(pid)
-        time.sleep(1.0)
-        if cpu_seconds(pid) - before < 0.01:  # under 1 % of a core: an idle router
-            return
-    print(f"the router was still busy {limit_s:.0f} s after the warm-up", flush=True)
+    was charged with it (1.34 ms of router CPU per call at 50/s, 0.37-0.39 at 200/s). Quiet
+    is under 1 % of a core over a second: an idle router."""
+    if not wait_until_quiet(lambda: cpu_seconds(pid), window_s=1.0, quiet_s=0.01, limit_s=30.0):
+        print("the router was still busy 30 s after the warm-up", flush=True)
 
 
 def main() -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,14 +43,36 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds every core of the machine has spent busy since boot (/proc/stat's first
-    line: all but idle and iowait), whoever spent them: the gateway, oha, the sandbox,
-    Kafka, the harness or anything else on the machine."""
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of every core of the machine since boot, from /proc/stat's
+    first line: busy is all but idle and iowait, whoever spent it (the gateway, oha, the
+    sandbox, Kafka, the harness or anything else on the machine)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
     # guest and guest_nice (fields 9 and 10) are already inside user and nice.
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+    busy = user + nice + system + irq + softirq + steal
+    return busy / CLOCK_TICKS, (busy + idle + iowait) / CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """The busy part of machine_cpu_seconds()."""
+    return machine_cpu_seconds()[0]
+
+
+def wait_until_quiet(
+    cpu_seconds: Callable[[], float], *, window_s: float, quiet_s: float, limit_s: float
+) -> bool:
+    """Waits until `cpu_seconds` (of a process or a group) grows by less than `quiet_s` over
+    a window of `window_s`; False if it never did within `limit_s`."""
+    deadline = time.monotonic() + limit_s
+    before = cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(window_s)
+        now = cpu_seconds()
+        if now - before < quiet_s:
+            return True
+        before = now
+    return False
 
 
 def _status_kib(pid: int, name: str) -> int:

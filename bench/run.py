@@ -21,7 +21,7 @@ from . import aig_target, billing_throughput, profiling, settlement
 from .litellm_target import MODEL, LiteLLMProxy, litellm_version, prisma_ready
 from .loadgen import LoadResult, OhaRun, Request, combined, run_oha
 from .plan import ERROR_BUDGET, SANDBOX_ENV, Plan
-from .procs import ProcessGroup, machine_busy_seconds
+from .procs import ProcessGroup, machine_busy_seconds, wait_until_quiet
 from .soak import sample_rss
 from .streaming import StreamResult, measure_streaming
 
@@ -361,17 +361,11 @@ def measure_rates(plan: Plan, targets: list[Target], cpus: set[int] | None) -> N
             target.rates[rate] = combined(target.rate_rounds[rate])
 
 
-def wait_until_idle(target: Target, *, limit_s: float = 20.0) -> None:
+def wait_until_idle(target: Target) -> None:
     """Waits for a saturated target to finish the calls oha left queued in it at its deadline
-    (LiteLLM's take seconds), so they do not run beside the next target's measurement."""
-    deadline = time.monotonic() + limit_s
-    before = target.gateway.cpu_seconds()
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        now = target.gateway.cpu_seconds()
-        if now - before < 0.025:  # under 5 % of a core over the half second
-            return
-        before = now
+    (LiteLLM's take seconds), so they do not run beside the next target's measurement: until
+    its processes use under 5 % of a core over half a second, for at most 20 s."""
+    wait_until_quiet(target.gateway.cpu_seconds, window_s=0.5, quiet_s=0.025, limit_s=20.0)
 
 
 def measure_streams(plan: Plan, targets: list[Target]) -> None:
