@@ -36,17 +36,10 @@ from devstack.processes import Service, free_port
 from devstack.stack import SHARED_KAFKA_LIBS
 
 from .billing_throughput import BACKLOG, _produce
-from .procs import cpu_seconds
+from .procs import cpu_seconds, machine_cpu_seconds
 from .settlement import scrape
 
 OUT = Path(__file__).parent / "out" / "billing_scaleout.json"
-
-
-def _cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies of all the machine's cores, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
 
 
 async def _settled(dsn: str) -> int:
@@ -133,9 +126,9 @@ def measure_one(count: int, consumers: int, server_url: str, database: str) -> d
                 settled = asyncio.run(_settled(dsn))
                 now = time.perf_counter()
                 if settled and first_at is None:
-                    first_at, machine_at_first = now, _cpu_times()
+                    first_at, machine_at_first = now, machine_cpu_seconds()
                 if settled >= count:
-                    done_at, machine_at_done = now, _cpu_times()
+                    done_at, machine_at_done = now, machine_cpu_seconds()
                     break
                 time.sleep(0.1)
             if first_at is None or done_at is None:
@@ -152,7 +145,7 @@ def measure_one(count: int, consumers: int, server_url: str, database: str) -> d
     return {
         "consumers": consumers,
         # Of all the machine's cores while settling: near 1.0 means the cores were the limit.
-        "machine_cpu_busy": round(busy / max(total, 1), 2),
+        "machine_cpu_busy": round(busy / total, 2) if total else 0.0,
         "events_per_s": round(count / max(done_at - first_at, 1e-6)),
         "billing_cpu_ms_per_event_incl_startup": round(cpu * 1000 / count, 3),
         "settled_by_each_consumer": split,
