@@ -13,9 +13,9 @@ The pool: ADMISSION_CONNECTIONS per process, beside the engine's pool, opened wi
 engine's own connect arguments (host, credentials, TLS). It has no pre-ping: a connection
 found dead (the server restarted, a proxy dropped it) fails a statement before COMMIT was
 sent, so nothing was reserved: the pool's connections are replaced and the admission is
-tried once more on a new one. A
-failure during COMMIT is not retried: whether it committed is unknown, and a reservation
-made then holds its amount only until it expires, as one left by a router that died.
+tried once more on a new one. A failure during COMMIT is not retried: whether it committed
+is unknown, and a reservation made then holds its amount only until it expires, as one
+left by a router that died.
 
 Errors reach the caller as SQLAlchemy's, as they did through the session, so the edge keeps
 one mapping: an unreachable server is an OperationalError (503, retry), a refusal a
