@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +12,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from sandbox.settings import SandboxSettings
+from sandbox.timer import precise_sleep
 
 
 class InvalidBody(ValueError):
@@ -46,7 +46,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
 
 async def first_byte_delay(settings: SandboxSettings) -> None:
     if settings.latency_ms > 0:
-        await asyncio.sleep(settings.latency_ms / 1000)
+        await precise_sleep(settings.latency_ms / 1000)
 
 
 class EventStreamResponse(Response):
@@ -89,7 +89,7 @@ class EventStreamResponse(Response):
                 await self._cut(send)
                 return
             if sent and sent < self._paced and self._interval > 0:
-                await asyncio.sleep(self._interval)
+                await precise_sleep(self._interval)
             await send({"type": "http.response.body", "body": event, "more_body": True})
         if self._cut_after is not None:
             await self._cut(send)
