@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from billing.ledger import (
     UsageRow,
     ledger_from_env,
 )
+from billing.ledger.rows import ledger_event_id
 from billing.ledger.schema import BOOTSTRAP, MIGRATIONS, MIGRATIONS_TABLE
 from billing.tiers import ROLLING_WINDOW, recompute_tiers
 from controldb import KeyStore, create_engine_from_url, migrate
@@ -391,6 +393,24 @@ def test_a_non_uuid_event_id_maps_to_the_same_uuid_each_time() -> None:
     assert len(first.event_id) == 36
     real = str(uuid7())
     assert _row("acct", event_id=real).event_id == real
+
+
+def test_every_spelling_of_one_uuid_is_stored_as_the_same_event_id() -> None:
+    # Canonical ids skip uuid.UUID's parsing; every other spelling it accepts must still come
+    # out the same, or a redelivery spelled otherwise would escape deduplication.
+    real = uuid7()
+    spellings = [
+        str(real),
+        str(real).upper(),
+        real.hex,
+        f"{{{real}}}",
+        f"urn:uuid:{real}",
+    ]
+    assert {ledger_event_id(spelling) for spelling in spellings} == {str(real)}
+    # Shaped like a UUID but not hex: a name-based UUID, as for any other non-UUID id.
+    not_hex = "g" + str(real)[1:]
+    assert ledger_event_id(not_hex) == ledger_event_id(not_hex) != str(real)
+    assert uuid.UUID(ledger_event_id(not_hex)).version == 5
 
 
 async def test_ledger_from_env_picks_the_backend(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -13,7 +14,10 @@ import orjson
 from aig.events.v1 import events_pb2 as events
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each of its 30 fields through object.__setattr__,
+# 3.1 µs a row against 0.8, and from_event is most of billing's own Python per event.
+# Nothing changes a row once from_event has made it.
+@dataclass(slots=True)
 class UsageRow:
     event_id: str
     occurred_at: datetime
@@ -106,6 +110,8 @@ COLUMNS: tuple[str, ...] = tuple(field.name for field in fields(UsageRow))
 _IN_COLUMN_ORDER = attrgetter(*COLUMNS)
 
 
+# A UUID as str(uuid.UUID(...)) writes it, as producers send event ids.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Names the UUIDs derived from event ids that are not UUIDs themselves (see ledger_event_id).
 _NON_UUID_EVENT_IDS = uuid.UUID("5d1b3c0e-8f2a-4d67-9a41-6a2f0c3e7b19")
 
@@ -117,6 +123,8 @@ def ledger_event_id(raw: str) -> str:
     whole batch, and the consumer would then retry that batch forever. It maps instead
     to a name-based UUID, the same one on every redelivery, so deduplication still holds.
     """
+    if _CANONICAL_UUID.fullmatch(raw):
+        return raw  # what str(uuid.UUID(raw)) gives back, without parsing it (1.4 µs)
     try:
         return str(uuid.UUID(raw))
     except ValueError:
