@@ -67,8 +67,8 @@ def _raise_errno(call: str) -> None:
 class _DeadlineTimer:
     """Every sleep on one event loop: a heap of deadlines and one timerfd armed at the first.
 
-    It holds no reference to its loop (the loop holds it, through its reader), so the
-    registry below can forget both together.
+    Only its pending sleeps' futures refer to its loop (the loop holds the timer, through
+    its reader), so once none is pending the registry below can forget both together.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, libc: ctypes.CDLL) -> None:
@@ -92,8 +92,16 @@ class _DeadlineTimer:
         heapq.heappush(self._pending, (deadline_ns, next(self._order), woken))
         if self._armed_at is None or deadline_ns < self._armed_at:
             self._arm(deadline_ns)
-        # A cancelled sleep leaves its entry behind; it is dropped when its deadline passes.
-        await woken
+        try:
+            await woken
+        except asyncio.CancelledError:
+            # Its future holds the loop: left in the heap it would keep a loop shut down
+            # mid-sleep alive, with the timer's fd. Cancellations are rare (a client
+            # gone mid-stream), so the heap is rebuilt, and the timer left armed: an
+            # expiry with nothing due re-arms for what is.
+            self._pending = [entry for entry in self._pending if entry[2] is not woken]
+            heapq.heapify(self._pending)
+            raise
 
     def _arm(self, deadline_ns: int) -> None:
         # An absolute deadline already past fires at once; a zero one would disarm, and
@@ -142,8 +150,9 @@ def _timer_for(loop: asyncio.AbstractEventLoop) -> _DeadlineTimer | None:
 
 
 async def precise_sleep(seconds: float) -> None:
-    """Returns `seconds` from now, late by the kernel's timer slack at most (on Linux; where
-    there is no timerfd, as `asyncio.sleep` does)."""
+    """Returns no sooner than `seconds` from now, later only by the kernel's timer slack and
+    the time the loop takes to get to it (on Linux; where there is no timerfd, as
+    `asyncio.sleep` does)."""
     deadline_ns = time.monotonic_ns() + round(seconds * _NS_PER_S)
     timer = _timer_for(asyncio.get_running_loop())
     if timer is None:

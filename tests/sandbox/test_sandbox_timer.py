@@ -7,7 +7,10 @@ ends early, or late by an amount that depends on the traffic, moves every overhe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -75,3 +78,23 @@ def test_every_event_loop_gets_a_timer_of_its_own() -> None:
 
     for run in (asyncio.run, uvloop.run, asyncio.run):
         assert run(one()) >= 2_000_000
+
+
+def test_a_loop_whose_sleep_was_cancelled_is_not_kept_alive() -> None:
+    # The timers are kept per loop, weakly; a cancelled sleep's entry must not hold its loop
+    # (through its future) once the loop is done with.
+    loop = asyncio.new_event_loop()
+    alive = weakref.ref(loop)
+
+    async def main() -> None:
+        sleeper = asyncio.create_task(precise_sleep(60))
+        await asyncio.sleep(0)
+        sleeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sleeper
+
+    loop.run_until_complete(main())
+    loop.close()
+    del loop
+    gc.collect()
+    assert alive() is None
