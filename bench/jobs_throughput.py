@@ -30,6 +30,7 @@ from devstack.stack import Stack
 
 from .aig_target import start_stack
 from .procs import cpu_seconds
+from .samples import sample_at
 
 MODEL = "flux-kontext-pro"
 CREATORS = 32
@@ -37,15 +38,10 @@ READERS = 16
 OUT = Path(__file__).parent / "out" / "jobs_throughput.json"
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 def _ms(values: list[float]) -> dict[str, float]:
     return {
-        "p50_ms": round(_percentile(values, 0.50) * 1000, 2),
-        "p99_ms": round(_percentile(values, 0.99) * 1000, 2),
+        "p50_ms": round(sample_at(values, 0.50) * 1000, 2),
+        "p99_ms": round(sample_at(values, 0.99) * 1000, 2),
     }
 
 

@@ -23,6 +23,8 @@ import uvloop
 
 from sandbox.timer import precise_sleep
 
+from .samples import sample_at
+
 LATENCY_S = 0.020
 SLEEPS = 100
 TRAFFIC_EVERY_S = 0.0002
@@ -66,18 +68,13 @@ async def lateness_us(
 
 
 def _summary(lateness: list[float]) -> dict[str, float]:
-    ordered = sorted(lateness)
-
-    def at(share: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 1)
-
     return {
-        "min_us": round(ordered[0], 1),
-        "p10_us": at(0.10),
-        "p50_us": at(0.50),
-        "p90_us": at(0.90),
-        "max_us": round(ordered[-1], 1),
-        "early": sum(1 for value in ordered if value < 0),
+        "min_us": round(min(lateness), 1),
+        "p10_us": round(sample_at(lateness, 0.10), 1),
+        "p50_us": round(sample_at(lateness, 0.50), 1),
+        "p90_us": round(sample_at(lateness, 0.90), 1),
+        "max_us": round(max(lateness), 1),
+        "early": sum(1 for value in lateness if value < 0),
     }
 
 
