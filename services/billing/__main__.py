@@ -6,11 +6,13 @@ import asyncio
 import logging
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import uvicorn
 import uvloop
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaMessage
+from faststream.message import StreamMessage
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from aig_common import logs, tracing
@@ -34,6 +36,14 @@ from .tiers import run_periodically
 
 log = logging.getLogger("billing")
 CONSUMER_GROUP = BILLING_CONSUMER_GROUP
+
+
+async def record_values(batch: StreamMessage[Any]) -> list[bytes]:
+    """A batch's payloads: the records' values, which FastStream's batch parser has already
+    gathered as the message's body. Its own batch decoder builds a message for every record
+    a second time and tries each value as JSON before keeping it as bytes (our events are
+    protobuf: it always fails), which took 12 % of billing's CPU at 18,000 events a second."""
+    return cast(list[bytes], batch.body)
 
 
 async def serve(settings: BillingSettings) -> None:
@@ -78,6 +88,7 @@ async def serve(settings: BillingSettings) -> None:
         # insert per few hundred calls instead of per one or two, for that much more lag.
         fetch_min_bytes=64 * 1024,
         fetch_max_wait_ms=settings.batch_wait_ms,
+        decoder=record_values,
     )
     async def on_usage(payloads: list[bytes], message: KafkaMessage) -> None:
         # Each record's headers (its W3C trace context), in the payloads' order.
