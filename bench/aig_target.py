@@ -25,9 +25,11 @@ def start_stack(
     *,
     edges: int = 1,
     routers: int = 1,
+    with_sandbox: bool = True,
 ) -> Stack:
     """`edges` edge processes share one port (SO_REUSEPORT) and every edge round-robins over
-    `routers` routers, as `devstack.Stack`'s replicas do."""
+    `routers` routers, as `devstack.Stack`'s replicas do. Without the sandbox, the caller
+    serves the upstream on `stack.ports.sandbox` (bench/compiled_upstream.py)."""
     stack = Stack(
         var_dir=var_dir,
         ports=StackPorts.free(),
@@ -41,6 +43,7 @@ def start_stack(
             **({"AIG_EDGE_REUSE_PORT": "1"} if edges > 1 else {}),
         },
         extra_routers=routers - 1,
+        with_sandbox=with_sandbox,
     )
     stack.start()
     try:

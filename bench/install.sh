@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `python -m bench` needs, idempotently, under bench/ (all gitignored):
 #   bench/.tools/bin/oha   the load generator (crates.io, built with cargo)
+#   bench/.tools/bin/aig-bench-upstream   the two-core phase's upstream (bench/upstream, Go's
+#                          standard library only; bench/compiled_upstream.py)
 #   bench/.venv-litellm    LiteLLM's proxy, pinned, in its own venv (its deps clash with ours)
 #   bench/.venv-tools      matplotlib, py-spy and psutil for plots, profiles and /proc sampling
 set -euo pipefail
@@ -15,6 +17,9 @@ if [[ ! -x "$here/.tools/bin/oha" ]] || ! "$here/.tools/bin/oha" --version | gre
   echo "bench: building oha $OHA_VERSION with cargo (a few minutes, once)" >&2
   cargo install oha --version "$OHA_VERSION" --locked --root "$here/.tools" --quiet
 fi
+
+# Go's build cache makes this a second or two when nothing changed.
+(cd "$here/upstream" && GOFLAGS=-buildvcs=false GOTOOLCHAIN=local go build -o "$here/.tools/bin/aig-bench-upstream" .)
 
 # A venv is reused only when its requirements file has not changed since it was built.
 make_venv() {

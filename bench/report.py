@@ -464,7 +464,7 @@ def _two_core_cost(scaled: dict[str, Any]) -> list[str]:
     out = [
         "Where the two cores went in each two-core peak step (CPU seconds from /proc over the "
         "step, divided by its length; the machine's figure counts every busy core, whoever "
-        "used it: oha, the sandbox, Kafka and the harness are the rest). The last column is "
+        "used it: oha, the upstream, Kafka and the harness are the rest). The last column is "
         "an estimate, not a measurement: the peak if the gateway had both cores to itself at "
         "the CPU per call it spent on two, over its one-core peak.",
         "",
@@ -484,6 +484,23 @@ def _two_core_cost(scaled: dict[str, Any]) -> list[str]:
     return [*out, ""]
 
 
+def _two_core_upstream(upstream: dict[str, Any] | None) -> list[str]:
+    """Which upstream the two-core phase called, and its CPU a call there. Results from
+    before 2026-12-06 (evening) called the sandbox and record none."""
+    if not upstream:
+        return ["The upstream is the sandbox, as in every other phase."]
+    return [
+        "",
+        "The upstream here is `bench/upstream` (Go; `bench/compiled_upstream.py`), not the "
+        "sandbox: the same calls in the same wire format and size, for "
+        f"{_num(upstream.get('cpu_ms_per_call'), 3)} CPU-ms a call over this phase's peak "
+        "steps, where the sandbox (Python) spent 0.12-0.15 ms and took about 0.4 of the two "
+        "cores at aig's peak. A real provider takes none of the gateway's cores; every "
+        "other phase keeps the sandbox, the baseline of the latency overheads. "
+        "`python -m bench.compiled_upstream` measures both upstreams' CPU a call.",
+    ]
+
+
 def _scaleout_section(results: dict[str, Any]) -> list[str]:
     scaled = results.get("scaleout")
     aig_one = results["targets"]["aig"].get("settlement")
@@ -498,9 +515,10 @@ def _scaleout_section(results: dict[str, Any]) -> list[str]:
             f"round-robins over both), one billing, jobs and webhooks, on a stack of its own "
             "(and on it, when measured, as many edges running their routers in-process, "
             "sharing a port of their own); "
-            f"LiteLLM with `--num_workers {scaled['litellm_workers']}`. oha, the sandbox and "
+            f"LiteLLM with `--num_workers {scaled['litellm_workers']}`. oha, the upstream and "
             "Kafka share the same two cores. The one-core figures are the peak phase above "
             "(pinned to one core), from this run.",
+            *_two_core_upstream(scaled.get("upstream")),
             "",
             "| gateway | one core, peak RPS | two cores, peak RPS | two / one | "
             "CPU ms per call on two cores, every step |",

@@ -433,3 +433,14 @@ def test_streamed_rounds_add_up_to_one_sample() -> None:
     assert first.gap_ms == [5.0, 5.1]
     assert first.errors == 3
     assert first.error_kinds == {"timeout": 2, "reset": 1}
+
+
+def test_the_two_core_section_names_the_upstream_it_called() -> None:
+    compiled = report._two_core_upstream({"name": "bench/upstream (Go)", "cpu_ms_per_call": 0.0425})
+    assert any(
+        "`bench/upstream` (Go" in line and "0.043 CPU-ms a call" in line for line in compiled
+    )
+    # Results from before the compiled upstream called the sandbox, and say so.
+    assert report._two_core_upstream(None) == [
+        "The upstream is the sandbox, as in every other phase."
+    ]

@@ -1,0 +1,3 @@
+module aig.local/bench/upstream
+
+go 1.22
