@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 
 from .ledger import Param, SqlLedger, param_text
-from .rows import COLUMNS, UsageRow
+from .rows import COLUMNS, UsageRow, rows_as_json
 from .schema import TABLE
 
 # Exact ints for UInt64/Int64 sums whatever the engine's default (older ones quote them).
 OUTPUT_SETTINGS = {"output_format_json_quote_64bit_integers": 0}
-# best_effort reads the RFC 3339 times orjson writes (see UsageRow.as_json); it is also
+# best_effort reads the RFC 3339 times orjson writes (see rows_as_json); it is also
 # what clickhouse-connect sets for its own inserts.
 _INSERT_JSON = (
     f"INSERT INTO {TABLE} ({', '.join(COLUMNS)})"
@@ -69,7 +69,7 @@ class ChdbLedger(SqlLedger):
         if not rows:
             return
         # Data inline after FORMAT: no SQL literals to build, and no escaping beyond JSON's.
-        body = b"\n".join(row.as_json() for row in rows).decode()
+        body = rows_as_json(rows).decode()
         await asyncio.to_thread(self._run, _INSERT_JSON + body, "TabSeparated")
 
     async def close(self) -> None:
