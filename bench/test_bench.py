@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from . import report, scaleout, settlement, tokenizer
+from . import report, run, scaleout, settlement, tokenizer
 from .__main__ import HERE, kept_sections, report_directory, soak_plan
 from .loadgen import DEADLINE_ABORT, LoadResult, Request, combined, duration, parse_report
 from .plan import DEFAULT, QUICK
@@ -444,3 +444,22 @@ def test_the_two_core_section_names_the_upstream_it_called() -> None:
     assert report._two_core_upstream(None) == [
         "The upstream is the sandbox, as in every other phase."
     ]
+
+
+def _step(rps: float, errors: int = 0) -> LoadResult:
+    ok = int(rps * 6)
+    return LoadResult(64, None, 6.0, ok, errors, {}, rps, 30.0, 40.0, 50.0)
+
+
+def test_the_peak_search_outlasts_one_step_that_dips() -> None:
+    assert run.keeps_searching([_step(1000)])
+    assert run.keeps_searching([_step(1000), _step(2000)])
+    # One step that falls (or gains under 5 %) is not the end...
+    assert run.keeps_searching([_step(1000), _step(2000), _step(1800)])
+    assert run.keeps_searching([_step(1000), _step(2000), _step(2050)])
+    # ...a step that gains again goes on, judged against the best before it...
+    assert run.keeps_searching([_step(1000), _step(2000), _step(1800), _step(2200)])
+    # ...and two in a row that do not gain end it.
+    assert not run.keeps_searching([_step(1000), _step(2000), _step(1800), _step(2050)])
+    # A step over the error budget ends it at once.
+    assert not run.keeps_searching([_step(1000), _step(2000, errors=100)])
