@@ -113,7 +113,12 @@ def render(results: dict[str, Any]) -> str:
         f"LiteLLM {results.get('litellm_version') or '—'}, {meta['oha']}.",
         "- Upstream: the sandbox's OpenAI endpoint, "
         + ", ".join(f"`{k}={v}`" for k, v in results["upstream"].items())
-        + ".",
+        + (
+            "; the two-core phase calls a compiled stand-in with the same settings "
+            "(`bench/upstream`, below)."
+            if (results.get("scaleout") or {}).get("upstream")
+            else "."
+        ),
     ]
     if results.get("pinned"):
         lines.append(

@@ -272,7 +272,9 @@ def measure_peak(plan: Plan, targets: list[Target], cpus: set[int] | None) -> No
             if not keeps_searching(target.peak_steps):
                 rising.remove(target)
     for target in rising:
-        target.still_rising = True
+        # Still gaining at the plan's last step: its peak is a floor. A target whose last
+        # step did not gain (but the one before did) is in the search, not rising.
+        target.still_rising = _gained(target.peak_steps, len(target.peak_steps) - 1)
 
 
 def keeps_searching(steps: list[LoadResult]) -> bool:
@@ -285,15 +287,18 @@ def keeps_searching(steps: list[LoadResult]) -> bool:
     divides by."""
     if steps[-1].error_ratio >= ERROR_BUDGET:
         return False
+    last = len(steps) - 1
+    return _gained(steps, last) or (last >= 1 and _gained(steps, last - 1))
 
-    def gained(index: int) -> bool:
-        best = max(
-            (s.rps for s in steps[:index] if s.error_ratio < ERROR_BUDGET),
-            default=0.0,
-        )
-        return steps[index].rps >= best * 1.05
 
-    return gained(len(steps) - 1) or (len(steps) >= 2 and gained(len(steps) - 2))
+def _gained(steps: list[LoadResult], index: int) -> bool:
+    """Whether step `index` gained 5 % or more on the best step before it (under 0.1 %
+    errors)."""
+    best = max(
+        (s.rps for s in steps[:index] if s.error_ratio < ERROR_BUDGET),
+        default=0.0,
+    )
+    return steps[index].rps >= best * 1.05
 
 
 def _ok(result: LoadResult) -> int:

@@ -463,3 +463,6 @@ def test_the_peak_search_outlasts_one_step_that_dips() -> None:
     assert not run.keeps_searching([_step(1000), _step(2000), _step(1800), _step(2050)])
     # A step over the error budget ends it at once.
     assert not run.keeps_searching([_step(1000), _step(2000, errors=100)])
+    # At the plan's last step, only a step that gained marks the peak as still rising.
+    assert run._gained([_step(1000), _step(2000), _step(2200)], 2)
+    assert not run._gained([_step(1000), _step(2000), _step(1980)], 2)
