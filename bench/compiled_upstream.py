@@ -16,10 +16,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -56,9 +58,10 @@ def arguments(sandbox_env: dict[str, str]) -> list[str]:
 
 
 class CompiledUpstream:
-    def __init__(self, process: subprocess.Popen[bytes], url: str) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
         self.process = process
         self.url = url
+        self._log = log
 
     @property
     def pid(self) -> int:
@@ -72,6 +75,7 @@ class CompiledUpstream:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._log.close()
 
 
 def start(
@@ -80,17 +84,23 @@ def start(
     """Builds the upstream (unless `binary` is given) and serves it on 127.0.0.1:`port`,
     ready once /healthz answers."""
     executable = binary or build()
+    # Its log goes to a file, not a pipe nobody reads while it runs: net/http logs what it
+    # refuses (a failed accept, a malformed request) to stderr, and a full pipe would stall
+    # the goroutine writing it.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (open while it runs; closed by stop())
     process = subprocess.Popen(
         [str(executable), "-addr", f"127.0.0.1:{port}", *arguments(sandbox_env)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
-    upstream = CompiledUpstream(process, f"http://127.0.0.1:{port}")
+    upstream = CompiledUpstream(process, f"http://127.0.0.1:{port}", log)
     deadline = time.monotonic() + 30
     while True:
         if process.poll() is not None:
-            assert process.stderr is not None
-            raise RuntimeError(f"the compiled upstream exited: {process.stderr.read().decode()}")
+            log.seek(0)
+            message = log.read().decode()
+            log.close()
+            raise RuntimeError(f"the compiled upstream exited: {message}")
         try:
             if httpx.get(f"{upstream.url}/healthz", timeout=1).status_code == 200:
                 return upstream
