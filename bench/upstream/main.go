@@ -3,7 +3,7 @@
 // fraction of the Python sandbox's CPU per call.
 //
 // Why it exists: in the two-core phase the gateway, the load generator and the upstream
-// share the machine's two cores. The sandbox (Python) spent ~0.15 ms of CPU a call, about
+// share the machine's two cores. The sandbox (Python) spent 0.12-0.15 ms of CPU a call, about
 // 0.4 of the two cores at aig's two-core peak, where a real provider takes none of the
 // gateway's cores. This stands in for the provider there; every other phase keeps the
 // sandbox, whose latency is kept to the microsecond (services/sandbox/timer.py) where this
@@ -11,7 +11,7 @@
 // second does not see).
 //
 // Its answer has the sandbox's shape and size: a ~100-token answer, usage with the prompt
-// counted at four bytes a token, the same headers. bench/test_upstream.py drives it with
+// counted at four bytes a token, the same headers. bench/test_compiled_upstream.py drives it with
 // the official OpenAI SDK.
 package main
 
