@@ -274,7 +274,9 @@ def measure_peak(plan: Plan, targets: list[Target], cpus: set[int] | None) -> No
     for target in rising:
         # Still gaining at the plan's last step: its peak is a floor. A target whose last
         # step did not gain (but the one before did) is in the search, not rising.
-        target.still_rising = _gained(target.peak_steps, len(target.peak_steps) - 1)
+        # A plan with no peak steps (the soak) searched nothing: nothing is rising.
+        steps = target.peak_steps
+        target.still_rising = bool(steps) and _gained(steps, len(steps) - 1)
 
 
 def keeps_searching(steps: list[LoadResult]) -> bool:

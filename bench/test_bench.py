@@ -466,3 +466,13 @@ def test_the_peak_search_outlasts_one_step_that_dips() -> None:
     # At the plan's last step, only a step that gained marks the peak as still rising.
     assert run._gained([_step(1000), _step(2000), _step(2200)], 2)
     assert not run._gained([_step(1000), _step(2000), _step(1980)], 2)
+
+
+def test_a_plan_without_peak_steps_searches_nothing() -> None:
+    # The soak's plan has no peak connections: the search runs no step and marks nothing
+    # as still rising (it raised IndexError once the flag came from the last step).
+    from .plan import SOAK
+
+    target = _stepped_target([])
+    run.measure_peak(SOAK, [target], None)
+    assert target.peak_steps == [] and target.still_rising is False
