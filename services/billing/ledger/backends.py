@@ -3,8 +3,9 @@
 Both run the same statements from schema.py and queries.py and decode SELECT results
 from the same format (JSONEachRow, 64-bit integers unquoted), so their answers are the
 same Python values. They differ only in transport and in how a batch is encoded for
-insertion: chDB parses JSONEachRow inline with the INSERT, clickhouse-connect sends its
-Native columnar format over HTTP (its efficient path, typed by the table's own columns).
+insertion: chDB parses JSONCompactColumns (one JSON array per column) inline with the
+INSERT, clickhouse-connect sends its Native columnar format over HTTP (its efficient path,
+typed by the table's own columns).
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from typing import Any
 import orjson
 
 from .ledger import Param, SqlLedger, param_text
-from .rows import COLUMNS, UsageRow, rows_as_json
+from .rows import COLUMNS, UsageRow, rows_as_json_columns
 from .schema import TABLE
 
 # Exact ints for UInt64/Int64 sums whatever the engine's default (older ones quote them).
 OUTPUT_SETTINGS = {"output_format_json_quote_64bit_integers": 0}
-# best_effort reads the RFC 3339 times orjson writes (see rows_as_json); it is also
-# what clickhouse-connect sets for its own inserts.
-_INSERT_JSON = (
+# best_effort reads the RFC 3339 times orjson writes (see rows_as_json_columns); it is
+# also what clickhouse-connect sets for its own inserts.
+_INSERT_JSON_COLUMNS = (
     f"INSERT INTO {TABLE} ({', '.join(COLUMNS)})"
-    " SETTINGS date_time_input_format = 'best_effort' FORMAT JSONEachRow\n"
+    " SETTINGS date_time_input_format = 'best_effort' FORMAT JSONCompactColumns\n"
 )
 
 
@@ -69,8 +70,8 @@ class ChdbLedger(SqlLedger):
         if not rows:
             return
         # Data inline after FORMAT: no SQL literals to build, and no escaping beyond JSON's.
-        body = rows_as_json(rows).decode()
-        await asyncio.to_thread(self._run, _INSERT_JSON + body, "TabSeparated")
+        body = rows_as_json_columns(rows).decode()
+        await asyncio.to_thread(self._run, _INSERT_JSON_COLUMNS + body, "TabSeparated")
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close)
