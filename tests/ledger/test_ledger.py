@@ -385,6 +385,90 @@ def test_row_from_event_charges_failed_calls_nothing() -> None:
     assert row.http_status == 503
 
 
+def test_from_event_maps_every_field() -> None:
+    # from_event passes the row's fields by position: a distinct value in every field of the
+    # event shows each one landing in the column of its own name.
+    event = events.UsageEvent(
+        event_id="0190b3c2-7d1e-7a2b-9c3d-4e5f60718293",
+        occurred_at_ms=1_764_000_000_123,
+        request_id="req_distinct",
+        account_id="acct_distinct",
+        key_id="key_distinct",
+        workspace_id="ws_distinct",
+        endpoint="embeddings",
+        model="model_distinct",
+        provider="provider_distinct",
+        outcome=events.CALL_OUTCOME_SUCCEEDED,
+        http_status=201,
+        error_code="code_distinct",
+        prompt_tokens=11,
+        completion_tokens=12,
+        cached_prompt_tokens=13,
+        reasoning_tokens=14,
+        upstream_cost_nano_usd=15,
+        markup_basis_points=16,
+        billed_cost_nano_usd=17,
+        latency_ms=18,
+        streamed=True,
+        reservation_id="resv_distinct",
+        unit="unit_distinct",
+        units=19,
+        unit_price_nano_usd=20,
+        cache_write_prompt_tokens=21,
+        cache_write_1h_prompt_tokens=22,
+    )
+    event.attempts.append(
+        events.Attempt(provider="p", upstream_model="m", status=200, latency_ms=23)
+    )
+    row = UsageRow.from_event(event)
+    expected = {
+        "event_id": event.event_id,
+        "occurred_at": datetime(2025, 11, 24, 16, 0, 0, 123000, tzinfo=UTC),
+        "request_id": "req_distinct",
+        "account_id": "acct_distinct",
+        "key_id": "key_distinct",
+        "workspace_id": "ws_distinct",
+        "endpoint": "embeddings",
+        "model": "model_distinct",
+        "provider": "provider_distinct",
+        "outcome": "succeeded",
+        "http_status": 201,
+        "error_code": "code_distinct",
+        "prompt_tokens": 11,
+        "completion_tokens": 12,
+        "cached_prompt_tokens": 13,
+        "reasoning_tokens": 14,
+        "upstream_cost_nano_usd": 15,
+        "markup_basis_points": 16,
+        "billed_cost_nano_usd": 17,
+        "latency_ms": 18,
+        "streamed": True,
+        "attempts": '[{"provider":"p","upstream_model":"m","status":200,"latency_ms":23}]',
+        "reservation_id": "resv_distinct",
+        "unit": "unit_distinct",
+        "units": 19,
+        "unit_price_nano_usd": 20,
+        "cache_write_prompt_tokens": 21,
+        "cache_write_1h_prompt_tokens": 22,
+    }
+    assert set(expected) == set(COLUMNS)
+    assert {name: getattr(row, name) for name in COLUMNS} == expected
+
+
+def test_from_event_keeps_numbers_inside_their_columns() -> None:
+    event = _event("acct")
+    event.http_status = 70_000  # UInt16
+    event.latency_ms = 2**40  # UInt32
+    event.markup_basis_points = -1
+    event.prompt_tokens = event.units = event.cache_write_1h_prompt_tokens = -5
+    row = UsageRow.from_event(event)
+    assert (row.http_status, row.latency_ms, row.markup_basis_points) == (0xFFFF, 2**32 - 1, 0)
+    assert (row.prompt_tokens, row.units, row.cache_write_1h_prompt_tokens) == (0, 0, 0)
+    event.http_status = event.latency_ms = -3
+    row = UsageRow.from_event(event)
+    assert (row.http_status, row.latency_ms) == (0, 0)
+
+
 def test_a_non_uuid_event_id_maps_to_the_same_uuid_each_time() -> None:
     first = _row("acct", event_id="not-a-uuid")
     again = _row("acct", event_id="not-a-uuid")
