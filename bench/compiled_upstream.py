@@ -88,10 +88,11 @@ def start(
     log = tempfile.TemporaryFile()  # noqa: SIM115 (open while it runs; closed by stop())
     process = subprocess.Popen(
         [str(executable), "-addr", f"127.0.0.1:{port}", *arguments(sandbox_env)],
-        # One scheduler thread: 26 CPU-us a call against 34 with one per core, at 4,000
-        # calls/s over 512 connections (it needs a tenth of a core there), and what it
-        # saves is the gateway's in the two-core phase.
-        env={**os.environ, "GOMAXPROCS": "1"},
+        # Go's default, a scheduler thread per core. GOMAXPROCS=1 cost 26 CPU-us a call
+        # against 34 on an otherwise idle machine, but in the two-core phase itself only
+        # 30-36 against 35-37, and aig's peak there was no higher (three pairs: 4,404,
+        # 4,293, 4,045 calls/s against 4,349, 4,401, 4,324): one thread waits its turn
+        # behind the gateway's busy ones.
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
