@@ -20,7 +20,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
@@ -80,10 +80,17 @@ class SettlementWrites:
         # order, and never later in the transaction in another.
         debits: dict[str, int] = {item.account_id: 0 for item in items if item.reservation_id}
         counters: dict[tuple[str, str, str], int] = {}
+        # A batch's events fall on a day or two: each day's periods are formatted once
+        # (formatting them per event was 1.3 µs of it).
+        periods_of_day: dict[date, tuple[str, str]] = {}
         for item in fresh.values():
             if item.billed_nano_usd > 0:
                 debits[item.account_id] = debits.get(item.account_id, 0) + item.billed_nano_usd
-                periods = (day_period(item.occurred_at), month_period(item.occurred_at))
+                day = item.occurred_at.astimezone(UTC).date()
+                periods = periods_of_day.get(day)
+                if periods is None:
+                    periods = (day_period(item.occurred_at), month_period(item.occurred_at))
+                    periods_of_day[day] = periods
                 for scope, scope_id in _scopes(item):
                     for period in periods:
                         slot = (scope, scope_id, period)
@@ -201,6 +208,25 @@ class SqliteSettlementStatements:
         if writes.reservation_ids:
             connection.execute(self._release, {"ids": json.dumps(writes.reservation_ids)})
         if writes.fresh:
-            rows = writes.settlement_rows(settled_at, self._timestamp)
+            rows = writes.settlement_rows(settled_at, _per_second(self._timestamp))
             connection.executemany(self._insert, rows)
         return len(writes.fresh)
+
+
+def _per_second(timestamp: Callable[[datetime], Any]) -> Callable[[datetime], Any]:
+    """`timestamp` (SQLite's text of the UTC time, `YYYY-MM-DD hh:mm:ss.ffffff`), with the
+    part up to the second made once per second of the batch's events, not once per event:
+    ~0.5 µs a row against 1.46 for the type's own processor."""
+    seconds: dict[tuple[int, int, int, int, int, int], str] = {}
+
+    def text(moment: datetime) -> Any:
+        if moment.tzinfo is None:
+            return timestamp(moment)  # which refuses it, as for every stored time
+        utc = moment.astimezone(UTC)
+        second = (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second)
+        prefix = seconds.get(second)
+        if prefix is None:
+            prefix = seconds[second] = timestamp(utc)[: -len(".ffffff")]
+        return f"{prefix}.{utc.microsecond:06d}"
+
+    return text

@@ -9,21 +9,24 @@ import functools
 import os
 import sqlite3
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from controldb_fakes import UtcClock, keyed_account
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from controldb import KeyStore, create_engine_from_url, migrate
 from controldb.engine import create_sync_sqlite_engine
+from controldb.models import sqlite_timestamp_text
 from controldb.money import Money
 from controldb.settlement import (
     SettlementWrites,
     SqliteSettlementStatements,
     UsageSettlement,
+    _per_second,
     write_with_core,
 )
 from controldb.sync_writer import SyncSqliteWriter
@@ -249,3 +252,20 @@ async def test_a_settlement_waits_out_a_held_write_lock_and_sees_what_it_committ
     finally:
         holder.close()
         await writer.aclose()
+
+
+def test_the_per_second_timestamp_text_is_the_types_own() -> None:
+    processor = sqlite_timestamp_text(SQLiteDialect_pysqlite(paramstyle="named"))
+    text = _per_second(processor)
+    start = datetime(2026, 12, 31, 23, 59, 58, 999_998, tzinfo=UTC)
+    moments = [start + timedelta(microseconds=step) for step in range(0, 3_000_000, 250_001)]
+    moments += [
+        datetime(2026, 12, 5, 13, 59, 1, 0, tzinfo=UTC),
+        datetime(2026, 12, 5, 13, 59, 1, 5, tzinfo=UTC),  # the second seen before
+        datetime(2026, 12, 6, 1, 59, 1, 5, tzinfo=timezone(timedelta(hours=12))),  # the same
+        datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),
+    ]
+    for moment in moments + moments:
+        assert text(moment) == processor(moment)
+    with pytest.raises(ValueError, match="naive"):
+        text(datetime(2026, 12, 5, 13, 59, 1))
