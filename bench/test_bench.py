@@ -17,7 +17,7 @@ import pytest
 from . import report, run, scaleout, settlement, tokenizer
 from .__main__ import HERE, kept_sections, report_directory, soak_plan
 from .loadgen import DEADLINE_ABORT, LoadResult, Request, combined, duration, parse_report
-from .plan import DEFAULT, QUICK
+from .plan import DEFAULT, QUICK, SOAK
 from .procs import CLOCK_TICKS, ProcessGroup, cpu_seconds, descendants
 from .profiling import hot_functions
 from .run import StepCpu, Target
@@ -471,8 +471,6 @@ def test_the_peak_search_outlasts_one_step_that_dips() -> None:
 def test_a_plan_without_peak_steps_searches_nothing() -> None:
     # The soak's plan has no peak connections: the search runs no step and marks nothing
     # as still rising (it raised IndexError once the flag came from the last step).
-    from .plan import SOAK
-
     target = _stepped_target([])
     run.measure_peak(SOAK, [target], None)
     assert target.peak_steps == [] and target.still_rising is False
