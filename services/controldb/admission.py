@@ -71,6 +71,9 @@ class Admission:
     expires_at: datetime
     # The key's request rate after this call, when the key has an rpm_limit.
     rate: RateStatus | None = None
+    # What the tightest of the balance and the caps has left once this call is held: how
+    # much more could be admitted right now. The edge reserves ahead only with room to spare.
+    headroom_nano_usd: int = 0
 
 
 def nano_usd_sum(column: Any) -> ColumnElement[int]:
@@ -279,12 +282,14 @@ def decide_admission(
             "window_previous": window.previous,
         }
     needed = apply_markup(upstream_worst_case_nano_usd, row.markup)
+    headroom = row.balance - row.held_account - needed
     for cap_check in _CAPS_WITH_WORKSPACE if row.workspace_id else _CAPS:
         cap = getattr(row, cap_check.cap)
         if cap is None:
             continue
         used, held = getattr(row, cap_check.spent), getattr(row, cap_check.held)
-        if used + held + needed > cap:
+        left = cap - used - held - needed
+        if left < 0:
             raise LimitExceeded(
                 code=cap_check.cap,
                 limit_nano_usd=cap,
@@ -293,7 +298,9 @@ def decide_admission(
                 needed_nano_usd=needed,
                 resets_at=next_day(now) if cap_check.daily else next_month(now),
             )
-    if row.held_account + needed > row.balance:
+        if left < headroom:
+            headroom = left
+    if headroom < 0:  # the balance: every cap had room
         raise LimitExceeded(
             code="insufficient_credits",
             limit_nano_usd=row.balance,
@@ -308,6 +315,7 @@ def decide_admission(
         markup_basis_points=row.markup,
         expires_at=now + ttl,
         rate=rate,
+        headroom_nano_usd=headroom,
     )
     values = {
         "id": admission.reservation_id,

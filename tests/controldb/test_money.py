@@ -157,6 +157,18 @@ async def test_insufficient_credits_counts_live_reservations(world: World) -> No
     assert caught.value.code == "insufficient_credits"
 
 
+async def test_an_admission_tells_the_room_its_tightest_limit_leaves(world: World) -> None:
+    await world.money.add_credits(world.account_id, "grant", 10_000)
+    first = await world.money.admit(world.account_id, world.key_id, 1000)  # holds 1400
+    assert first.headroom_nano_usd == 10_000 - 1400  # the balance is the only limit
+    await _set_caps(world, ApiKey, world.key_id, daily_cap_nano_usd=5000)
+    second = await world.money.admit(world.account_id, world.key_id, 1000)
+    assert second.headroom_nano_usd == 5000 - 2 * 1400  # the key's daily cap binds
+    await _set_caps(world, Account, world.account_id, monthly_cap_nano_usd=4500)
+    third = await world.money.admit(world.account_id, world.key_id, 100)  # holds 140
+    assert third.headroom_nano_usd == 4500 - 2 * 1400 - 140  # now the account's monthly
+
+
 async def test_expired_reservations_stop_counting(world: World) -> None:
     await world.money.add_credits(world.account_id, "grant", 1400)
     held = await world.money.admit(world.account_id, world.key_id, 1000)
