@@ -23,6 +23,7 @@ from controldb.money import Admission, LimitExceeded, Money, RateLimited
 
 from .http import add_response_headers
 from .metrics import ADMITTED, CLAMPED, count_refusal, note_model
+from .reservation_pool import ReservationPool
 
 _LIMIT_WORDS = {
     "key": "this API key's",
@@ -122,11 +123,19 @@ def note_rate(request: Request, admission: Admission) -> None:
 
 class Admissions:
     def __init__(
-        self, catalog: LiveCatalog[Catalog], money: Money, min_clamped_output_tokens: int = 64
+        self,
+        catalog: LiveCatalog[Catalog],
+        money: Money,
+        min_clamped_output_tokens: int = 64,
+        *,
+        pool: ReservationPool | None = None,
     ) -> None:
+        """With `pool`, a busy key's calls take reservations admitted ahead of them
+        (edge/reservation_pool.py); without, every call admits on its own path."""
         self._catalog = catalog
         self._money = money
         self._min_clamped_output_tokens = min_clamped_output_tokens
+        self._pool = pool
 
     def chat_model(self, model_id: str) -> ChatModel:
         model = self._catalog.current.chat(model_id)
@@ -156,7 +165,7 @@ class Admissions:
             for link in chain
         )
         try:
-            admitted = ChatAdmission(await self._reserve(key, worst))
+            admitted = ChatAdmission(await self._reserve(key, worst, ahead=True))
         except LimitExceeded as limit:
             if requested_max_output_tokens(body) is not None:
                 raise payment_required(limit) from None
@@ -202,29 +211,51 @@ class Admissions:
         if model is None:
             raise model_not_found(body["model"])
         note_model(model.id)
-        return await self._admit(key, model.worst_case_cost_nano_usd(_input_tokens(body["input"])))
+        worst = model.worst_case_cost_nano_usd(_input_tokens(body["input"]))
+        return await self._admit(key, worst, ahead=True)
 
     async def media(self, key: AuthenticatedKey, upstream_worst_case_nano_usd: int) -> Admission:
-        """A media task's worst case: unit price x the units its input asks for."""
+        """A media task's worst case: unit price x the units its input asks for. Never from
+        the pool: a task holds its reservation for minutes, and tasks are not that alike."""
         return await self._admit(key, upstream_worst_case_nano_usd)
 
     async def release(self, admission: Admission) -> None:
         await self._money.release(admission.reservation_id)
 
-    async def _admit(self, key: AuthenticatedKey, worst_case_nano_usd: int) -> Admission:
+    async def _admit(
+        self, key: AuthenticatedKey, worst_case_nano_usd: int, *, ahead: bool = False
+    ) -> Admission:
         try:
-            admission = await self._reserve(key, worst_case_nano_usd)
+            admission = await self._reserve(key, worst_case_nano_usd, ahead=ahead)
         except LimitExceeded as limit:
             raise payment_required(limit) from None
         ADMITTED.inc()
         return admission
 
-    async def _reserve(self, key: AuthenticatedKey, worst_case_nano_usd: int) -> Admission:
-        """Money.admit; a key over its rpm_limit is a 429 (LimitExceeded is the caller's)."""
+    async def _reserve(
+        self, key: AuthenticatedKey, worst_case_nano_usd: int, *, ahead: bool = False
+    ) -> Admission:
+        """Money.admit, or with `ahead` a reservation the pool admitted before the call came;
+        a key over its rpm_limit is a 429 (LimitExceeded is the caller's)."""
+        pool = self._pool if ahead else None
+        if pool is not None:
+            admission = pool.take(key, worst_case_nano_usd)
+            if admission is not None:
+                pool.admitted(key, worst_case_nano_usd, admission)
+                return admission
         try:
-            return await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
+            try:
+                admission = await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
+            except LimitExceeded:
+                # Perhaps only for what this process holds ahead: give it back, ask again.
+                if pool is None or not await pool.give_back_account(key.account_id):
+                    raise
+                admission = await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
         except RateLimited as limited:
             raise too_many_requests(limited) from None
+        if pool is not None:
+            pool.admitted(key, worst_case_nano_usd, admission)
+        return admission
 
 
 def _worst_case(chain: list[ChainLink], size: PromptSize, output_tokens: int) -> int:

@@ -53,6 +53,7 @@ from .jobs import JobRoutes, callback_state_from
 from .metrics import MetricsMiddleware
 from .money_api import customer_router, money_admin_router
 from .openapi import install_openapi
+from .reservation_pool import ReservationPool
 from .responses_ingress.routes import ResponsesRoutes
 from .router_streams import CallChannel, GrpcCallChannel, RouterStreams
 from .settings import EdgeSettings
@@ -86,7 +87,8 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     money = Money(sessions, reservation_ttl=timedelta(seconds=settings.reservation_ttl_s))
     # The router validates provider rows too; the edge needs only models, chains and prices.
     catalog = LiveCatalog(lambda loaded: loaded)
-    admissions = Admissions(catalog, money, settings.min_clamped_output_tokens)
+    pool = ReservationPool(money) if settings.reserve_ahead else None
+    admissions = Admissions(catalog, money, settings.min_clamped_output_tokens, pool=pool)
     media = load_media_catalog()
     routes = OpenAIRoutes(store, admissions, settings.max_body_bytes, media)
     messages = MessagesRoutes(store, admissions, settings.max_body_bytes)
@@ -155,6 +157,8 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             # metered as abandoned, and its usage events flushed.
             await in_process.stop(settings.drain_s)
         await billing.aclose()
+        if pool is not None:
+            await pool.aclose()  # gives back what was held ahead, before money closes
         await money.aclose()
         await engine.dispose()
 

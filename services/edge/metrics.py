@@ -29,6 +29,11 @@ ADMISSIONS = Counter(
     "Admission decisions: admitted, clamped (admitted for less output), refused (402)",
     ["outcome"],
 )
+RESERVED_AHEAD = Counter(
+    "aig_edge_reserved_ahead_total",
+    "Reservations admitted ahead of a busy key's calls: taken by a call, or given back unused",
+    ["outcome"],
+)
 PAYMENT_REQUIRED = Counter(
     "aig_edge_payment_required_total", "402 answers by the limit that refused the call", ["code"]
 )
@@ -60,6 +65,8 @@ LIMIT_CODES = (
 ADMITTED = ADMISSIONS.labels("admitted")
 CLAMPED = ADMISSIONS.labels("clamped")
 REFUSED = ADMISSIONS.labels("refused")
+TAKEN_AHEAD = RESERVED_AHEAD.labels("taken")
+GIVEN_BACK_AHEAD = RESERVED_AHEAD.labels("given_back")
 _REFUSED_BY_CODE = {code: PAYMENT_REQUIRED.labels(code) for code in LIMIT_CODES}
 _OVERHEAD_UNARY = OVERHEAD.labels("unary")
 _OVERHEAD_STREAM = OVERHEAD.labels("stream")

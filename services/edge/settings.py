@@ -49,6 +49,9 @@ class EdgeSettings:
     # The router runs inside this process (edge/in_process_router.py) instead of apart:
     # AIG_ROUTER_ADDRESS and AIG_ROUTER_CALLS_ADDRESS are then unused.
     in_process_router: bool = False
+    # A busy key's next call takes a reservation admitted while its last call waited for
+    # its upstream (edge/reservation_pool.py); off: every call admits on its own path.
+    reserve_ahead: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> EdgeSettings:
@@ -93,6 +96,7 @@ class EdgeSettings:
             router_call_streams=int(env.get("AIG_ROUTER_CALL_STREAMS", "4")),
             router_calls_address=env.get("AIG_ROUTER_CALLS_ADDRESS", "127.0.0.1:50052"),
             in_process_router=env_flag(env.get("AIG_EDGE_IN_PROCESS_ROUTER", "")),
+            reserve_ahead=env_flag(env.get("AIG_RESERVE_AHEAD", "1")),
         ).checked()
 
     def checked(self) -> EdgeSettings:

@@ -1,0 +1,235 @@
+"""Reservations admitted ahead of a busy key's calls (edge/reservation_pool.py), against the
+real admission on SQLite and PostgreSQL: a call takes one without touching the database,
+and the caps and the balance hold exactly as when every call admits on its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pg import create_database
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from aig_common.errors import APIError
+from aig_common.money import NANO_PER_USD
+from catalog.live import LiveCatalog
+from catalog.models import load_catalog
+from controldb import AuthenticatedKey, KeyStore, create_engine_from_url, migrate
+from controldb.models import ApiKey, Reservation
+from controldb.money import Admission, Money
+from edge.admission import Admissions
+from edge.reservation_pool import PRUNE_AT, ReservationPool
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+USE_WITHIN_S = 0.3
+
+
+class CountingMoney(Money):
+    """The real Money, counting the admissions it runs."""
+
+    admits = 0
+
+    async def admit(self, account_id: str, key_id: str, worst_case: int) -> Admission:
+        self.admits += 1
+        return await super().admit(account_id, key_id, worst_case)
+
+
+@dataclass
+class Gateway:
+    money: CountingMoney
+    pool: ReservationPool
+    admissions: Admissions
+    key: AuthenticatedKey
+    sessions: async_sessionmaker[AsyncSession]
+    store: KeyStore
+
+    async def call(self, body: dict[str, Any] = BODY) -> Admission:
+        return (await self.admissions.chat(self.key, body)).admission
+
+    async def live_reservations(self) -> list[int]:
+        async with self.sessions() as session:
+            rows = await session.scalars(select(Reservation.amount_nano_usd))
+            return list(rows)
+
+    async def live_reservation_ids(self) -> list[str]:
+        async with self.sessions() as session:
+            return list(await session.scalars(select(Reservation.id)))
+
+    async def refilled(self) -> None:
+        """Lets the refill set off by the last call run (it waits REFILL_DELAY_S)."""
+        await asyncio.sleep(0.05)
+
+    async def set_key(self, **values: Any) -> None:
+        async with self.sessions() as session, session.begin():
+            key = update(ApiKey).where(ApiKey.id == self.key.key_id)
+            await session.execute(key.values(**values))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Gateway]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/control.db"
+    else:
+        url = await create_database(request.getfixturevalue("postgres_url"))
+    await migrate(url)
+    engine = create_engine_from_url(url)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    store = KeyStore(sessions, b"pepper")
+    account = await store.create_account("pool")
+    key, _ = await store.create_key(account.id, "k")
+    money = CountingMoney(sessions)
+    await money.add_credits(account.id, "grant", 100 * NANO_PER_USD)
+    pool = ReservationPool(money, use_within_s=USE_WITHIN_S)
+    admissions = Admissions(LiveCatalog.fixed(load_catalog()), money, pool=pool)
+    authenticated = AuthenticatedKey(
+        key_id=key.id, key_name="k", account_id=account.id, account_name="pool"
+    )
+    yield Gateway(money, pool, admissions, authenticated, sessions, store)
+    await pool.aclose()
+    await money.aclose()
+    await engine.dispose()
+
+
+async def test_a_busy_keys_next_call_takes_a_reservation_admitted_ahead(gateway: Gateway) -> None:
+    first = await gateway.call()
+    second = await gateway.call()  # two calls within USE_WITHIN_S: a busy key
+    await gateway.refilled()
+    assert gateway.money.admits == 3  # the two calls' own, and one ahead
+    shelved = await gateway.live_reservations()
+    assert shelved == [first.amount_nano_usd] * 3
+
+    third = await gateway.call()
+
+    assert gateway.money.admits == 3  # the third call ran no admission of its own
+    assert third.reservation_id not in (first.reservation_id, second.reservation_id)
+    assert third.amount_nano_usd == first.amount_nano_usd
+    await gateway.refilled()
+    assert gateway.money.admits == 4  # and the shelf was filled again behind it
+    assert len(await gateway.live_reservations()) == 4
+
+
+async def test_a_reservation_nobody_takes_is_given_back(gateway: Gateway) -> None:
+    await gateway.call()
+    await gateway.call()
+    await gateway.refilled()
+    assert len(await gateway.live_reservations()) == 3
+
+    await asyncio.sleep(USE_WITHIN_S + 0.2)
+
+    assert len(await gateway.live_reservations()) == 2  # only the two calls still hold
+
+
+async def test_the_cap_admits_exactly_as_many_calls_as_without_the_pool(gateway: Gateway) -> None:
+    worst = (await gateway.call()).amount_nano_usd
+    # Room for exactly twenty calls in all: the first, and nineteen more.
+    await gateway.set_key(daily_cap_nano_usd=20 * worst)
+    outcomes = []
+    for _ in range(30):
+        try:
+            await gateway.call()
+            outcomes.append("admitted")
+        except APIError as refusal:
+            assert refusal.status == 402
+            outcomes.append("refused")
+        await gateway.refilled()
+    assert outcomes == ["admitted"] * 19 + ["refused"] * 11
+    # The refusals emptied the shelf: what is held is exactly the twenty calls.
+    assert await gateway.live_reservations() == [worst] * 20
+
+
+async def test_concurrent_calls_never_pass_the_cap(gateway: Gateway) -> None:
+    worst = (await gateway.call()).amount_nano_usd
+    await gateway.call()
+    await gateway.refilled()  # one held ahead
+    await gateway.set_key(daily_cap_nano_usd=12 * worst)
+
+    async def attempt() -> int:
+        try:
+            return (await gateway.call()).amount_nano_usd
+        except APIError:
+            return 0
+
+    held = await asyncio.gather(*(attempt() for _ in range(40)))
+    await gateway.refilled()
+    await gateway.pool.aclose()
+    # Never past the cap's twelve (the first two calls hold two of them), and nothing is
+    # left held but the calls themselves.
+    assert 0 < sum(held) <= 10 * worst
+    assert sum(await gateway.live_reservations()) == 2 * worst + sum(held)
+
+
+async def test_no_reservation_is_held_ahead_without_room_to_spare(gateway: Gateway) -> None:
+    worst = (await gateway.call()).amount_nano_usd
+    # Room for four more calls: less than HEADROOM_FACTOR times one held ahead.
+    await gateway.set_key(daily_cap_nano_usd=5 * worst)
+    for _ in range(3):
+        await gateway.call()
+        await gateway.refilled()
+    assert len(await gateway.live_reservations()) == 4
+
+
+async def test_a_key_with_an_rpm_limit_admits_every_call_itself(gateway: Gateway) -> None:
+    await gateway.set_key(rpm_limit=100)
+    for _ in range(4):
+        await gateway.call()
+        await gateway.refilled()
+    assert gateway.money.admits == 4
+    assert len(await gateway.live_reservations()) == 4
+
+
+async def test_a_call_of_another_size_admits_on_its_own(gateway: Gateway) -> None:
+    await gateway.call()
+    await gateway.call()
+    await gateway.refilled()
+    smaller = {**BODY, "max_tokens": 16}
+
+    admission = await gateway.call(smaller)
+
+    assert gateway.money.admits == 4  # its own admission: the shelf's is for another size
+    assert admission.amount_nano_usd < (await gateway.live_reservations())[0]
+
+
+async def test_closing_gives_back_what_is_held_ahead(gateway: Gateway) -> None:
+    await gateway.call()
+    await gateway.call()
+    await gateway.refilled()
+    assert len(await gateway.live_reservations()) == 3
+
+    await gateway.pool.aclose()
+
+    assert len(await gateway.live_reservations()) == 2
+
+
+async def test_a_refusal_first_gives_back_what_this_process_holds_ahead(gateway: Gateway) -> None:
+    first = await gateway.call()
+    second = await gateway.call()
+    await gateway.refilled()  # one held ahead: three held in all
+    calls = {first.reservation_id, second.reservation_id}
+    (ahead,) = set(await gateway.live_reservation_ids()) - calls
+    # Room for one more call beside the two only if the one ahead is given back.
+    await gateway.set_key(daily_cap_nano_usd=3 * first.amount_nano_usd)
+
+    admission = await gateway.call({**BODY, "max_tokens": 16})  # another size
+
+    live = await gateway.live_reservation_ids()
+    assert ahead not in live
+    assert calls | {admission.reservation_id} <= set(live)
+
+
+async def test_quiet_keys_are_forgotten() -> None:
+    now = [0.0]
+    pool = ReservationPool(None, clock=lambda: now[0])  # type: ignore[arg-type]
+    admission = Admission("resv_1", 1000, 0, datetime.now(UTC), headroom_nano_usd=10**12)
+    for index in range(3 * PRUNE_AT):
+        key = AuthenticatedKey(
+            key_id=f"key_{index}", key_name="k", account_id="acct", account_name="a"
+        )
+        pool.admitted(key, 1000, admission)  # one call each: a shelf, never filled
+        now[0] += 1.0  # each key quiet by the time the next few have called
+    assert pool.keys <= PRUNE_AT  # of the 3 x PRUNE_AT keys seen
