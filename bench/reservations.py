@@ -21,13 +21,20 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from controldb import KeyStore, create_engine_from_url, group_commit, migrate
+from catalog.live import LiveCatalog
+from catalog.models import load_catalog
+from controldb import AuthenticatedKey, KeyStore, create_engine_from_url, group_commit, migrate
 from controldb.limits import Limits
 from controldb.money import Admission, Money
 from controldb.ratelimit import MAX_RPM_LIMIT
+from edge.admission import Admissions
+from edge.reservation_pool import ReservationPool
+
+from .run import CALL_BODY
 
 CALLS = 2000
 # Calls of one account in flight while settlement trails admission at a gateway's peak (a
@@ -40,6 +47,11 @@ HOLD_S = (0.001, 0.015)
 FREE_S = 0.022
 # Rounds of each way of waiting, alternated, so both meet the same machine.
 ROUNDS = 8
+# Admission with and without reservations admitted ahead: calls of each way, in rounds
+# alternating the two, one call every AHEAD_PAUSE_S (the default bench's 50 calls/s).
+AHEAD_CALLS = 400
+AHEAD_ROUNDS = 8
+AHEAD_PAUSE_S = 0.02
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -128,6 +140,51 @@ async def measure(database_url: str, calls: int = CALLS) -> dict[str, Any]:
     }
 
 
+def _taken_ahead() -> float:
+    """How many calls of this process have taken a reservation admitted ahead of them."""
+    taken = REGISTRY.get_sample_value("aig_edge_reserved_ahead_total", {"outcome": "taken"})
+    return taken or 0.0
+
+
+async def measure_ahead(
+    database_url: str, calls: int = AHEAD_CALLS, rounds: int = AHEAD_ROUNDS
+) -> dict[str, Any]:
+    """A busy key's admission as the edge runs it (`edge.admission.Admissions.chat`, the
+    worst-case estimate included), one call every AHEAD_PAUSE_S as at the default bench's 50
+    calls/s: with every call admitting on its own, against calls taking the reservation
+    admitted ahead of them (edge/reservation_pool.py), in alternating rounds. Each call's
+    reservation is released after it (its settlement, untimed) before the pause, so the
+    next call meets a loop that idled, as a call at 50/s does."""
+    engine, _, _, money, account_id, key_id = await _funded(database_url, "bench-ahead")
+    catalog = LiveCatalog.fixed(load_catalog())
+    pool = ReservationPool(money)
+    ways = {"own": Admissions(catalog, money), "ahead": Admissions(catalog, money, pool=pool)}
+    key = AuthenticatedKey(key_id=key_id, key_name="b", account_id=account_id, account_name="b")
+    samples: dict[str, list[float]] = {name: [] for name in ways}
+    taken_before = _taken_ahead()
+    for _ in range(rounds):
+        for name, admissions in ways.items():
+            for _ in range(calls // rounds):
+                started = time.perf_counter()
+                admitted = await admissions.chat(key, CALL_BODY)
+                samples[name].append(time.perf_counter() - started)
+                await money.release(admitted.admission.reservation_id)
+                await asyncio.sleep(AHEAD_PAUSE_S)  # the refill runs meanwhile
+    taken = _taken_ahead() - taken_before
+    await pool.aclose()
+    await money.aclose()
+    await engine.dispose()
+    own, ahead = _percentiles(samples["own"]), _percentiles(samples["ahead"])
+    return {
+        "calls_each": calls,
+        "pause_ms": AHEAD_PAUSE_S * 1000,
+        "own": own,
+        "ahead": ahead,
+        "ahead_taken_share": round(taken / len(samples["ahead"]), 3),
+        "ahead_over_own_p50": round(ahead["p50_us"] / own["p50_us"], 2),
+    }
+
+
 async def measure_lock_wait(database_url: str, round_s: float = 1.5) -> dict[str, Any]:
     """SQLite only: admission while another connection holds the write lock HOLD_S out of
     every HOLD_S + FREE_S (hold times from a seeded draw), admissions arriving at random
@@ -204,6 +261,9 @@ def main() -> None:
         results["sqlite"] = asyncio.run(measure(f"sqlite+aiosqlite:///{directory}/bench.db"))
         results["sqlite_lock_wait"] = asyncio.run(
             measure_lock_wait(f"sqlite+aiosqlite:///{directory}/lock.db")
+        )
+        results["sqlite_ahead"] = asyncio.run(
+            measure_ahead(f"sqlite+aiosqlite:///{directory}/ahead.db")
         )
     postgres = PostgresServer.start()
     try:
