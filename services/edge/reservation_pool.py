@@ -102,9 +102,7 @@ class ReservationPool:
     def take(self, key: AuthenticatedKey, worst_case_nano_usd: int) -> Admission | None:
         """A shelved reservation that covers this worst case, or None."""
         shelf = self._shelves.get(key.key_id)
-        if shelf is None or shelf.account_id != key.account_id:
-            return None
-        if not _covers(shelf.worst_case_nano_usd, worst_case_nano_usd):
+        if shelf is None or not _covers(shelf.worst_case_nano_usd, worst_case_nano_usd):
             return None
         stale_before = self._clock() - self._use_within_s
         while shelf.reservations:
@@ -126,8 +124,8 @@ class ReservationPool:
         if self._closed or admission.rate is not None:
             return
         now = self._clock()
-        shelf = self._shelves.get(key.key_id)
-        if shelf is None or shelf.account_id != key.account_id:
+        shelf = self._shelves.get(key.key_id)  # a key never moves to another account
+        if shelf is None:
             if len(self._shelves) >= self._prune_at:
                 self._prune(now)
             shelf = _Shelf(key.account_id, key.key_id, worst_case_nano_usd, last_call=now)
@@ -197,22 +195,23 @@ class ReservationPool:
         task.add_done_callback(shelf.refills.discard)
 
     async def _refill(self, shelf: _Shelf, count: int) -> None:
-        worst = shelf.worst_case_nano_usd
         try:
             for _ in range(count):
                 try:
-                    admission = await self._money.admit(shelf.account_id, shelf.key_id, worst)
+                    admission = await self._money.admit(
+                        shelf.account_id, shelf.key_id, shelf.worst_case_nano_usd
+                    )
                 except MoneyError:  # a cap, the balance, the rate: the calls will hear of it
                     return
                 except Exception as error:  # the database: the calls admit on their own
                     log.warning("reserving ahead failed: %s", type(error).__name__)
                     return
                 shelved = len(shelf.reservations) + 1
+                # While this refill counts in `refilling`, the shelf keeps its worst case
+                # and is not pruned: only closing, the key's rpm_limit or the room matter.
                 stale = (
                     self._closed
                     or admission.rate is not None  # the key got an rpm_limit meanwhile
-                    or shelf.worst_case_nano_usd != worst
-                    or self._shelves.get(shelf.key_id) is not shelf
                     # the account came close to a limit meanwhile
                     or admission.headroom_nano_usd
                     < HEADROOM_FACTOR * admission.amount_nano_usd * shelved
