@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from controldb_fakes import keyed_account
+from keyed_accounts import keyed_account
 from pg import asyncpg_dsn, create_database
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controldb_fakes import UtcClock, keyed_account
+from controldb_fakes import UtcClock
+from keyed_accounts import keyed_account
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from keyed_accounts import keyed_account
 from pg import create_database
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,7 +21,7 @@ from aig_common.errors import APIError
 from aig_common.money import NANO_PER_USD
 from catalog.live import LiveCatalog
 from catalog.models import load_catalog
-from controldb import AuthenticatedKey, KeyStore, create_engine_from_url, migrate
+from controldb import AuthenticatedKey, KeyStore
 from controldb.models import ApiKey, Reservation
 from controldb.money import Admission, Money
 from edge.admission import Admissions
@@ -77,23 +78,18 @@ async def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         url = f"sqlite+aiosqlite:///{tmp_path}/control.db"
     else:
         url = await create_database(request.getfixturevalue("postgres_url"))
-    await migrate(url)
-    engine = create_engine_from_url(url)
-    sessions = async_sessionmaker(engine, expire_on_commit=False)
-    store = KeyStore(sessions, b"pepper")
-    account = await store.create_account("pool")
-    key, _ = await store.create_key(account.id, "k")
-    money = CountingMoney(sessions)
-    await money.add_credits(account.id, "grant", 100 * NANO_PER_USD)
+    world = await keyed_account(url, "pool")
+    money = CountingMoney(world.sessions)
+    await money.add_credits(world.account_id, "grant", 100 * NANO_PER_USD)
     pool = ReservationPool(money, use_within_s=USE_WITHIN_S)
     admissions = Admissions(LiveCatalog.fixed(load_catalog()), money, pool=pool)
     authenticated = AuthenticatedKey(
-        key_id=key.id, key_name="k", account_id=account.id, account_name="pool"
+        key_id=world.key_id, key_name="k", account_id=world.account_id, account_name="pool"
     )
-    yield Gateway(money, pool, admissions, authenticated, sessions, store)
+    yield Gateway(money, pool, admissions, authenticated, world.sessions, world.store)
     await pool.aclose()
     await money.aclose()
-    await engine.dispose()
+    await world.engine.dispose()
 
 
 async def test_a_busy_keys_next_call_takes_a_reservation_admitted_ahead(gateway: Gateway) -> None:
