@@ -63,6 +63,14 @@ PRUNE_AT = 1024
 REFILL_DELAY_S = (0.002, 0.006)
 
 
+@dataclass(slots=True, eq=False)
+class _DelayedRefill:
+    """A refill waiting out its REFILL_DELAY_S: nothing admitted yet, so it can be called off."""
+
+    count: int
+    handle: asyncio.TimerHandle | None = None
+
+
 @dataclass(slots=True)
 class _Shelf:
     account_id: str
@@ -71,6 +79,7 @@ class _Shelf:
     reservations: deque[tuple[Admission, float]] = field(default_factory=deque)
     refilling: int = 0  # reservations being admitted for it right now
     refills: set[asyncio.Task[None]] = field(default_factory=set)
+    delayed: set[_DelayedRefill] = field(default_factory=set)
     expiry_armed: bool = False  # a timer will look for reservations gone stale
     size: int = 1  # how many it aims to hold
     last_call: float = -USE_WITHIN_S - 1.0  # monotonic time of the key's last admitted call
@@ -149,9 +158,12 @@ class ReservationPool:
         if wanted <= 0:
             return
         shelf.refilling += wanted
-        loop = asyncio.get_running_loop()
+        delayed = _DelayedRefill(wanted)
         delay = random.uniform(*REFILL_DELAY_S)
-        loop.call_later(delay, self._start_refill, shelf, wanted)
+        delayed.handle = asyncio.get_running_loop().call_later(
+            delay, self._start_refill, shelf, delayed
+        )
+        shelf.delayed.add(delayed)
 
     def _prune(self, now: float) -> None:
         """Forgets the shelves of keys gone quiet, so a process that has seen many keys over
@@ -164,8 +176,16 @@ class ReservationPool:
 
     async def give_back_account(self, account_id: str) -> bool:
         """Releases every shelved reservation of `account_id`, once the refills under way
-        have ended (one may have just been admitted); True if there were any."""
+        have ended (one may have just been admitted); True if there were any. Refills still
+        waiting to start are called off: one admitted while the caller retries could take
+        the very room the caller was given back."""
         shelves = [shelf for shelf in self._shelves.values() if shelf.account_id == account_id]
+        for shelf in shelves:
+            for delayed in shelf.delayed:
+                if delayed.handle is not None:
+                    delayed.handle.cancel()
+                shelf.refilling -= delayed.count
+            shelf.delayed.clear()
         refills = [task for shelf in shelves for task in shelf.refills]
         if refills:
             await asyncio.gather(*refills, return_exceptions=True)
@@ -186,7 +206,9 @@ class ReservationPool:
 
     # -- filling and emptying ------------------------------------------------------------
 
-    def _start_refill(self, shelf: _Shelf, count: int) -> None:
+    def _start_refill(self, shelf: _Shelf, delayed: _DelayedRefill) -> None:
+        shelf.delayed.discard(delayed)
+        count = delayed.count
         if self._closed:
             shelf.refilling -= count
             return

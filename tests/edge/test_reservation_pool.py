@@ -218,6 +218,22 @@ async def test_a_refusal_first_gives_back_what_this_process_holds_ahead(gateway:
     assert calls | {admission.reservation_id} <= set(live)
 
 
+async def test_a_refusal_calls_off_the_refills_still_waiting_to_start(gateway: Gateway) -> None:
+    await gateway.call()
+    await gateway.call()  # sets off a refill, which waits REFILL_DELAY_S before it admits
+
+    # What a refusal does before its retry: a refill admitting now would race the retry.
+    assert not await gateway.pool.give_back_account(gateway.key.account_id)
+    await gateway.refilled()
+
+    assert gateway.money.admits == 2  # the two calls' own, nothing ahead
+    assert len(await gateway.live_reservations()) == 2
+    await gateway.call()  # the shelf is empty: this call admits on its own
+    await gateway.refilled()
+    assert gateway.money.admits == 4  # and the shelf refills behind it, as before
+    assert len(await gateway.live_reservations()) == 4
+
+
 async def test_quiet_keys_are_forgotten() -> None:
     now = [0.0]
     pool = ReservationPool(None, clock=lambda: now[0])  # type: ignore[arg-type]
