@@ -14,7 +14,7 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .route_template import route_template
@@ -33,6 +33,15 @@ RESERVED_AHEAD = Counter(
     "aig_edge_reserved_ahead_total",
     "Reservations admitted ahead of a busy key's calls: taken by a call, or given back unused",
     ["outcome"],
+)
+# What a process's shelves hold right now: money near a cap shows up here before it is refused.
+HELD_AHEAD = Gauge(
+    "aig_edge_reservations_held_ahead",
+    "Reservations this edge process holds admitted ahead of busy keys' calls, not yet taken",
+)
+HELD_AHEAD_NANO_USD = Gauge(
+    "aig_edge_reservations_held_ahead_nano_usd",
+    "What the reservations this edge process holds ahead reserve, nano-USD",
 )
 PAYMENT_REQUIRED = Counter(
     "aig_edge_payment_required_total", "402 answers by the limit that refused the call", ["code"]

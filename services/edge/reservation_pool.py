@@ -40,7 +40,7 @@ from typing import Any
 from controldb import AuthenticatedKey
 from controldb.money import Admission, Money, MoneyError
 
-from .metrics import GIVEN_BACK_AHEAD, TAKEN_AHEAD
+from .metrics import GIVEN_BACK_AHEAD, HELD_AHEAD, HELD_AHEAD_NANO_USD, TAKEN_AHEAD
 
 log = logging.getLogger("aig.edge.admission")
 
@@ -116,6 +116,7 @@ class ReservationPool:
         stale_before = self._clock() - self._use_within_s
         while shelf.reservations:
             admission, admitted_at = shelf.reservations.popleft()
+            _unshelved(admission)
             if admitted_at > stale_before:
                 TAKEN_AHEAD.inc()
                 return admission
@@ -242,6 +243,8 @@ class ReservationPool:
                     await self._release(admission)
                     return
                 shelf.reservations.append((admission, self._clock()))
+                HELD_AHEAD.inc()
+                HELD_AHEAD_NANO_USD.inc(admission.amount_nano_usd)
                 shelf.refilling -= 1
                 count -= 1
                 if not shelf.expiry_armed:  # one timer per shelf, not one per reservation
@@ -257,7 +260,9 @@ class ReservationPool:
         stale_before = now - self._use_within_s
         expired = False
         while shelf.reservations and shelf.reservations[0][1] <= stale_before:
-            self._give_back(shelf.reservations.popleft()[0])
+            admission = shelf.reservations.popleft()[0]
+            _unshelved(admission)
+            self._give_back(admission)
             expired = True
         if expired:
             shelf.size = max(1, shelf.size // 2)
@@ -293,4 +298,12 @@ def _covers(shelved_worst_case: int, worst_case: int) -> bool:
 def _drain(reservations: deque[tuple[Admission, float]]) -> list[tuple[Admission, float]]:
     drained = list(reservations)
     reservations.clear()
+    for admission, _ in drained:
+        _unshelved(admission)
     return drained
+
+
+def _unshelved(admission: Admission) -> None:
+    """A reservation left its shelf (taken by a call, or about to be given back)."""
+    HELD_AHEAD.dec()
+    HELD_AHEAD_NANO_USD.dec(admission.amount_nano_usd)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from keyed_accounts import keyed_account
 from pg import create_database
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -232,6 +233,30 @@ async def test_a_refusal_calls_off_the_refills_still_waiting_to_start(gateway: G
     await gateway.refilled()
     assert gateway.money.admits == 4  # and the shelf refills behind it, as before
     assert len(await gateway.live_reservations()) == 4
+
+
+def held_ahead() -> tuple[float | None, float | None]:
+    return (
+        REGISTRY.get_sample_value("aig_edge_reservations_held_ahead"),
+        REGISTRY.get_sample_value("aig_edge_reservations_held_ahead_nano_usd"),
+    )
+
+
+async def test_the_gauges_show_what_the_shelves_hold(gateway: Gateway) -> None:
+    count, amount = held_ahead()
+    assert count is not None and amount is not None
+    first = await gateway.call()
+    await gateway.call()
+    await gateway.refilled()
+    assert held_ahead() == (count + 1, amount + first.amount_nano_usd)
+
+    await gateway.call()  # takes it; its own refill is still waiting out its delay
+    assert held_ahead() == (count, amount)
+    await gateway.refilled()
+    assert held_ahead() == (count + 1, amount + first.amount_nano_usd)
+
+    await gateway.pool.aclose()
+    assert held_ahead() == (count, amount)
 
 
 async def test_quiet_keys_are_forgotten() -> None:
