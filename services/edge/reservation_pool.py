@@ -68,7 +68,7 @@ class _DelayedRefill:
     """A refill waiting out its REFILL_DELAY_S: nothing admitted yet, so it can be called off."""
 
     count: int
-    handle: asyncio.TimerHandle | None = None
+    handle: asyncio.TimerHandle = field(init=False)  # set as soon as the timer is armed
 
 
 @dataclass(slots=True)
@@ -183,8 +183,7 @@ class ReservationPool:
         shelves = [shelf for shelf in self._shelves.values() if shelf.account_id == account_id]
         for shelf in shelves:
             for delayed in shelf.delayed:
-                if delayed.handle is not None:
-                    delayed.handle.cancel()
+                delayed.handle.cancel()
                 shelf.refilling -= delayed.count
             shelf.delayed.clear()
         refills = [task for shelf in shelves for task in shelf.refills]
