@@ -278,6 +278,8 @@ def admin_client(stack: Stack) -> httpx.Client:
         base_url=f"{stack.edge_url}/admin/v1",
         headers={"authorization": f"Bearer {stack.admin_token}"},
         timeout=10,
+        # Session-long: see edge_client for why idle connections are dropped early.
+        limits=httpx.Limits(keepalive_expiry=2),
     )
 
 
@@ -439,7 +441,11 @@ def list_price_nano_usd(model_id: str, usage: Any) -> int:
 @contextlib.contextmanager
 def sandbox_settings(stack: Stack, **changes: int) -> Iterator[None]:
     """Changes the sandbox's run-time settings (`/_sandbox/config`) and restores them."""
-    with httpx.Client(base_url=stack.sandbox_url, timeout=10) as sandbox:
+    # The client idles through the caller's whole block; past uvicorn's 5 s keep-alive the
+    # restoring request would race the server's close of the pooled connection.
+    with httpx.Client(
+        base_url=stack.sandbox_url, timeout=10, limits=httpx.Limits(keepalive_expiry=2)
+    ) as sandbox:
         before = sandbox.get("/_sandbox/config").json()
         sandbox.post("/_sandbox/config", json=changes).raise_for_status()
         try:

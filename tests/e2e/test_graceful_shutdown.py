@@ -15,7 +15,7 @@ import pytest
 from aig_common.money import NANO_PER_USD, parse_usd
 from devstack.stack import Stack
 
-from .conftest import create_key, wait_for_usage, wait_until_settled
+from .conftest import create_key, sandbox_settings, wait_for_usage, wait_until_settled
 
 STREAM_CHUNKS = 12
 CHUNK_INTERVAL_MS = 250  # a 3 s stream, well inside the router's default 30 s drain
@@ -23,15 +23,8 @@ CHUNK_INTERVAL_MS = 250  # a 3 s stream, well inside the router's default 30 s d
 
 @pytest.fixture
 def slow_streams(stack: Stack) -> Any:
-    with httpx.Client(base_url=stack.sandbox_url, timeout=10) as sandbox:
-        before = sandbox.get("/_sandbox/config").json()
-        sandbox.post(
-            "/_sandbox/config",
-            json={"chunk_interval_ms": CHUNK_INTERVAL_MS, "stream_chunks": STREAM_CHUNKS},
-        ).raise_for_status()
+    with sandbox_settings(stack, chunk_interval_ms=CHUNK_INTERVAL_MS, stream_chunks=STREAM_CHUNKS):
         yield
-        restore = {k: before[k] for k in ("chunk_interval_ms", "stream_chunks") if k in before}
-        sandbox.post("/_sandbox/config", json=restore).raise_for_status()
 
 
 def _router_ready(stack: Stack) -> int:

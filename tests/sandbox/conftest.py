@@ -29,7 +29,10 @@ def sandbox_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def control(sandbox_url: str) -> Iterator[httpx.Client]:
     """A plain HTTP client for the control API (and raw wire checks)."""
-    with httpx.Client(base_url=sandbox_url, timeout=10) as client:
+    # Session-long: drop idle connections before uvicorn's 5 s keep-alive timeout closes them.
+    with httpx.Client(
+        base_url=sandbox_url, timeout=10, limits=httpx.Limits(keepalive_expiry=2)
+    ) as client:
         yield client
 
 
