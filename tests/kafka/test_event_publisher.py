@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -84,6 +85,54 @@ async def test_broker_down_then_up_delivers_every_event(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.2)
         assert publisher.spooled_bytes == 0
+    finally:
+        await publisher.stop()
+        await asyncio.to_thread(kafka.stop)
+
+
+async def test_batches_go_out_while_earlier_ones_wait_for_acks(tmp_path: Path) -> None:
+    """With the broker frozen no batch is confirmed, yet the publisher hands the producer
+    `max_in_flight` batches, not one, and holds the rest back. Once the broker thaws, every
+    event arrives once and in publish order, and the journal is left empty."""
+    kafka = LocalKafka(tmp_path / "var", port=free_port(), libs_dir=LIBS_DIR)
+    await asyncio.to_thread(kafka.start)
+    publisher = EventPublisher(
+        kafka.bootstrap_servers,
+        tmp_path / "spool",
+        client_id="test",
+        delivery_timeout_s=30,
+        linger_s=0,
+        max_batch=5,
+        max_in_flight=3,
+    )
+    try:
+        await asyncio.to_thread(kafka.wait_ready)
+        await asyncio.to_thread(kafka.create_topics, AIG_TOPICS)
+        await publisher.start()
+        # A first event connects the producer and fetches the topic's metadata, so what
+        # follows needs nothing from the broker until the acks.
+        publisher.publish(TOPIC, "acct_1", b"first")
+        await asyncio.wait_for(publisher.flush(), 30)
+        assert kafka.process is not None
+        os.kill(kafka.process.pid, signal.SIGSTOP)
+        try:
+            for i in range(40):
+                publisher.publish(TOPIC, "acct_1", f"event-{i}".encode())
+            for _ in range(100):
+                if len(publisher._deliveries) == 3:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)
+            assert len(publisher._deliveries) == 3
+            assert publisher._queue.qsize() == 40 - 3 * 5
+        finally:
+            os.kill(kafka.process.pid, signal.SIGCONT)
+        await asyncio.wait_for(publisher.flush(), 60)
+        assert publisher.spooled_bytes == 0
+        values = await _consume(kafka.bootstrap_servers, 41)
+        assert values == [b"first"] + [f"event-{i}".encode() for i in range(40)]
+        journal = list((tmp_path / "spool").glob("test.journal.*"))
+        assert journal and sum(path.stat().st_size for path in journal) == 0
     finally:
         await publisher.stop()
         await asyncio.to_thread(kafka.stop)
