@@ -7,6 +7,8 @@ import uvicorn
 from sandbox.app import create_app
 from sandbox.settings import SandboxSettings
 
+SHUTDOWN_GRACE_S = 1
+
 
 def main() -> None:
     settings = SandboxSettings.from_env()
@@ -18,6 +20,10 @@ def main() -> None:
         http="httptools",
         access_log=False,
         log_level="info",
+        # A simulated call can be told to hang for good, and uvicorn's SIGTERM otherwise
+        # waits for every open call: each stack that had one took the full 10 s its
+        # supervisor allows before a kill. A simulator has nothing worth draining.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
 
 
