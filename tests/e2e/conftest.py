@@ -51,6 +51,10 @@ BREAKER_COOLDOWN_S = 1.0
 # in any minute (the bucket refills at 30 a minute), so no test is refused for another's
 # deliberate failures; the tests of the throttle itself speak from addresses of their own.
 AUTH_FAILURE_BURST = 100
+# For clients held across a test or a session: an idle pooled connection is dropped before
+# uvicorn's 5 s keep-alive closes it, or the next request can race the server's close and
+# see "Server disconnected without sending a response".
+IDLE_CONNECTIONS_DROPPED_EARLY = httpx.Limits(keepalive_expiry=2)
 BODY_TIMEOUT_S = 2
 # Test receivers listen on 127.0.0.1, which the SSRF guard refuses unless allow-listed;
 # retries come after 0.2 s instead of 5 s … 24 h. The lease outlives the 2 s timeout and
@@ -278,8 +282,7 @@ def admin_client(stack: Stack) -> httpx.Client:
         base_url=f"{stack.edge_url}/admin/v1",
         headers={"authorization": f"Bearer {stack.admin_token}"},
         timeout=10,
-        # Session-long: see edge_client for why idle connections are dropped early.
-        limits=httpx.Limits(keepalive_expiry=2),
+        limits=IDLE_CONNECTIONS_DROPPED_EARLY,
     )
 
 
@@ -331,9 +334,7 @@ def edge_client(stack: Stack, api_key: str) -> httpx.Client:
         base_url=stack.edge_url,
         headers={"authorization": f"Bearer {api_key}"},
         timeout=30,
-        # Drop idle connections before uvicorn's 5 s keep-alive timeout closes them, or a
-        # request can race the server's close and see "Server disconnected".
-        limits=httpx.Limits(keepalive_expiry=2),
+        limits=IDLE_CONNECTIONS_DROPPED_EARLY,
     )
 
 
@@ -441,10 +442,9 @@ def list_price_nano_usd(model_id: str, usage: Any) -> int:
 @contextlib.contextmanager
 def sandbox_settings(stack: Stack, **changes: int) -> Iterator[None]:
     """Changes the sandbox's run-time settings (`/_sandbox/config`) and restores them."""
-    # The client idles through the caller's whole block; past uvicorn's 5 s keep-alive the
-    # restoring request would race the server's close of the pooled connection.
+    # The client idles through the caller's whole block before it restores the settings.
     with httpx.Client(
-        base_url=stack.sandbox_url, timeout=10, limits=httpx.Limits(keepalive_expiry=2)
+        base_url=stack.sandbox_url, timeout=10, limits=IDLE_CONNECTIONS_DROPPED_EARLY
     ) as sandbox:
         before = sandbox.get("/_sandbox/config").json()
         sandbox.post("/_sandbox/config", json=changes).raise_for_status()
