@@ -6,7 +6,7 @@ function decides (decide_admission), so both admission paths — a transaction p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -327,3 +327,54 @@ def decide_admission(
         "expires_at": admission.expires_at,
     }
     return Decision(admission, values, request_count)
+
+
+# The held columns an admitted reservation adds to, as the triggers keep them (migration
+# 0010): the account's, the key's and, for a key in a workspace, the workspace's.
+_HELD_BY_EVERY_RESERVATION = ("held_account", "held_key")
+_HELD_BY_A_WORKSPACE_KEY = ("held_account", "held_key", "held_workspace")
+
+
+def decide_admissions(
+    columns: Mapping[str, Any] | None,
+    account_id: str,
+    key_id: str,
+    upstream_worst_case_nano_usd: int,
+    now: datetime,
+    ttl: timedelta,
+    count: int,
+) -> list[Decision]:
+    """Up to `count` reservations of one worst case from one LIMITS_QUERY row (as a mapping
+    of its columns), decided exactly as `count` transactions in a row under the account's
+    lock would decide them: each reads what the ones before it hold, and nothing else a
+    reservation's insert changes is in the row (settled spend, the balance and expired
+    reservations stay as they were). The first refusal ends the list; a refusal of the
+    first raises, as decide_admission does. A key with an rpm_limit gets one: each of its
+    calls is counted as it comes."""
+    row = None if columns is None else LabelledRow(columns.items())
+    first = decide_admission(row, account_id, key_id, upstream_worst_case_nano_usd, now, ttl)
+    decisions = [first]
+    if first.request_count is not None or count <= 1:
+        return decisions
+    assert columns is not None  # decide_admission refuses a missing row
+    held = dict(columns)
+    added = (
+        _HELD_BY_A_WORKSPACE_KEY if held["workspace_id"] is not None else _HELD_BY_EVERY_RESERVATION
+    )
+    while len(decisions) < count:
+        for column in added:
+            held[column] += first.admission.amount_nano_usd
+        try:
+            decisions.append(
+                decide_admission(
+                    LabelledRow(held.items()),
+                    account_id,
+                    key_id,
+                    upstream_worst_case_nano_usd,
+                    now,
+                    ttl,
+                )
+            )
+        except LimitExceeded:
+            break
+    return decisions

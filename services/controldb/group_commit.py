@@ -50,8 +50,7 @@ from controldb.admission import (
     Admission,
     AdmissionsCommitted,
     Clock,
-    LabelledRow,
-    decide_admission,
+    decide_admissions,
     limits_parameters,
     utc_now,
 )
@@ -70,8 +69,9 @@ class _Admit:
     account_id: str
     key_id: str
     worst_case_nano_usd: int
+    count: int  # reservations of this worst case wanted; decide_admissions may grant fewer
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Admission]
+    future: asyncio.Future[list[Admission]]
 
 
 @dataclass(slots=True)
@@ -174,26 +174,33 @@ class GroupCommitAdmissions:
         self._pending = 0  # admissions handed to the thread and not yet answered
 
     async def admit(self, account_id: str, key_id: str, worst_case_nano_usd: int) -> Admission:
+        return (await self.admit_many(account_id, key_id, worst_case_nano_usd, 1))[0]
+
+    async def admit_many(
+        self, account_id: str, key_id: str, worst_case_nano_usd: int, count: int
+    ) -> list[Admission]:
+        """Between 1 and `count` reservations in one transaction (decide_admissions), or
+        the first one's refusal."""
         if self._pending == 0:
             # Nothing queued: nobody to batch with, so do not pay for the thread hop.
-            outcome = self._admit_inline(account_id, key_id, worst_case_nano_usd)
-            if isinstance(outcome, Admission):
+            outcome = self._admit_inline(account_id, key_id, worst_case_nano_usd, count)
+            if isinstance(outcome, list):
                 return outcome
             if outcome is not None:
                 raise outcome
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Admission] = loop.create_future()
+        future: asyncio.Future[list[Admission]] = loop.create_future()
         self._pending += 1
         try:
-            self._submit(_Admit(account_id, key_id, worst_case_nano_usd, loop, future))
+            self._submit(_Admit(account_id, key_id, worst_case_nano_usd, count, loop, future))
             return await future
         finally:
             self._pending -= 1
 
     def _admit_inline(
-        self, account_id: str, key_id: str, worst_case_nano_usd: int
-    ) -> Admission | Exception | None:
-        """The admission, or its refusal, if SQLite's write lock was free; None if it was
+        self, account_id: str, key_id: str, worst_case_nano_usd: int, count: int
+    ) -> list[Admission] | Exception | None:
+        """The admissions, or the refusal, if SQLite's write lock was free; None if it was
         not (or the connection failed), and the writer thread must do it."""
         try:
             if self._inline is None:
@@ -204,8 +211,8 @@ class GroupCommitAdmissions:
             connection = self._inline.driver_connection
             assert connection is not None
             with immediate(connection):
-                return self._admit_one(
-                    connection, account_id, key_id, worst_case_nano_usd, self._clock()
+                return self._admit(
+                    connection, account_id, key_id, worst_case_nano_usd, count, self._clock()
                 )
         except sqlite3.OperationalError:
             return None  # locked by another writer: queue behind it instead of waiting
@@ -281,7 +288,7 @@ class GroupCommitAdmissions:
                 return
 
     def _run_batch(self, batch: list[_Work]) -> None:
-        outcomes: list[Admission | BaseException | None] = []
+        outcomes: list[list[Admission] | BaseException | None] = []
         sql = self._statements
         try:
             if self._connection is None:
@@ -296,8 +303,13 @@ class GroupCommitAdmissions:
                         outcomes.append(None)
                         continue
                     outcomes.append(
-                        self._admit_one(
-                            connection, work.account_id, work.key_id, work.worst_case_nano_usd, now
+                        self._admit(
+                            connection,
+                            work.account_id,
+                            work.key_id,
+                            work.worst_case_nano_usd,
+                            work.count,
+                            now,
                         )
                     )
         except Exception as exc:  # the commit (or the database) failed: nothing was admitted
@@ -308,59 +320,64 @@ class GroupCommitAdmissions:
                 if self._connection is not None:
                     self._connection.close()
             self._connection = None
-        admitted = sum(isinstance(outcome, Admission) for outcome in outcomes)
+        admitted = sum(len(outcome) for outcome in outcomes if isinstance(outcome, list))
         if admitted and self._admissions_committed is not None:
             self._admissions_committed(admitted)
         for work, outcome in zip(batch, outcomes, strict=True):
             if work.loop is not None:
                 work.loop.call_soon_threadsafe(self._deliver, work, outcome)
 
-    def _admit_one(
+    def _admit(
         self,
         connection: DBAPIConnection,
         account_id: str,
         key_id: str,
         worst_case_nano_usd: int,
+        count: int,
         now: datetime,
-    ) -> Admission | Exception:
+    ) -> list[Admission] | Exception:
         sql = self._statements
         parameters = limits_parameters(account_id, key_id, now)
         parameters["now"] = sql.timestamp(now)
         cursor = connection.execute(sql.limits_sql, {**sql.limits_constants, **parameters})
         found = cursor.fetchone()
-        row = (
+        columns = (
             None
             if found is None
-            else LabelledRow(zip((d[0] for d in cursor.description), found, strict=True))
+            else dict(zip((d[0] for d in cursor.description), found, strict=True))
         )
         try:
-            decision = decide_admission(
-                row, account_id, key_id, worst_case_nano_usd, now, self._ttl
+            decisions = decide_admissions(
+                columns, account_id, key_id, worst_case_nano_usd, now, self._ttl, count
             )
         except Exception as refusal:  # RateLimited, LimitExceeded, UnknownAccount: this call only
             return refusal
-        if decision.request_count is not None:
-            connection.execute(sql.count_request_sql, decision.request_count)
-        values = decision.reservation
-        values["created_at"] = sql.timestamp(values["created_at"])
-        values["expires_at"] = sql.timestamp(values["expires_at"])
-        connection.execute(sql.insert_sql, values)
-        return decision.admission
+        first = decisions[0]
+        if first.request_count is not None:
+            connection.execute(sql.count_request_sql, first.request_count)
+        created_at, expires_at = sql.timestamp(now), sql.timestamp(first.admission.expires_at)
+        for decision in decisions:
+            values = decision.reservation
+            values["created_at"] = created_at
+            values["expires_at"] = expires_at
+            connection.execute(sql.insert_sql, values)
+        return [decision.admission for decision in decisions]
 
     # -- back on the event loop ----------------------------------------------------------
 
-    def _deliver(self, work: _Work, outcome: Admission | BaseException | None) -> None:
+    def _deliver(self, work: _Work, outcome: list[Admission] | BaseException | None) -> None:
         future = work.future
         assert future is not None  # only work with a waiting caller is delivered
         if future.cancelled():
-            if isinstance(outcome, Admission):
-                # Nobody will use (or settle) this reservation: give the money back now.
-                self._queue.put(_Release(outcome.reservation_id))
+            if isinstance(outcome, list):
+                # Nobody will use (or settle) these reservations: give the money back now.
+                for admission in outcome:
+                    self._queue.put(_Release(admission.reservation_id))
             return
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         elif isinstance(work, _Admit):
-            assert isinstance(outcome, Admission)
+            assert isinstance(outcome, list)
             work.future.set_result(outcome)
         elif work.future is not None:
             work.future.set_result(None)

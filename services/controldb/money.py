@@ -36,7 +36,7 @@ from controldb.admission import (
     Clock,
     MoneyError,
     UnknownAccount,
-    decide_admission,
+    decide_admissions,
     limits_parameters,
     nano_usd_sum,
     utc_now,
@@ -249,14 +249,25 @@ class Money:
         """Reserves the call's worst-case cost against the balance and every cap, or raises
         LimitExceeded. One transaction under the account's row lock: one read of everything
         that limits the call, one insert of the reservation."""
+        return (await self.admit_many(account_id, key_id, upstream_worst_case_nano_usd, 1))[0]
+
+    async def admit_many(
+        self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int, count: int
+    ) -> list[Admission]:
+        """Up to `count` reservations of one worst case in one transaction, each decided as
+        a transaction of its own would have decided it (decide_admissions): as many as the
+        balance and the caps allow, at least one, or the first one's refusal. The edge
+        reserves ahead for a busy key this way (edge.reservation_pool)."""
         if self._group_commit is not None:
-            return await self._group_commit.admit(account_id, key_id, upstream_worst_case_nano_usd)
+            return await self._group_commit.admit_many(
+                account_id, key_id, upstream_worst_case_nano_usd, count
+            )
         # The transaction runs to its end even if the caller is cancelled meanwhile (the
         # client hung up): a cancel that lands while COMMIT is in flight could not tell
-        # whether the reservation was made. If the caller is gone by the end, whatever was
-        # reserved is given back at once instead of holding the caps until it expires.
+        # whether the reservations were made. If the caller is gone by the end, whatever
+        # was reserved is given back at once instead of holding the caps until it expires.
         transaction = asyncio.ensure_future(
-            self._admit_in_transaction(account_id, key_id, upstream_worst_case_nano_usd)
+            self._admit_in_transaction(account_id, key_id, upstream_worst_case_nano_usd, count)
         )
         try:
             return await asyncio.shield(transaction)
@@ -267,21 +278,23 @@ class Money:
             raise
 
     async def _admit_in_transaction(
-        self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int
-    ) -> Admission:
+        self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int, count: int
+    ) -> list[Admission]:
         if self._postgres is not None:
-            admission = await self._postgres.admit(account_id, key_id, upstream_worst_case_nano_usd)
+            admissions = await self._postgres.admit_many(
+                account_id, key_id, upstream_worst_case_nano_usd, count
+            )
         else:
-            admission = await self._admit_in_session(
-                account_id, key_id, upstream_worst_case_nano_usd
+            admissions = await self._admit_in_session(
+                account_id, key_id, upstream_worst_case_nano_usd, count
             )
         if self._admissions_committed is not None:
-            await asyncio.to_thread(self._admissions_committed, 1)
-        return admission
+            await asyncio.to_thread(self._admissions_committed, len(admissions))
+        return admissions
 
     async def _admit_in_session(
-        self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int
-    ) -> Admission:
+        self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int, count: int
+    ) -> list[Admission]:
         """Through the ORM session: SQLite without group commit (an in-memory database,
         `group_commit=False`), or sessions not bound to one engine; the same statements and
         decision as the other two paths."""
@@ -298,20 +311,29 @@ class Money:
             row = (
                 await connection.execute(LIMITS_QUERY, limits_parameters(account_id, key_id, now))
             ).one_or_none()
-            decision = decide_admission(
-                row, account_id, key_id, upstream_worst_case_nano_usd, now, self._reservation_ttl
+            decisions = decide_admissions(
+                None if row is None else row._asdict(),
+                account_id,
+                key_id,
+                upstream_worst_case_nano_usd,
+                now,
+                self._reservation_ttl,
+                count,
             )
-            if decision.request_count is not None:
-                await connection.execute(COUNT_REQUEST, decision.request_count)
-            await connection.execute(insert(Reservation).values(decision.reservation))
-        return decision.admission
+            if decisions[0].request_count is not None:
+                await connection.execute(COUNT_REQUEST, decisions[0].request_count)
+            await connection.execute(
+                insert(Reservation), [decision.reservation for decision in decisions]
+            )
+        return [decision.admission for decision in decisions]
 
-    def _release_abandoned(self, transaction: asyncio.Task[Admission]) -> None:
+    def _release_abandoned(self, transaction: asyncio.Task[list[Admission]]) -> None:
         if transaction.cancelled() or transaction.exception() is not None:
             return  # nothing was reserved
-        release = asyncio.ensure_future(self.release(transaction.result().reservation_id))
-        self._abandoned.add(release)
-        release.add_done_callback(self._abandoned.discard)
+        for admission in transaction.result():
+            release = asyncio.ensure_future(self.release(admission.reservation_id))
+            self._abandoned.add(release)
+            release.add_done_callback(self._abandoned.discard)
 
     async def release(self, reservation_id: str) -> None:
         """Drops a reservation whose call never reached the router (nothing to settle)."""

@@ -43,8 +43,7 @@ from controldb.admission import (
     LOCK_ACCOUNT,
     Admission,
     Clock,
-    LabelledRow,
-    decide_admission,
+    decide_admissions,
     limits_parameters,
 )
 from controldb.models import Reservation
@@ -149,8 +148,13 @@ class PostgresAdmissions:
         self._opening = asyncio.Lock()
 
     async def admit(self, account_id: str, key_id: str, worst_case_nano_usd: int) -> Admission:
-        """One transaction: the account's row lock, LIMITS_QUERY, decide_admission, the
-        request count if the key has a rate limit, the reservation."""
+        return (await self.admit_many(account_id, key_id, worst_case_nano_usd, 1))[0]
+
+    async def admit_many(
+        self, account_id: str, key_id: str, worst_case_nano_usd: int, count: int
+    ) -> list[Admission]:
+        """One transaction: the account's row lock, LIMITS_QUERY, decide_admissions (between
+        1 and `count`), the request count if the key has a rate limit, the reservations."""
         now = self._clock()
         lost: BaseException | None = None
         for _ in range(2):
@@ -159,8 +163,8 @@ class PostgresAdmissions:
                 transaction = connection.transaction()
                 try:
                     await transaction.start()
-                    admission = await self._reserve(
-                        connection, account_id, key_id, worst_case_nano_usd, now
+                    admissions = await self._reserve(
+                        connection, account_id, key_id, worst_case_nano_usd, count, now
                     )
                 except _CONNECTION_LOST as error:
                     # Before COMMIT: nothing was reserved. The connection is closed, so the
@@ -179,7 +183,7 @@ class PostgresAdmissions:
                     await transaction.commit()
                 except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
                     raise _as_sqlalchemy_error(error, "COMMIT of an admission") from error
-                return admission
+                return admissions
         assert lost is not None
         raise _as_sqlalchemy_error(lost, "admission") from lost
 
@@ -189,8 +193,9 @@ class PostgresAdmissions:
         account_id: str,
         key_id: str,
         worst_case_nano_usd: int,
+        count: int,
         now: datetime,
-    ) -> Admission:
+    ) -> list[Admission]:
         # The lock first, in its own statement: under READ COMMITTED, LIMITS_QUERY then
         # takes a snapshot that includes every reservation committed by whoever held the
         # lock before us.
@@ -200,19 +205,28 @@ class PostgresAdmissions:
         found = await connection.fetchrow(
             limits.sql, *limits.arguments(limits_parameters(account_id, key_id, now))
         )
-        decision = decide_admission(
-            None if found is None else LabelledRow(found.items()),
+        decisions = decide_admissions(
+            None if found is None else dict(found.items()),
             account_id,
             key_id,
             worst_case_nano_usd,
             now,
             self._ttl,
+            count,
         )
-        if decision.request_count is not None:
-            count = self._count_request
-            await connection.execute(count.sql, *count.arguments(decision.request_count))
-        await connection.execute(self._insert.sql, *self._insert.arguments(decision.reservation))
-        return decision.admission
+        first = decisions[0]
+        if first.request_count is not None:
+            counted = self._count_request
+            await connection.execute(counted.sql, *counted.arguments(first.request_count))
+        insert_sql, rows = (
+            self._insert.sql,
+            [self._insert.arguments(decision.reservation) for decision in decisions],
+        )
+        if len(rows) == 1:
+            await connection.execute(insert_sql, *rows[0])
+        else:  # one round trip for them all
+            await connection.executemany(insert_sql, rows)
+        return [decision.admission for decision in decisions]
 
     async def release(self, reservation_id: str) -> None:
         """Deletes one reservation (its own transaction); idempotent, so retried once on a

@@ -169,6 +169,49 @@ async def test_an_admission_tells_the_room_its_tightest_limit_leaves(world: Worl
     assert third.headroom_nano_usd == 4500 - 2 * 1400 - 140  # now the account's monthly
 
 
+@pytest.mark.parametrize("scope", ["key", "workspace", "account"])
+async def test_admitting_several_at_once_decides_as_one_at_a_time_would(
+    world: World, migrated_url: str, scope: str
+) -> None:
+    """admit_many (the edge's refills) grants what that many admissions in a row would:
+    each counts the ones before it against the key's, the workspace's and the account's
+    caps, with the same headroom, and it stops at the first that would not fit. On SQLite
+    through both admission paths."""
+    limits = Limits(world.sessions)
+    async for money, account_id, workspace_id in _on_each_admission_path(world, migrated_url):
+        key_id = (await world.store.create_key(account_id, "k"))[0].id
+        await limits.attach_key(key_id, workspace_id)
+        scope_id = {"key": key_id, "workspace": workspace_id, "account": account_id}[scope]
+        cap = 5 * 1400 + 700  # room for five calls of 1,400 and half of a sixth
+        await limits.set_caps(scope, scope_id, {"daily_cap_nano_usd": cap})
+        first = await money.admit(account_id, key_id, 1000)
+
+        many = await money.admit_many(account_id, key_id, 1000, 10)
+
+        assert [a.amount_nano_usd for a in many] == [1400] * 4
+        assert [a.headroom_nano_usd for a in [first, *many]] == [
+            cap - held * 1400 for held in range(1, 6)
+        ]
+        assert len({a.reservation_id for a in [first, *many]}) == 5
+        with pytest.raises(LimitExceeded) as caught:
+            await money.admit_many(account_id, key_id, 1000, 3)
+        assert caught.value.code == f"{scope}_daily_cap"
+        assert caught.value.reserved_nano_usd == 5 * 1400
+        async with world.sessions() as session:
+            held = await session.scalars(
+                select(Reservation.amount_nano_usd).where(Reservation.key_id == key_id)
+            )
+            assert list(held) == [1400] * 5
+
+
+async def test_a_key_with_an_rpm_limit_is_admitted_one_at_a_time(world: World) -> None:
+    await world.money.add_credits(world.account_id, "grant", 100 * USD)
+    await _set_caps(world, ApiKey, world.key_id, rpm_limit=10)
+    many = await world.money.admit_many(world.account_id, world.key_id, 1000, 5)
+    assert len(many) == 1 and many[0].rate is not None
+    assert await _live_reservations(world) == 1
+
+
 async def test_expired_reservations_stop_counting(world: World) -> None:
     await world.money.add_credits(world.account_id, "grant", 1400)
     held = await world.money.admit(world.account_id, world.key_id, 1000)
@@ -206,6 +249,25 @@ async def test_expired_reservations_are_purged_and_a_late_settlement_still_settl
     assert await world.balance() == 10_000 - 700
 
 
+async def _on_each_admission_path(
+    world: World, migrated_url: str
+) -> AsyncIterator[tuple[Money, str, str]]:
+    """A Money on each admission path the database has (on SQLite a transaction per call,
+    then the group commit; on PostgreSQL its own), each with a funded account of its own
+    and a workspace in it: (money, account id, workspace id). Each Money is closed after
+    its turn."""
+    limits = Limits(world.sessions)
+    for group_commit in [False, True] if migrated_url.startswith("sqlite") else [True]:
+        money = Money(world.sessions, group_commit=group_commit)
+        account = await world.store.create_account(f"path-{group_commit}")
+        await money.add_credits(account.id, "grant", 100 * USD)
+        workspace = await limits.create_workspace(account.id, "w", {})
+        try:
+            yield money, account.id, workspace.id
+        finally:
+            await money.aclose()
+
+
 @pytest.mark.parametrize(
     ("table", "column", "code"),
     [
@@ -240,34 +302,29 @@ async def test_each_scope_counts_only_its_own_reservations_in_flight(
     account's all three (LIMITS_QUERY reads their running totals). On SQLite, through both
     admission paths: a transaction per call and the group commit."""
     limits = Limits(world.sessions)
-    for group_commit in [False, True] if migrated_url.startswith("sqlite") else [False]:
-        money = Money(world.sessions, group_commit=group_commit)
-        account = await world.store.create_account(f"scopes-{group_commit}")
-        await money.add_credits(account.id, "grant", 100 * USD)
-        workspace = await limits.create_workspace(account.id, "w", {})
-        keys = [(await world.store.create_key(account.id, name))[0].id for name in "abc"]
-        await limits.attach_key(keys[0], workspace.id)
-        await limits.attach_key(keys[1], workspace.id)
+    async for money, account_id, workspace_id in _on_each_admission_path(world, migrated_url):
+        keys = [(await world.store.create_key(account_id, name))[0].id for name in "abc"]
+        await limits.attach_key(keys[0], workspace_id)
+        await limits.attach_key(keys[1], workspace_id)
         held = [
-            (await money.admit(account.id, key_id, upstream)).amount_nano_usd
+            (await money.admit(account_id, key_id, upstream)).amount_nano_usd
             for key_id, upstream in zip(keys, (1_000, 20_000, 300_000), strict=True)
         ]
         await limits.set_caps("key", keys[0], {"daily_cap_nano_usd": 1})
-        await limits.set_caps("workspace", workspace.id, {"daily_cap_nano_usd": 1})
-        await limits.set_caps("account", account.id, {"daily_cap_nano_usd": 1})
+        await limits.set_caps("workspace", workspace_id, {"daily_cap_nano_usd": 1})
+        await limits.set_caps("account", account_id, {"daily_cap_nano_usd": 1})
 
         refused = {}
         for key_id in keys:
             with pytest.raises(LimitExceeded) as caught:
-                await money.admit(account.id, key_id, 1_000)
+                await money.admit(account_id, key_id, 1_000)
             refused[caught.value.code] = caught.value.reserved_nano_usd
-        await money.aclose()
 
         assert refused == {
             "key_daily_cap": held[0],
             "workspace_daily_cap": held[0] + held[1],
             "account_daily_cap": sum(held),
-        }, f"group_commit={group_commit}"
+        }
 
 
 async def _totals_and_rows(world: World) -> tuple[dict[str, int], dict[str, int]]:
@@ -378,7 +435,8 @@ async def _live_reservations(world: World) -> int:
         return int(await session.scalar(select(func.count()).select_from(Reservation)) or 0)
 
 
-async def test_an_abandoned_admission_holds_nothing(world: World) -> None:
+@pytest.mark.parametrize("per_transaction", [1, 3])
+async def test_an_abandoned_admission_holds_nothing(world: World, per_transaction: int) -> None:
     """A caller cancelled after its admission committed but before it was answered (the
     client hung up at the worst moment) must not leave its worst case reserved until
     expiry. The `admissions_committed` seam holds every admitting transaction at exactly
@@ -403,7 +461,8 @@ async def test_an_abandoned_admission_holds_nothing(world: World) -> None:
         blocker.execute("BEGIN IMMEDIATE")
     calls = 20
     attempts = [
-        asyncio.create_task(money.admit(world.account_id, world.key_id, 1000)) for _ in range(calls)
+        asyncio.create_task(money.admit_many(world.account_id, world.key_id, 1000, per_transaction))
+        for _ in range(calls)
     ]
     try:
         # One turn of the loop runs each task up to its first wait: on SQLite that is the
@@ -428,7 +487,8 @@ async def test_an_abandoned_admission_holds_nothing(world: World) -> None:
     for _ in range(2):
         await money.release("resv_barrier")
     await money.aclose()
-    assert sum(counts) == calls  # every cancelled call had reached its commit point
+    # Every cancelled call had reached its commit point with all it asked for.
+    assert sum(counts) == calls * per_transaction
     assert await _live_reservations(world) == 0
     kept = await world.money.admit(world.account_id, world.key_id, 1000)
     assert await _live_reservations(world) == 1
