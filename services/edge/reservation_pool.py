@@ -6,6 +6,9 @@ A busy key's next call almost always has the same worst case as its last (the sa
 no max_tokens or the same one, a prompt of about the same size), so the edge admits that
 worst case again as soon as a call has gone on, while the call waits for its upstream, and
 keeps the reservation on a shelf for the key's next call. That call takes it from memory.
+Calls admitted while a refill still waits out its delay add to that refill, so a busy key's
+reservations are admitted several to a transaction (Money.admit_many): the work of a
+transaction (BEGIN, LIMITS_QUERY, COMMIT) is paid once for them.
 
 Each reservation on a shelf was admitted by the same rule and the same transaction as any
 call (LIMITS_QUERY, decide_admission), so caps and the balance can never be overrun: money
@@ -79,7 +82,9 @@ class _Shelf:
     reservations: deque[tuple[Admission, float]] = field(default_factory=deque)
     refilling: int = 0  # reservations being admitted for it right now
     refills: set[asyncio.Task[None]] = field(default_factory=set)
-    delayed: set[_DelayedRefill] = field(default_factory=set)
+    # The refill still waiting out its delay: the calls admitted meanwhile add to it, so a
+    # busy key's reservations are admitted several to a transaction.
+    delayed: _DelayedRefill | None = None
     expiry_armed: bool = False  # a timer will look for reservations gone stale
     size: int = 1  # how many it aims to hold
     last_call: float = -USE_WITHIN_S - 1.0  # monotonic time of the key's last admitted call
@@ -159,12 +164,15 @@ class ReservationPool:
         if wanted <= 0:
             return
         shelf.refilling += wanted
+        if shelf.delayed is not None:
+            shelf.delayed.count += wanted
+            return
         delayed = _DelayedRefill(wanted)
         delay = random.uniform(*REFILL_DELAY_S)
         delayed.handle = asyncio.get_running_loop().call_later(
             delay, self._start_refill, shelf, delayed
         )
-        shelf.delayed.add(delayed)
+        shelf.delayed = delayed
 
     def _prune(self, now: float) -> None:
         """Forgets the shelves of keys gone quiet, so a process that has seen many keys over
@@ -182,10 +190,10 @@ class ReservationPool:
         the very room the caller was given back."""
         shelves = [shelf for shelf in self._shelves.values() if shelf.account_id == account_id]
         for shelf in shelves:
-            for delayed in shelf.delayed:
-                delayed.handle.cancel()
-                shelf.refilling -= delayed.count
-            shelf.delayed.clear()
+            if shelf.delayed is not None:
+                shelf.delayed.handle.cancel()
+                shelf.refilling -= shelf.delayed.count
+                shelf.delayed = None
         refills = [task for shelf in shelves for task in shelf.refills]
         if refills:
             await asyncio.gather(*refills, return_exceptions=True)
@@ -207,7 +215,7 @@ class ReservationPool:
     # -- filling and emptying ------------------------------------------------------------
 
     def _start_refill(self, shelf: _Shelf, delayed: _DelayedRefill) -> None:
-        shelf.delayed.discard(delayed)
+        shelf.delayed = None
         count = delayed.count
         if self._closed:
             shelf.refilling -= count
@@ -218,16 +226,17 @@ class ReservationPool:
 
     async def _refill(self, shelf: _Shelf, count: int) -> None:
         try:
-            for _ in range(count):
-                try:
-                    admission = await self._money.admit(
-                        shelf.account_id, shelf.key_id, shelf.worst_case_nano_usd
-                    )
-                except MoneyError:  # a cap, the balance, the rate: the calls will hear of it
-                    return
-                except Exception as error:  # the database: the calls admit on their own
-                    log.warning("reserving ahead failed: %s", type(error).__name__)
-                    return
+            try:
+                # One transaction for them all; it may grant fewer than asked (the room).
+                admissions = await self._money.admit_many(
+                    shelf.account_id, shelf.key_id, shelf.worst_case_nano_usd, count
+                )
+            except MoneyError:  # a cap, the balance, the rate: the calls will hear of it
+                return
+            except Exception as error:  # the database: the calls admit on their own
+                log.warning("reserving ahead failed: %s", type(error).__name__)
+                return
+            for taken, admission in enumerate(admissions):
                 shelved = len(shelf.reservations) + 1
                 # While this refill counts in `refilling`, the shelf keeps its worst case
                 # and is not pruned: only closing, the key's rpm_limit or the room matter.
@@ -239,7 +248,8 @@ class ReservationPool:
                     < HEADROOM_FACTOR * admission.amount_nano_usd * shelved
                 )
                 if stale:
-                    await self._release(admission)
+                    for unused in admissions[taken:]:
+                        await self._release(unused)
                     return
                 shelf.reservations.append((admission, self._clock()))
                 HELD_AHEAD.inc()

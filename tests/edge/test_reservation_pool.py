@@ -33,13 +33,16 @@ USE_WITHIN_S = 0.3
 
 
 class CountingMoney(Money):
-    """The real Money, counting the admissions it runs."""
+    """The real Money, counting the admitting transactions it runs (a call's own, or a
+    refill's of one or more reservations)."""
 
     admits = 0
 
-    async def admit(self, account_id: str, key_id: str, worst_case: int) -> Admission:
+    async def admit_many(
+        self, account_id: str, key_id: str, worst_case: int, count: int
+    ) -> list[Admission]:
         self.admits += 1
-        return await super().admit(account_id, key_id, worst_case)
+        return await super().admit_many(account_id, key_id, worst_case, count)
 
 
 @dataclass
@@ -109,6 +112,21 @@ async def test_a_busy_keys_next_call_takes_a_reservation_admitted_ahead(gateway:
     await gateway.refilled()
     assert gateway.money.admits == 4  # and the shelf was filled again behind it
     assert len(await gateway.live_reservations()) == 4
+
+
+async def test_calls_admitted_while_a_refill_waits_join_it(gateway: Gateway) -> None:
+    await gateway.call()
+    await gateway.call()  # a busy key: a refill of one, waiting out its delay
+    # The shelf is still empty and being refilled: this call admits on its own, the shelf
+    # grows to two, and the one more it wants joins the refill still waiting.
+    await gateway.call()
+    await gateway.refilled()
+
+    assert gateway.money.admits == 4  # three calls' own, and one refill transaction
+    assert len(await gateway.live_reservations()) == 5  # three calls, two ahead
+    await gateway.call()
+    await gateway.call()
+    assert gateway.money.admits == 4  # both taken from the shelf
 
 
 async def test_a_reservation_nobody_takes_is_given_back(gateway: Gateway) -> None:
