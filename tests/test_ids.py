@@ -7,7 +7,7 @@ import os
 import time
 import uuid
 
-from aig_common.ids import uuid7
+from aig_common.ids import uuid7, uuid7_text
 
 
 def test_an_id_has_the_rfc_9562_layout_and_its_creation_millisecond() -> None:
@@ -17,6 +17,17 @@ def test_an_id_has_the_rfc_9562_layout_and_its_creation_millisecond() -> None:
     assert value.version == 7
     assert value.variant == uuid.RFC_4122
     assert before <= value.int >> 80 <= after
+
+
+def test_the_text_form_is_the_canonical_one_of_a_uuid7() -> None:
+    before = time.time_ns() // 1_000_000
+    texts = [uuid7_text() for _ in range(1_000)]
+    for text in texts:
+        value = uuid.UUID(text)
+        assert str(value) == text  # lower-case hex, dashes at 8-4-4-4-12
+        assert value.version == 7 and value.variant == uuid.RFC_4122
+        assert before <= value.int >> 80 <= time.time_ns() // 1_000_000
+    assert len(set(texts)) == len(texts)
 
 
 def test_ids_sort_by_creation_and_never_repeat() -> None:

@@ -42,11 +42,22 @@ class _RandomBits:
 _random_bits = _RandomBits()
 
 
-def uuid7() -> uuid.UUID:
+def _uuid7_int() -> int:
     """RFC 9562 UUIDv7: 48-bit Unix milliseconds, version 7, variant, 74 random bits."""
     millis = time.time_ns() // 1_000_000
     bits = _random_bits.take(10)  # 80 bits: 12 for rand_a, 62 for rand_b, 6 unused
     rand_a = (bits >> 62) & 0x0FFF
     rand_b = bits & ((1 << 62) - 1)
-    value = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return uuid.UUID(int=value)
+    return (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+
+
+def uuid7() -> uuid.UUID:
+    return uuid.UUID(int=_uuid7_int())
+
+
+def uuid7_text() -> str:
+    """A new UUIDv7 in its canonical text form, as `str(uuid7())` gives it, without the UUID
+    object: the router makes one per call (its usage event's id), and `uuid.UUID`'s
+    constructor and `__str__` took ~2 of the ~2.5 µs."""
+    digits = f"{_uuid7_int():032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"

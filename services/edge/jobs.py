@@ -27,7 +27,7 @@ from aig_common.callback_urls import CallbackUrlRefused, check_callback_url
 from aig_common.contracts import TASKS_TOPIC
 from aig_common.errors import APIError
 from aig_common.events import EventPublisher
-from aig_common.ids import uuid7
+from aig_common.ids import uuid7_text
 from catalog.media import InputRejected, MediaCatalog
 from controldb import AuthenticatedKey, KeyStore
 from controldb.models import Task
@@ -272,7 +272,7 @@ class JobRoutes:
 
     def _publish(self, task: Task, key: AuthenticatedKey, task_input: dict[str, Any]) -> None:
         event = events.TaskRequested(
-            event_id=str(uuid7()),
+            event_id=uuid7_text(),
             occurred_at_ms=task.create_time_ms,
             task_id=task.id,
             account_id=task.account_id,

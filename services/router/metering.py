@@ -11,7 +11,7 @@ from aig.router.v1 import router_pb2 as pb
 from aig_common import tracing
 from aig_common.contracts import USAGE_TOPIC
 from aig_common.events import EventPublisher
-from aig_common.ids import uuid7
+from aig_common.ids import uuid7_text
 from aig_common.money import apply_markup
 from aig_common.usage import TokenUsage
 from catalog.live import LiveCatalog
@@ -54,7 +54,7 @@ class Meter:
             billed = min(billed, context.reserved_nano_usd)
         usage = usage or TokenUsage()
         event = events.UsageEvent(
-            event_id=str(uuid7()),
+            event_id=uuid7_text(),
             occurred_at_ms=time.time_ns() // 1_000_000,
             request_id=context.request_id,
             account_id=context.account_id,
