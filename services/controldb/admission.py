@@ -335,6 +335,16 @@ _HELD_BY_EVERY_RESERVATION = ("held_account", "held_key")
 _HELD_BY_A_WORKSPACE_KEY = ("held_account", "held_key", "held_workspace")
 
 
+@dataclass(frozen=True, slots=True)
+class RoomToKeep:
+    """What reservations admitted ahead of a key's calls (the edge's shelves) must leave:
+    room for `factor` times what would then be held ahead, `already_held` (the shelf's)
+    plus those granted with it, each one itself included."""
+
+    factor: int
+    already_held: int
+
+
 def decide_admissions(
     columns: Mapping[str, Any] | None,
     account_id: str,
@@ -343,6 +353,7 @@ def decide_admissions(
     now: datetime,
     ttl: timedelta,
     count: int,
+    ahead: RoomToKeep | None = None,
 ) -> list[Decision]:
     """Up to `count` reservations of one worst case from one LIMITS_QUERY row (as a mapping
     of its columns), decided exactly as `count` transactions in a row under the account's
@@ -350,9 +361,21 @@ def decide_admissions(
     reservation's insert changes is in the row (settled spend, the balance and expired
     reservations stay as they were). The first refusal ends the list; a refusal of the
     first raises, as decide_admission does. A key with an rpm_limit gets one: each of its
-    calls is counted as it comes."""
+    calls is counted as it comes.
+
+    Reserving `ahead` of calls, a reservation is granted only while it leaves the room that
+    RoomToKeep asks for. So a refill never holds, even for a moment, room it would at once
+    give back, which another edge's call could have been refused for. None may be granted;
+    none is for a key with an rpm_limit, whose calls are all counted as they come."""
     row = None if columns is None else LabelledRow(columns.items())
     first = decide_admission(row, account_id, key_id, upstream_worst_case_nano_usd, now, ttl)
+    amount = first.admission.amount_nano_usd
+    factor, already_held = (ahead.factor, ahead.already_held) if ahead else (0, 0)
+    if ahead is not None and (
+        first.request_count is not None
+        or first.admission.headroom_nano_usd < factor * amount * (already_held + 1)
+    ):
+        return []
     decisions = [first]
     if first.request_count is not None or count <= 1:
         return decisions
@@ -363,18 +386,20 @@ def decide_admissions(
     )
     while len(decisions) < count:
         for column in added:
-            held[column] += first.admission.amount_nano_usd
+            held[column] += amount
         try:
-            decisions.append(
-                decide_admission(
-                    LabelledRow(held.items()),
-                    account_id,
-                    key_id,
-                    upstream_worst_case_nano_usd,
-                    now,
-                    ttl,
-                )
+            decision = decide_admission(
+                LabelledRow(held.items()),
+                account_id,
+                key_id,
+                upstream_worst_case_nano_usd,
+                now,
+                ttl,
             )
         except LimitExceeded:
             break
+        wanted_room = factor * amount * (already_held + len(decisions) + 1)
+        if decision.admission.headroom_nano_usd < wanted_room:
+            break
+        decisions.append(decision)
     return decisions

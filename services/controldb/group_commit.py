@@ -50,6 +50,7 @@ from controldb.admission import (
     Admission,
     AdmissionsCommitted,
     Clock,
+    RoomToKeep,
     decide_admissions,
     limits_parameters,
     utc_now,
@@ -70,6 +71,7 @@ class _Admit:
     key_id: str
     worst_case_nano_usd: int
     count: int  # reservations of this worst case wanted; decide_admissions may grant fewer
+    ahead: RoomToKeep | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[list[Admission]]
 
@@ -177,13 +179,18 @@ class GroupCommitAdmissions:
         return (await self.admit_many(account_id, key_id, worst_case_nano_usd, 1))[0]
 
     async def admit_many(
-        self, account_id: str, key_id: str, worst_case_nano_usd: int, count: int
+        self,
+        account_id: str,
+        key_id: str,
+        worst_case_nano_usd: int,
+        count: int,
+        ahead: RoomToKeep | None = None,
     ) -> list[Admission]:
-        """Between 1 and `count` reservations in one transaction (decide_admissions), or
-        the first one's refusal."""
+        """Up to `count` reservations in one transaction (decide_admissions, which says
+        when there may be none), or the first one's refusal."""
         if self._pending == 0:
             # Nothing queued: nobody to batch with, so do not pay for the thread hop.
-            outcome = self._admit_inline(account_id, key_id, worst_case_nano_usd, count)
+            outcome = self._admit_inline(account_id, key_id, worst_case_nano_usd, count, ahead)
             if isinstance(outcome, list):
                 return outcome
             if outcome is not None:
@@ -192,13 +199,20 @@ class GroupCommitAdmissions:
         future: asyncio.Future[list[Admission]] = loop.create_future()
         self._pending += 1
         try:
-            self._submit(_Admit(account_id, key_id, worst_case_nano_usd, count, loop, future))
+            self._submit(
+                _Admit(account_id, key_id, worst_case_nano_usd, count, ahead, loop, future)
+            )
             return await future
         finally:
             self._pending -= 1
 
     def _admit_inline(
-        self, account_id: str, key_id: str, worst_case_nano_usd: int, count: int
+        self,
+        account_id: str,
+        key_id: str,
+        worst_case_nano_usd: int,
+        count: int,
+        ahead: RoomToKeep | None,
     ) -> list[Admission] | Exception | None:
         """The admissions, or the refusal, if SQLite's write lock was free; None if it was
         not (or the connection failed), and the writer thread must do it."""
@@ -212,7 +226,7 @@ class GroupCommitAdmissions:
             assert connection is not None
             with immediate(connection):
                 return self._admit(
-                    connection, account_id, key_id, worst_case_nano_usd, count, self._clock()
+                    connection, account_id, key_id, worst_case_nano_usd, count, ahead, self._clock()
                 )
         except sqlite3.OperationalError:
             return None  # locked by another writer: queue behind it instead of waiting
@@ -309,6 +323,7 @@ class GroupCommitAdmissions:
                             work.key_id,
                             work.worst_case_nano_usd,
                             work.count,
+                            work.ahead,
                             now,
                         )
                     )
@@ -334,6 +349,7 @@ class GroupCommitAdmissions:
         key_id: str,
         worst_case_nano_usd: int,
         count: int,
+        ahead: RoomToKeep | None,
         now: datetime,
     ) -> list[Admission] | Exception:
         sql = self._statements
@@ -348,10 +364,12 @@ class GroupCommitAdmissions:
         )
         try:
             decisions = decide_admissions(
-                columns, account_id, key_id, worst_case_nano_usd, now, self._ttl, count
+                columns, account_id, key_id, worst_case_nano_usd, now, self._ttl, count, ahead
             )
         except Exception as refusal:  # RateLimited, LimitExceeded, UnknownAccount: this call only
             return refusal
+        if not decisions:
+            return []
         first = decisions[0]
         if first.request_count is not None:
             connection.execute(sql.count_request_sql, first.request_count)

@@ -35,6 +35,7 @@ from controldb.admission import (
     AdmissionsCommitted,
     Clock,
     MoneyError,
+    RoomToKeep,
     UnknownAccount,
     decide_admissions,
     limits_parameters,
@@ -252,22 +253,30 @@ class Money:
         return (await self.admit_many(account_id, key_id, upstream_worst_case_nano_usd, 1))[0]
 
     async def admit_many(
-        self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int, count: int
+        self,
+        account_id: str,
+        key_id: str,
+        upstream_worst_case_nano_usd: int,
+        count: int,
+        ahead: RoomToKeep | None = None,
     ) -> list[Admission]:
         """Up to `count` reservations of one worst case in one transaction, each decided as
         a transaction of its own would have decided it (decide_admissions): as many as the
         balance and the caps allow, at least one, or the first one's refusal. The edge
-        reserves ahead for a busy key this way (edge.reservation_pool)."""
+        reserves `ahead` of a busy key's calls this way (edge.reservation_pool): then only
+        while the room RoomToKeep asks for is left, and maybe none."""
         if self._group_commit is not None:
             return await self._group_commit.admit_many(
-                account_id, key_id, upstream_worst_case_nano_usd, count
+                account_id, key_id, upstream_worst_case_nano_usd, count, ahead
             )
         # The transaction runs to its end even if the caller is cancelled meanwhile (the
         # client hung up): a cancel that lands while COMMIT is in flight could not tell
         # whether the reservations were made. If the caller is gone by the end, whatever
         # was reserved is given back at once instead of holding the caps until it expires.
         transaction = asyncio.ensure_future(
-            self._admit_in_transaction(account_id, key_id, upstream_worst_case_nano_usd, count)
+            self._admit_in_transaction(
+                account_id, key_id, upstream_worst_case_nano_usd, count, ahead
+            )
         )
         try:
             return await asyncio.shield(transaction)
@@ -278,22 +287,32 @@ class Money:
             raise
 
     async def _admit_in_transaction(
-        self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int, count: int
+        self,
+        account_id: str,
+        key_id: str,
+        upstream_worst_case_nano_usd: int,
+        count: int,
+        ahead: RoomToKeep | None,
     ) -> list[Admission]:
         if self._postgres is not None:
             admissions = await self._postgres.admit_many(
-                account_id, key_id, upstream_worst_case_nano_usd, count
+                account_id, key_id, upstream_worst_case_nano_usd, count, ahead
             )
         else:
             admissions = await self._admit_in_session(
-                account_id, key_id, upstream_worst_case_nano_usd, count
+                account_id, key_id, upstream_worst_case_nano_usd, count, ahead
             )
         if self._admissions_committed is not None:
             await asyncio.to_thread(self._admissions_committed, len(admissions))
         return admissions
 
     async def _admit_in_session(
-        self, account_id: str, key_id: str, upstream_worst_case_nano_usd: int, count: int
+        self,
+        account_id: str,
+        key_id: str,
+        upstream_worst_case_nano_usd: int,
+        count: int,
+        ahead: RoomToKeep | None,
     ) -> list[Admission]:
         """Through the ORM session: SQLite without group commit (an in-memory database,
         `group_commit=False`), or sessions not bound to one engine; the same statements and
@@ -319,7 +338,10 @@ class Money:
                 now,
                 self._reservation_ttl,
                 count,
+                ahead,
             )
+            if not decisions:
+                return []
             if decisions[0].request_count is not None:
                 await connection.execute(COUNT_REQUEST, decisions[0].request_count)
             await connection.execute(

@@ -43,6 +43,7 @@ from controldb.admission import (
     LOCK_ACCOUNT,
     Admission,
     Clock,
+    RoomToKeep,
     decide_admissions,
     limits_parameters,
 )
@@ -151,10 +152,15 @@ class PostgresAdmissions:
         return (await self.admit_many(account_id, key_id, worst_case_nano_usd, 1))[0]
 
     async def admit_many(
-        self, account_id: str, key_id: str, worst_case_nano_usd: int, count: int
+        self,
+        account_id: str,
+        key_id: str,
+        worst_case_nano_usd: int,
+        count: int,
+        ahead: RoomToKeep | None = None,
     ) -> list[Admission]:
-        """One transaction: the account's row lock, LIMITS_QUERY, decide_admissions (between
-        1 and `count`), the request count if the key has a rate limit, the reservations."""
+        """One transaction: the account's row lock, LIMITS_QUERY, decide_admissions (up to
+        `count`), the request count if the key has a rate limit, the reservations."""
         now = self._clock()
         lost: BaseException | None = None
         for _ in range(2):
@@ -164,7 +170,7 @@ class PostgresAdmissions:
                 try:
                     await transaction.start()
                     admissions = await self._reserve(
-                        connection, account_id, key_id, worst_case_nano_usd, count, now
+                        connection, account_id, key_id, worst_case_nano_usd, count, ahead, now
                     )
                 except _CONNECTION_LOST as error:
                     # Before COMMIT: nothing was reserved. The connection is closed, so the
@@ -194,6 +200,7 @@ class PostgresAdmissions:
         key_id: str,
         worst_case_nano_usd: int,
         count: int,
+        ahead: RoomToKeep | None,
         now: datetime,
     ) -> list[Admission]:
         # The lock first, in its own statement: under READ COMMITTED, LIMITS_QUERY then
@@ -213,7 +220,10 @@ class PostgresAdmissions:
             now,
             self._ttl,
             count,
+            ahead,
         )
+        if not decisions:
+            return []
         first = decisions[0]
         if first.request_count is not None:
             counted = self._count_request

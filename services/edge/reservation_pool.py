@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controldb import AuthenticatedKey
+from controldb.admission import RoomToKeep
 from controldb.money import Admission, Money, MoneyError
 
 from .metrics import GIVEN_BACK_AHEAD, HELD_AHEAD, HELD_AHEAD_NANO_USD, TAKEN_AHEAD
@@ -227,9 +228,15 @@ class ReservationPool:
     async def _refill(self, shelf: _Shelf, count: int) -> None:
         try:
             try:
-                # One transaction for them all; it may grant fewer than asked (the room).
+                # One transaction for them all; it may grant fewer than asked, or none.
+                # Only while the room left is HEADROOM_FACTOR times what the shelf would
+                # hold: none is admitted only to be given back at once.
                 admissions = await self._money.admit_many(
-                    shelf.account_id, shelf.key_id, shelf.worst_case_nano_usd, count
+                    shelf.account_id,
+                    shelf.key_id,
+                    shelf.worst_case_nano_usd,
+                    count,
+                    RoomToKeep(HEADROOM_FACTOR, len(shelf.reservations)),
                 )
             except MoneyError:  # a cap, the balance, the rate: the calls will hear of it
                 return
@@ -239,11 +246,11 @@ class ReservationPool:
             for taken, admission in enumerate(admissions):
                 shelved = len(shelf.reservations) + 1
                 # While this refill counts in `refilling`, the shelf keeps its worst case
-                # and is not pruned: only closing, the key's rpm_limit or the room matter.
+                # and is not pruned. admit_many left the room (and admitted nothing for a
+                # key with an rpm_limit); what may have changed while it ran is closing, or
+                # the shelf itself (another refill's reservations on it).
                 stale = (
                     self._closed
-                    or admission.rate is not None  # the key got an rpm_limit meanwhile
-                    # the account came close to a limit meanwhile
                     or admission.headroom_nano_usd
                     < HEADROOM_FACTOR * admission.amount_nano_usd * shelved
                 )

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from aig_common.money import NANO_PER_USD, apply_markup, parse_usd, usd
 from controldb import KeyStore, create_engine_from_url
+from controldb.admission import RoomToKeep
 from controldb.group_commit import MAX_BATCH
 from controldb.limits import Limits
 from controldb.models import Account, ApiKey, Reservation, Workspace
@@ -202,6 +203,38 @@ async def test_admitting_several_at_once_decides_as_one_at_a_time_would(
                 select(Reservation.amount_nano_usd).where(Reservation.key_id == key_id)
             )
             assert list(held) == [1400] * 5
+
+
+async def test_reserving_ahead_takes_only_what_leaves_room_to_spare(
+    world: World, migrated_url: str
+) -> None:
+    """Reserving ahead (the edge's refills) a reservation is granted only while the room it
+    leaves is RoomToKeep's factor times what would then be held ahead, so a refill never
+    holds room it would give back at once; none for a key with an rpm_limit, whose window
+    is not counted either."""
+    async for money, account_id, _ in _on_each_admission_path(world, migrated_url):
+        key_id = (await world.store.create_key(account_id, "k"))[0].id
+        await _set_caps(world, ApiKey, key_id, daily_cap_nano_usd=20 * 1400)
+        await money.admit(account_id, key_id, 1000)  # a call: 19 calls of room left
+
+        # Room left after each: 18, 17, 16 calls; wanted: 8, 16, 24 calls' worth.
+        ahead = await money.admit_many(account_id, key_id, 1000, 5, RoomToKeep(8, 0))
+        assert [a.headroom_nano_usd for a in ahead] == [18 * 1400, 17 * 1400]
+        # With one already on the shelf the second would need 24 calls' worth, not 16.
+        more = await money.admit_many(account_id, key_id, 1000, 5, RoomToKeep(8, 1))
+        assert [a.headroom_nano_usd for a in more] == [16 * 1400]
+        # With three ahead already, even the first would need 32 calls' worth: none.
+        assert await money.admit_many(account_id, key_id, 1000, 5, RoomToKeep(8, 3)) == []
+
+        await _set_caps(world, ApiKey, key_id, daily_cap_nano_usd=10**12, rpm_limit=100)
+        assert await money.admit_many(account_id, key_id, 1000, 5, RoomToKeep(8, 0)) == []
+        async with world.sessions() as session:
+            key = await session.get(ApiKey, key_id)
+            assert key is not None and key.rpm_current == 0  # the refill counted no request
+            held = await session.scalars(
+                select(Reservation.amount_nano_usd).where(Reservation.key_id == key_id)
+            )
+            assert list(held) == [1400] * 4
 
 
 async def test_a_key_with_an_rpm_limit_is_admitted_one_at_a_time(world: World) -> None:

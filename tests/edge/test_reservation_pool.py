@@ -23,6 +23,7 @@ from aig_common.money import NANO_PER_USD
 from catalog.live import LiveCatalog
 from catalog.models import load_catalog
 from controldb import AuthenticatedKey, KeyStore
+from controldb.admission import RoomToKeep
 from controldb.models import ApiKey, Reservation
 from controldb.money import Admission, Money
 from edge.admission import Admissions
@@ -39,10 +40,17 @@ class CountingMoney(Money):
     admits = 0
 
     async def admit_many(
-        self, account_id: str, key_id: str, worst_case: int, count: int
+        self,
+        account_id: str,
+        key_id: str,
+        upstream_worst_case_nano_usd: int,
+        count: int,
+        ahead: RoomToKeep | None = None,
     ) -> list[Admission]:
         self.admits += 1
-        return await super().admit_many(account_id, key_id, worst_case, count)
+        return await super().admit_many(
+            account_id, key_id, upstream_worst_case_nano_usd, count, ahead
+        )
 
 
 @dataclass
@@ -187,6 +195,26 @@ async def test_no_reservation_is_held_ahead_without_room_to_spare(gateway: Gatew
         await gateway.call()
         await gateway.refilled()
     assert len(await gateway.live_reservations()) == 4
+
+
+async def test_a_refill_left_without_room_to_spare_admits_nothing(gateway: Gateway) -> None:
+    worst = (await gateway.call()).amount_nano_usd
+    await gateway.call()  # a busy key: a refill waits out its delay
+    given_back = REGISTRY.get_sample_value(
+        "aig_edge_reserved_ahead_total", {"outcome": "given_back"}
+    )
+    # Meanwhile the cap leaves room for three more calls: less than HEADROOM_FACTOR times one.
+    await gateway.set_key(daily_cap_nano_usd=5 * worst)
+    await gateway.refilled()
+
+    assert gateway.money.admits == 3  # the refill's transaction ran
+    # and admitted nothing: no reservation was held for a moment and given back, which
+    # another edge's call could have been refused for.
+    assert len(await gateway.live_reservations()) == 2
+    assert (
+        REGISTRY.get_sample_value("aig_edge_reserved_ahead_total", {"outcome": "given_back"})
+        == given_back
+    )
 
 
 async def test_a_key_with_an_rpm_limit_admits_every_call_itself(gateway: Gateway) -> None:
