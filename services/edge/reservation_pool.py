@@ -42,7 +42,8 @@ from typing import Any
 
 from controldb import AuthenticatedKey
 from controldb.admission import RoomToKeep
-from controldb.money import Admission, Money, MoneyError
+from controldb.money import Admission, LimitExceeded, Money, MoneyError
+from controldb.ratelimit import RateLimited
 
 from .metrics import GIVEN_BACK_AHEAD, HELD_AHEAD, HELD_AHEAD_NANO_USD, TAKEN_AHEAD
 
@@ -238,8 +239,8 @@ class ReservationPool:
                     count,
                     RoomToKeep(HEADROOM_FACTOR, len(shelf.reservations)),
                 )
-            except MoneyError:  # a cap, the balance, the rate: the calls will hear of it
-                return
+            except (LimitExceeded, RateLimited, MoneyError):
+                return  # a cap, the balance, the rate, the key gone: the calls will hear of it
             except Exception as error:  # the database: the calls admit on their own
                 log.warning("reserving ahead failed: %s", type(error).__name__)
                 return

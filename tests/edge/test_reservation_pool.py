@@ -5,6 +5,7 @@ and the caps and the balance hold exactly as when every call admits on its own."
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -215,6 +216,20 @@ async def test_a_refill_left_without_room_to_spare_admits_nothing(gateway: Gatew
         REGISTRY.get_sample_value("aig_edge_reserved_ahead_total", {"outcome": "given_back"})
         == given_back
     )
+
+
+async def test_a_refill_refused_by_a_cap_is_not_logged_as_a_failure(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    await gateway.call()
+    await gateway.call()  # a busy key: a refill waits out its delay
+    await gateway.set_key(daily_cap_nano_usd=1)  # meanwhile the cap is spent
+    with caplog.at_level(logging.WARNING, logger="aig.edge.admission"):
+        await gateway.refilled()
+
+    assert gateway.money.admits == 3  # the refill's transaction ran and was refused
+    assert len(await gateway.live_reservations()) == 2
+    assert caplog.records == []  # a refusal is the calls' news, not the database failing
 
 
 async def test_a_key_with_an_rpm_limit_admits_every_call_itself(gateway: Gateway) -> None:
