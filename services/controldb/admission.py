@@ -1,7 +1,9 @@
 """The admission rule: may this call reserve its worst case, given the balance, every cap,
 settled spend and live reservations? One query reads all of it (LIMITS_QUERY) and one pure
-function decides (decide_admission), so both admission paths — a transaction per call
-(controldb.money) and SQLite's group commit (controldb.group_commit) — decide alike.
+function decides (decide_admission; decide_admissions for several reservations from one
+read), so every admission path — a transaction per call (controldb.money), SQLite's group
+commit (controldb.group_commit) and PostgreSQL's (controldb.postgres_admission) — decides
+alike.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ work and the round trips (BEGIN, the account's lock, LIMITS_QUERY, the insert, C
 processing parameters and rows statement by statement (`python -m bench.reservations`).
 Here the statements are SQLAlchemy's own (LOCK_ACCOUNT, LIMITS_QUERY, COUNT_REQUEST, the
 reservation's insert and delete), compiled once for the asyncpg dialect and run on a small
-asyncpg pool of their own; decide_admission decides exactly as on every other path. The
+asyncpg pool of their own; decide_admissions decides exactly as on every other path. The
 same was done for SQLite (controldb.group_commit), for the same reason.
 
 The pool: ADMISSION_CONNECTIONS per process, beside the engine's pool, opened with the
@@ -228,14 +228,11 @@ class PostgresAdmissions:
         if first.request_count is not None:
             counted = self._count_request
             await connection.execute(counted.sql, *counted.arguments(first.request_count))
-        insert_sql, rows = (
-            self._insert.sql,
-            [self._insert.arguments(decision.reservation) for decision in decisions],
-        )
+        rows = [self._insert.arguments(decision.reservation) for decision in decisions]
         if len(rows) == 1:
-            await connection.execute(insert_sql, *rows[0])
+            await connection.execute(self._insert.sql, *rows[0])
         else:  # one round trip for them all
-            await connection.executemany(insert_sql, rows)
+            await connection.executemany(self._insert.sql, rows)
         return [decision.admission for decision in decisions]
 
     async def release(self, reservation_id: str) -> None:
