@@ -346,6 +346,12 @@ class RoomToKeep:
     factor: int
     already_held: int
 
+    def kept_by(self, admission: Admission, held_with_it: int) -> bool:
+        """Whether `admission` leaves room for `factor` times the amount of what would then
+        be held ahead: `already_held` plus `held_with_it` (itself included)."""
+        held = self.already_held + held_with_it
+        return admission.headroom_nano_usd >= self.factor * admission.amount_nano_usd * held
+
 
 def decide_admissions(
     columns: Mapping[str, Any] | None,
@@ -370,25 +376,23 @@ def decide_admissions(
     give back, which another edge's call could have been refused for. None may be granted;
     none is for a key with an rpm_limit, whose calls are all counted as they come."""
     row = None if columns is None else LabelledRow(columns.items())
-    first = decide_admission(row, account_id, key_id, upstream_worst_case_nano_usd, now, ttl)
-    amount = first.admission.amount_nano_usd
-    factor, already_held = (ahead.factor, ahead.already_held) if ahead else (0, 0)
-    if ahead is not None and (
-        first.request_count is not None
-        or first.admission.headroom_nano_usd < factor * amount * (already_held + 1)
-    ):
-        return []
-    decisions = [first]
-    if first.request_count is not None or count <= 1:
-        return decisions
+    decision = decide_admission(row, account_id, key_id, upstream_worst_case_nano_usd, now, ttl)
+    if decision.request_count is not None:
+        return [] if ahead is not None else [decision]
     assert columns is not None  # decide_admission refuses a missing row
     held = dict(columns)
     added = (
         _HELD_BY_A_WORKSPACE_KEY if held["workspace_id"] is not None else _HELD_BY_EVERY_RESERVATION
     )
-    while len(decisions) < count:
+    decisions: list[Decision] = []
+    while True:
+        if ahead is not None and not ahead.kept_by(decision.admission, len(decisions) + 1):
+            break
+        decisions.append(decision)
+        if len(decisions) >= count:
+            break
         for column in added:
-            held[column] += amount
+            held[column] += decision.admission.amount_nano_usd
         try:
             decision = decide_admission(
                 LabelledRow(held.items()),
@@ -400,8 +404,4 @@ def decide_admissions(
             )
         except LimitExceeded:
             break
-        wanted_room = factor * amount * (already_held + len(decisions) + 1)
-        if decision.admission.headroom_nano_usd < wanted_room:
-            break
-        decisions.append(decision)
     return decisions

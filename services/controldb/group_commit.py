@@ -175,9 +175,6 @@ class GroupCommitAdmissions:
         self._inline: PoolProxiedConnection | None = None  # the event loop's, never waits
         self._pending = 0  # admissions handed to the thread and not yet answered
 
-    async def admit(self, account_id: str, key_id: str, worst_case_nano_usd: int) -> Admission:
-        return (await self.admit_many(account_id, key_id, worst_case_nano_usd, 1))[0]
-
     async def admit_many(
         self,
         account_id: str,

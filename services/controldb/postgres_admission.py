@@ -148,9 +148,6 @@ class PostgresAdmissions:
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
 
-    async def admit(self, account_id: str, key_id: str, worst_case_nano_usd: int) -> Admission:
-        return (await self.admit_many(account_id, key_id, worst_case_nano_usd, 1))[0]
-
     async def admit_many(
         self,
         account_id: str,

@@ -245,16 +245,12 @@ class ReservationPool:
                 log.warning("reserving ahead failed: %s", type(error).__name__)
                 return
             for taken, admission in enumerate(admissions):
-                shelved = len(shelf.reservations) + 1
                 # While this refill counts in `refilling`, the shelf keeps its worst case
                 # and is not pruned. admit_many left the room (and admitted nothing for a
                 # key with an rpm_limit); what may have changed while it ran is closing, or
                 # the shelf itself (another refill's reservations on it).
-                stale = (
-                    self._closed
-                    or admission.headroom_nano_usd
-                    < HEADROOM_FACTOR * admission.amount_nano_usd * shelved
-                )
+                room = RoomToKeep(HEADROOM_FACTOR, len(shelf.reservations))
+                stale = self._closed or not room.kept_by(admission, 1)
                 if stale:
                     for unused in admissions[taken:]:
                         await self._release(unused)

@@ -85,7 +85,7 @@ async def test_neither_admission_connection_commits_through_an_fsync(tmp_path: P
         # An unknown key is refused inline (the inline connection opens); a release always
         # runs on the writer thread (its connection opens).
         with pytest.raises(UnknownAccount):
-            await admissions.admit("acc_none", "key_none", 1000)
+            await admissions.admit_many("acc_none", "key_none", 1000, 1)
         await admissions.release("resv_none")
         connections = [admissions._inline, admissions._connection]
         normal = 1  # SQLite's code for synchronous=NORMAL (FULL, its default, is 2)
