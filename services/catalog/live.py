@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 from .models import Catalog, configured_catalog_path, load_catalog
 
 T = TypeVar("T")
+Found = TypeVar("Found")
 log = logging.getLogger("catalog")
 
 # How often the file's modification time is checked; a stat() is microseconds.
@@ -69,6 +70,18 @@ class LiveCatalog(Generic[T]):
         if self._file_stamp() == self._stamp:
             return False
         return self.reload()
+
+    def find(self, lookup: Callable[[T], Found | None]) -> tuple[T, Found | None]:
+        """`lookup` in the catalog in force; if it finds nothing and the file changed since
+        the last poll, in the file's catalog. The edge and the router poll on their own, so
+        without this a name just added to the file could pass one and be a 404 at the other
+        until its next poll. A miss costs one stat()."""
+        current = self.current
+        found = lookup(current)
+        if found is None and self.reload_if_changed():
+            current = self.current
+            found = lookup(current)
+        return current, found
 
     async def watch(self, poll_s: float = DEFAULT_POLL_S) -> None:
         """Reloads on SIGHUP and whenever the file changes; runs until cancelled."""

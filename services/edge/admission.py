@@ -138,10 +138,13 @@ class Admissions:
         self._pool = pool
 
     def chat_model(self, model_id: str) -> ChatModel:
-        model = self._catalog.current.chat(model_id)
+        return self._chat_model(model_id)[1]
+
+    def _chat_model(self, model_id: str) -> tuple[Catalog, ChatModel]:
+        catalog, model = self._catalog.find(lambda current: current.chat(model_id))
         if model is None:
             raise model_not_found(model_id)
-        return model
+        return catalog, model
 
     def provider_type(self, model: ChatModel) -> str:
         """The provider type (`openai`, `anthropic`...) of the instance serving `model`'s own
@@ -150,8 +153,7 @@ class Admissions:
         return row.type if row is not None else ""
 
     async def chat(self, key: AuthenticatedKey, body: dict[str, Any]) -> ChatAdmission:
-        catalog = self._catalog.current
-        model = self.chat_model(body["model"])
+        catalog, model = self._chat_model(body["model"])
         note_model(model.id)
         # The router tries the same chain (Catalog.chain), skipping members that cannot
         # serve the request; a failover may land on any of them: hold the dearest.
@@ -207,7 +209,7 @@ class Admissions:
         raise payment_required(limit) from None
 
     async def embeddings(self, key: AuthenticatedKey, body: dict[str, Any]) -> Admission:
-        model = self._catalog.current.embedding(body["model"])
+        _, model = self._catalog.find(lambda current: current.embedding(body["model"]))
         if model is None:
             raise model_not_found(body["model"])
         note_model(model.id)

@@ -271,12 +271,13 @@ class ChatService:
         """The route chain for this request (`Catalog.chain`: the model's own route, then
         its fallbacks, or those the request names in `aig.fallbacks`, or none with
         `false`), keeping only routes whose model can serve this request."""
-        config = self._config.current
-        catalog = config.catalog
         model_id = body.get("model")
-        model: ChatModel | None = catalog.chat(model_id) if isinstance(model_id, str) else None
+        if not isinstance(model_id, str):
+            raise model_not_found(model_id)
+        config, model = self._config.find(lambda current: current.catalog.chat(model_id))
         if model is None:
             raise model_not_found(model_id)
+        catalog = config.catalog
         check_chat_request(body, model)
         targets: list[Target] = []
         for link in request_chain(catalog, model, body):

@@ -33,9 +33,10 @@ class EmbeddingsService:
         self._clients = clients
 
     async def create(self, body: dict[str, Any]) -> EmbeddingsResult:
-        config = self._config.current
         model_id = body.get("model")
-        model = config.catalog.embedding(model_id) if isinstance(model_id, str) else None
+        if not isinstance(model_id, str):
+            raise model_not_found(model_id)
+        config, model = self._config.find(lambda current: current.catalog.embedding(model_id))
         if model is None:
             raise model_not_found(model_id)
         call = EmbeddingsCall(

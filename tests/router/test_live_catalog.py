@@ -7,14 +7,19 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
 
+from aig_common.errors import APIError
 from catalog.live import LiveCatalog
 from catalog.models import DEFAULT_CATALOG_PATH, Catalog
+from controldb.money import Money
+from edge.admission import Admissions
+from router.chat import ChatService
 from router.config import RouterConfig
+from router.upstream import UpstreamClients
 
 
 def _copy(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
@@ -70,3 +75,32 @@ async def test_sighup_reloads_at_once(tmp_path: Path) -> None:
     finally:
         watcher.cancel()
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+
+def test_a_name_added_since_the_last_poll_is_found_by_the_edge_and_the_router(
+    tmp_path: Path,
+) -> None:
+    """The edge and the router poll the file on their own: without a look at the file on a
+    miss, a call naming a new alias could pass one and be a 404 at the other (seen in CI)."""
+    path, document = _copy(tmp_path)
+    router_catalog = LiveCatalog(_build, path)
+    edge_catalog = LiveCatalog(lambda catalog: catalog, path)
+    router = ChatService(router_catalog, cast(UpstreamClients, None))
+    edge = Admissions(edge_catalog, cast(Money, None))
+    canonical = document["chat_models"][0]["id"]
+    document["chat_models"][0]["aliases"] = ["just-added"]
+    path.write_text(yaml.safe_dump(document))
+    body = {"model": "just-added", "messages": [{"role": "user", "content": "Hi"}]}
+
+    # Neither has polled since the edit.
+    assert edge.chat_model("just-added").id == canonical
+    assert router.plan(body).targets[0].public_id == canonical
+    assert edge_catalog.version == router_catalog.version == 2
+
+    # A name in neither file is still a 404, and nothing is loaded again for it.
+    with pytest.raises(APIError) as refused:
+        router.plan(body | {"model": "nowhere"})
+    assert refused.value.status == 404
+    with pytest.raises(APIError):
+        edge.chat_model("nowhere")
+    assert edge_catalog.version == router_catalog.version == 2
