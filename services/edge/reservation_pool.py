@@ -6,19 +6,24 @@ A busy key's next call almost always has the same worst case as its last (the sa
 no max_tokens or the same one, a prompt of about the same size), so the edge admits that
 worst case again as soon as a call has gone on, while the call waits for its upstream, and
 keeps the reservation on a shelf for the key's next call. That call takes it from memory.
-Calls admitted while a refill still waits out its delay add to that refill, so a busy key's
-reservations are admitted several to a transaction (Money.admit_many): the work of a
-transaction (BEGIN, LIMITS_QUERY, COMMIT) is paid once for them.
+
+A refill is a transaction (BEGIN, LIMITS_QUERY, COMMIT) on the edge's event loop, whatever
+it admits, so the pool admits several reservations to one (Money.admit_many):
+- a busy key's shelf aims to hold the calls the key makes in SHELF_HORIZON_S (from the
+  smoothed time between its calls), and is refilled only once it is down to half of that,
+  back to full: at 200 calls/s a transaction admits four, where it admitted one per call;
+- calls admitted while a refill still waits out its delay add to that refill.
 
 Each reservation on a shelf was admitted by the same rule and the same transaction as any
 call (LIMITS_QUERY, decide_admission), so caps and the balance can never be overrun: money
 is held before a call is let through, exactly as before. What changes, and why it is
 bounded:
 - A shelved reservation is held from the account's other calls until it is used or given
-  back. A shelf is filled only for a key that made two calls within USE_WITHIN_S, only
-  while the admission left room for HEADROOM_FACTOR times what the shelf would hold, and a
-  reservation unused for USE_WITHIN_S is given back. A call this process refuses for lack
-  of money is retried once after this process's shelves for that account are emptied.
+  back. A shelf is filled only for a key that made two calls within USE_WITHIN_S, holds at
+  most MAX_SHELF, only while the admission left room for HEADROOM_FACTOR times what the
+  shelf would hold, and a reservation unused for USE_WITHIN_S is given back. A call this
+  process refuses for lack of money is retried once after this process's shelves for that
+  account are emptied.
 - A call may use a reservation up to WORST_CASE_SLACK larger than its own worst case; it
   is billed what it used (never more than the reservation), and the rest is released when
   it settles, as for every call.
@@ -52,8 +57,14 @@ log = logging.getLogger("aig.edge.admission")
 # A shelved reservation not taken within this long is given back; a key whose calls come
 # further apart than this gets no shelf.
 USE_WITHIN_S = 2.0
-# A shelf holds at most this many reservations (it grows when calls find it empty).
+# A shelf holds at most this many reservations.
 MAX_SHELF = 16
+# A busy key's shelf aims to hold the calls it makes in this long (at least one; more when
+# its calls find it empty), and is refilled once down to half of that: a refill admits the
+# calls of about SHELF_HORIZON_S / 2 in one transaction. Longer batches more and holds more.
+SHELF_HORIZON_S = 0.04
+# The time between a key's calls is smoothed over about this many calls.
+GAP_SMOOTHING = 8
 # Shelve only while the admission left this many times the shelf's worth of room.
 HEADROOM_FACTOR = 8
 # A call may take a reservation whose worst case is larger than its own by up to 1/8.
@@ -88,8 +99,11 @@ class _Shelf:
     # busy key's reservations are admitted several to a transaction.
     delayed: _DelayedRefill | None = None
     expiry_armed: bool = False  # a timer will look for reservations gone stale
-    size: int = 1  # how many it aims to hold
+    # How many it aims to hold at least: doubled when calls find it empty while it refills,
+    # halved when reservations on it go unused.
+    size: int = 1
     last_call: float = -USE_WITHIN_S - 1.0  # monotonic time of the key's last admitted call
+    gap_s: float | None = None  # the smoothed time between its calls, while it is busy
 
 
 class ReservationPool:
@@ -99,11 +113,14 @@ class ReservationPool:
         *,
         use_within_s: float = USE_WITHIN_S,
         max_shelf: int = MAX_SHELF,
+        horizon_s: float = SHELF_HORIZON_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`horizon_s` 0 sizes shelves by their empty finds alone (SHELF_HORIZON_S)."""
         self._money = money
         self._use_within_s = use_within_s
         self._max_shelf = max_shelf
+        self._horizon_s = horizon_s
         self._clock = clock
         self._shelves: dict[str, _Shelf] = {}  # by key id
         self._prune_at = PRUNE_AT
@@ -148,18 +165,25 @@ class ReservationPool:
             shelf = _Shelf(key.account_id, key.key_id, worst_case_nano_usd, last_call=now)
             self._shelves[key.key_id] = shelf
             return  # one call is not yet a busy key
-        busy = now - shelf.last_call <= self._use_within_s
+        gap = now - shelf.last_call
         shelf.last_call = now
+        busy = gap <= self._use_within_s
+        if busy:
+            previous = shelf.gap_s
+            shelf.gap_s = gap if previous is None else previous + (gap - previous) / GAP_SMOOTHING
+        else:
+            shelf.gap_s = None  # a key that went quiet starts its pace afresh
         if not _covers(shelf.worst_case_nano_usd, worst_case_nano_usd):
             if shelf.reservations or shelf.refilling:
                 return  # a call of another size: keep serving the shelf's own
             shelf.worst_case_nano_usd = worst_case_nano_usd
         if not busy:
             return
+        full = self._full_shelf(shelf)
         held = len(shelf.reservations) + shelf.refilling
-        wanted = shelf.size - held
-        if wanted <= 0:
-            return
+        if held > full // 2:
+            return  # not yet down to half: one refill later admits more at once
+        wanted = full - held
         # Room for the shelf's worth HEADROOM_FACTOR times over, counting what it holds.
         room = admission.headroom_nano_usd // (HEADROOM_FACTOR * max(1, admission.amount_nano_usd))
         wanted = min(wanted, room - held)
@@ -175,6 +199,14 @@ class ReservationPool:
             delay, self._start_refill, shelf, delayed
         )
         shelf.delayed = delayed
+
+    def _full_shelf(self, shelf: _Shelf) -> int:
+        """How many the shelf aims to hold: the key's calls within the horizon at its pace,
+        or its `size` if more."""
+        paced = 0
+        if shelf.gap_s is not None and self._horizon_s > 0:
+            paced = int(self._horizon_s / max(shelf.gap_s, 1e-6))
+        return min(self._max_shelf, max(shelf.size, paced))
 
     def _prune(self, now: float) -> None:
         """Forgets the shelves of keys gone quiet, so a process that has seen many keys over

@@ -94,7 +94,10 @@ async def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     world = await keyed_account(url, "pool")
     money = CountingMoney(world.sessions)
     await money.add_credits(world.account_id, "grant", 100 * NANO_PER_USD)
-    pool = ReservationPool(money, use_within_s=USE_WITHIN_S)
+    # Calls here come a few ms apart: a shelf sized by that pace would hold many. These
+    # tests count the transactions of a shelf sized by its empty finds alone; the paced
+    # shelf has its own test below.
+    pool = ReservationPool(money, use_within_s=USE_WITHIN_S, horizon_s=0.0)
     admissions = Admissions(LiveCatalog.fixed(load_catalog()), money, pool=pool)
     authenticated = AuthenticatedKey(
         key_id=world.key_id, key_name="k", account_id=world.account_id, account_name="pool"
@@ -136,6 +139,56 @@ async def test_calls_admitted_while_a_refill_waits_join_it(gateway: Gateway) -> 
     await gateway.call()
     await gateway.call()
     assert gateway.money.admits == 4  # both taken from the shelf
+
+
+@pytest.mark.parametrize(
+    ("pace_s", "transactions", "ahead"),
+    [
+        # 40 ms of calls is eight: refilled at four, four to a transaction.
+        (0.005, 2 + 1 + 3, 8),
+        # Slower than one call in 40 ms: one ahead, one transaction per call, as unpaced.
+        (0.1, 2 + 1 + 12, 1),
+    ],
+)
+async def test_a_shelf_holds_the_calls_of_its_horizon_and_refills_at_half(
+    gateway: Gateway, pace_s: float, transactions: int, ahead: int
+) -> None:
+    now = [0.0]
+    pool = ReservationPool(
+        gateway.money, use_within_s=USE_WITHIN_S, horizon_s=0.04, clock=lambda: now[0]
+    )
+    admissions = Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
+    try:
+        for _ in range(14):
+            await admissions.chat(gateway.key, BODY)
+            await gateway.refilled()
+            now[0] += pace_s
+        # The first two calls admitted on their own; each refill is one transaction.
+        assert gateway.money.admits == transactions
+        assert len(await gateway.live_reservations()) == 14 + ahead
+    finally:
+        await pool.aclose()
+    assert len(await gateway.live_reservations()) == 14
+
+
+async def test_a_key_that_went_quiet_starts_its_pace_afresh(gateway: Gateway) -> None:
+    now = [0.0]
+    pool = ReservationPool(
+        gateway.money, use_within_s=USE_WITHIN_S, horizon_s=0.04, clock=lambda: now[0]
+    )
+    admissions = Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
+    try:
+        # Fast (eight ahead), then quiet for longer than USE_WITHIN_S (those go stale and
+        # are given back), then one call in 100 ms.
+        for pace_s in (0.005, 0.005, 1.0, 0.1):
+            now[0] += pace_s
+            await admissions.chat(gateway.key, BODY)
+            await gateway.refilled()
+        # One ahead, as for any key at that pace: the fast pace before the pause is not
+        # carried over (smoothed with it, the shelf would aim at two).
+        assert len(await gateway.live_reservations()) == 4 + 1
+    finally:
+        await pool.aclose()
 
 
 async def test_a_reservation_nobody_takes_is_given_back(gateway: Gateway) -> None:
