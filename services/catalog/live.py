@@ -37,6 +37,7 @@ class LiveCatalog(Generic[T]):
         self._stamp = self._file_stamp()
         self.current: T = build(load_catalog(self.path))
         self.version = 1
+        self._fixed = False
 
     @classmethod
     def fixed(cls, value: T) -> LiveCatalog[T]:
@@ -44,6 +45,7 @@ class LiveCatalog(Generic[T]):
         live: LiveCatalog[T] = cls.__new__(cls)
         live.current, live.version, live.path = value, 1, Path()
         live._stamp = None
+        live._fixed = True
         return live
 
     def _file_stamp(self) -> tuple[int, int] | None:
@@ -67,7 +69,7 @@ class LiveCatalog(Generic[T]):
         return True
 
     def reload_if_changed(self) -> bool:
-        if self._file_stamp() == self._stamp:
+        if self._fixed or self._file_stamp() == self._stamp:
             return False
         return self.reload()
 

@@ -116,7 +116,7 @@ class ReservationPool:
         horizon_s: float = SHELF_HORIZON_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`horizon_s` 0 sizes shelves by their empty finds alone (SHELF_HORIZON_S)."""
+        """`horizon_s` is SHELF_HORIZON_S; 0 sizes shelves by their empty finds alone."""
         self._money = money
         self._use_within_s = use_within_s
         self._max_shelf = max_shelf

@@ -14,7 +14,7 @@ import yaml
 
 from aig_common.errors import APIError
 from catalog.live import LiveCatalog
-from catalog.models import DEFAULT_CATALOG_PATH, Catalog
+from catalog.models import DEFAULT_CATALOG_PATH, Catalog, load_catalog
 from controldb.money import Money
 from edge.admission import Admissions
 from router.chat import ChatService
@@ -104,3 +104,9 @@ def test_a_name_added_since_the_last_poll_is_found_by_the_edge_and_the_router(
     with pytest.raises(APIError):
         edge.chat_model("nowhere")
     assert edge_catalog.version == router_catalog.version == 2
+
+
+def test_a_fixed_catalog_answers_a_miss_without_loading_anything() -> None:
+    live = LiveCatalog.fixed(load_catalog())
+    assert live.find(lambda catalog: catalog.chat("nowhere")) == (live.current, None)
+    assert not live.reload_if_changed() and live.version == 1
