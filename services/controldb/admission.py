@@ -346,11 +346,17 @@ class RoomToKeep:
     factor: int
     already_held: int
 
+    def room_for(self, admission: Admission) -> int:
+        """How many reservations of `admission`'s amount may be held ahead beside
+        `already_held` (maybe none, or fewer than none): the room it left, over `factor`
+        times the amount (a free model's amount counted as one nano-USD)."""
+        share = self.factor * max(1, admission.amount_nano_usd)
+        return admission.headroom_nano_usd // share - self.already_held
+
     def kept_by(self, admission: Admission, held_with_it: int) -> bool:
         """Whether `admission` leaves room for `factor` times the amount of what would then
         be held ahead: `already_held` plus `held_with_it` (itself included)."""
-        held = self.already_held + held_with_it
-        return admission.headroom_nano_usd >= self.factor * admission.amount_nano_usd * held
+        return held_with_it <= self.room_for(admission)
 
 
 def decide_admissions(

@@ -262,7 +262,8 @@ class Money:
     ) -> list[Admission]:
         """Up to `count` reservations of one worst case in one transaction, each decided as
         a transaction of its own would have decided it (decide_admissions): as many as the
-        balance and the caps allow, at least one, or the first one's refusal. The edge
+        balance and the caps allow, at least one (without `ahead`), or the first one's
+        refusal. The edge
         reserves `ahead` of a busy key's calls this way (edge.reservation_pool): then only
         while the room RoomToKeep asks for is left, and maybe none."""
         if self._group_commit is not None:

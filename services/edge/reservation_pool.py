@@ -184,9 +184,9 @@ class ReservationPool:
         if held > full // 2:
             return  # not yet down to half: one refill later admits more at once
         wanted = full - held
-        # Room for the shelf's worth HEADROOM_FACTOR times over, counting what it holds.
-        room = admission.headroom_nano_usd // (HEADROOM_FACTOR * max(1, admission.amount_nano_usd))
-        wanted = min(wanted, room - held)
+        # As many as this admission's room allows beside what the shelf holds; the refill's
+        # transaction asks the same of the room it finds then.
+        wanted = min(wanted, RoomToKeep(HEADROOM_FACTOR, held).room_for(admission))
         if wanted <= 0:
             return
         shelf.refilling += wanted
