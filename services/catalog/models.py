@@ -139,10 +139,25 @@ class ChatModel:
     # Prompt-cache write prices (TokenPrices.cache_write_*); None: the input price.
     cache_write_nano_usd_per_token: int | None = None
     cache_write_1h_nano_usd_per_token: int | None = None
+    # Built once: every call asks for its model's route and prices, on the edge and the
+    # router alike, and a frozen dataclass costs about a microsecond to build.
+    _route: Route = field(init=False, repr=False, compare=False)
+    _prices: TokenPrices = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_route", Route(self.id, self.provider, self.upstream_id))
+        prices = TokenPrices(
+            self.input_nano_usd_per_token,
+            self.cached_input_nano_usd_per_token,
+            self.output_nano_usd_per_token,
+            self.cache_write_nano_usd_per_token,
+            self.cache_write_1h_nano_usd_per_token,
+        )
+        object.__setattr__(self, "_prices", prices)
 
     @property
     def route(self) -> Route:
-        return Route(self.id, self.provider, self.upstream_id)
+        return self._route
 
     @property
     def input_modalities(self) -> tuple[str, ...]:
@@ -151,13 +166,7 @@ class ChatModel:
     def prices_for_prompt(self, prompt_tokens: int) -> TokenPrices:
         if self.long_context is not None and prompt_tokens > self.long_context.threshold_tokens:
             return self.long_context.prices
-        return TokenPrices(
-            self.input_nano_usd_per_token,
-            self.cached_input_nano_usd_per_token,
-            self.output_nano_usd_per_token,
-            self.cache_write_nano_usd_per_token,
-            self.cache_write_1h_nano_usd_per_token,
-        )
+        return self._prices
 
     def price_nano_usd(self, usage: TokenUsage) -> int:
         """Upstream cost of a finished call.
@@ -233,12 +242,18 @@ class Catalog:
     providers: tuple[ProviderRow, ...] = ()
     _chat_by_id: dict[str, ChatModel] = field(init=False, repr=False, compare=False)
     _embedding_by_id: dict[str, EmbeddingModel] = field(init=False, repr=False, compare=False)
+    # Each model's chain with its catalog fallbacks, which is what most calls ask for: built
+    # on first use rather than per call (routes hashed, links made) on the edge and router.
+    _chains: dict[str, tuple[ChatModel, tuple[ChainLink, ...]]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         chat = {alias: m for m in self.chat_models for alias in (m.id, *m.aliases)}
         embedding = {alias: m for m in self.embedding_models for alias in (m.id, *m.aliases)}
         object.__setattr__(self, "_chat_by_id", chat)
         object.__setattr__(self, "_embedding_by_id", embedding)
+        object.__setattr__(self, "_chains", {})
 
     def chat(self, model_id: str) -> ChatModel | None:
         """The chat model `model_id` names, by its id or any alias."""
@@ -258,6 +273,14 @@ class Catalog:
         reserves the dearest member; the router tries them in order. An unknown id in the
         list raises UnknownFallback.
         """
+        if fallbacks is True:
+            known = self._chains.get(model.id)
+            if known is None or known[0] is not model:  # a model of another catalog version
+                known = self._chains[model.id] = (model, tuple(self._chain(model, True)))
+            return list(known[1])
+        return self._chain(model, fallbacks)
+
+    def _chain(self, model: ChatModel, fallbacks: FallbackOption) -> list[ChainLink]:
         routes: list[Route] = [model.route]
         if fallbacks is True:
             routes.extend(model.fallbacks)

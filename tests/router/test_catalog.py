@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 import copy
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,21 @@ def test_chain_follows_the_request_option(catalog: Catalog) -> None:
     with pytest.raises(UnknownFallback) as raised:
         catalog.chain(model, ["gpt-4o-mini", "no-such-model"])
     assert (raised.value.index, raised.value.model_id) == (1, "no-such-model")
+
+
+def test_a_kept_chain_follows_the_model_it_is_asked_for(catalog: Catalog) -> None:
+    """The chain with catalog fallbacks is built once per model and kept; a caller changing
+    the list it got does not change the next one, and a model of another catalog version
+    (a reload changed its fallbacks) gets its own fallbacks, not the kept chain."""
+    model = catalog.chat("gpt-4o")
+    assert model is not None and model.fallbacks
+    first = catalog.chain(model)
+    first.clear()
+    assert [link.route for link in catalog.chain(model)] == [model.route, *model.fallbacks]
+    edited = dataclasses.replace(model, fallbacks=())
+    assert edited.route == model.route
+    assert [link.route for link in catalog.chain(edited)] == [model.route]
+    assert [link.route for link in catalog.chain(model)] == [model.route, *model.fallbacks]
 
 
 def test_long_context_price_is_listed_for_gpt_5_5(catalog: Catalog) -> None:
