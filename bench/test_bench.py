@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -22,6 +23,7 @@ from .procs import CLOCK_TICKS, ProcessGroup, cpu_seconds, descendants
 from .profiling import hot_functions
 from .run import StepCpu, Target
 from .soak import SoakSeries
+from .stage_edge import StageClock
 from .streaming import StreamResult
 
 
@@ -474,3 +476,48 @@ def test_a_plan_without_peak_steps_searches_nothing() -> None:
     target = _stepped_target([])
     run.measure_peak(SOAK, [target], None)
     assert target.peak_steps == [] and target.still_rising is False
+
+
+async def test_stage_clock_times_each_call_apart_and_takes_its_upstream_out() -> None:
+    """Stages are per call, even when calls overlap and the router's part runs in a task of
+    its own (created inside the call, as the in-process router's is); the upstream's time
+    is taken out of the call it belonged to; a call that never reached the upstream is left
+    out; asking for the medians starts the count afresh."""
+    clock = StageClock()
+
+    async def upstream(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def authentication(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    timed_upstream = clock.clock(upstream, "upstream")
+    timed_auth = clock.clock(authentication, "authentication")
+
+    async def router_service(seconds: float) -> None:
+        await timed_upstream(seconds)
+
+    timed_service = clock.clock(router_service, "router_service")
+    timed_router = clock.clock(timed_service, "router_call")
+
+    async def complete(upstream_s: float) -> None:
+        await asyncio.create_task(timed_router(upstream_s))
+
+    timed_complete = clock.clock(complete, "complete")
+
+    async def call(auth_s: float, upstream_s: float | None) -> None:
+        await timed_auth(auth_s)
+        if upstream_s is not None:
+            await timed_complete(upstream_s)
+
+    serve = clock.serve(call)
+    await asyncio.gather(serve(0.01, 0.2), serve(0.03, 0.1), serve(0.02, None))
+    taken = clock.medians_us()
+    assert taken["calls"] == 2
+    stages = taken["stages_us"]
+    # The median of 10 and 30 ms: each call kept its own authentication.
+    assert 15_000 <= stages["authentication"] <= 30_000
+    # 100 and 200 ms upstreams taken out: what is left is the call's own time.
+    assert 10_000 <= stages["own"] < 60_000
+    assert 0 <= stages["hand-off"] < 20_000
+    assert clock.medians_us() == {"calls": 0, "stages_us": {}}
