@@ -114,13 +114,16 @@ class ReservationPool:
         use_within_s: float = USE_WITHIN_S,
         max_shelf: int = MAX_SHELF,
         horizon_s: float = SHELF_HORIZON_S,
+        refill_delay_s: tuple[float, float] = REFILL_DELAY_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`horizon_s` is SHELF_HORIZON_S; 0 sizes shelves by their empty finds alone."""
+        """`horizon_s` is SHELF_HORIZON_S; 0 sizes shelves by their empty finds alone.
+        `refill_delay_s` is REFILL_DELAY_S, the range a refill's delay is drawn from."""
         self._money = money
         self._use_within_s = use_within_s
         self._max_shelf = max_shelf
         self._horizon_s = horizon_s
+        self._refill_delay_s = refill_delay_s
         self._clock = clock
         self._shelves: dict[str, _Shelf] = {}  # by key id
         self._prune_at = PRUNE_AT
@@ -194,7 +197,7 @@ class ReservationPool:
             shelf.delayed.count += wanted
             return
         delayed = _DelayedRefill(wanted)
-        delay = random.uniform(*REFILL_DELAY_S)
+        delay = random.uniform(*self._refill_delay_s)
         delayed.handle = asyncio.get_running_loop().call_later(
             delay, self._start_refill, shelf, delayed
         )
@@ -235,6 +238,17 @@ class ReservationPool:
         for admission in released:
             await self._release(admission)
         return bool(released)
+
+    async def refills_settled(self) -> None:
+        """Returns once no refill is waiting out its delay or running: what a caller counting
+        the transactions (a test, a benchmark) waits for."""
+        while True:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            elif any(shelf.delayed is not None for shelf in self._shelves.values()):
+                await asyncio.sleep(0.001)
+            else:
+                return
 
     async def aclose(self) -> None:
         """Stops refilling, waits for refills under way, and gives every reservation back."""

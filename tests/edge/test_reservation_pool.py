@@ -32,6 +32,7 @@ from edge.reservation_pool import PRUNE_AT, ReservationPool
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 USE_WITHIN_S = 0.3
+REFILL_DELAY_DURING_TESTS_S = 0.1
 
 
 class CountingMoney(Money):
@@ -75,9 +76,9 @@ class Gateway:
         async with self.sessions() as session:
             return list(await session.scalars(select(Reservation.id)))
 
-    async def refilled(self) -> None:
-        """Lets the refill set off by the last call run (it waits REFILL_DELAY_S)."""
-        await asyncio.sleep(0.05)
+    async def refilled(self, pool: ReservationPool | None = None) -> None:
+        """Returns once the refill set off by the last call has run."""
+        await (pool or self.pool).refills_settled()
 
     async def set_key(self, **values: Any) -> None:
         async with self.sessions() as session, session.begin():
@@ -97,7 +98,15 @@ async def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     # Calls here come a few ms apart: a shelf sized by that pace would hold many. These
     # tests count the transactions of a shelf sized by its empty finds alone; the paced
     # shelf has its own test below.
-    pool = ReservationPool(money, use_within_s=USE_WITHIN_S, horizon_s=0.0)
+    # A refill waits REFILL_DELAY_DURING_TESTS_S, not 2-6 ms: several tests make a call
+    # or change a key while a refill waits, which on a loaded machine (PostgreSQL, CI)
+    # can take longer than a few milliseconds.
+    pool = ReservationPool(
+        money,
+        use_within_s=USE_WITHIN_S,
+        horizon_s=0.0,
+        refill_delay_s=(REFILL_DELAY_DURING_TESTS_S, REFILL_DELAY_DURING_TESTS_S),
+    )
     admissions = Admissions(LiveCatalog.fixed(load_catalog()), money, pool=pool)
     authenticated = AuthenticatedKey(
         key_id=world.key_id, key_name="k", account_id=world.account_id, account_name="pool"
@@ -161,7 +170,7 @@ async def test_a_shelf_holds_the_calls_of_its_horizon_and_refills_at_half(
     try:
         for _ in range(14):
             await admissions.chat(gateway.key, BODY)
-            await gateway.refilled()
+            await gateway.refilled(pool)
             now[0] += pace_s
         # The first two calls admitted on their own; each refill is one transaction.
         assert gateway.money.admits == transactions
@@ -183,7 +192,7 @@ async def test_a_key_that_went_quiet_starts_its_pace_afresh(gateway: Gateway) ->
         for pace_s in (0.005, 0.005, 1.0, 0.1):
             now[0] += pace_s
             await admissions.chat(gateway.key, BODY)
-            await gateway.refilled()
+            await gateway.refilled(pool)
         # One ahead, as for any key at that pace: the fast pace before the pause is not
         # carried over (smoothed with it, the shelf would aim at two).
         assert len(await gateway.live_reservations()) == 4 + 1
