@@ -24,6 +24,7 @@ from .profiling import hot_functions
 from .run import StepCpu, Target
 from .soak import SoakSeries
 from .stage_edge import StageClock
+from .stages import ab_table
 from .streaming import StreamResult
 
 
@@ -521,3 +522,22 @@ async def test_stage_clock_times_each_call_apart_and_takes_its_upstream_out() ->
     assert 10_000 <= stages["own"] < 60_000
     assert 0 <= stages["hand-off"] < 20_000
     assert clock.medians_us() == {"calls": 0, "stages_us": {}}
+
+
+def test_an_a_b_of_stages_averages_both_start_orders() -> None:
+    """Each tree's figure is shown in both start orders and the difference is of the means,
+    so the edge started first (~30 us faster at 50/s in an A/A) favours neither tree."""
+
+    def result(own_us: float, overhead_ms: float) -> dict[int, dict[str, Any]]:
+        return {50: {"calls": 100, "stages_us": {"own": own_us}, "p50_overhead_ms": overhead_ms}}
+
+    first_this = {"this": result(800, 0.9), "against": result(880, 1.1)}
+    first_against = {"this": result(860, 1.0), "against": result(820, 1.0)}
+    table = ab_table([first_this, first_against], "this", "against", "abc123")
+    own = next(line for line in table.splitlines() if line.startswith("| own |"))
+    assert own == "| own | 800 / 860 | 880 / 820 | -20 |"
+    overhead = next(line for line in table.splitlines() if line.startswith("| p50 overhead |"))
+    assert overhead == "| p50 overhead | 900 / 1000 | 1100 / 1000 | -100 |"
+    assert "abc123" in table
+    # A stage no call reached is shown as such, not as zero.
+    assert "| authentication | nan / nan | nan / nan | +nan |" in table
