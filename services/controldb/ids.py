@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import math
 import secrets
@@ -52,6 +53,26 @@ def hash_key(pepper: bytes, plain_key: str) -> str:
     """
     # hmac.digest is the one-shot C path: several times cheaper than hmac.new(...).hexdigest().
     return hmac.digest(pepper, plain_key.encode(), "sha256").hex()
+
+
+class KeyHasher:
+    """`hash_key` under one pepper, for the key store, which hashes the key of every call.
+
+    The HMAC is keyed once: each key then costs a copy of the keyed state, one update and
+    one digest. `hmac.digest` looks the digest up by name and keys the HMAC on every call
+    (timeit on one core: 1.78 -> 1.17 us; with the CPU caches emptied before each call,
+    9.4 -> 6.1 us, which is closer to a call on a gateway idling between calls).
+    """
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, pepper: bytes) -> None:
+        self._keyed = hmac.new(pepper, digestmod=hashlib.sha256)
+
+    def __call__(self, plain_key: str) -> str:
+        keyed = self._keyed.copy()
+        keyed.update(plain_key.encode())
+        return keyed.hexdigest()
 
 
 def display_prefix(plain_key: str) -> str:

@@ -15,8 +15,8 @@ from controldb.ids import (
     ACCOUNT_ID_PREFIX,
     API_KEY_ID_PREFIX,
     API_KEY_PREFIX,
+    KeyHasher,
     display_prefix,
-    hash_key,
     new_plain_key,
     random_id,
 )
@@ -91,7 +91,7 @@ class KeyStore:
         if isinstance(db, AsyncEngine):
             db = async_sessionmaker(db, expire_on_commit=False)
         self._sessions = db
-        self._pepper = pepper
+        self._hash_key = KeyHasher(pepper)
         self._cache_ttl = cache_ttl
         self._miss_ttl = min(miss_ttl, cache_ttl)
         self._cache: TTLCache[str, AuthenticatedKey | None] = TTLCache(cache_max_entries, clock)
@@ -139,7 +139,7 @@ class KeyStore:
         return record, plain_key
 
     async def _insert_key(self, account_id: str, name: str, plain_key: str) -> ApiKey:
-        key_hash = hash_key(self._pepper, plain_key)
+        key_hash = self._hash_key(plain_key)
         record = ApiKey(
             id=random_id(API_KEY_ID_PREFIX),
             account_id=account_id,
@@ -191,7 +191,7 @@ class KeyStore:
         """The caller behind `plain_key`, or None for an unknown or revoked key."""
         if not plain_key.startswith(API_KEY_PREFIX) or len(plain_key) > MAX_PLAIN_KEY_LENGTH:
             return None
-        key_hash = hash_key(self._pepper, plain_key)
+        key_hash = self._hash_key(plain_key)
         cached = self._cache.get(key_hash)
         if cached is not None:
             return cached.value
@@ -267,7 +267,7 @@ class KeyStore:
         if plain_key is not None:
             if not plain_key.startswith(API_KEY_PREFIX):
                 raise InvalidPlainKey(f"a demo key must start with '{API_KEY_PREFIX}'")
-            existing = await self._find_key_by_hash(hash_key(self._pepper, plain_key))
+            existing = await self._find_key_by_hash(self._hash_key(plain_key))
             if existing is None:
                 record = await self._insert_key(account.id, key_name, plain_key)
                 return DemoCredentials(account.id, record.id, plain_key, created_key=True)

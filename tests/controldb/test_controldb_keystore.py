@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from controldb import AccountNotFound, AuthenticatedKey, KeyStore, create_engine_from_url
 from controldb.cache import TTLCache
-from controldb.ids import base62, new_plain_key
+from controldb.ids import KeyHasher, base62, hash_key, new_plain_key
 
 KEY_FORMAT = re.compile(r"^sk-aig-[0-9A-Za-z]{43,}$")
 
@@ -271,3 +271,14 @@ def test_an_empty_pepper_is_refused() -> None:
     engine = create_engine_from_url("sqlite+aiosqlite://")
     with pytest.raises(ValueError):
         KeyStore(engine, b"")
+
+
+def test_the_key_stores_hasher_hashes_as_hash_key_does() -> None:
+    """The store hashes with its pepper keyed once (KeyHasher); every hash already stored was
+    made by hash_key, so the two must agree on every key and pepper, and keep no state
+    between keys."""
+    for pepper in (b"p", b"a-longer-pepper-" * 8):
+        hasher = KeyHasher(pepper)
+        for plain in (new_plain_key(), new_plain_key(), "sk-aig-x", ""):
+            assert hasher(plain) == hash_key(pepper, plain)
+    assert KeyHasher(b"one")("sk-aig-x") != KeyHasher(b"two")("sk-aig-x")
