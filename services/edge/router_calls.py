@@ -11,7 +11,7 @@ its status and `x-aig-*` headers before answering.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
 
@@ -30,6 +30,7 @@ from .admission import Admissions
 from .http import request_id
 from .metrics import note_upstream
 from .router_streams import RouterStreams, UnaryCall
+from .wire import HANG_UP_EXTENSION
 
 
 def router_unavailable(exc: grpc.aio.AioRpcError) -> APIError:
@@ -52,13 +53,47 @@ class Cancellable(Protocol):
     def cancel(self) -> bool: ...
 
 
-async def _cancel_on_hang_up(receive: Receive, call: Cancellable) -> None:
-    """Returns, having cancelled `call`, once the client disconnects. Started after the
-    request body was read, so the next ASGI message is the disconnect (the server holds
+class HangUpWatch(Protocol):
+    happened: bool
+
+    def arm(self, callback: Callable[[], object]) -> None: ...
+
+    def disarm(self) -> None: ...
+
+
+class ReceivedHangUp:
+    """A hang-up told by the ASGI disconnect message, for a server that does not give the
+    connection's `HangUp` (edge.wire) in the scope: a task waits on `receive()`. Armed after
+    the request body was read, so the next message is the disconnect (the server holds
     pipelined requests until this one is answered)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    call.cancel()
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._waiting: asyncio.Task[None] | None = None
+        self.happened = False
+
+    def arm(self, callback: Callable[[], object]) -> None:
+        self._waiting = asyncio.create_task(self._wait(callback))
+
+    async def _wait(self, callback: Callable[[], object]) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self.happened = True
+        callback()
+
+    def disarm(self) -> None:
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+
+def hang_up_of(request: Request) -> HangUpWatch:
+    """The connection's own hang-up signal when our protocol serves it (no task per call),
+    else one read from the ASGI messages."""
+    extension = request.scope.get("extensions", {}).get(HANG_UP_EXTENSION)
+    if extension is not None:
+        hang_up: HangUpWatch = extension["signal"]
+        return hang_up
+    return ReceivedHangUp(request.receive)
 
 
 def call_context(request: Request, key: AuthenticatedKey, admission: Admission) -> pb.CallContext:
@@ -125,17 +160,18 @@ class RouterCalls:
             call = self._chat(message)
         except grpc.aio.AioRpcError as exc:
             await self.failed(exc, admission)
-        hang_up = asyncio.create_task(_cancel_on_hang_up(request.receive, call))
+        hang_up = hang_up_of(request)
+        hang_up.arm(call.cancel)
         try:
             reply: pb.ChatResponse = await call
         except asyncio.CancelledError:
-            if hang_up.done() and not hang_up.cancelled():
+            if hang_up.happened:
                 raise client_closed() from None
             raise
         except grpc.aio.AioRpcError as exc:
             await self.failed(exc, admission)
         finally:
-            hang_up.cancel()
+            hang_up.disarm()
         note_upstream(reply.upstream_us)
         return reply
 
