@@ -60,26 +60,42 @@ def start_in_process_edges(stack: Stack, count: int = 1) -> str:
     sharing one port of their own (SO_REUSEPORT when more than one), beside the stack's
     edges and routers: the same control DB, broker and billing, so the two ways of running
     the router are measured side by side. Returns their URL."""
-    first = stack.service("edge")
     port = free_port()
     for index in range(count):
         name = f"edge-inproc-{index}" if count > 1 else "edge-inproc"
-        edge = Service(
-            name,
-            "edge",
-            {
-                **stack.replica_env(first.env, name),
-                "AIG_EDGE_PORT": str(port),
-                "AIG_EDGE_IN_PROCESS_ROUTER": "1",
-                "AIG_EDGE_REUSE_PORT": "1" if count > 1 else "0",
-            },
-            f"http://127.0.0.1:{port}/readyz",
-            first.log_path.with_name(f"{name}.log"),
-        )
-        stack.services.append(edge)  # stopped with the stack, even if it never gets ready
-        edge.start()
-        _wait_listening(edge)
+        start_in_process_edge(stack, name, port, reuse_port=count > 1)
     return f"http://127.0.0.1:{port}"
+
+
+def start_in_process_edge(
+    stack: Stack,
+    name: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    module: str = "edge",
+    extra_env: dict[str, str] | None = None,
+) -> Service:
+    """One edge with the router in its process on `port`, configured as the stack's first
+    edge; `module` runs in its place (a wrapped edge), with `extra_env` added."""
+    first = stack.service("edge")
+    edge = Service(
+        name,
+        module,
+        {
+            **stack.replica_env(first.env, name),
+            "AIG_EDGE_PORT": str(port),
+            "AIG_EDGE_IN_PROCESS_ROUTER": "1",
+            "AIG_EDGE_REUSE_PORT": "1" if reuse_port else "0",
+            **(extra_env or {}),
+        },
+        f"http://127.0.0.1:{port}/readyz",
+        first.log_path.with_name(f"{name}.log"),
+    )
+    stack.services.append(edge)  # stopped with the stack, even if it never gets ready
+    edge.start()
+    wait_listening(edge)
+    return edge
 
 
 def _start_shared_port_edge(stack: Stack, name: str) -> None:
@@ -96,10 +112,10 @@ def _start_shared_port_edge(stack: Stack, name: str) -> None:
     )
     edge.start()
     stack.services.append(edge)
-    _wait_listening(edge)
+    wait_listening(edge)
 
 
-def _wait_listening(edge: Service) -> None:
+def wait_listening(edge: Service) -> None:
     """/readyz on a shared port may be answered by another edge: wait for this one's own
     line that it listens."""
     deadline = time.monotonic() + 60

@@ -86,7 +86,8 @@ class Target:
         return result
 
 
-def _requests(url: str, api_key: str) -> tuple[Request, Request]:
+def chat_requests(url: str, api_key: str) -> tuple[Request, Request]:
+    """The bench's chat call to `url`, plain and streamed."""
     plain = json.dumps(CALL_BODY).encode()
     streamed = json.dumps({**CALL_BODY, "stream": True}).encode()
     return Request(url, api_key, plain), Request(url, api_key, streamed)
@@ -182,13 +183,13 @@ def build_targets(env: Environment) -> list[Target]:
         Target(
             "direct",
             "direct (oha → sandbox)",
-            *_requests(sandbox_url, "sandbox-key"),
+            *chat_requests(sandbox_url, "sandbox-key"),
             gateway=aig_target.sandbox_process(stack),
         ),
         Target(
             "aig",
             "aig (the whole stack: edge → router → sandbox)",
-            *_requests(f"{stack.edge_url}/v1/chat/completions", env.aig_key),
+            *chat_requests(f"{stack.edge_url}/v1/chat/completions", env.aig_key),
             gateway=aig_target.gateway_processes(stack),
             infra=aig_target.infra_processes(stack),
             billing=aig_target.billing(stack),
@@ -199,7 +200,7 @@ def build_targets(env: Environment) -> list[Target]:
             Target(
                 "aig-inproc",
                 "aig, the router in the edge's process (AIG_EDGE_IN_PROCESS_ROUTER)",
-                *_requests(f"{env.in_process_url}/v1/chat/completions", env.aig_key),
+                *chat_requests(f"{env.in_process_url}/v1/chat/completions", env.aig_key),
                 gateway=aig_target.gateway_processes(stack, in_process_router=True),
                 infra=aig_target.infra_processes(stack),
             )
@@ -209,7 +210,7 @@ def build_targets(env: Environment) -> list[Target]:
             Target(
                 "litellm",
                 "LiteLLM proxy, no database",
-                *_requests(f"{env.litellm.url}/v1/chat/completions", env.litellm.master_key),
+                *chat_requests(f"{env.litellm.url}/v1/chat/completions", env.litellm.master_key),
                 gateway=env.litellm.processes(),
             )
         )
@@ -218,7 +219,7 @@ def build_targets(env: Environment) -> list[Target]:
             Target(
                 "litellm-db",
                 "LiteLLM proxy + PostgreSQL (virtual key with budget)",
-                *_requests(
+                *chat_requests(
                     f"{env.litellm_db.url}/v1/chat/completions", env.litellm_db.create_virtual_key()
                 ),
                 gateway=env.litellm_db.processes(),

@@ -36,7 +36,7 @@ from .run import (
     Environment,
     StepCpu,
     Target,
-    _requests,
+    chat_requests,
     environment,
     log,
     measure_drain,
@@ -82,7 +82,7 @@ def scale_out(
             aig = Target(
                 "aig",
                 f"aig, {EDGES} edges + {ROUTERS} routers on both cores",
-                *_requests(
+                *chat_requests(
                     f"{stack.edge_url}/v1/chat/completions", aig_target.create_api_key(stack)
                 ),
                 gateway=aig_target.gateway_processes(stack),
@@ -97,7 +97,7 @@ def scale_out(
                     Target(
                         IN_PROCESS,
                         f"aig, {EDGES} edges with the router in their process, on both cores",
-                        *_requests(
+                        *chat_requests(
                             f"{in_process_url}/v1/chat/completions",
                             aig_target.create_api_key(stack),
                         ),
@@ -118,7 +118,9 @@ def scale_out(
                         Target(
                             "litellm",
                             f"LiteLLM, --num_workers {LITELLM_WORKERS}, no database",
-                            *_requests(f"{litellm.url}/v1/chat/completions", litellm.master_key),
+                            *chat_requests(
+                                f"{litellm.url}/v1/chat/completions", litellm.master_key
+                            ),
                             gateway=litellm.processes(),
                         )
                     )

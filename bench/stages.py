@@ -38,21 +38,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devstack.processes import Service, free_port
+from devstack.processes import free_port
 from devstack.stack import Stack
 
 from .aig_target import (
-    _wait_listening,
     create_api_key,
     gateway_processes,
     infra_processes,
     sandbox_process,
+    start_in_process_edge,
     start_stack,
 )
 from .loadgen import Request, run_oha
 from .plan import SANDBOX_ENV
 from .procs import ProcessGroup, cpu_seconds, wait_until_quiet
-from .run import DRIVER_CPUS, TARGET_CPUS, _requests
+from .run import DRIVER_CPUS, TARGET_CPUS, chat_requests
 from .stage_edge import STAGES, STAGES_OUT_ENV
 
 CONNECTIONS = 128
@@ -94,29 +94,17 @@ class StageEdge:
 
 
 def start_stage_edge(stack: Stack, tree: Tree, work: Path, key: str) -> StageEdge:
-    first = stack.service("edge")
-    port = free_port()
-    name = f"edge-stages-{tree.label}"
     out = work / f"stages-{tree.label}.json"
-    edge = Service(
-        name,
-        "bench.stage_edge",
-        {
-            **stack.replica_env(first.env, name),
-            "AIG_EDGE_PORT": str(port),
-            "AIG_EDGE_IN_PROCESS_ROUTER": "1",
-            "AIG_EDGE_REUSE_PORT": "0",
-            STAGES_OUT_ENV: str(out),
-            **tree.env(),
-        },
-        f"http://127.0.0.1:{port}/readyz",
-        first.log_path.with_name(f"{name}.log"),
+    port = free_port()
+    edge = start_in_process_edge(
+        stack,
+        f"edge-stages-{tree.label}",
+        port,
+        module="bench.stage_edge",
+        extra_env={STAGES_OUT_ENV: str(out), **tree.env()},
     )
-    stack.services.append(edge)  # stopped with the stack
-    edge.start()
-    _wait_listening(edge)
     assert edge.process is not None
-    request = _requests(f"http://127.0.0.1:{port}/v1/chat/completions", key)[0]
+    request = chat_requests(f"http://127.0.0.1:{port}/v1/chat/completions", key)[0]
     return StageEdge(tree, edge.process.pid, request, out)
 
 
@@ -137,7 +125,7 @@ def measure(
             sandbox_process(stack).pin(DRIVER_CPUS)
             infra_processes(stack).pin(DRIVER_CPUS)
             os.sched_setaffinity(0, DRIVER_CPUS)
-            direct = _requests(f"{stack.sandbox_url}/openai/v1/chat/completions", "sandbox-key")
+            direct = chat_requests(f"{stack.sandbox_url}/openai/v1/chat/completions", "sandbox-key")
             for edge in edges:  # warm-up
                 run_oha(edge.request, seconds=4, connections=16, rate=50, cpus=DRIVER_CPUS)
             for edge in edges:
