@@ -36,8 +36,9 @@ from controldb.money import Admission
 from devstack.processes import free_port
 from edge.admission import Admissions
 from edge.call_socket import CallSockets
-from edge.router_calls import RouterCalls
+from edge.router_calls import RouterCalls, RouterLink
 from edge.router_streams import GrpcCallChannel, RouterStreams
+from edge.wire import HANG_UP_EXTENSION, HangUp
 from router.call_socket import CallSocketServer
 from router.call_streams import CallStreams
 
@@ -105,15 +106,11 @@ def _server_process(
 
 
 class _ConnectedClient:
-    """An ASGI request whose client stays: `receive` waits for a disconnect that never
-    comes, as uvicorn's does once the body has been read."""
+    """An ASGI request whose client stays, served as the edge's protocol serves one: with
+    the connection's hang-up signal in its scope (edge/wire.py)."""
 
     def __init__(self) -> None:
-        self._gone = asyncio.Event()
-
-    async def receive(self) -> dict[str, str]:
-        await self._gone.wait()
-        return {"type": "http.disconnect"}
+        self.scope = {"extensions": {HANG_UP_EXTENSION: {"signal": HangUp()}}}
 
 
 async def _cpu_per_call(
@@ -148,16 +145,16 @@ async def _round_trips(
         # The edge's own unary call: the same RPC raced with the client's disconnect (one
         # more task per call), so a client that hangs up cancels it.
         calls = RouterCalls(cast(Admissions, None))
-        calls.connect(stub, None)
+        calls.connect(RouterLink(stub))
         # The edge's chat calls multiplexed on a few long-lived gRPC streams
         # (AIG_ROUTER_CALLS_ADDRESS empty).
         multiplexed_calls = RouterCalls(cast(Admissions, None))
         streams = RouterStreams(partial(GrpcCallChannel, stub))
-        multiplexed_calls.connect(stub, streams)
+        multiplexed_calls.connect(RouterLink(stub, streams))
         # ... and as it makes them by default: the same streams on the router's call socket.
         socket_calls = RouterCalls(cast(Admissions, None))
         socket_streams = RouterStreams(CallSockets(f"127.0.0.1:{calls_port}").open)
-        socket_calls.connect(stub, socket_streams)
+        socket_calls.connect(RouterLink(stub, socket_streams))
         admission = cast(Admission, None)
 
         async def plain() -> None:

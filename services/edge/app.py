@@ -55,6 +55,7 @@ from .money_api import customer_router, money_admin_router
 from .openapi import install_openapi
 from .reservation_pool import ReservationPool
 from .responses_ingress.routes import ResponsesRoutes
+from .router_calls import RouterLink
 from .router_streams import CallChannel, GrpcCallChannel, RouterStreams
 from .settings import EdgeSettings
 from .throttle import FailedAuthThrottle
@@ -139,8 +140,9 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             else:
                 open_channel = partial(GrpcCallChannel, router)
             streams = RouterStreams(open_channel, width=settings.router_call_streams)
+        link = RouterLink(router, streams, in_process.servicer if in_process else None)
         for ingress in (routes, messages, responses):
-            ingress.connect(router, streams)
+            ingress.connect(link)
         watcher = asyncio.create_task(catalog.watch(poll_interval_from_env()))
         await publisher.start()
         timed_collections = TimedCollections()  # on the server's loop, which runs only now

@@ -2,9 +2,11 @@
 on one host.
 
 The router is built and started exactly as `python -m router` builds it (router/runtime.py);
-only the hop differs. A chat call's frame is handed to the router's `CallStream.take` on the
-same event loop, and each reply comes back as a `ReplyFrames` as it is put, so nothing is
-encoded, no socket is written and no second process wakes up: of the stages a call crosses
+only the hop differs. A non-streamed chat call awaits the router's handler in the request's
+own task (edge/router_calls.py `_complete_inline`, given `InProcessRouter.servicer`). A
+streamed call's frame is handed to the router's `CallStream.take` on the same event loop,
+and each reply comes back as a `ReplyFrames` as it is put. Either way nothing is encoded, no
+socket is written and no second process wakes up: of the stages a call crosses
 (bench/README.md), the hop and the router's own wake-up go. Everything else — planning,
 failover, breakers, metering with its own Kafka producer and fsynced journal, drains — is
 the router's code, unchanged.
@@ -80,6 +82,11 @@ class InProcessRouter:
             ", ".join(sandboxed) or "none",
         )
         return cls(running)
+
+    @property
+    def servicer(self) -> ChatHandlers:
+        """The router's chat handlers, for a non-streamed call to await in its own task."""
+        return self._running.servicer
 
     @property
     def grpc_address(self) -> str:

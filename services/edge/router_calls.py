@@ -11,6 +11,7 @@ its status and `x-aig-*` headers before answering.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import NoReturn, Protocol
@@ -25,12 +26,15 @@ from aig_common import tracing
 from aig_common.errors import APIError
 from controldb import AuthenticatedKey
 from controldb.money import Admission
+from router.call_streams import ChatHandlers
 
 from .admission import Admissions
 from .http import request_id
 from .metrics import note_upstream
 from .router_streams import RouterStreams, UnaryCall
 from .wire import HANG_UP_EXTENSION
+
+log = logging.getLogger("edge")
 
 
 def router_unavailable(exc: grpc.aio.AioRpcError) -> APIError:
@@ -125,16 +129,30 @@ class OpenedStream:
     native: bool = False
 
 
+@dataclass(frozen=True)
+class RouterLink:
+    """How the edge reaches its router. `stub` serves every RPC; `streams` carries the chat
+    calls (without it each is a gRPC call of its own); `inline` is the router in this
+    process (edge/in_process_router.py), whose handler a non-streamed call then awaits in
+    the request's own task, with no frame, no task of the router's and no future between
+    the two (a streamed call still goes through `streams`)."""
+
+    stub: pb_grpc.RouterStub
+    streams: RouterStreams | None = None
+    inline: ChatHandlers | None = None
+
+
 class RouterCalls:
     def __init__(self, admissions: Admissions) -> None:
         self._admissions = admissions
         self.router: pb_grpc.RouterStub
         self._streams: RouterStreams | None = None
+        self._inline: ChatHandlers | None = None
 
-    def connect(self, router: pb_grpc.RouterStub, streams: RouterStreams | None) -> None:
-        """`streams` carries the chat calls; without it each is a gRPC call of its own."""
-        self.router = router
-        self._streams = streams
+    def connect(self, link: RouterLink) -> None:
+        self.router = link.stub
+        self._streams = link.streams
+        self._inline = link.inline
 
     def _chat(
         self, message: pb.ChatRequest
@@ -156,6 +174,8 @@ class RouterCalls:
         """The router's answer to a non-streamed call. If the client hangs up first, the
         call is cancelled, which cancels the upstream request (no output is produced for no
         one), and the router bills the prompt the provider was sent."""
+        if self._inline is not None:
+            return await self._complete_inline(self._inline, message, request)
         try:
             call = self._chat(message)
         except grpc.aio.AioRpcError as exc:
@@ -170,6 +190,37 @@ class RouterCalls:
             raise
         except grpc.aio.AioRpcError as exc:
             await self.failed(exc, admission)
+        finally:
+            hang_up.disarm()
+        note_upstream(reply.upstream_us)
+        return reply
+
+    async def _complete_inline(
+        self, router: ChatHandlers, message: pb.ChatRequest, request: Request
+    ) -> pb.ChatResponse:
+        """The router's handler awaited by this task. A hang-up cancels this task, which the
+        handler meters as abandoned, as it does a cancelled call of its own; the cancellation
+        is then taken back, so the task goes on to answer 499 for the access log."""
+        task = asyncio.current_task()
+        assert task is not None
+        hang_up = hang_up_of(request)
+        hang_up.arm(task.cancel)
+        try:
+            reply = await router.ChatCompletion(message, None)
+        except asyncio.CancelledError:
+            if hang_up.happened and task.uncancel() == 0:
+                raise client_closed() from None
+            raise
+        except Exception:
+            # The handler answers every failure it knows of; this is a fault in the router,
+            # answered as a router call that failed (call_streams.CallStream._answer).
+            log.exception("call %s failed in the router", message.context.request_id)
+            raise APIError(
+                503,
+                "The gateway's router failed on this call; please retry.",
+                code="router_unavailable",
+                error_type="server_error",
+            ) from None
         finally:
             hang_up.disarm()
         note_upstream(reply.upstream_us)

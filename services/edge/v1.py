@@ -12,7 +12,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from aig.router.v1 import router_pb2 as pb
-from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.errors import APIError, error_bytes, model_not_found, parse_json_object
 from catalog.media import MediaCatalog
 from controldb import AuthenticatedKey, KeyStore
@@ -20,8 +19,7 @@ from controldb.money import Admission
 
 from .admission import Admissions, note_rate
 from .http import read_body, require_json
-from .router_calls import RouterCalls, call_context, router_unavailable
-from .router_streams import RouterStreams
+from .router_calls import RouterCalls, RouterLink, call_context, router_unavailable
 from .throttle import auth_subjects, record_failure, refuse_if_throttled
 from .validation import validate_chat_request, validate_embeddings_request
 
@@ -82,8 +80,8 @@ class OpenAIRoutes:
         self._max_body_bytes = max_body_bytes
         self._calls = RouterCalls(admissions)
 
-    def connect(self, router: pb_grpc.RouterStub, streams: RouterStreams | None) -> None:
-        self._calls.connect(router, streams)
+    def connect(self, link: RouterLink) -> None:
+        self._calls.connect(link)
 
     def routes(self) -> list[Route]:
         """Plain Starlette routes: the handlers read the raw request themselves, so FastAPI's

@@ -7,8 +7,9 @@ its drain inside the edge's lifespan. So the suite's own tests of what crosses t
 here again, unchanged (imported below, they use this module's stack): chat and streams from
 the OpenAI SDK, embeddings and the model list (gRPC to the in-process server), failover and
 its metrics (the router's metrics are on the edge's /metrics here), exact debits from the
-usage events the in-process router publishes, and a client that leaves (the call cancelled
-through the in-process stream, metered as abandoned). Then the edge's SIGTERM: a stream in
+usage events the in-process router publishes, and a client that leaves (a non-streamed
+call's task cancelled in the edge, a stream cancelled through the in-process stream; both
+metered as abandoned). Then the edge's SIGTERM: a stream in
 flight runs to its end and is billed once, and the edge exits 0 having flushed the router's
 usage events."""
 

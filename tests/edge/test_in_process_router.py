@@ -2,7 +2,9 @@
 RouterStreams against the router's CallStreams with no transport between them. Each call
 gets its own answer, a cancelled call is cancelled at the router and no other, an edge that
 goes away has its calls cancelled (metered as abandoned), a drain loses no call, and the
-edge's RouterCalls answers exactly as over the call socket."""
+edge's RouterCalls answers exactly as over the call socket. Given the router's handlers, a
+non-streamed call runs them in its own task: no stream, a hang-up answered 499 with the
+task left uncancelled, a server's cancellation kept."""
 
 from __future__ import annotations
 
@@ -15,13 +17,22 @@ import pytest
 from starlette.requests import Request
 
 from aig.router.v1 import router_pb2_grpc as pb_grpc
+from aig_common.errors import APIError
 from controldb.money import Admission
 from devstack.processes import free_port
 from edge.admission import Admissions
 from edge.in_process_router import InProcessCalls
-from edge.router_calls import RouterCalls
+from edge.router_calls import RouterCalls, RouterLink
 from edge.router_streams import RouterStreams
-from tests.edge.test_router_streams import Servicer, _answer, _request, _streamed, _until
+from edge.wire import HANG_UP_EXTENSION, HangUp
+from tests.edge.test_router_streams import (
+    Servicer,
+    _answer,
+    _ConnectedClient,
+    _request,
+    _streamed,
+    _until,
+)
 
 
 @pytest.fixture
@@ -116,11 +127,13 @@ async def test_a_draining_router_answers_every_call_and_its_streams_end(
     streams.close()
 
 
-class _ConnectedClient:
-    """An ASGI request whose client stays connected."""
+class _ServedClient:
+    """An ASGI request served by the edge's protocol (edge/wire.py): `signal.lost()` is the
+    client leaving."""
 
     def __init__(self) -> None:
-        self.receive = asyncio.Event().wait
+        self.signal = HangUp()
+        self.scope = {"extensions": {HANG_UP_EXTENSION: {"signal": self.signal}}}
 
 
 async def test_the_edge_answers_as_over_a_socket(
@@ -129,7 +142,7 @@ async def test_the_edge_answers_as_over_a_socket(
     servicer, calls = router
     streams = RouterStreams(calls.open_channel, width=1)
     router_calls = RouterCalls(cast(Admissions, None))
-    router_calls.connect(cast(pb_grpc.RouterStub, None), streams)
+    router_calls.connect(RouterLink(cast(pb_grpc.RouterStub, None), streams))
     admission = cast(Admission, None)
     reply = await router_calls.complete(
         _request("one"), admission, cast(Request, _ConnectedClient())
@@ -141,3 +154,77 @@ async def test_the_edge_answers_as_over_a_socket(
     assert orjson.loads(opened.first.chunk)["index"] == 0
     assert [event.WhichOneof("event") for event in rest] == ["chunk", "end"]
     assert servicer.finished == ["one", "two"]
+
+
+async def _inline_calls(servicer: Servicer, calls: InProcessCalls) -> RouterCalls:
+    streams = RouterStreams(calls.open_channel, width=1)
+    router_calls = RouterCalls(cast(Admissions, None))
+    router_calls.connect(RouterLink(cast(pb_grpc.RouterStub, None), streams, servicer))
+    return router_calls
+
+
+async def test_an_inline_call_is_answered_in_the_requests_own_task(
+    router: tuple[Servicer, InProcessCalls],
+) -> None:
+    """With the router's handlers given to the edge, a non-streamed call opens no stream:
+    the handler runs in the task that awaits it; a streamed call still takes a stream."""
+    servicer, calls = router
+    router_calls = await _inline_calls(servicer, calls)
+    client = cast(Request, _ServedClient())
+    replies = [
+        await router_calls.complete(_request(rid), cast(Admission, None), client)
+        for rid in ("one", "two")
+    ]
+    assert [orjson.loads(reply.completion)["request_id"] for reply in replies] == ["one", "two"]
+    assert calls.streams_served == 0
+    opened = await router_calls.open_stream(_request("three"), cast(Admission, None))
+    assert orjson.loads(opened.first.chunk)["request_id"] == "three"
+    assert calls.streams_served == 1
+    assert servicer.finished == ["one", "two", "three"]
+
+
+async def test_an_inline_call_whose_client_leaves_is_cancelled_and_answered_499(
+    router: tuple[Servicer, InProcessCalls],
+) -> None:
+    """The client's hang-up cancels the handler (the router meters it as abandoned); the
+    request's task is left uncancelled, to answer 499 for the access log and metrics."""
+    servicer, calls = router
+    router_calls = await _inline_calls(servicer, calls)
+    client = _ServedClient()
+
+    async def call() -> tuple[APIError, int]:
+        with pytest.raises(APIError) as raised:
+            await router_calls.complete(
+                _request("leaves", delay=30), cast(Admission, None), cast(Request, client)
+            )
+        task = asyncio.current_task()
+        assert task is not None
+        return raised.value, task.cancelling()
+
+    running = asyncio.ensure_future(call())
+    await _until(lambda: servicer.started == ["leaves"])
+    client.signal.lost()
+    error, cancelling = await running
+    assert (error.status, error.code, cancelling) == (499, "client_closed", 0)
+    assert servicer.cancelled == ["leaves"] and not servicer.finished
+
+
+async def test_an_inline_call_cancelled_by_the_server_stays_cancelled(
+    router: tuple[Servicer, InProcessCalls],
+) -> None:
+    """A cancellation that is not the client's (the server's shutdown) is not turned into a
+    499: it goes on up, even if the client then leaves too."""
+    servicer, calls = router
+    router_calls = await _inline_calls(servicer, calls)
+    client = _ServedClient()
+    running = asyncio.ensure_future(
+        router_calls.complete(
+            _request("shut", delay=30), cast(Admission, None), cast(Request, client)
+        )
+    )
+    await _until(lambda: servicer.started == ["shut"])
+    running.cancel()
+    client.signal.lost()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert servicer.cancelled == ["shut"]

@@ -26,7 +26,7 @@ from controldb.money import Admission
 from devstack.processes import free_port
 from edge.admission import Admissions
 from edge.call_socket import END_OF_CALLS, CallSockets
-from edge.router_calls import RouterCalls
+from edge.router_calls import RouterCalls, RouterLink
 from edge.router_streams import CallChannel, GrpcCallChannel, RouterStreams, UnaryCall
 from router.call_socket import CallSocketServer
 from router.call_streams import CallStreams
@@ -258,10 +258,12 @@ async def test_a_call_no_router_answered_is_sent_again_when_its_router_goes_away
 
 
 class _ConnectedClient:
-    """An ASGI request whose client stays connected."""
+    """An ASGI request whose client stays connected, from a server without the edge's hang-up
+    extension (so the edge watches `receive()` for the disconnect)."""
 
     def __init__(self) -> None:
         self.receive = asyncio.Event().wait
+        self.scope: dict[str, object] = {}
 
 
 @pytest.mark.parametrize("width", [0, 2], ids=["a call of its own", "multiplexed"])
@@ -272,7 +274,7 @@ async def test_the_edge_answers_the_same_either_way(routers: Routers, width: int
     channel, streams = _edge(routers.transport, router, width=max(width, 1))
     async with channel:
         calls = RouterCalls(cast(Admissions, None))
-        calls.connect(pb_grpc.RouterStub(channel), streams if width else None)
+        calls.connect(RouterLink(pb_grpc.RouterStub(channel), streams if width else None))
         admission = cast(Admission, None)
         request = cast(Request, _ConnectedClient())
         reply = await calls.complete(_request("one"), admission, request)

@@ -21,7 +21,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from aig.router.v1 import router_pb2 as pb
-from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.errors import parse_json_object
 from catalog.estimate import estimate_prompt_tokens
 from controldb import AuthenticatedKey, KeyStore
@@ -29,8 +28,7 @@ from controldb.money import Admission
 
 from ..admission import Admissions, note_rate
 from ..http import read_body, request_id, require_json
-from ..router_calls import RouterCalls, call_context
-from ..router_streams import RouterStreams
+from ..router_calls import RouterCalls, RouterLink, call_context
 from ..v1 import JSON, SSE_HEADERS, authenticate
 from . import errors
 from .request import check_model, messages_to_chat, prompt_to_chat
@@ -47,8 +45,8 @@ class MessagesRoutes:
         self._max_body_bytes = max_body_bytes
         self._calls = RouterCalls(admissions)
 
-    def connect(self, router: pb_grpc.RouterStub, streams: RouterStreams | None) -> None:
-        self._calls.connect(router, streams)
+    def connect(self, link: RouterLink) -> None:
+        self._calls.connect(link)
 
     def routes(self) -> list[Route]:
         return [

@@ -25,7 +25,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from aig.router.v1 import router_pb2 as pb
-from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.errors import APIError, parse_json_object
 from aig_common.usage import TokenUsage
 from catalog.live import LiveCatalog
@@ -35,8 +34,7 @@ from controldb.responses import ResponseRecord, ResponseStore
 
 from ..admission import Admissions, note_rate
 from ..http import read_body, require_json
-from ..router_calls import OpenedStream, RouterCalls, call_context
-from ..router_streams import RouterStreams
+from ..router_calls import OpenedStream, RouterCalls, RouterLink, call_context
 from ..v1 import JSON, SSE_HEADERS, authenticate, reply_error
 from ..validation import invalid_value, validate_chat_request
 from .request import (
@@ -98,8 +96,8 @@ class ResponsesRoutes:
         self._max_body_bytes = max_body_bytes
         self._calls = RouterCalls(admissions)
 
-    def connect(self, router: pb_grpc.RouterStub, streams: RouterStreams | None) -> None:
-        self._calls.connect(router, streams)
+    def connect(self, link: RouterLink) -> None:
+        self._calls.connect(link)
 
     def routes(self) -> list[Route]:
         return [
