@@ -200,3 +200,28 @@ def test_a_burst_of_writes_is_synced_once_and_an_idle_journal_never(tmp_path: Pa
         syncer.stop()
     assert not syncer._thread.is_alive()
     journal.close()
+
+
+async def test_the_sync_thread_is_woken_after_the_answer_not_by_the_publish(
+    tmp_path: Path,
+) -> None:
+    """A publish journals its record at once and wakes the sync thread two loop turns later:
+    after the call's answer is written (in the publish's turn by an edge running the router,
+    in the next by the call socket's Cork). A burst of publishes wakes it once."""
+    publisher = EventPublisher(f"127.0.0.1:{free_port()}", tmp_path, client_id="wake")
+    woken: list[bool] = []
+    publisher._syncer.written = lambda: woken.append(publisher._journal.dirty)  # type: ignore[method-assign]
+    try:
+        for index in range(3):
+            publisher.publish(TOPIC, "acct_1", f"event-{index}".encode())
+        assert publisher._journal.dirty and woken == []
+        await asyncio.sleep(0)
+        assert woken == []  # the turn in which the call socket writes the answer
+        await asyncio.sleep(0)
+        assert woken == [True]
+        publisher.publish(TOPIC, "acct_1", b"later")
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert woken == [True, True]
+    finally:
+        publisher._journal.close()
