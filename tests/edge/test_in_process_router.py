@@ -16,6 +16,7 @@ import orjson
 import pytest
 from starlette.requests import Request
 
+from aig.router.v1 import router_pb2 as pb
 from aig.router.v1 import router_pb2_grpc as pb_grpc
 from aig_common.errors import APIError
 from controldb.money import Admission
@@ -228,3 +229,22 @@ async def test_an_inline_call_cancelled_by_the_server_stays_cancelled(
     with pytest.raises(asyncio.CancelledError):
         await running
     assert servicer.cancelled == ["shut"]
+
+
+async def test_an_inline_call_the_router_fails_on_is_answered_503(
+    router: tuple[Servicer, InProcessCalls],
+) -> None:
+    """A fault the router's handler does not answer itself (a bug) reaches the client as the
+    503 a failed router call gets over a socket, not as an unhandled 500."""
+    servicer, calls = router
+
+    async def broken(request: pb.ChatRequest, context: object) -> pb.ChatResponse:
+        raise RuntimeError("a bug in the router")
+
+    servicer.ChatCompletion = broken  # type: ignore[method-assign]
+    router_calls = await _inline_calls(servicer, calls)
+    with pytest.raises(APIError) as raised:
+        await router_calls.complete(
+            _request("faulty"), cast(Admission, None), cast(Request, _ServedClient())
+        )
+    assert (raised.value.status, raised.value.code) == (503, "router_unavailable")
