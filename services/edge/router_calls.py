@@ -38,9 +38,13 @@ log = logging.getLogger("edge")
 
 
 def router_unavailable(exc: grpc.aio.AioRpcError) -> APIError:
+    return router_failed(exc.code())
+
+
+def router_failed(status: grpc.StatusCode) -> APIError:
     return APIError(
         503,
-        f"The gateway's router is unavailable ({exc.code().name}); please retry.",
+        f"The gateway's router is unavailable ({status.name}); please retry.",
         code="router_unavailable",
         error_type="server_error",
     )
@@ -213,14 +217,10 @@ class RouterCalls:
             raise
         except Exception:
             # The handler answers every failure it knows of; this is a fault in the router,
-            # answered as a router call that failed (call_streams.CallStream._answer).
+            # answered as a router call that failed (call_streams.CallStream._answer sends
+            # UNKNOWN).
             log.exception("call %s failed in the router", message.context.request_id)
-            raise APIError(
-                503,
-                "The gateway's router failed on this call; please retry.",
-                code="router_unavailable",
-                error_type="server_error",
-            ) from None
+            raise router_failed(grpc.StatusCode.UNKNOWN) from None
         finally:
             hang_up.disarm()
         note_upstream(reply.upstream_us)
