@@ -329,10 +329,7 @@ class EventPublisher:
             self._syncer.written()
             return
         self._sync_wake_pending = True
-        loop.call_soon(self._wake_syncer_next_turn)
-
-    def _wake_syncer_next_turn(self) -> None:
-        asyncio.get_running_loop().call_soon(self._wake_syncer)
+        loop.call_soon(loop.call_soon, self._wake_syncer)
 
     def _wake_syncer(self) -> None:
         self._sync_wake_pending = False
