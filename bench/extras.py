@@ -247,7 +247,9 @@ def hop_section(hop: dict[str, Any]) -> list[str]:
         f" ms, {watched['back_to_back']}x / {watched['every_20_ms']}x of the bare call.",
         "",
         "The same answer in other shapes, over TCP (CPU measured 20 ms apart, one shape at a "
-        "time, in the calling process + the answering one):",
+        "time, in the calling process + the answering one; the calling process's figure is "
+        "net of waking from its own 20 ms timer, which with no call at all costs "
+        f"{trips['cpu_gap_alone_every_20_ms']['client_cpu_ms']} CPU-ms a gap):",
         "",
         "| shape | p50 / p99 back to back | p50 / p99 20 ms apart "
         "| CPU ms per call, client + server |",

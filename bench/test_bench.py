@@ -541,3 +541,43 @@ def test_an_a_b_of_stages_averages_both_start_orders() -> None:
     assert "abc123" in table
     # A stage no call reached is shown as such, not as zero.
     assert "| authentication | nan / nan | nan / nan | +nan |" in table
+
+
+def test_the_hops_cpu_per_call_leaves_out_the_callers_own_wake_between_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Calls 20 ms apart: the calling process also wakes from its own timer between them,
+    which costs it CPU with no call at all. That is the gap's, not the hop's."""
+    from . import grpc_hop
+
+    spent = {"cpu_s": 0.0}
+
+    async def gap(_: float) -> None:
+        spent["cpu_s"] += 0.0004  # the timer's wake: 0.4 ms
+
+    async def call() -> None:
+        spent["cpu_s"] += 0.001  # the call: 1 ms
+
+    monkeypatch.setattr(grpc_hop, "CPU_CALLS", 10)
+    monkeypatch.setattr(grpc_hop.asyncio, "sleep", gap)
+    monkeypatch.setattr(grpc_hop.time, "process_time", lambda: spent["cpu_s"])
+    monkeypatch.setattr(grpc_hop, "cpu_seconds", lambda _pid: 0.0)
+    figures = asyncio.run(grpc_hop._cpu_per_call({"unary": call}, server_pid=0))
+    assert figures["gap_alone"] == {"client_cpu_ms": 0.4}
+    assert figures["unary"] == {"client_cpu_ms": 1.0, "server_cpu_ms": 0.0, "total_cpu_ms": 1.0}
+
+
+def test_the_cold_code_table_shows_each_gap_against_the_warm_figure() -> None:
+    from . import wakeups
+
+    gaps = [f"{gap:g}" for gap in wakeups.COLD_GAPS_MS]
+    cold = {
+        "warm_us": 2.0,
+        "idle": dict(zip(gaps, (3.0, 10.0, 20.0, 40.0), strict=True)),
+        "awake": dict(zip(gaps, (2.0, 8.0, 18.0, 36.0), strict=True)),
+    }
+    lines = wakeups._cold_code_markdown(cold)
+    assert "2.0 µs back to back" in lines[1]
+    assert lines[3] == "| the gateway's core | 0.1 ms | 1 ms | 3 ms | 20 ms |"
+    assert lines[5] == "| left idle | 3.0 µs (2x) | 10.0 µs (5x) | 20.0 µs (10x) | 40.0 µs (20x) |"
+    assert lines[6] == "| kept awake | 2.0 µs (1x) | 8.0 µs (4x) | 18.0 µs (9x) | 36.0 µs (18x) |"

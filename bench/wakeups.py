@@ -14,12 +14,19 @@ only effect is that the core never halts). The difference is what the idle core'
 cost each call. A diagnostic, not a way to run aig: a spinning core costs power and, on a
 shared host, a tenant's neighbours.
 
+Before that, with nothing else running, it times one small step of a call's code right
+after the core idled for 0.1 to 20 ms, left idle and kept awake (`cold_code`): how much
+slower code runs when its caches have gone cold, which is most of why every stage of a call
+costs more at 50 calls/s than at 200, and why a call that crosses two processes (the
+router apart) pays twice.
+
 python -m bench.wakeups (also part of `python -m bench.extras`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -65,7 +72,46 @@ def _kept_awake(cpus: set[int]) -> Iterator[None]:
             spinner.wait()
 
 
+# How long the core sleeps before the timed code runs, and how often each is sampled.
+COLD_GAPS_MS = (0.1, 1.0, 3.0, 20.0)
+COLD_SAMPLES = 200
+
+
+def _parse_after(gap_s: float, samples: int) -> float:
+    """Median µs to parse a call's JSON body, run right after sleeping `gap_s` (none: back
+    to back, everything warm)."""
+    body = json.dumps(CALL_BODY)
+    taken: list[int] = []
+    for _ in range(samples):
+        if gap_s:
+            time.sleep(gap_s)
+        started = time.perf_counter_ns()
+        json.loads(body)
+        taken.append(time.perf_counter_ns() - started)
+    return round(statistics.median(taken) / 1000, 1)
+
+
+def cold_code(samples: int = COLD_SAMPLES) -> dict[str, Any]:
+    """What idling does to the code that runs first after it, on the gateway's core with
+    nothing else running: one small step (json.loads of a call's body) timed right after
+    a sleep of each length, with the core left idle and kept awake (the spinner above).
+    If only the core's halt made woken code slow, the awake figures would stay warm."""
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, TARGET_CPUS)
+    try:
+        figures: dict[str, Any] = {"warm_us": _parse_after(0, samples * 5)}
+        for condition in CONDITIONS:
+            with _kept_awake(TARGET_CPUS) if condition == "awake" else nullcontext():
+                figures[condition] = {
+                    f"{gap:g}": _parse_after(gap / 1000, samples) for gap in COLD_GAPS_MS
+                }
+    finally:
+        os.sched_setaffinity(0, previous)
+    return figures
+
+
 def measure(rounds: int = ROUNDS, seconds: float = SECONDS, rate: int = RATE) -> dict[str, Any]:
+    cold = cold_code()  # before the stack starts: nothing else on the core
     stack = aig_target.start_stack(Path(tempfile.mkdtemp(prefix="aig-wakeups-")), SANDBOX_ENV)
     try:
         in_process_url = aig_target.start_in_process_edges(stack)
@@ -104,7 +150,7 @@ def measure(rounds: int = ROUNDS, seconds: float = SECONDS, rate: int = RATE) ->
                         p50[condition][name].append(result.p50_ms)
     finally:
         stack.stop()
-    return _figures(p50, rate, seconds, rounds)
+    return {**_figures(p50, rate, seconds, rounds), "cold_code": cold}
 
 
 def _figures(
@@ -147,6 +193,28 @@ def markdown(figures: dict[str, Any]) -> list[str]:
         *(
             f"| {name} | {idle[name]:.2f} ms | {awake[name]:.2f} ms | {share[name]:.2f} ms |"
             for name in idle
+        ),
+        *_cold_code_markdown(figures["cold_code"]),
+    ]
+
+
+def _cold_code_markdown(cold: dict[str, Any]) -> list[str]:
+    gaps = [f"{gap:g}" for gap in COLD_GAPS_MS]
+    return [
+        "",
+        "Code that runs first after the core idled, before any stack starts: json.loads of "
+        f"a call's body takes {cold['warm_us']} µs back to back. Right after a sleep of:",
+        "",
+        "| the gateway's core | " + " | ".join(f"{gap} ms" for gap in gaps) + " |",
+        "|---|" + "---|" * len(gaps),
+        *(
+            f"| {label} | "
+            + " | ".join(
+                f"{cold[condition][gap]} µs ({cold[condition][gap] / cold['warm_us']:.0f}x)"
+                for gap in gaps
+            )
+            + " |"
+            for condition, label in (("idle", "left idle"), ("awake", "kept awake"))
         ),
     ]
 
