@@ -39,6 +39,11 @@ class Plan:
     # ran at the wrong moment. A bound of 1 ms cannot be judged from one 10-second sample a
     # target: the direct baseline alone moved 0.2-0.6 ms between runs.
     latency_rounds: int = 1
+    # The streamed calls are taken in this many turns of every target (stream_calls /
+    # stream_rounds each). A turn is cheap (~1 s) and one target's TTFT p50 moves 0.5-1 ms
+    # from turn to turn, so the TTFT overhead is the median over many turns of each turn's
+    # difference from direct's: pooled over 3 turns it swung 0.55-1.73 ms between runs.
+    stream_rounds: int = 1
     # Billing's capacity: seconds of closed-loop load piled up while billing is stopped
     # (under its consumer session timeout, 10 s, so it keeps its partitions).
     drain_seconds: float = 8
@@ -67,9 +72,10 @@ DEFAULT = Plan(
     rates=(50, 200, 500),
     rate_seconds=5,
     rate_connections=128,
-    stream_calls=120,
+    stream_calls=240,
     stream_concurrency=4,
     latency_rounds=3,
+    stream_rounds=8,
     profile_seconds=15,
     profile_rate=200,
     soak_seconds=60,
@@ -87,6 +93,7 @@ QUICK = Plan(
     stream_calls=30,
     stream_concurrency=4,
     latency_rounds=2,
+    stream_rounds=2,
     profile_seconds=6,
     profile_rate=200,
     soak_seconds=15,

@@ -63,6 +63,7 @@ class Target:
     rates: dict[int, LoadResult] = field(default_factory=dict)  # the rounds combined
     rate_rounds: dict[int, list[LoadResult]] = field(default_factory=dict)
     stream: StreamResult | None = None
+    stream_round_ttft_p50: list[float] = field(default_factory=list)  # one per turn
     # aig only: billing's figures, read around each peak step for the settlement lag.
     billing: settlement.Billing | None = None
     settlement: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -394,13 +395,14 @@ def wait_until_idle(target: Target) -> None:
 
 
 def measure_streams(plan: Plan, targets: list[Target]) -> None:
-    """`stream_calls` a target, in `latency_rounds` turns taken in alternation (Plan)."""
-    per_round = max(1, plan.stream_calls // plan.latency_rounds)
-    for _ in range(plan.latency_rounds):
+    """`stream_calls` a target, in `stream_rounds` turns taken in alternation (Plan)."""
+    per_round = max(1, plan.stream_calls // plan.stream_rounds)
+    for _ in range(plan.stream_rounds):
         for target in targets:
             calls = measure_streaming(
                 target.stream_request, count=per_round, concurrency=plan.stream_concurrency
             )
+            target.stream_round_ttft_p50.append(percentile(calls.ttft_ms, 0.5))
             if target.stream is None:
                 target.stream = calls
             else:
@@ -552,6 +554,7 @@ def summarise(target: Target) -> dict[str, Any]:
             "errors": stream.errors,
             "error_kinds": stream.error_kinds,
             "ttft_p50_ms": percentile(stream.ttft_ms, 0.5),
+            "ttft_p50_by_round_ms": target.stream_round_ttft_p50,
             "ttft_p99_ms": percentile(stream.ttft_ms, 0.99),
             "gap_p50_ms": percentile(stream.gap_ms, 0.5),
             "gap_p99_ms": percentile(stream.gap_ms, 0.99),
