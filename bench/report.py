@@ -365,8 +365,10 @@ def ttft_overhead_ms(target: dict[str, Any], direct: dict[str, Any]) -> float:
     it, as for the rates; otherwise the difference of the p50s over all streams."""
     mine = target["stream"].get("ttft_p50_by_round_ms") or []
     base = direct["stream"].get("ttft_p50_by_round_ms") or []
-    if mine and len(mine) == len(base):
-        return statistics.median(m - b for m, b in zip(mine, base, strict=True))
+    # A turn in which every stream of either failed has no p50 (NaN): it is left out.
+    differences = [m - b for m, b in zip(mine, base, strict=False) if not math.isnan(m - b)]
+    if differences and len(mine) == len(base):
+        return statistics.median(differences)
     return float(target["stream"]["ttft_p50_ms"] - direct["stream"]["ttft_p50_ms"])
 
 

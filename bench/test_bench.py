@@ -442,6 +442,9 @@ def test_the_ttft_overhead_is_taken_against_direct_in_the_same_turn() -> None:
     plan = {"latency_rounds": 3, "rates": [], "rate_seconds": 5}
     lines = report._round_overheads(plan, {"direct": direct, "aig": aig}, direct)
     assert "- streamed, TTFT, aig: 0.50, 0.20, 2.00" in lines
+    # A turn in which every stream failed has no p50: the other turns decide.
+    aig["stream"]["ttft_p50_by_round_ms"] = [25.5, math.nan, 29.0]
+    assert report.ttft_overhead_ms(aig, direct) == pytest.approx(1.25)
     # Results without turns (older runs) take the difference of the p50s over all streams.
     del aig["stream"]["ttft_p50_by_round_ms"]
     assert report.ttft_overhead_ms(aig, direct) == pytest.approx(2.0)
