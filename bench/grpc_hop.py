@@ -113,14 +113,20 @@ class _ConnectedClient:
         self.scope = {"extensions": {HANG_UP_EXTENSION: {"signal": HangUp()}}}
 
 
-async def _gap_alone_cpu_ms() -> float:
-    """What the calling process spends per 20 ms gap with no call in it: waking from its
-    own timer. After 20 ms idle on this machine that wake alone costs a good part of a
-    call's CPU (the caches have gone cold), and it is the gap's, not the hop's."""
-    before = time.process_time()
+async def _no_call() -> None:
+    """No call at all: the calling process then spends only its wake from its own timer,
+    which after 20 ms idle on this machine costs a good part of a call's CPU (the caches
+    have gone cold). That is the gap's, not the hop's."""
+
+
+async def _spent_ms(call: Callable[[], Awaitable[None]], server_pid: int) -> tuple[float, float]:
+    """CPU ms per `call`, 20 ms apart, in the calling process and in the server's."""
+    client_before, server_before = time.process_time(), cpu_seconds(server_pid)
     for _ in range(CPU_CALLS):
+        await call()
         await asyncio.sleep(GAP_S)
-    return (time.process_time() - before) * 1000 / CPU_CALLS
+    client = (time.process_time() - client_before) * 1000 / CPU_CALLS
+    return client, (cpu_seconds(server_pid) - server_before) * 1000 / CPU_CALLS
 
 
 async def _cpu_per_call(
@@ -128,18 +134,11 @@ async def _cpu_per_call(
 ) -> dict[str, dict[str, float]]:
     """CPU ms per call in each process, 20 ms apart, one shape at a time (CPU cannot be
     told apart call by call). The client's figure is net of its timer's wake between calls
-    (`gap_alone`, measured before and after the shapes)."""
-    spent: dict[str, tuple[float, float]] = {}
-    gap_before = await _gap_alone_cpu_ms()
-    for name, call in shapes.items():
-        client_before, server_before = time.process_time(), cpu_seconds(server_pid)
-        for _ in range(CPU_CALLS):
-            await call()
-            await asyncio.sleep(GAP_S)
-        client = (time.process_time() - client_before) * 1000 / CPU_CALLS
-        server = (cpu_seconds(server_pid) - server_before) * 1000 / CPU_CALLS
-        spent[name] = (client, server)
-    gap = (gap_before + await _gap_alone_cpu_ms()) / 2
+    (`gap_alone`: no call, measured before and after the shapes)."""
+    gap_before, _ = await _spent_ms(_no_call, server_pid)
+    spent = {name: await _spent_ms(call, server_pid) for name, call in shapes.items()}
+    gap_after, _ = await _spent_ms(_no_call, server_pid)
+    gap = (gap_before + gap_after) / 2
     figures: dict[str, dict[str, float]] = {"gap_alone": {"client_cpu_ms": round(gap, 3)}}
     for name, (client, server) in spent.items():
         figures[name] = {
