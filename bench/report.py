@@ -337,13 +337,11 @@ def _round_overheads(
                 _num(m["p50_ms"] - b["p50_ms"], 2) for m, b in zip(mine, base, strict=True)
             )
             lines.append(f"- {rate}/s, {name}: {rounds}")
-    base_turns = direct.get("stream", {}).get("ttft_p50_by_round_ms") or []
     for name, t in targets.items():
-        turns = t.get("stream", {}).get("ttft_p50_by_round_ms") or []
-        if name == "direct" or not turns or len(turns) != len(base_turns):
-            continue
-        differences = ", ".join(_num(m - b, 2) for m, b in zip(turns, base_turns, strict=True))
-        lines.append(f"- streamed, TTFT, {name}: {differences}")
+        differences = _ttft_turn_differences(t, direct)
+        if name != "direct" and differences:
+            turns = ", ".join(_num(difference, 2) for difference in differences)
+            lines.append(f"- streamed, TTFT, {name}: {turns}")
     return lines
 
 
@@ -359,16 +357,24 @@ def rate_overhead_ms(target: dict[str, Any], direct: dict[str, Any], rate: str, 
     return float(target["rates"][rate][key] - direct["rates"][rate][key])
 
 
+def _ttft_turn_differences(target: dict[str, Any], direct: dict[str, Any]) -> list[float]:
+    """Each streamed turn's TTFT p50 minus direct's in the same turn; none for results
+    without turns (Plan.stream_rounds, older runs)."""
+    mine = target.get("stream", {}).get("ttft_p50_by_round_ms") or []
+    base = direct.get("stream", {}).get("ttft_p50_by_round_ms") or []
+    if len(mine) != len(base):
+        return []
+    return [m - b for m, b in zip(mine, base, strict=True)]
+
+
 def ttft_overhead_ms(target: dict[str, Any], direct: dict[str, Any]) -> float:
-    """What the target adds to direct's time to first token, p50. With turns
-    (Plan.stream_rounds), the median of each turn's difference from direct's turn next to
-    it, as for the rates; otherwise the difference of the p50s over all streams."""
-    mine = target["stream"].get("ttft_p50_by_round_ms") or []
-    base = direct["stream"].get("ttft_p50_by_round_ms") or []
+    """What the target adds to direct's time to first token, p50. With turns, the median
+    of each turn's difference from direct's turn next to it, as for the rates; otherwise
+    the difference of the p50s over all streams."""
     # A turn in which every stream of either failed has no p50 (NaN): it is left out.
-    differences = [m - b for m, b in zip(mine, base, strict=False) if not math.isnan(m - b)]
-    if differences and len(mine) == len(base):
-        return statistics.median(differences)
+    measured = [d for d in _ttft_turn_differences(target, direct) if not math.isnan(d)]
+    if measured:
+        return statistics.median(measured)
     return float(target["stream"]["ttft_p50_ms"] - direct["stream"]["ttft_p50_ms"])
 
 
