@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
+import weakref
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -13,8 +18,17 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.util import await_only
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+# How every writer on an SQLite file waits for its one write lock: BEGIN IMMEDIATE retried,
+# first after LOCK_POLL_FIRST_S, each next try twice as late, never more than
+# LOCK_POLL_MAX_S apart, given up after the busy timeout. SQLite's own busy handler sleeps
+# 1, 2, 5, 10 … up to 100 ms between tries: a writer waiting in it loses the lock at every
+# release to one that polls, and starves behind a steady stream of them.
+LOCK_POLL_FIRST_S = 0.0001
+LOCK_POLL_MAX_S = 0.001
+LOCK_WAIT_S = SQLITE_BUSY_TIMEOUT_MS / 1000
 # An execution option: transactions of connections that carry it only read (see reader_of).
 READS_ONLY = "aig_reads_only"
 POSTGRES_POOL_SIZE = 10
@@ -48,6 +62,8 @@ def create_engine_from_url(url: str) -> AsyncEngine:
     up front, so two concurrent read-then-write transactions queue on the busy timeout
     instead of one failing with "database is locked" halfway through. That serialises
     writers, which is the price of correct counters (caps, balances) on a single file.
+    A process's writers take turns for the lock in the order they asked (`WriteTurns`), and
+    the one whose turn it is polls for it as the services' blocking writers do.
     """
     if is_sqlite(url):
         return _create_sqlite_engine(url)
@@ -69,7 +85,7 @@ def _create_sqlite_engine(url: str) -> AsyncEngine:
         # Every connection to ":memory:" is a new, empty database; share one.
         options["poolclass"] = StaticPool
     engine = create_async_engine(url, **options)
-    _configure_sqlite(engine.sync_engine, wal=not in_memory)
+    _configure_sqlite(engine.sync_engine, wal=not in_memory, turns=WriteTurns())
     return engine
 
 
@@ -83,7 +99,54 @@ def create_sync_sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
+class WriteTurns:
+    """The writers of one async engine, in line for SQLite's write lock: one at a time, in
+    the order they came, polls for it (`take_write_lock`); the rest wait on an asyncio lock,
+    which is first come, first served. So at most one poller per process (per event loop)
+    and no writer of the process overtaken by a later one. Held only until BEGIN IMMEDIATE
+    succeeds or gives up, never across the transaction: nothing is left to release when a
+    transaction ends, however it ends."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+    async def begin_immediate(self, driver: Any) -> None:
+        """`driver` (an aiosqlite connection) in a write transaction, in this writer's turn;
+        sqlite3's OperationalError if the lock stayed taken for LOCK_WAIT_S."""
+        async with self.lock():
+            await take_write_lock(driver)
+
+
+async def take_write_lock(driver: Any) -> None:
+    """BEGIN IMMEDIATE on an aiosqlite connection, retried as LOCK_POLL_* say. Only the BEGIN
+    runs without a busy timeout; the transaction's own statements keep SQLite's."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    pause = LOCK_POLL_FIRST_S
+    await driver.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                await driver.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, LOCK_POLL_MAX_S)
+    finally:
+        await driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+
+
+def _configure_sqlite(engine: Engine, *, wal: bool, turns: WriteTurns | None = None) -> None:
     @event.listens_for(engine, "connect")
     def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the sqlite3 module, which would otherwise
@@ -102,8 +165,20 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
             # A WAL reader sees the last commit without the write lock: it must not queue
             # behind writers (nor make them wait) for it.
             connection.exec_driver_sql("BEGIN")
+        elif turns is None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")  # a blocking engine's own thread
         else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            _begin_in_turn(connection, turns)
+
+
+def _begin_in_turn(connection: Connection, turns: WriteTurns) -> None:
+    """Runs inside the async engine's greenlet, so the wait in line is on the event loop. A
+    lock that stays taken is SQLAlchemy's OperationalError, as SQLite's busy timeout was."""
+    driver = connection.connection.driver_connection
+    try:
+        await_only(turns.begin_immediate(driver))
+    except sqlite3.OperationalError as error:
+        raise OperationalError("BEGIN IMMEDIATE", None, error) from error
 
 
 def reader_of(sessions: async_sessionmaker[AsyncSession]) -> async_sessionmaker[AsyncSession]:

@@ -55,7 +55,13 @@ from controldb.admission import (
     limits_parameters,
     utc_now,
 )
-from controldb.engine import SQLITE_BUSY_TIMEOUT_MS, create_sync_sqlite_engine
+from controldb.engine import (
+    LOCK_POLL_FIRST_S,
+    LOCK_POLL_MAX_S,
+    LOCK_WAIT_S,
+    SQLITE_BUSY_TIMEOUT_MS,
+    create_sync_sqlite_engine,
+)
 from controldb.models import Reservation, sqlite_timestamp_text
 
 log = logging.getLogger("controldb.admission")
@@ -86,12 +92,8 @@ class _Release:
 _Work = _Admit | _Release
 
 
-# The writer thread's wait for SQLite's write lock: first retry after this long, each next
-# one after twice the previous, never more than LOCK_POLL_MAX_S apart; given up after the
-# same 5 s as every other connection's busy timeout.
-LOCK_POLL_FIRST_S = 0.0001
-LOCK_POLL_MAX_S = 0.001
-LOCK_WAIT_S = SQLITE_BUSY_TIMEOUT_MS / 1000
+# The writer thread waits for SQLite's write lock as the async engines' writers do
+# (controldb.engine: LOCK_POLL_FIRST_S, LOCK_POLL_MAX_S, LOCK_WAIT_S).
 
 
 def _begin_polling(connection: DBAPIConnection) -> None:

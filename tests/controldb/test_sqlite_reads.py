@@ -27,6 +27,7 @@ async def test_a_read_goes_on_while_another_process_holds_the_write_lock(
     await migrate(url)
     # A short busy timeout, so the write that must wait gives up quickly.
     monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr(engine_module, "LOCK_WAIT_S", 0.2)
     engine = create_engine_from_url(url)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     other_process = sqlite3.connect(tmp_path / "aig.db", isolation_level=None)
