@@ -189,7 +189,7 @@ async def measure_lock_wait(database_url: str, round_s: float = 1.5) -> dict[str
     """SQLite only: admission while another connection holds the write lock HOLD_S out of
     every HOLD_S + FREE_S (hold times from a seeded draw), admissions arriving at random
     moments for `round_s` seconds ROUNDS times per way of waiting. The writer thread polls for the
-    lock (group_commit._begin_polling); the baseline, measured alternately in the same run,
+    lock (controldb.engine.begin_polling); the baseline, measured alternately in the same run,
     is SQLite's own busy handler (BEGIN IMMEDIATE under the 5 s busy timeout), whose sleeps
     grow 1, 2, 5, 10 ms …"""
     engine, _, _, money, account_id, key_id = await _funded(database_url, "bench-lock")
@@ -230,7 +230,7 @@ async def measure_lock_wait(database_url: str, round_s: float = 1.5) -> dict[str
         for _ in range(ROUNDS):
             for name in ("polling", "busy_handler"):
                 waiting = (
-                    mock.patch.object(group_commit, "_begin_polling", busy_handler_begin)
+                    mock.patch.object(group_commit, "begin_polling", busy_handler_begin)
                     if name == "busy_handler"
                     else contextlib.nullcontext()
                 )

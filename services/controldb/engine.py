@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -101,7 +102,7 @@ def create_sync_sqlite_engine(url: str) -> Engine:
 
 class WriteTurns:
     """The writers of one async engine, in line for SQLite's write lock: one at a time, in
-    the order they came, polls for it (`take_write_lock`); the rest wait on an asyncio lock,
+    the order they came, polls for it (`begin_polling`); the rest wait on an asyncio lock,
     which is first come, first served. So at most one poller per process (per event loop)
     and no writer of the process overtaken by a later one. Held only until BEGIN IMMEDIATE
     succeeds or gives up, never across the transaction: nothing is left to release when a
@@ -121,29 +122,34 @@ class WriteTurns:
 
     async def begin_immediate(self, driver: Any) -> None:
         """`driver` (an aiosqlite connection) in a write transaction, in this writer's turn;
-        sqlite3's OperationalError if the lock stayed taken for LOCK_WAIT_S."""
+        sqlite3's OperationalError if the lock stayed taken for LOCK_WAIT_S. The polling runs
+        on the connection's own aiosqlite thread (`_execute`, which SQLAlchemy's adapter
+        also reaches behind): one hop from the loop, as a plain BEGIN IMMEDIATE was. A writer
+        cancelled meanwhile gives up its turn at once; the poll ends on its thread, and the
+        pool's rollback when the connection is checked in undoes a BEGIN it then made."""
         async with self.lock():
-            await take_write_lock(driver)
+            await driver._execute(begin_polling, driver._conn)
 
 
-async def take_write_lock(driver: Any) -> None:
-    """BEGIN IMMEDIATE on an aiosqlite connection, retried as LOCK_POLL_* say. Only the BEGIN
-    runs without a busy timeout; the transaction's own statements keep SQLite's."""
+def begin_polling(connection: DBAPIConnection) -> None:
+    """BEGIN IMMEDIATE, retried until the write lock is free: the wait is the lock's release
+    plus at most LOCK_POLL_MAX_S. Only the BEGIN runs without a busy timeout; the
+    transaction's own statements keep SQLite's, as on every other connection."""
     deadline = time.monotonic() + LOCK_WAIT_S
     pause = LOCK_POLL_FIRST_S
-    await driver.execute("PRAGMA busy_timeout=0")
+    connection.execute("PRAGMA busy_timeout=0")
     try:
         while True:
             try:
-                await driver.execute("BEGIN IMMEDIATE")
+                connection.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as error:
                 if "locked" not in str(error) or time.monotonic() + pause > deadline:
                     raise
-            await asyncio.sleep(pause)
+            time.sleep(pause)
             pause = min(pause * 2, LOCK_POLL_MAX_S)
     finally:
-        await driver.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 def _configure_sqlite(engine: Engine, *, wal: bool, turns: WriteTurns | None = None) -> None:

@@ -34,7 +34,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,13 +54,7 @@ from controldb.admission import (
     limits_parameters,
     utc_now,
 )
-from controldb.engine import (
-    LOCK_POLL_FIRST_S,
-    LOCK_POLL_MAX_S,
-    LOCK_WAIT_S,
-    SQLITE_BUSY_TIMEOUT_MS,
-    create_sync_sqlite_engine,
-)
+from controldb.engine import begin_polling, create_sync_sqlite_engine
 from controldb.models import Reservation, sqlite_timestamp_text
 
 log = logging.getLogger("controldb.admission")
@@ -92,40 +85,13 @@ class _Release:
 _Work = _Admit | _Release
 
 
-# The writer thread waits for SQLite's write lock as the async engines' writers do
-# (controldb.engine: LOCK_POLL_FIRST_S, LOCK_POLL_MAX_S, LOCK_WAIT_S).
-
-
-def _begin_polling(connection: DBAPIConnection) -> None:
-    """BEGIN IMMEDIATE, retried until the write lock is free. SQLite's own busy handler
-    sleeps 1, 2, 5, 10, 15, 20 ms … between tries, so a call that found the lock held for
-    9 ms by another service (billing settling a batch) waited 18; here it waits for the
-    lock's release plus at most LOCK_POLL_MAX_S. Only the BEGIN runs without a busy timeout:
-    the transaction's own statements keep SQLite's, as on every other connection."""
-    deadline = time.monotonic() + LOCK_WAIT_S
-    pause = LOCK_POLL_FIRST_S
-    connection.execute("PRAGMA busy_timeout=0")
-    try:
-        while True:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() + pause > deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, LOCK_POLL_MAX_S)
-    finally:
-        connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-
-
 @contextlib.contextmanager
 def immediate(connection: DBAPIConnection, *, poll: bool = False) -> Iterator[None]:
     """One write transaction: BEGIN IMMEDIATE (on a connection with a busy timeout of zero:
-    at once, or raises; with `poll`, retried as `_begin_polling` does), COMMIT on success,
+    at once, or raises; with `poll`, retried as `engine.begin_polling` does), COMMIT on success,
     ROLLBACK on any error."""
     if poll:
-        _begin_polling(connection)
+        begin_polling(connection)
     else:
         connection.execute("BEGIN IMMEDIATE")
     try:

@@ -10,7 +10,7 @@ for the disk while it holds the lock: the connection commits with `synchronous=N
 the WAL file is fsynced right after the lock is released, before `transaction` returns. So
 what a caller has been told is committed is on disk exactly as with `synchronous=FULL`
 (billing acknowledges its Kafka batch only after), and the lock is held ~1 ms less.
-BEGIN IMMEDIATE is retried every 0.1-1 ms (group_commit._begin_polling), as the edge's
+BEGIN IMMEDIATE is retried every 0.1-1 ms (controldb.engine.begin_polling), as the edge's
 admission writer does, instead of waiting in SQLite's busy handler.
 """
 

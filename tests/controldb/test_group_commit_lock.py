@@ -13,6 +13,7 @@ from typing import cast
 import pytest
 from sqlalchemy.engine.interfaces import DBAPIConnection
 
+from controldb import engine as engine_module
 from controldb import group_commit, migrate
 from controldb.admission import UnknownAccount
 from controldb.engine import SQLITE_BUSY_TIMEOUT_MS
@@ -60,7 +61,7 @@ def test_the_writer_gives_up_after_the_busy_timeout(
 ) -> None:
     path = _database(tmp_path)
     holder, writer = _connect(path), _connect(path)
-    monkeypatch.setattr(group_commit, "LOCK_WAIT_S", 0.05)
+    monkeypatch.setattr(engine_module, "LOCK_WAIT_S", 0.05)
     holder.execute("BEGIN IMMEDIATE")
     try:
         with (
