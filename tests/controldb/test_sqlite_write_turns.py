@@ -108,3 +108,37 @@ async def test_a_lock_that_stays_taken_is_sqlalchemys_operational_error(
         timeout = await session.scalar(text("PRAGMA busy_timeout"))
     assert timeout == engine_module.SQLITE_BUSY_TIMEOUT_MS
     await sessions.kw["bind"].dispose()
+
+
+async def test_a_writer_cancelled_in_line_leaves_neither_its_turn_nor_the_lock_held(
+    tmp_path: Path,
+) -> None:
+    _, sessions = await _sessions(tmp_path)
+    other_process = sqlite3.connect(tmp_path / "aig.db", isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")
+
+    async def write(position: int) -> None:
+        async with sessions.begin() as session:
+            await session.execute(text("INSERT INTO arrivals VALUES (:p)"), {"p": position})
+
+    polling = asyncio.create_task(write(1))  # its turn: polling on its connection's thread
+    await asyncio.sleep(0.02)
+    queued = asyncio.create_task(write(2))  # waiting for the turn
+    await asyncio.sleep(0.02)
+    polling.cancel()
+    queued.cancel()
+    # The cancelled poll goes on until it has the lock (or gives up, after LOCK_WAIT_S), so
+    # it ends once the other process lets go; then the pool rolls its BEGIN back.
+    other_process.execute("ROLLBACK")
+    for cancelled in (polling, queued):
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+    # Neither holds SQLite's lock nor the turn: the next writer and another process go in.
+    await asyncio.wait_for(write(3), timeout=10)
+    other_process.execute("BEGIN IMMEDIATE")
+    other_process.execute("ROLLBACK")
+    other_process.close()
+    async with reader_of(sessions)() as session:
+        committed = (await session.scalars(text("SELECT position FROM arrivals"))).all()
+    assert list(committed) == [3]
+    await sessions.kw["bind"].dispose()
