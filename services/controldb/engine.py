@@ -183,8 +183,12 @@ def _begin_in_turn(connection: Connection, turns: WriteTurns) -> None:
     driver = connection.connection.driver_connection
     try:
         await_only(turns.begin_immediate(driver))
-    except sqlite3.OperationalError as error:
-        raise OperationalError("BEGIN IMMEDIATE", None, error) from error
+    except sqlite3.Error as error:
+        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+            raise OperationalError("BEGIN IMMEDIATE", None, error) from error
+        # Any other failure is SQLAlchemy's to wrap, and to invalidate the connection with
+        # if the database is gone: the BEGIN once more, through it.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def reader_of(sessions: async_sessionmaker[AsyncSession]) -> async_sessionmaker[AsyncSession]:

@@ -142,3 +142,26 @@ async def test_a_writer_cancelled_in_line_leaves_neither_its_turn_nor_the_lock_h
         committed = (await session.scalars(text("SELECT position FROM arrivals"))).all()
     assert list(committed) == [3]
     await sessions.kw["bind"].dispose()
+
+
+async def test_a_failure_other_than_the_lock_goes_through_sqlalchemy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What SQLAlchemy does with a driver's error (wrap it, invalidate a connection whose
+    database is gone) still happens: the BEGIN is made once more through it."""
+    _, sessions = await _sessions(tmp_path)
+    failures = [sqlite3.DatabaseError("disk I/O error")]
+    polling = engine_module.begin_polling
+
+    def fails_once(connection: sqlite3.Connection) -> None:
+        if failures:
+            raise failures.pop()
+        polling(connection)
+
+    monkeypatch.setattr(engine_module, "begin_polling", fails_once)
+    async with sessions.begin() as session:  # the second BEGIN, SQLAlchemy's, goes in
+        await session.execute(text("INSERT INTO arrivals VALUES (1)"))
+    assert failures == []
+    async with reader_of(sessions)() as session:
+        assert await session.scalar(text("SELECT count(*) FROM arrivals")) == 1
+    await sessions.kw["bind"].dispose()
