@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -153,7 +154,7 @@ async def test_a_failure_other_than_the_lock_goes_through_sqlalchemy(
     failures = [sqlite3.DatabaseError("disk I/O error")]
     polling = engine_module.begin_polling
 
-    def fails_once(connection: sqlite3.Connection) -> None:
+    def fails_once(connection: DBAPIConnection) -> None:
         if failures:
             raise failures.pop()
         polling(connection)
