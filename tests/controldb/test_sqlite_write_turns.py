@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,19 +30,39 @@ from controldb.engine import reader_of
 WRITERS = 12
 
 
-async def _sessions(tmp_path: Path) -> tuple[str, async_sessionmaker[AsyncSession]]:
+@pytest.fixture
+async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'aig.db'}"
     await migrate(url)
-    sessions = async_sessionmaker(create_engine_from_url(url), expire_on_commit=False)
-    async with sessions.begin() as session:
+    made = async_sessionmaker(create_engine_from_url(url), expire_on_commit=False)
+    async with made.begin() as session:
         await session.execute(text("CREATE TABLE arrivals (position INTEGER)"))
-    return url, sessions
+    yield made
+    await made.kw["bind"].dispose()
+
+
+def _lock_taken_elsewhere(tmp_path: Path) -> sqlite3.Connection:
+    """Another process's connection, holding the file's write lock until it rolls back."""
+    other_process = sqlite3.connect(tmp_path / "aig.db", isolation_level=None)
+    other_process.execute("BEGIN IMMEDIATE")
+    return other_process
+
+
+async def _write(sessions: async_sessionmaker[AsyncSession], position: int) -> None:
+    async with sessions.begin() as session:
+        await session.execute(text("INSERT INTO arrivals VALUES (:p)"), {"p": position})
+
+
+async def _committed(sessions: async_sessionmaker[AsyncSession]) -> list[int]:
+    async with reader_of(sessions)() as session:
+        return list((await session.scalars(text("SELECT position FROM arrivals"))).all())
 
 
 async def test_writers_take_the_lock_in_the_order_they_asked_for_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    sessions: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _, sessions = await _sessions(tmp_path)
     # The order in which the writers reach the line (a writer that had to open a connection
     # first may come later than one started after it, on a busy machine).
     writing: contextvars.ContextVar[int] = contextvars.ContextVar("writing")
@@ -53,13 +74,11 @@ async def test_writers_take_the_lock_in_the_order_they_asked_for_it(
         return line_of(turns)
 
     monkeypatch.setattr(engine_module.WriteTurns, "lock", noting_arrival)
-    other_process = sqlite3.connect(tmp_path / "aig.db", isolation_level=None)
-    other_process.execute("BEGIN IMMEDIATE")
+    other_process = _lock_taken_elsewhere(tmp_path)
 
     async def write(position: int) -> None:
         writing.set(position)
-        async with sessions.begin() as session:
-            await session.execute(text("INSERT INTO arrivals VALUES (:p)"), {"p": position})
+        await _write(sessions, position)
 
     try:
         writers = []
@@ -72,25 +91,18 @@ async def test_writers_take_the_lock_in_the_order_they_asked_for_it(
         other_process.execute("ROLLBACK")
         other_process.close()
     await asyncio.gather(*writers)
-    async with reader_of(sessions)() as session:
-        committed = (await session.scalars(text("SELECT position FROM arrivals"))).all()
+    committed = await _committed(sessions)
     assert sorted(arrived) == list(range(WRITERS))
     # In SQLite's busy handler they took it in whatever order their sleeps ended.
-    assert list(committed) == arrived
-    await sessions.kw["bind"].dispose()
+    assert committed == arrived
 
 
-async def test_a_read_does_not_wait_in_line(tmp_path: Path) -> None:
-    _, sessions = await _sessions(tmp_path)
-    other_process = sqlite3.connect(tmp_path / "aig.db", isolation_level=None)
-    other_process.execute("BEGIN IMMEDIATE")
+async def test_a_read_does_not_wait_in_line(
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    other_process = _lock_taken_elsewhere(tmp_path)
     try:
-
-        async def write() -> None:
-            async with sessions.begin() as session:
-                await session.execute(text("INSERT INTO arrivals VALUES (1)"))
-
-        waiting = asyncio.create_task(write())
+        waiting = asyncio.create_task(_write(sessions, 1))
         await asyncio.sleep(0.05)
         async with reader_of(sessions)() as session:
             assert await session.scalar(text("SELECT count(*) FROM arrivals")) == 0
@@ -99,20 +111,16 @@ async def test_a_read_does_not_wait_in_line(tmp_path: Path) -> None:
         other_process.execute("ROLLBACK")
         other_process.close()
     await waiting
-    await sessions.kw["bind"].dispose()
 
 
 async def test_a_lock_that_stays_taken_is_sqlalchemys_operational_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, sessions = await _sessions(tmp_path)
     monkeypatch.setattr(engine_module, "LOCK_WAIT_S", 0.1)
-    other_process = sqlite3.connect(tmp_path / "aig.db", isolation_level=None)
-    other_process.execute("BEGIN IMMEDIATE")
+    other_process = _lock_taken_elsewhere(tmp_path)
     try:
         with pytest.raises(OperationalError, match="locked"):
-            async with sessions.begin() as session:
-                await session.execute(text("INSERT INTO arrivals VALUES (1)"))
+            await _write(sessions, 1)
     finally:
         other_process.execute("ROLLBACK")
         other_process.close()
@@ -121,23 +129,15 @@ async def test_a_lock_that_stays_taken_is_sqlalchemys_operational_error(
         await session.execute(text("INSERT INTO arrivals VALUES (2)"))
         timeout = await session.scalar(text("PRAGMA busy_timeout"))
     assert timeout == engine_module.SQLITE_BUSY_TIMEOUT_MS
-    await sessions.kw["bind"].dispose()
 
 
 async def test_a_writer_cancelled_in_line_leaves_neither_its_turn_nor_the_lock_held(
-    tmp_path: Path,
+    tmp_path: Path, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    _, sessions = await _sessions(tmp_path)
-    other_process = sqlite3.connect(tmp_path / "aig.db", isolation_level=None)
-    other_process.execute("BEGIN IMMEDIATE")
-
-    async def write(position: int) -> None:
-        async with sessions.begin() as session:
-            await session.execute(text("INSERT INTO arrivals VALUES (:p)"), {"p": position})
-
-    polling = asyncio.create_task(write(1))  # its turn: polling on its connection's thread
+    other_process = _lock_taken_elsewhere(tmp_path)
+    polling = asyncio.create_task(_write(sessions, 1))  # its turn: polling on its thread
     await asyncio.sleep(0.02)
-    queued = asyncio.create_task(write(2))  # waiting for the turn
+    queued = asyncio.create_task(_write(sessions, 2))  # waiting for the turn
     await asyncio.sleep(0.02)
     polling.cancel()
     queued.cancel()
@@ -148,22 +148,18 @@ async def test_a_writer_cancelled_in_line_leaves_neither_its_turn_nor_the_lock_h
         with pytest.raises(asyncio.CancelledError):
             await cancelled
     # Neither holds SQLite's lock nor the turn: the next writer and another process go in.
-    await asyncio.wait_for(write(3), timeout=10)
+    await asyncio.wait_for(_write(sessions, 3), timeout=10)
     other_process.execute("BEGIN IMMEDIATE")
     other_process.execute("ROLLBACK")
     other_process.close()
-    async with reader_of(sessions)() as session:
-        committed = (await session.scalars(text("SELECT position FROM arrivals"))).all()
-    assert list(committed) == [3]
-    await sessions.kw["bind"].dispose()
+    assert await _committed(sessions) == [3]
 
 
 async def test_a_failure_other_than_the_lock_goes_through_sqlalchemy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What SQLAlchemy does with a driver's error (wrap it, invalidate a connection whose
     database is gone) still happens: the BEGIN is made once more through it."""
-    _, sessions = await _sessions(tmp_path)
     failures = [sqlite3.DatabaseError("disk I/O error")]
     polling = engine_module.begin_polling
 
@@ -173,9 +169,6 @@ async def test_a_failure_other_than_the_lock_goes_through_sqlalchemy(
         polling(connection)
 
     monkeypatch.setattr(engine_module, "begin_polling", fails_once)
-    async with sessions.begin() as session:  # the second BEGIN, SQLAlchemy's, goes in
-        await session.execute(text("INSERT INTO arrivals VALUES (1)"))
+    await _write(sessions, 1)  # the second BEGIN, SQLAlchemy's, goes in
     assert failures == []
-    async with reader_of(sessions)() as session:
-        assert await session.scalar(text("SELECT count(*) FROM arrivals")) == 1
-    await sessions.kw["bind"].dispose()
+    assert await _committed(sessions) == [1]
