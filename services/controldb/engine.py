@@ -60,11 +60,12 @@ def create_engine_from_url(url: str) -> AsyncEngine:
 
     SQLite runs in WAL mode (readers never block the writer) with a busy timeout, foreign
     keys on, and every transaction opened with `BEGIN IMMEDIATE`: the write lock is taken
-    up front, so two concurrent read-then-write transactions queue on the busy timeout
+    up front, so two concurrent read-then-write transactions wait for it one after the other
     instead of one failing with "database is locked" halfway through. That serialises
     writers, which is the price of correct counters (caps, balances) on a single file.
     A process's writers take turns for the lock in the order they asked (`WriteTurns`), and
-    the one whose turn it is polls for it as the services' blocking writers do.
+    the one whose turn it is polls for it as the services' blocking writers do, for up to
+    the busy timeout.
     """
     if is_sqlite(url):
         return _create_sqlite_engine(url)
