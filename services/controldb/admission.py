@@ -327,6 +327,7 @@ def decide_admission(
         "amount_nano_usd": needed,
         "created_at": now,
         "expires_at": admission.expires_at,
+        "shelved_until": None,
     }
     return Decision(admission, values, request_count)
 
@@ -345,6 +346,9 @@ class RoomToKeep:
 
     factor: int
     already_held: int
+    # How long each may wait on its shelf for a call: its row's `shelved_until` is the
+    # admission's time plus this, and the edge gives it back by then if no call took it.
+    shelved_for: timedelta = timedelta(0)
 
     def room_for(self, admission: Admission) -> int:
         """How many reservations of `admission`'s amount may be held ahead beside
@@ -394,6 +398,8 @@ def decide_admissions(
     while True:
         if ahead is not None and not ahead.kept_by(decision.admission, len(decisions) + 1):
             break
+        if ahead is not None:
+            decision.reservation["shelved_until"] = now + ahead.shelved_for
         decisions.append(decision)
         if len(decisions) >= count:
             break

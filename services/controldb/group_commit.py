@@ -339,10 +339,14 @@ class GroupCommitAdmissions:
         if first.request_count is not None:
             connection.execute(sql.count_request_sql, first.request_count)
         created_at, expires_at = sql.timestamp(now), sql.timestamp(first.admission.expires_at)
+        shelved_until = first.reservation["shelved_until"]
+        if shelved_until is not None:  # the same for each: admitted ahead, at one `now`
+            shelved_until = sql.timestamp(shelved_until)
         for decision in decisions:
             values = decision.reservation
             values["created_at"] = created_at
             values["expires_at"] = expires_at
+            values["shelved_until"] = shelved_until
             connection.execute(sql.insert_sql, values)
         return [decision.admission for decision in decisions]
 

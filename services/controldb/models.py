@@ -217,6 +217,10 @@ class Reservation(Base):
     amount_nano_usd: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+    # Set on a reservation admitted ahead of its call (an edge's shelf): by then a call has
+    # taken it or the edge gives it back. Another edge refused for the room it holds waits
+    # until then and asks again (edge.admission).
+    shelved_until: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class WebhookSecret(Base):

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import (
     delete,
+    func,
     insert,
     select,
 )
@@ -368,6 +369,18 @@ class Money:
             return
         async with self._sessions() as session, session.begin():
             await session.execute(delete(Reservation).where(Reservation.id == reservation_id))
+
+    async def shelved_until(self, account_id: str) -> datetime | None:
+        """The latest time by which a reservation of the account admitted ahead of its call
+        (an edge's shelf) is taken by a call or given back, if one may still be waiting:
+        how long a call refused for the room those hold waits before it asks again."""
+        now = self._clock()
+        async with self._sessions() as session:
+            return await session.scalar(
+                select(func.max(Reservation.shelved_until)).where(
+                    Reservation.account_id == account_id, Reservation.shelved_until > now
+                )
+            )
 
     async def purge_expired_reservations(self) -> int:
         """Deletes reservations past their expiry (their calls were never settled: a router

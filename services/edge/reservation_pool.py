@@ -21,9 +21,12 @@ bounded:
 - A shelved reservation is held from the account's other calls until it is used or given
   back. A shelf is filled only for a key that made two calls within USE_WITHIN_S, holds at
   most MAX_SHELF, only while the admission left room for HEADROOM_FACTOR times what the
-  shelf would hold, and a reservation unused for USE_WITHIN_S is given back. A call this
-  process refuses for lack of money is retried once after this process's shelves for that
-  account are emptied.
+  shelf would hold. A reservation no call took within CLAIM_WITHIN_GAPS of its key's gaps
+  between calls (at least CLAIM_WITHIN_MIN_S, at most USE_WITHIN_S) is given back; its row
+  says by when (`shelved_until`). A call refused for lack of money is asked again once,
+  after this process's shelves for that account are emptied and after the latest
+  `shelved_until` of the account's rows, so that no edge refuses a call for the room
+  another edge's shelf holds for calls that do not come (edge.admission).
 - A call may use a reservation up to WORST_CASE_SLACK larger than its own worst case; it
   is billed what it used (never more than the reservation), and the rest is released when
   it settles, as for every call.
@@ -43,6 +46,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from controldb import AuthenticatedKey
@@ -54,9 +58,15 @@ from .metrics import GIVEN_BACK_AHEAD, HELD_AHEAD, HELD_AHEAD_NANO_USD, TAKEN_AH
 
 log = logging.getLogger("aig.edge.admission")
 
-# A shelved reservation not taken within this long is given back; a key whose calls come
-# further apart than this gets no shelf.
+# A key whose calls come further apart than this gets no shelf, and a shelved reservation
+# is given back if no call took it within this long at most.
 USE_WITHIN_S = 2.0
+# A shelved reservation is given back once its key has gone this many of its smoothed gaps
+# between calls without taking it (a shelf holds at most MAX_SHELF gaps' worth), and not
+# before CLAIM_WITHIN_MIN_S: a burst's last refill is back within 50 ms, not 2 s. Another
+# edge refused for the room it holds waits that long (edge.admission), and no longer.
+CLAIM_WITHIN_GAPS = 32
+CLAIM_WITHIN_MIN_S = 0.05
 # A shelf holds at most this many reservations.
 MAX_SHELF = 16
 # A busy key's shelf aims to hold the calls it makes in this long (at least one; more when
@@ -92,6 +102,7 @@ class _Shelf:
     account_id: str
     key_id: str
     worst_case_nano_usd: int  # upstream nano-USD: what each reservation on it was admitted for
+    # Each with the monotonic time by which a call must take it, or it is given back.
     reservations: deque[tuple[Admission, float]] = field(default_factory=deque)
     refilling: int = 0  # reservations being admitted for it right now
     refills: set[asyncio.Task[None]] = field(default_factory=set)
@@ -115,12 +126,16 @@ class ReservationPool:
         max_shelf: int = MAX_SHELF,
         horizon_s: float = SHELF_HORIZON_S,
         refill_delay_s: tuple[float, float] = REFILL_DELAY_S,
+        claim_within_min_s: float = CLAIM_WITHIN_MIN_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`horizon_s` is SHELF_HORIZON_S; 0 sizes shelves by their empty finds alone.
-        `refill_delay_s` is REFILL_DELAY_S, the range a refill's delay is drawn from."""
+        `refill_delay_s` is REFILL_DELAY_S, the range a refill's delay is drawn from.
+        `claim_within_min_s` is CLAIM_WITHIN_MIN_S; `use_within_s` or more keeps every
+        shelved reservation for `use_within_s`, whatever its key's pace."""
         self._money = money
         self._use_within_s = use_within_s
+        self._claim_within_min_s = min(claim_within_min_s, use_within_s)
         self._max_shelf = max_shelf
         self._horizon_s = horizon_s
         self._refill_delay_s = refill_delay_s
@@ -140,11 +155,11 @@ class ReservationPool:
         shelf = self._shelves.get(key.key_id)
         if shelf is None or not _covers(shelf.worst_case_nano_usd, worst_case_nano_usd):
             return None
-        stale_before = self._clock() - self._use_within_s
+        now = self._clock()
         while shelf.reservations:
-            admission, admitted_at = shelf.reservations.popleft()
+            admission, claim_by = shelf.reservations.popleft()
             _unshelved(admission)
-            if admitted_at > stale_before:
+            if claim_by > now:
                 TAKEN_AHEAD.inc()
                 return admission
             self._give_back(admission)
@@ -211,6 +226,12 @@ class ReservationPool:
             paced = int(self._horizon_s / max(shelf.gap_s, 1e-6))
         return min(self._max_shelf, max(shelf.size, paced))
 
+    def _claim_within(self, shelf: _Shelf) -> float:
+        """How long a reservation admitted now may wait on the shelf for a call: CLAIM_WITHIN_GAPS
+        of the key's gaps, within [claim_within_min_s, use_within_s]."""
+        paced = self._use_within_s if shelf.gap_s is None else CLAIM_WITHIN_GAPS * shelf.gap_s
+        return min(self._use_within_s, max(self._claim_within_min_s, paced))
+
     def _prune(self, now: float) -> None:
         """Forgets the shelves of keys gone quiet, so a process that has seen many keys over
         its life keeps only the busy ones."""
@@ -273,6 +294,10 @@ class ReservationPool:
         task.add_done_callback(shelf.refills.discard)
 
     async def _refill(self, shelf: _Shelf, count: int) -> None:
+        # Their rows' shelved_until is the transaction's time plus this; the shelf gives
+        # them back by the same time counted from before it, so never after the row says.
+        claim_within = self._claim_within(shelf)
+        claim_by = self._clock() + claim_within
         try:
             try:
                 # One transaction for them all; it may grant fewer than asked, or none.
@@ -283,7 +308,11 @@ class ReservationPool:
                     shelf.key_id,
                     shelf.worst_case_nano_usd,
                     count,
-                    RoomToKeep(HEADROOM_FACTOR, len(shelf.reservations)),
+                    RoomToKeep(
+                        HEADROOM_FACTOR,
+                        len(shelf.reservations),
+                        shelved_for=timedelta(seconds=claim_within),
+                    ),
                 )
             except (LimitExceeded, RateLimited, MoneyError):
                 return  # a cap, the balance, the rate, the key gone: the calls will hear of it
@@ -301,32 +330,34 @@ class ReservationPool:
                     for unused in admissions[taken:]:
                         await self._release(unused)
                     return
-                shelf.reservations.append((admission, self._clock()))
+                shelf.reservations.append((admission, claim_by))
                 HELD_AHEAD.inc()
                 HELD_AHEAD_NANO_USD.inc(admission.amount_nano_usd)
                 shelf.refilling -= 1
                 count -= 1
                 if not shelf.expiry_armed:  # one timer per shelf, not one per reservation
                     shelf.expiry_armed = True
-                    asyncio.get_running_loop().call_later(self._use_within_s, self._expire, shelf)
+                    wait = max(0.0, claim_by - self._clock())
+                    asyncio.get_running_loop().call_later(wait, self._expire, shelf)
         finally:
             shelf.refilling -= count
 
     def _expire(self, shelf: _Shelf) -> None:
         """Gives back the reservations nobody took in time, shrinks the shelf, and comes
-        back when the oldest left would go stale."""
+        back when the next left would go stale. A refill's reservations may have to be
+        taken sooner than an earlier one's (its key's pace quickened), so every one is
+        looked at: a shelf holds at most MAX_SHELF."""
         now = self._clock()
-        stale_before = now - self._use_within_s
-        expired = False
-        while shelf.reservations and shelf.reservations[0][1] <= stale_before:
-            admission = shelf.reservations.popleft()[0]
-            _unshelved(admission)
-            self._give_back(admission)
-            expired = True
-        if expired:
+        kept = [(admission, by) for admission, by in shelf.reservations if by > now]
+        if len(kept) < len(shelf.reservations):
+            for admission, by in shelf.reservations:
+                if by <= now:
+                    _unshelved(admission)
+                    self._give_back(admission)
+            shelf.reservations = deque(kept)
             shelf.size = max(1, shelf.size // 2)
-        if shelf.reservations and not self._closed:
-            wait = shelf.reservations[0][1] - stale_before
+        if kept and not self._closed:
+            wait = min(by for _, by in kept) - now
             asyncio.get_running_loop().call_later(wait, self._expire, shelf)
         else:
             shelf.expiry_armed = False

@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +101,14 @@ async def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     # A refill waits REFILL_DELAY_DURING_TESTS_S, not 2-6 ms: several tests make a call
     # or change a key while a refill waits, which on a loaded machine (PostgreSQL, CI)
     # can take longer than a few milliseconds.
+    # Every shelved reservation waits USE_WITHIN_S for its call, whatever the key's pace;
+    # the window paced by the key has its own tests below.
     pool = ReservationPool(
         money,
         use_within_s=USE_WITHIN_S,
         horizon_s=0.0,
         refill_delay_s=(REFILL_DELAY_DURING_TESTS_S, REFILL_DELAY_DURING_TESTS_S),
+        claim_within_min_s=USE_WITHIN_S,
     )
     admissions = Admissions(LiveCatalog.fixed(load_catalog()), money, pool=pool)
     authenticated = AuthenticatedKey(
@@ -356,6 +359,62 @@ async def test_a_refusal_calls_off_the_refills_still_waiting_to_start(gateway: G
     await gateway.refilled()
     assert gateway.money.admits == 4  # and the shelf refills behind it, as before
     assert len(await gateway.live_reservations()) == 4
+
+
+async def shelved_for(gateway: Gateway) -> list[timedelta]:
+    """How long each reservation held ahead may wait for its call, as its row says."""
+    async with gateway.sessions() as session:
+        rows = await session.execute(
+            select(Reservation.created_at, Reservation.shelved_until).where(
+                Reservation.shelved_until.is_not(None)
+            )
+        )
+        return [until - created for created, until in rows if until is not None]
+
+
+@pytest.mark.parametrize(
+    ("pace_s", "window_s"),
+    [
+        (0.0001, 0.05),  # a burst: 32 gaps are 3.2 ms, CLAIM_WITHIN_MIN_S is the floor
+        (0.005, 0.16),  # 32 gaps of 5 ms
+        (1.5, 2.0),  # 48 s, but never past USE_WITHIN_S
+    ],
+)
+async def test_a_shelved_reservation_waits_for_its_call_32_of_its_keys_gaps(
+    gateway: Gateway, pace_s: float, window_s: float
+) -> None:
+    now = [0.0]
+    pool = ReservationPool(gateway.money, use_within_s=2.0, clock=lambda: now[0])
+    admissions = Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
+    try:
+        for _ in range(2):  # the second call makes a busy key, and sets off a refill
+            await admissions.chat(gateway.key, BODY)
+            now[0] += pace_s
+        await gateway.refilled(pool)
+        windows = await shelved_for(gateway)
+        held = await gateway.live_reservations()
+    finally:
+        await pool.aclose()
+    assert windows and set(windows) == {timedelta(seconds=window_s)}
+    assert len(windows) == len(held) - 2  # the calls' own rows were never shelved
+
+
+async def test_the_shelf_gives_back_by_the_time_its_rows_say(gateway: Gateway) -> None:
+    pool = ReservationPool(gateway.money, use_within_s=2.0, refill_delay_s=(0.0, 0.0))
+    admissions = Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
+    try:
+        await admissions.chat(gateway.key, BODY)
+        await admissions.chat(gateway.key, BODY)  # a busy key, calls a few ms apart
+        await gateway.refilled(pool)
+        until = await gateway.money.shelved_until(gateway.key.account_id)
+        assert until is not None
+        assert until - datetime.now(UTC) < timedelta(seconds=1)  # paced, not 2 s
+        await asyncio.sleep((until - datetime.now(UTC)).total_seconds() + 0.05)
+        # Given back by then: what another edge refused for that room waits for.
+        assert len(await gateway.live_reservations()) == 2
+        assert await gateway.money.shelved_until(gateway.key.account_id) is None
+    finally:
+        await pool.aclose()
 
 
 def held_ahead() -> tuple[float | None, float | None]:
