@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -23,7 +26,9 @@ from controldb.money import Admission, LimitExceeded, Money, RateLimited
 
 from .http import add_response_headers
 from .metrics import ADMITTED, CLAMPED, count_refusal, note_model
-from .reservation_pool import ReservationPool
+from .reservation_pool import USE_WITHIN_S, ReservationPool
+
+log = logging.getLogger("aig.edge.admission")
 
 _LIMIT_WORDS = {
     "key": "this API key's",
@@ -31,6 +36,10 @@ _LIMIT_WORDS = {
     "account": "this account's",
 }
 
+
+# A call refused for the room another edge holds ahead asks again this long after that
+# edge must have given it back: time for the release's own transaction.
+GIVE_BACK_GRACE_S = 0.1
 
 # A clamped call is retried against the next limit that binds; there are at most seven
 # (balance and key/workspace/account x daily/monthly).
@@ -249,8 +258,8 @@ class Admissions:
             try:
                 admission = await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
             except LimitExceeded:
-                # Perhaps only for what this process holds ahead: give it back, ask again.
-                if pool is None or not await pool.give_back_account(key.account_id):
+                # Perhaps only for what is held ahead of calls that may never come.
+                if pool is None or not await self._held_ahead_given_back(pool, key):
                     raise
                 admission = await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
         except RateLimited as limited:
@@ -258,6 +267,23 @@ class Admissions:
         if pool is not None:
             pool.admitted(key, worst_case_nano_usd, admission)
         return admission
+
+    async def _held_ahead_given_back(self, pool: ReservationPool, key: AuthenticatedKey) -> bool:
+        """After a refusal for money: gives back this process's shelves for the account, and
+        waits until another process's (another edge's) must be back, as their rows'
+        `shelved_until` says (at most USE_WITHIN_S away). True if asking again may now
+        admit the call, False if nothing was held ahead."""
+        gave_back = await pool.give_back_account(key.account_id)
+        try:
+            until = await self._money.shelved_until(key.account_id)
+        except Exception as error:  # the database: refuse as if nothing else were shelved
+            log.warning("reading what is held ahead failed: %s", type(error).__name__)
+            return gave_back
+        if until is None:
+            return gave_back
+        wait = (until - datetime.now(UTC)).total_seconds()
+        await asyncio.sleep(min(max(0.0, wait), USE_WITHIN_S) + GIVE_BACK_GRACE_S)
+        return True
 
 
 def _worst_case(chain: list[ChainLink], size: PromptSize, output_tokens: int) -> int:

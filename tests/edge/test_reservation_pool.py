@@ -361,6 +361,59 @@ async def test_a_refusal_calls_off_the_refills_still_waiting_to_start(gateway: G
     assert len(await gateway.live_reservations()) == 4
 
 
+def another_edge(gateway: Gateway) -> tuple[ReservationPool, Admissions]:
+    """A second edge process on the same control DB: its own pool, its own shelves."""
+    pool = ReservationPool(gateway.money, use_within_s=USE_WITHIN_S)
+    return pool, Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
+
+
+async def test_a_call_refused_for_another_edges_shelf_is_admitted_once_it_is_back(
+    gateway: Gateway,
+) -> None:
+    first = await gateway.call()
+    second = await gateway.call()
+    await gateway.refilled()  # this edge holds one ahead, a call of this key never comes
+    calls = {first.reservation_id, second.reservation_id}
+    (ahead,) = set(await gateway.live_reservation_ids()) - calls
+    # Room for one more call beside the two only once the one ahead is given back.
+    await gateway.set_key(daily_cap_nano_usd=3 * first.amount_nano_usd)
+    pool, admissions = another_edge(gateway)
+    try:
+        # Refused at first: the other edge waits out the shelf's shelved_until, then asks
+        # again, where it used to answer 402 while the room sat on this edge's shelf.
+        admission = (await admissions.chat(gateway.key, BODY)).admission
+    finally:
+        await pool.aclose()
+
+    live = await gateway.live_reservation_ids()
+    assert ahead not in live
+    assert set(live) == calls | {admission.reservation_id}
+
+
+async def test_a_call_refused_for_a_reservation_taken_off_another_edges_shelf_stays_refused(
+    gateway: Gateway,
+) -> None:
+    first = await gateway.call()
+    await gateway.call()
+    await gateway.refilled()  # one ahead on this edge's shelf
+    await gateway.set_key(daily_cap_nano_usd=3 * first.amount_nano_usd)
+    third = await gateway.call()  # takes it: the cap's three are all calls now
+    assert gateway.money.admits == 3
+    await gateway.pool.give_back_account(gateway.key.account_id)  # no refill after it
+    pool, admissions = another_edge(gateway)
+    try:
+        # The row still says it was shelved: the other edge waits, asks again, and is
+        # refused, as the cap says.
+        with pytest.raises(APIError) as refused:
+            await admissions.chat(gateway.key, {**BODY, "max_tokens": 16})
+    finally:
+        await pool.aclose()
+
+    assert refused.value.status == 402
+    assert third.reservation_id in await gateway.live_reservation_ids()
+    assert len(await gateway.live_reservations()) == 3
+
+
 async def shelved_for(gateway: Gateway) -> list[timedelta]:
     """How long each reservation held ahead may wait for its call, as its row says."""
     async with gateway.sessions() as session:
