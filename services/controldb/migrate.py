@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import weakref
 from collections.abc import AsyncIterator
@@ -12,12 +13,16 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 
 from controldb.engine import create_engine_from_url, is_postgres, is_sqlite
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+log = logging.getLogger("aig.controldb.migrate")
 
 # Arbitrary, fixed 64-bit key; every aig process that migrates takes the same lock.
 POSTGRES_MIGRATION_LOCK_KEY = 0x616967_6D696772  # "aig" "migr"
@@ -49,6 +54,18 @@ def alembic_config() -> Config:
 
 def _upgrade_to_head(connection: Connection) -> None:
     config = alembic_config()
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    newer = set(MigrationContext.configure(connection).get_current_heads()) - known
+    if newer:
+        # A later release migrated this database (its migration runs before its pods
+        # start), and a pod of this one started meanwhile: a restart during the rollout,
+        # or a rollback. Each migration keeps the schema usable by the release before it,
+        # so this one runs on it as it is, where alembic would refuse to start.
+        log.warning(
+            "the control DB is at revision %s, newer than this release knows; not migrating",
+            ", ".join(sorted(newer)),
+        )
+        return
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import asyncpg
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -79,6 +80,24 @@ async def test_migrating_again_is_a_no_op_that_keeps_data(migrated_url: str, pep
     assert fetched is not None
     assert fetched.name == "kept"
     await engine.dispose()
+
+
+async def test_a_database_migrated_by_a_later_release_is_left_as_it_is(
+    migrated_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A later release's migration ran (before its rollout), and a pod of this release
+    # starts: a restart during the rollout, or a rollback. Alembic alone refuses to run.
+    engine = create_engine_from_url(migrated_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        await engine.dispose()
+
+    await migrate(migrated_url)
+
+    assert await current_revision(migrated_url) == "9999"
+    assert "at revision 9999, newer than this release knows" in caplog.text
 
 
 async def test_concurrent_migrations_both_succeed(database_url: str) -> None:
