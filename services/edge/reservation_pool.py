@@ -109,7 +109,10 @@ class _Shelf:
     # The refill still waiting out its delay: the calls admitted meanwhile add to it, so a
     # busy key's reservations are admitted several to a transaction.
     delayed: _DelayedRefill | None = None
-    expiry_armed: bool = False  # a timer will look for reservations gone stale
+    # The one timer that gives back what goes stale (not one per reservation), and the
+    # time it is set for, on the pool's clock.
+    expiry: asyncio.TimerHandle | None = None
+    expiry_at: float = 0.0
     # How many it aims to hold at least: doubled when calls find it empty while it refills,
     # halved when reservations on it go unused.
     size: int = 1
@@ -277,6 +280,8 @@ class ReservationPool:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for shelf in self._shelves.values():
+            if shelf.expiry is not None:
+                shelf.expiry.cancel()
             for admission, _ in _drain(shelf.reservations):
                 await self._release(admission)
         self._shelves.clear()
@@ -335,10 +340,7 @@ class ReservationPool:
                 HELD_AHEAD_NANO_USD.inc(admission.amount_nano_usd)
                 shelf.refilling -= 1
                 count -= 1
-                if not shelf.expiry_armed:  # one timer per shelf, not one per reservation
-                    shelf.expiry_armed = True
-                    wait = max(0.0, claim_by - self._clock())
-                    asyncio.get_running_loop().call_later(wait, self._expire, shelf)
+                self._expire_at(shelf, claim_by)
         finally:
             shelf.refilling -= count
 
@@ -356,11 +358,20 @@ class ReservationPool:
                     self._give_back(admission)
             shelf.reservations = deque(kept)
             shelf.size = max(1, shelf.size // 2)
+        shelf.expiry = None
         if kept and not self._closed:
-            wait = min(by for _, by in kept) - now
-            asyncio.get_running_loop().call_later(wait, self._expire, shelf)
-        else:
-            shelf.expiry_armed = False
+            self._expire_at(shelf, min(by for _, by in kept))
+
+    def _expire_at(self, shelf: _Shelf, when: float) -> None:
+        """Has the shelf's timer look for stale reservations at `when`, unless it already
+        does so sooner."""
+        if shelf.expiry is not None:
+            if shelf.expiry_at <= when:
+                return
+            shelf.expiry.cancel()
+        wait = max(0.0, when - self._clock())
+        shelf.expiry = asyncio.get_running_loop().call_later(wait, self._expire, shelf)
+        shelf.expiry_at = when
 
     def _give_back(self, admission: Admission) -> None:
         self._track(self._release(admission))

@@ -452,6 +452,37 @@ async def test_a_shelved_reservation_waits_for_its_call_32_of_its_keys_gaps(
     assert len(windows) == len(held) - 2  # the calls' own rows were never shelved
 
 
+async def test_a_reservation_due_sooner_than_one_before_it_is_given_back_first(
+    gateway: Gateway,
+) -> None:
+    now = [0.0]
+    pool = ReservationPool(
+        gateway.money, use_within_s=2.0, refill_delay_s=(0.0, 0.0), clock=lambda: now[0]
+    )
+    admissions = Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
+    try:
+        await admissions.chat(gateway.key, BODY)
+        now[0] += 1.5
+        call = (await admissions.chat(gateway.key, BODY)).admission
+        await gateway.refilled(pool)  # a slow key: one ahead, for 2 s
+        assert await shelved_for(gateway) == [timedelta(seconds=2.0)]
+        # The key quickens (as the pool hears of its calls): the next refill's
+        # reservations are due in 32 of its new, smoothed gaps, long before the first.
+        worst = pool._shelves[gateway.key.key_id].worst_case_nano_usd
+        for _ in range(40):
+            now[0] += 0.0001
+            pool.admitted(gateway.key, worst, call)
+        await gateway.refilled(pool)
+        windows = await shelved_for(gateway)
+        sooner = max(window for window in windows if window < timedelta(seconds=2.0))
+        now[0] += sooner.total_seconds() + 0.001
+        await asyncio.sleep(sooner.total_seconds() + 0.2)  # the shelf's timer, in real time
+
+        assert await shelved_for(gateway) == [timedelta(seconds=2.0)]
+    finally:
+        await pool.aclose()
+
+
 async def test_the_shelf_gives_back_by_the_time_its_rows_say(gateway: Gateway) -> None:
     pool = ReservationPool(gateway.money, use_within_s=2.0, refill_delay_s=(0.0, 0.0))
     admissions = Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
