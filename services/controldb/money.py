@@ -371,14 +371,15 @@ class Money:
             await session.execute(delete(Reservation).where(Reservation.id == reservation_id))
 
     async def shelved_until(self, account_id: str) -> datetime | None:
-        """The latest time by which a reservation of the account admitted ahead of its call
-        (an edge's shelf) is taken by a call or given back, if one may still be waiting:
-        how long a call refused for the room those hold waits before it asks again."""
-        now = self._clock()
+        """The latest `shelved_until` of the account's reservations admitted ahead of their
+        calls (an edge's shelf) that are still held, None if there are none: by then each
+        was taken by a call or given back. What a call refused for the room they hold waits
+        for before it asks again. Rows past that time count too: one may be being given
+        back right now, its release racing the refused call's transaction."""
         async with self._sessions() as session:
             return await session.scalar(
                 select(func.max(Reservation.shelved_until)).where(
-                    Reservation.account_id == account_id, Reservation.shelved_until > now
+                    Reservation.account_id == account_id, Reservation.shelved_until.is_not(None)
                 )
             )
 

@@ -271,8 +271,13 @@ class Admissions:
     async def _held_ahead_given_back(self, pool: ReservationPool, key: AuthenticatedKey) -> bool:
         """After a refusal for money: gives back this process's shelves for the account, and
         waits until another process's (another edge's) must be back, as their rows'
-        `shelved_until` says (at most USE_WITHIN_S away). True if asking again may now
-        admit the call, False if nothing was held ahead."""
+        `shelved_until` says (at most USE_WITHIN_S away), and GIVE_BACK_GRACE_S more.
+        True if asking again may now admit the call, False if nothing was held ahead.
+
+        A row past its time is waited for too (the grace alone): its edge may be giving it
+        back right now, the release racing the refusal. Rows a call took off a shelf stay
+        until that call settles, so near a limit a refusal takes the grace longer, never
+        more than USE_WITHIN_S and the grace."""
         gave_back = await pool.give_back_account(key.account_id)
         try:
             until = await self._money.shelved_until(key.account_id)

@@ -237,6 +237,35 @@ async def test_reserving_ahead_takes_only_what_leaves_room_to_spare(
             assert list(held) == [1400] * 4
 
 
+async def test_reservations_admitted_ahead_say_until_when_they_may_wait_for_a_call(
+    world: World, migrated_url: str
+) -> None:
+    """What a call refused for the room held ahead waits for (edge.admission): the latest
+    shelved_until of the account's rows still held, past or not; a call's own row has none."""
+    async for money, account_id, _ in _on_each_admission_path(world, migrated_url):
+        key_id = (await world.store.create_key(account_id, "k"))[0].id
+        await money.admit(account_id, key_id, 1000)
+        assert await money.shelved_until(account_id) is None
+
+        before = datetime.now(UTC)
+        five_s = RoomToKeep(8, 0, shelved_for=timedelta(seconds=5))
+        ahead = await money.admit_many(account_id, key_id, 1000, 2, five_s)
+        after = datetime.now(UTC)
+        until = await money.shelved_until(account_id)
+        assert len(ahead) == 2
+        assert until is not None
+        assert before + timedelta(seconds=5) <= until <= after + timedelta(seconds=5)
+
+        for admission in ahead:
+            await money.release(admission.reservation_id)
+        (due_now,) = await money.admit_many(account_id, key_id, 1000, 1, RoomToKeep(8, 0))
+        # Past its time and still held (its edge may be giving it back right now): counted.
+        until = await money.shelved_until(account_id)
+        assert until is not None and until <= datetime.now(UTC)
+        await money.release(due_now.reservation_id)
+        assert await money.shelved_until(account_id) is None
+
+
 async def test_a_key_with_an_rpm_limit_is_admitted_one_at_a_time(world: World) -> None:
     await world.money.add_credits(world.account_id, "grant", 100 * USD)
     await _set_caps(world, ApiKey, world.key_id, rpm_limit=10)
