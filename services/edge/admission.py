@@ -25,7 +25,14 @@ from controldb import AuthenticatedKey, ratelimit
 from controldb.money import Admission, LimitExceeded, Money, RateLimited
 
 from .http import add_response_headers
-from .metrics import ADMITTED, CLAMPED, count_refusal, note_model
+from .metrics import (
+    ADMITTED,
+    ADMITTED_WHEN_ASKED_AGAIN,
+    CLAMPED,
+    REFUSED_WHEN_ASKED_AGAIN,
+    count_refusal,
+    note_model,
+)
 from .reservation_pool import USE_WITHIN_S, ReservationPool
 
 log = logging.getLogger("aig.edge.admission")
@@ -261,11 +268,24 @@ class Admissions:
                 # Perhaps only for what is held ahead of calls that may never come.
                 if pool is None or not await self._held_ahead_given_back(pool, key):
                     raise
-                admission = await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
+                admission = await self._admit_asked_again(key, worst_case_nano_usd)
         except RateLimited as limited:
             raise too_many_requests(limited) from None
         if pool is not None:
             pool.admitted(key, worst_case_nano_usd, admission)
+        return admission
+
+    async def _admit_asked_again(
+        self, key: AuthenticatedKey, worst_case_nano_usd: int
+    ) -> Admission:
+        """The one ask after a refusal, once what was held ahead is back; counted by its
+        outcome (aig_edge_asked_again_total), so operators see what the wait bought."""
+        try:
+            admission = await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
+        except LimitExceeded:
+            REFUSED_WHEN_ASKED_AGAIN.inc()
+            raise
+        ADMITTED_WHEN_ASKED_AGAIN.inc()
         return admission
 
     async def _held_ahead_given_back(self, pool: ReservationPool, key: AuthenticatedKey) -> bool:

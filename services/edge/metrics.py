@@ -34,6 +34,13 @@ RESERVED_AHEAD = Counter(
     "Reservations admitted ahead of a busy key's calls: taken by a call, or given back unused",
     ["outcome"],
 )
+ASKED_AGAIN = Counter(
+    "aig_edge_asked_again_total",
+    "Calls refused for money and asked again once what was held ahead of calls was given "
+    "back (this edge's shelves at once, another edge's by their rows' shelved_until): "
+    "admitted then, or refused again",
+    ["outcome"],
+)
 # What a process's shelves hold right now: money near a cap shows up here before it is refused.
 HELD_AHEAD = Gauge(
     "aig_edge_reservations_held_ahead",
@@ -76,6 +83,8 @@ CLAMPED = ADMISSIONS.labels("clamped")
 REFUSED = ADMISSIONS.labels("refused")
 TAKEN_AHEAD = RESERVED_AHEAD.labels("taken")
 GIVEN_BACK_AHEAD = RESERVED_AHEAD.labels("given_back")
+ADMITTED_WHEN_ASKED_AGAIN = ASKED_AGAIN.labels("admitted")
+REFUSED_WHEN_ASKED_AGAIN = ASKED_AGAIN.labels("refused")
 _REFUSED_BY_CODE = {code: PAYMENT_REQUIRED.labels(code) for code in LIMIT_CODES}
 _OVERHEAD_UNARY = OVERHEAD.labels("unary")
 _OVERHEAD_STREAM = OVERHEAD.labels("stream")

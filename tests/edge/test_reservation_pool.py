@@ -361,6 +361,15 @@ async def test_a_refusal_calls_off_the_refills_still_waiting_to_start(gateway: G
     assert len(await gateway.live_reservations()) == 4
 
 
+def asked_again() -> dict[str, float]:
+    """aig_edge_asked_again_total by outcome, in this process."""
+    return {
+        outcome: REGISTRY.get_sample_value("aig_edge_asked_again_total", {"outcome": outcome})
+        or 0.0
+        for outcome in ("admitted", "refused")
+    }
+
+
 def another_edge(gateway: Gateway) -> tuple[ReservationPool, Admissions]:
     """A second edge process on the same control DB: its own pool, its own shelves."""
     pool = ReservationPool(gateway.money, use_within_s=USE_WITHIN_S)
@@ -378,6 +387,7 @@ async def test_a_call_refused_for_another_edges_shelf_is_admitted_once_it_is_bac
     # Room for one more call beside the two only once the one ahead is given back.
     await gateway.set_key(daily_cap_nano_usd=3 * first.amount_nano_usd)
     pool, admissions = another_edge(gateway)
+    before = asked_again()
     try:
         # Refused at first: the other edge waits out the shelf's shelved_until, then asks
         # again, where it used to answer 402 while the room sat on this edge's shelf.
@@ -385,6 +395,8 @@ async def test_a_call_refused_for_another_edges_shelf_is_admitted_once_it_is_bac
     finally:
         await pool.aclose()
 
+    after = asked_again()
+    assert (after["admitted"] - before["admitted"], after["refused"] - before["refused"]) == (1, 0)
     live = await gateway.live_reservation_ids()
     assert ahead not in live
     assert set(live) == calls | {admission.reservation_id}
@@ -401,6 +413,7 @@ async def test_a_call_refused_for_a_reservation_taken_off_another_edges_shelf_st
     assert gateway.money.admits == 3
     await gateway.pool.give_back_account(gateway.key.account_id)  # no refill after it
     pool, admissions = another_edge(gateway)
+    before = asked_again()
     try:
         # The row still says it was shelved: the other edge waits, asks again, and is
         # refused, as the cap says.
@@ -410,6 +423,8 @@ async def test_a_call_refused_for_a_reservation_taken_off_another_edges_shelf_st
         await pool.aclose()
 
     assert refused.value.status == 402
+    after = asked_again()
+    assert (after["admitted"] - before["admitted"], after["refused"] - before["refused"]) == (0, 1)
     assert third.reservation_id in await gateway.live_reservation_ids()
     assert len(await gateway.live_reservations()) == 3
 
