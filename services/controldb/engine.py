@@ -101,6 +101,25 @@ def create_sync_sqlite_engine(url: str) -> Engine:
     return engine
 
 
+class LoopLock:
+    """One asyncio.Lock per event loop, since an asyncio.Lock belongs to a single loop: an
+    engine or a module used from several loops (tests, migrations under asyncio.run) never
+    shares one across them. Forgotten with its loop."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __call__(self) -> asyncio.Lock:
+        """The running loop's lock."""
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+
 class WriteTurns:
     """The writers of one async engine, in line for SQLite's write lock: one at a time, in
     the order they came, polls for it (`begin_polling`); the rest wait on an asyncio lock,
@@ -110,16 +129,11 @@ class WriteTurns:
     transaction ends, however it ends."""
 
     def __init__(self) -> None:
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._line = LoopLock()
 
     def lock(self) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
-        return lock
+        """The line of the running loop's writers."""
+        return self._line()
 
     async def begin_immediate(self, driver: Any) -> None:
         """`driver` (an aiosqlite connection) in a write transaction, in this writer's turn;

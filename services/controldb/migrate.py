@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 
-from controldb.engine import create_engine_from_url, is_postgres, is_sqlite
+from controldb.engine import LoopLock, create_engine_from_url, is_postgres, is_sqlite
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -30,18 +29,8 @@ POSTGRES_MIGRATION_LOCK_KEY = 0x616967_6D696772  # "aig" "migr"
 
 # Alembic keeps the running migration in module globals (`alembic.context`), so two
 # upgrades interleaving on one event loop would trample each other, whatever database
-# each targets. One lock per loop, because an asyncio.Lock belongs to a single loop.
-_in_process_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _in_process_lock() -> asyncio.Lock:
-    loop = asyncio.get_running_loop()
-    lock = _in_process_locks.get(loop)
-    if lock is None:
-        lock = _in_process_locks[loop] = asyncio.Lock()
-    return lock
+# each targets.
+_in_process_lock = LoopLock()
 
 
 def alembic_config() -> Config:
