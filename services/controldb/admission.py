@@ -396,9 +396,9 @@ def decide_admissions(
     )
     decisions: list[Decision] = []
     while True:
-        if ahead is not None and not ahead.kept_by(decision.admission, len(decisions) + 1):
-            break
         if ahead is not None:
+            if not ahead.kept_by(decision.admission, len(decisions) + 1):
+                break
             decision.reservation["shelved_until"] = now + ahead.shelved_for
         decisions.append(decision)
         if len(decisions) >= count:
