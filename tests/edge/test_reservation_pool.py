@@ -86,6 +86,13 @@ class Gateway:
             await session.execute(key.values(**values))
 
 
+def edge(money: Money, **pool_options: Any) -> tuple[ReservationPool, Admissions]:
+    """One edge process's admission on `money`'s control DB: its own pool (ReservationPool's
+    `pool_options`), its own shelves."""
+    pool = ReservationPool(money, **pool_options)
+    return pool, Admissions(LiveCatalog.fixed(load_catalog()), money, pool=pool)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Gateway]:
     if request.param == "sqlite":
@@ -103,14 +110,13 @@ async def gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     # can take longer than a few milliseconds.
     # Every shelved reservation waits USE_WITHIN_S for its call, whatever the key's pace;
     # the window paced by the key has its own tests below.
-    pool = ReservationPool(
+    pool, admissions = edge(
         money,
         use_within_s=USE_WITHIN_S,
         horizon_s=0.0,
         refill_delay_s=(REFILL_DELAY_DURING_TESTS_S, REFILL_DELAY_DURING_TESTS_S),
         claim_within_min_s=USE_WITHIN_S,
     )
-    admissions = Admissions(LiveCatalog.fixed(load_catalog()), money, pool=pool)
     authenticated = AuthenticatedKey(
         key_id=world.key_id, key_name="k", account_id=world.account_id, account_name="pool"
     )
@@ -166,10 +172,9 @@ async def test_a_shelf_holds_the_calls_of_its_horizon_and_refills_at_half(
     gateway: Gateway, pace_s: float, transactions: int, ahead: int
 ) -> None:
     now = [0.0]
-    pool = ReservationPool(
+    pool, admissions = edge(
         gateway.money, use_within_s=USE_WITHIN_S, horizon_s=0.04, clock=lambda: now[0]
     )
-    admissions = Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
     try:
         for _ in range(14):
             await admissions.chat(gateway.key, BODY)
@@ -185,10 +190,9 @@ async def test_a_shelf_holds_the_calls_of_its_horizon_and_refills_at_half(
 
 async def test_a_key_that_went_quiet_starts_its_pace_afresh(gateway: Gateway) -> None:
     now = [0.0]
-    pool = ReservationPool(
+    pool, admissions = edge(
         gateway.money, use_within_s=USE_WITHIN_S, horizon_s=0.04, clock=lambda: now[0]
     )
-    admissions = Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
     try:
         # Fast (eight ahead), then quiet for longer than USE_WITHIN_S (those go stale and
         # are given back), then one call in 100 ms.
@@ -370,12 +374,6 @@ def asked_again() -> dict[str, float]:
     }
 
 
-def another_edge(gateway: Gateway) -> tuple[ReservationPool, Admissions]:
-    """A second edge process on the same control DB: its own pool, its own shelves."""
-    pool = ReservationPool(gateway.money, use_within_s=USE_WITHIN_S)
-    return pool, Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
-
-
 async def test_a_call_refused_for_another_edges_shelf_is_admitted_once_it_is_back(
     gateway: Gateway,
 ) -> None:
@@ -386,7 +384,7 @@ async def test_a_call_refused_for_another_edges_shelf_is_admitted_once_it_is_bac
     (ahead,) = set(await gateway.live_reservation_ids()) - calls
     # Room for one more call beside the two only once the one ahead is given back.
     await gateway.set_key(daily_cap_nano_usd=3 * first.amount_nano_usd)
-    pool, admissions = another_edge(gateway)
+    pool, admissions = edge(gateway.money, use_within_s=USE_WITHIN_S)  # a second edge
     before = asked_again()
     try:
         # Refused at first: the other edge waits out the shelf's shelved_until, then asks
@@ -412,7 +410,7 @@ async def test_a_call_refused_for_a_reservation_taken_off_another_edges_shelf_st
     third = await gateway.call()  # takes it: the cap's three are all calls now
     assert gateway.money.admits == 3
     await gateway.pool.give_back_account(gateway.key.account_id)  # no refill after it
-    pool, admissions = another_edge(gateway)
+    pool, admissions = edge(gateway.money, use_within_s=USE_WITHIN_S)  # a second edge
     before = asked_again()
     try:
         # The row still says it was shelved: the other edge waits, asks again, and is
@@ -452,8 +450,7 @@ async def test_a_shelved_reservation_waits_for_its_call_32_of_its_keys_gaps(
     gateway: Gateway, pace_s: float, window_s: float
 ) -> None:
     now = [0.0]
-    pool = ReservationPool(gateway.money, use_within_s=2.0, clock=lambda: now[0])
-    admissions = Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
+    pool, admissions = edge(gateway.money, use_within_s=2.0, clock=lambda: now[0])
     try:
         for _ in range(2):  # the second call makes a busy key, and sets off a refill
             await admissions.chat(gateway.key, BODY)
@@ -471,10 +468,9 @@ async def test_a_reservation_due_sooner_than_one_before_it_is_given_back_first(
     gateway: Gateway,
 ) -> None:
     now = [0.0]
-    pool = ReservationPool(
+    pool, admissions = edge(
         gateway.money, use_within_s=2.0, refill_delay_s=(0.0, 0.0), clock=lambda: now[0]
     )
-    admissions = Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
     try:
         await admissions.chat(gateway.key, BODY)
         now[0] += 1.5
@@ -499,8 +495,7 @@ async def test_a_reservation_due_sooner_than_one_before_it_is_given_back_first(
 
 
 async def test_the_shelf_gives_back_by_the_time_its_rows_say(gateway: Gateway) -> None:
-    pool = ReservationPool(gateway.money, use_within_s=2.0, refill_delay_s=(0.0, 0.0))
-    admissions = Admissions(LiveCatalog.fixed(load_catalog()), gateway.money, pool=pool)
+    pool, admissions = edge(gateway.money, use_within_s=2.0, refill_delay_s=(0.0, 0.0))
     try:
         await admissions.chat(gateway.key, BODY)
         await admissions.chat(gateway.key, BODY)  # a busy key, calls a few ms apart
