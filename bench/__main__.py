@@ -21,6 +21,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .install import ensure_installed
 from .plan import DEFAULT, QUICK, SOAK, Plan
 from .report import aig_commit, machine, render, render_soak
 from .run import execute, log
@@ -63,7 +64,7 @@ def main() -> None:
     if args.in_process_router:
         plan = dataclasses.replace(plan, in_process_router=True, soak_target="aig-inproc")
 
-    subprocess.run(["bash", str(HERE / "install.sh")], check=True)
+    ensure_installed()
     # The commit of the code the services load as they start, not of whatever is checked out
     # by the time a 30-minute soak ends.
     commit = aig_commit()

@@ -23,6 +23,8 @@ from typing import IO
 
 import httpx
 
+from .install import ensure_installed
+
 HERE = Path(__file__).parent
 SOURCE = HERE / "upstream"
 BINARY = HERE / ".tools" / "bin" / "aig-bench-upstream"
@@ -127,6 +129,7 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], *, seconds: float =
 def main() -> None:
     """The CPU a call of the sandbox and of this upstream, both pinned to CPU 0 and driven
     by oha from CPU 1 at the same rates, in turn: what the two-core phase saves."""
+    ensure_installed()
     from devstack.processes import free_port
 
     from .loadgen import Request, run_oha

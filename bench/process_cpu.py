@@ -20,6 +20,7 @@ from .aig_target import (
     sandbox_process,
     start_stack,
 )
+from .install import ensure_installed
 from .loadgen import Request, run_oha
 from .plan import SANDBOX_ENV
 from .procs import cpu_seconds, wait_until_quiet
@@ -41,6 +42,7 @@ def _wait_for_a_quiet_router(pid: int) -> None:
 
 
 def main() -> None:
+    ensure_installed()
     stack = start_stack(Path(tempfile.mkdtemp(prefix="aig-process-cpu-")), SANDBOX_ENV)
     try:
         gateway, sandbox = gateway_processes(stack), sandbox_process(stack)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import aig_target, compiled_upstream
+from .install import ensure_installed
 from .litellm_target import LiteLLMProxy
 from .loadgen import LoadResult, run_oha
 from .plan import QUICK, SANDBOX_ENV, Plan
@@ -249,6 +250,7 @@ def summarise(one: dict[str, Target], two: dict[str, Target], cores: int) -> dic
 def main() -> None:
     """The one-core peaks of aig and LiteLLM (pinned as the default run pins them), then the
     two-core phase; figures to out/scaleout.json. Quick plan lengths."""
+    ensure_installed()
     plan = QUICK
     out_dir = Path(__file__).parent / "out"
     out_dir.mkdir(exist_ok=True)

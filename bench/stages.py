@@ -49,6 +49,7 @@ from .aig_target import (
     start_in_process_edge,
     start_stack,
 )
+from .install import ensure_installed
 from .loadgen import Request, run_oha
 from .plan import SANDBOX_ENV
 from .procs import ProcessGroup, cpu_seconds, wait_until_quiet
@@ -234,6 +235,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--against", metavar="REV", help="compare with git revision REV")
     args = parser.parse_args()
+    ensure_installed()
     rates = [int(rate) for rate in args.rates.split(",")]
     if args.against is None:
         this = Tree("this")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import math
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -607,3 +608,32 @@ def test_the_cold_code_table_shows_each_gap_against_the_warm_figure() -> None:
     assert lines[3] == "| the gateway's core | 0.1 ms | 1 ms | 3 ms | 20 ms |"
     assert lines[5] == "| left idle | 3.0 µs (2x) | 10.0 µs (5x) | 20.0 µs (10x) | 40.0 µs (20x) |"
     assert lines[6] == "| kept awake | 2.0 µs (1x) | 8.0 µs (4x) | 18.0 µs (9x) | 36.0 µs (18x) |"
+
+
+def _calls_in_main(path: Path) -> set[str] | None:
+    """The names a module's `main()` calls, or None when it has no `main`."""
+    import ast
+
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef) and node.name == "main":
+            return {
+                call.func.id
+                for call in ast.walk(node)
+                if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+            }
+    return None
+
+
+def test_every_entry_point_that_drives_load_installs_the_tools_first() -> None:
+    # `python -m bench.stages` on a fresh clone died on a missing bench/.tools/bin/oha:
+    # only `python -m bench` ran install.sh.
+    drivers = []
+    for path in sorted(HERE.glob("*.py")):
+        source = path.read_text()
+        calls = _calls_in_main(path)
+        # run.execute is the whole default run; run_oha, one load step.
+        if calls is None or not re.search(r"(?<![\w.])(run_oha|execute)\(", source):
+            continue
+        drivers.append(path.stem)
+        assert "ensure_installed" in calls, f"bench/{path.name}'s main() drives oha"
+    assert {"__main__", "stages", "scaleout", "wakeups"} <= set(drivers)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import aig_target
+from .install import ensure_installed
 from .loadgen import Request, run_oha
 from .plan import SANDBOX_ENV
 from .run import CALL_BODY, DRIVER_CPUS, TARGET_CPUS
@@ -220,6 +221,7 @@ def _cold_code_markdown(cold: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
+    ensure_installed()
     figures = measure()
     print("\n".join(markdown(figures)))
 
