@@ -26,6 +26,7 @@ import os
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,6 +257,14 @@ class JournalSyncThread:
         self._thread.join()
 
 
+@dataclass(slots=True)
+class _BatchMark:
+    """A batch handed to the producer: the count of records published up to its last."""
+
+    last: int
+    settled: bool = False
+
+
 class EventPublisher:
     def __init__(
         self,
@@ -289,10 +298,17 @@ class EventPublisher:
         # of the settlement lag spent in the publisher (p99 0.4-0.8 s at two cores' peak).
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._deliveries: set[asyncio.Task[None]] = set()
-        # Records published and not yet in Kafka or in the spool; `flush` waits for 0.
+        # Records published and not yet in Kafka or in the spool.
         self._unsettled = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Records are counted as published, and batches take them off the queue in that
+        # order, so what has settled is every record up to a count: `flush` waits for the
+        # count when it was called, not for the publisher to go idle (under a steady stream
+        # it never does, and the jobs service's every state change waited for a lull).
+        self._published = 0
+        self._batched = 0
+        self._settled_through = 0
+        self._batches: deque[_BatchMark] = deque()  # handed to the producer, in order
+        self._flushes: deque[tuple[int, asyncio.Future[None]]] = deque()  # by count
         self._sync_wake_pending = False
 
     def publish(
@@ -303,7 +319,7 @@ class EventPublisher:
         headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
         self._unsettled += 1
-        self._idle.clear()
+        self._published += 1
         record = Record(topic, key.encode(), value, tuple(headers))
         try:
             segment_id = self._journal.write(record)
@@ -350,8 +366,15 @@ class EventPublisher:
             path.unlink()
 
     async def flush(self) -> None:
-        """Waits until everything published so far is in Kafka or in the spool."""
-        await self._idle.wait()
+        """Waits until everything published so far is in Kafka or in the spool; what is
+        published while it waits is not waited for."""
+        target = self._published
+        if self._settled_through >= target:
+            return
+        settled = asyncio.get_running_loop().create_future()
+        # `_published` never goes down, so the waits stay in the order they settle in.
+        self._flushes.append((target, settled))
+        await settled
 
     @property
     def spooled_bytes(self) -> int:
@@ -394,9 +417,12 @@ class EventPublisher:
                 # Handed to the producer here, in publish order; only the wait for the acks
                 # runs beside the next batch.
                 records = [record for record, _ in batch]
+                self._batched += len(batch)
+                mark = _BatchMark(self._batched)
+                self._batches.append(mark)
                 producer, pending, failed = await self._enqueue(records)
                 delivery = asyncio.create_task(
-                    self._deliver(batch, producer, pending, failed),
+                    self._deliver(batch, mark, producer, pending, failed),
                     name=f"{self._client_id}-delivery",
                 )
                 self._deliveries.add(delivery)
@@ -416,6 +442,7 @@ class EventPublisher:
     async def _deliver(
         self,
         batch: list[tuple[Record, int]],
+        mark: _BatchMark,
         producer: AIOKafkaProducer | None,
         pending: list[tuple[Record, asyncio.Future[object]]],
         failed: list[Record],
@@ -429,8 +456,20 @@ class EventPublisher:
         finally:
             self._in_flight.release()
             self._unsettled -= len(batch)
-            if self._unsettled == 0:
-                self._idle.set()
+            mark.settled = True
+            self._settle_in_order()
+
+    def _settle_in_order(self) -> None:
+        """Moves the settled count past every batch settled from the oldest on (a batch
+        may settle before one sent ahead of it) and ends the flushes it covers."""
+        batches = self._batches
+        while batches and batches[0].settled:
+            self._settled_through = batches.popleft().last
+        flushes = self._flushes
+        while flushes and flushes[0][0] <= self._settled_through:
+            _, settled = flushes.popleft()
+            if not settled.done():  # a cancelled flush
+                settled.set_result(None)
 
     async def _drain_spool(self) -> None:
         records = self._spool.take()

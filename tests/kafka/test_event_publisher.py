@@ -225,3 +225,43 @@ async def test_the_sync_thread_is_woken_after_the_answer_not_by_the_publish(
         assert woken == [True, True]
     finally:
         publisher._journal.close()
+
+
+async def test_a_flush_waits_for_what_was_published_before_it_not_after(tmp_path: Path) -> None:
+    """A flush returns once the records published before it are in Kafka, while one
+    published after it is still on its way. It used to wait until the publisher had nothing
+    unsettled at all, which under a steady stream of events (the jobs service publishes
+    every task's changes, and flushes before recording each) comes only in a lull. Each
+    record here is a batch of its own that lingers `linger_s` before it is sent, so "after"
+    leaves that long after "before" is confirmed."""
+    linger_s = 2.0
+    kafka = LocalKafka(tmp_path / "var", port=free_port(), libs_dir=LIBS_DIR)
+    await asyncio.to_thread(kafka.start)
+    publisher = EventPublisher(
+        kafka.bootstrap_servers,
+        tmp_path / "spool",
+        client_id="test",
+        linger_s=linger_s,
+        max_batch=1,
+    )
+    try:
+        await asyncio.to_thread(kafka.wait_ready)
+        await asyncio.to_thread(kafka.create_topics, AIG_TOPICS)
+        await publisher.start()
+        publisher.publish(TOPIC, "acct_1", b"first")  # connects the producer
+        await asyncio.wait_for(publisher.flush(), 30)
+
+        publisher.publish(TOPIC, "acct_1", b"before")
+        flushed = asyncio.create_task(publisher.flush())
+        await asyncio.sleep(0.1)
+        publisher.publish(TOPIC, "acct_1", b"after")
+        await asyncio.wait_for(flushed, 30)
+        assert publisher._unsettled == 1  # "after" is still lingering
+
+        await asyncio.wait_for(publisher.flush(), 30)
+        assert publisher._unsettled == 0
+        values = await _consume(kafka.bootstrap_servers, 3)
+        assert values == [b"first", b"before", b"after"]
+    finally:
+        await publisher.stop()
+        await asyncio.to_thread(kafka.stop)
