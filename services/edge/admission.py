@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ from .http import add_response_headers
 from .metrics import (
     ADMITTED,
     ADMITTED_WHEN_ASKED_AGAIN,
+    ASKED_AGAIN_WAIT,
     CLAMPED,
     REFUSED_WHEN_ASKED_AGAIN,
     count_refusal,
@@ -266,8 +268,10 @@ class Admissions:
                 admission = await self._money.admit(key.account_id, key.key_id, worst_case_nano_usd)
             except LimitExceeded:
                 # Perhaps only for what is held ahead of calls that may never come.
+                refused_at = time.monotonic()
                 if pool is None or not await self._held_ahead_given_back(pool, key):
                     raise
+                ASKED_AGAIN_WAIT.observe(time.monotonic() - refused_at)
                 admission = await self._admit_asked_again(key, worst_case_nano_usd)
         except RateLimited as limited:
             raise too_many_requests(limited) from None

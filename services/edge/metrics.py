@@ -41,6 +41,12 @@ ASKED_AGAIN = Counter(
     "admitted then, or refused again",
     ["outcome"],
 )
+ASKED_AGAIN_WAIT = Histogram(
+    "aig_edge_asked_again_wait_seconds",
+    "How long a call refused for money waited before it was asked again: this edge's "
+    "shelves given back, and another edge's waited out by their rows' shelved_until",
+    buckets=(0.01, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5),
+)
 # What a process's shelves hold right now: money near a cap shows up here before it is refused.
 HELD_AHEAD = Gauge(
     "aig_edge_reservations_held_ahead",

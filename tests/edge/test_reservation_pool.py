@@ -27,7 +27,7 @@ from controldb import AuthenticatedKey, KeyStore
 from controldb.admission import RoomToKeep
 from controldb.models import ApiKey, Reservation
 from controldb.money import Admission, Money
-from edge.admission import Admissions
+from edge.admission import GIVE_BACK_GRACE_S, Admissions
 from edge.reservation_pool import PRUNE_AT, ReservationPool
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -366,12 +366,17 @@ async def test_a_refusal_calls_off_the_refills_still_waiting_to_start(gateway: G
 
 
 def asked_again() -> dict[str, float]:
-    """aig_edge_asked_again_total by outcome, in this process."""
-    return {
+    """aig_edge_asked_again_total by outcome, and the count and sum of
+    aig_edge_asked_again_wait_seconds, in this process."""
+    counts = {
         outcome: REGISTRY.get_sample_value("aig_edge_asked_again_total", {"outcome": outcome})
         or 0.0
         for outcome in ("admitted", "refused")
     }
+    for part in ("count", "sum"):
+        name = f"aig_edge_asked_again_wait_seconds_{part}"
+        counts[f"waits_{part}"] = REGISTRY.get_sample_value(name) or 0.0
+    return counts
 
 
 async def test_a_call_refused_for_another_edges_shelf_is_admitted_once_it_is_back(
@@ -395,6 +400,9 @@ async def test_a_call_refused_for_another_edges_shelf_is_admitted_once_it_is_bac
 
     after = asked_again()
     assert (after["admitted"] - before["admitted"], after["refused"] - before["refused"]) == (1, 0)
+    # One wait, at least the grace after the shelf's time: what operators see it cost.
+    assert after["waits_count"] - before["waits_count"] == 1
+    assert after["waits_sum"] - before["waits_sum"] >= GIVE_BACK_GRACE_S
     live = await gateway.live_reservation_ids()
     assert ahead not in live
     assert set(live) == calls | {admission.reservation_id}
@@ -423,6 +431,7 @@ async def test_a_call_refused_for_a_reservation_taken_off_another_edges_shelf_st
     assert refused.value.status == 402
     after = asked_again()
     assert (after["admitted"] - before["admitted"], after["refused"] - before["refused"]) == (0, 1)
+    assert after["waits_count"] - before["waits_count"] == 1
     assert third.reservation_id in await gateway.live_reservation_ids()
     assert len(await gateway.live_reservations()) == 3
 
