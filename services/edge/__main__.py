@@ -65,6 +65,9 @@ def main() -> None:
         # SIGTERM: uvicorn stops accepting, then waits for requests and streams in flight,
         # at most AIG_DRAIN_S, before the lifespan closes the router channel and the DB.
         timeout_graceful_shutdown=int(settings.drain_s),
+        # uvicorn's default, 5 s, is httpx's own idle expiry: a client could send on a
+        # connection in the very moment the edge closed it (a ReadError, not an answer).
+        timeout_keep_alive=settings.keep_alive_s,
     )
     server = _EdgeServer(config)
     if settings.reuse_port:

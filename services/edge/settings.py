@@ -33,6 +33,10 @@ class EdgeSettings:
     min_clamped_output_tokens: int
     # After SIGTERM: how long requests and streams in flight may take to finish.
     drain_s: float
+    # How long an idle keep-alive connection stays open. Longer than clients' own (httpx,
+    # so the OpenAI SDK: 5 s) and load balancers' (nginx ingress: 60 s), so that they close
+    # idle connections first and never send on one the edge is closing.
+    keep_alive_s: int
     kafka_bootstrap_servers: str
     spool_dir: str
     # Where clients reach aig (result URLs and provider callbacks are built on it).
@@ -89,6 +93,7 @@ class EdgeSettings:
             # Below this many affordable output tokens a call without max_tokens is a 402.
             min_clamped_output_tokens=int(env.get("AIG_MIN_CLAMPED_OUTPUT_TOKENS", "64")),
             drain_s=float(env.get("AIG_DRAIN_S", "30")),
+            keep_alive_s=int(env.get("AIG_EDGE_KEEP_ALIVE_S", "75")),
             kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
             spool_dir=env.get("AIG_SPOOL_DIR", "var/spool"),
             public_url=public_url_from_env(env),

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
+import time
+from urllib.parse import urlsplit
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,6 +28,24 @@ def test_health_ready_metrics(stack: Stack, edge: httpx.Client) -> None:
     router_ops = f"http://127.0.0.1:{stack.ports.router_ops}"
     assert httpx.get(f"{router_ops}/healthz").status_code == 200
     assert "aig_router_upstream_calls_total" in httpx.get(f"{router_ops}/metrics").text
+
+
+def test_an_idle_connection_stays_open_past_the_clients_own_expiry(stack: Stack) -> None:
+    """httpx, and so the OpenAI SDK, drops a pooled connection idle for 5 s; the edge closed
+    its own at 5 s too (uvicorn's default), so a client could send on a connection in the
+    moment the edge closed it and read nothing back (httpx.ReadError, seen in
+    bench.jobs_throughput). A connection idle for 6 s still answers now."""
+    url = urlsplit(stack.edge_url)
+    assert url.hostname is not None and url.port is not None
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        for idle_s in (0, 6):
+            time.sleep(idle_s)
+            connection.request("GET", "/healthz")  # on the same socket: no reconnect
+            response = connection.getresponse()
+            assert (response.status, response.read()) == (200, b'{"status":"ok"}')
+    finally:
+        connection.close()
 
 
 def test_every_response_has_a_request_id(edge: httpx.Client) -> None:
