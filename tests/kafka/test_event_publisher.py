@@ -256,10 +256,10 @@ async def test_a_flush_waits_for_what_was_published_before_it_not_after(tmp_path
         await asyncio.sleep(0.1)
         publisher.publish(TOPIC, "acct_1", b"after")
         await asyncio.wait_for(flushed, 30)
-        assert publisher._unsettled == 1  # "after" is still lingering
+        assert publisher.unsettled == 1  # "after" is still lingering
 
         await asyncio.wait_for(publisher.flush(), 30)
-        assert publisher._unsettled == 0
+        assert publisher.unsettled == 0
         values = await _consume(kafka.bootstrap_servers, 3)
         assert values == [b"first", b"before", b"after"]
     finally:
