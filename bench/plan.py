@@ -49,6 +49,11 @@ class Plan:
     drain_seconds: float = 8
     # The two-core phase: aig with 2 edges + 2 routers and LiteLLM with 2 workers, unpinned.
     scaleout: bool = True
+    # After both peak searches, each gateway's one-core and two-core peak steps are taken
+    # again side by side this many times, the order turned each time; the two-core ratio
+    # judged is the median of these rounds' (bench/scaleout.py `side_by_side`). The searches
+    # run ~10 minutes apart, and this guest's speed drifts over minutes.
+    scaleout_rounds: int = 3
     # Billing's capacity without the drain's limits: this many usage events on the topic
     # before billing starts, billing alone on one core (bench.billing_throughput), last.
     billing_backlog_events: int = 40_000
@@ -101,6 +106,7 @@ QUICK = Plan(
     soak_interval_s=1.5,
     drain_seconds=5,
     billing_backlog_events=10_000,
+    scaleout_rounds=1,
 )
 
 # Only aig, only memory: five minutes of steady load, RSS every 5 s.

@@ -218,6 +218,16 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _judged_two_over_one(figures: dict[str, Any]) -> float | None:
+    """The two-core ratio judged: the median of the side-by-side rounds; results from before
+    those rounds (2026-12-08) judged the two searches' peaks divided."""
+    if "two_over_one_side_by_side" in figures:
+        side_by_side: float | None = figures["two_over_one_side_by_side"]
+        return side_by_side
+    searched: float | None = figures.get("two_over_one")
+    return searched
+
+
 def _settlement_checks(
     results: dict[str, Any],
 ) -> list[tuple[str, float | None, float, str, bool]]:
@@ -228,7 +238,7 @@ def _settlement_checks(
     checks.append(
         (
             "two-core peak >= 1.8 x aig's one-core peak",
-            aig_scaled.get("two_over_one"),
+            _judged_two_over_one(aig_scaled),
             1.8,
             "x",
             True,
@@ -248,7 +258,7 @@ def _settlement_checks(
         checks.append(
             (
                 "two-core peak >= 1.8 x its one-core peak" + suffix,
-                scaled["aig_inproc"].get("two_over_one"),
+                _judged_two_over_one(scaled["aig_inproc"]),
                 1.8,
                 "x",
                 True,
@@ -481,6 +491,18 @@ def _two(figures: dict[str, Any]) -> dict[str, Any]:
     return {"rps": figures["two_core_rps"], "still_rising": figures.get("two_core_still_rising")}
 
 
+def _side_by_side(figures: dict[str, Any]) -> str:
+    """The judged ratio and each round's, e.g. "1.71x (1.68, 1.71, 1.75)"."""
+    rounds = figures.get("side_by_side") or []
+    if not rounds:
+        return "not measured"
+    each = ", ".join(
+        _num(r["two_over_one"], 2) if r["two_over_one"] is not None else "errors" for r in rounds
+    )
+    median = figures.get("two_over_one_side_by_side")
+    return f"{_num(median, 2)}x ({each})" if median is not None else f"not judged ({each})"
+
+
 def _two_core_cost(scaled: dict[str, Any]) -> list[str]:
     """Why two cores give what they give: at each aig configuration's two-core peak step,
     the cores its processes kept busy against the whole machine's, and its CPU per call
@@ -554,11 +576,19 @@ def _scaleout_section(results: dict[str, Any]) -> list[str]:
             "(pinned to one core), from this run.",
             *_two_core_upstream(scaled.get("upstream")),
             "",
-            "| gateway | one core, peak RPS | two cores, peak RPS | two / one | "
-            "CPU ms per call on two cores, every step |",
-            "|---|---|---|---|---|",
+            "The searches' peaks come about ten minutes apart, and this guest's speed drifts "
+            "over minutes, so the ratio judged is taken side by side: after both searches, each "
+            "gateway's one-core peak step and two-core peak step run again back to back, at "
+            "their peaks' connections, the order turned each round; the judged ratio is the "
+            "median of the rounds'. LiteLLM's two independent workers can gain at most 2x: "
+            "its ratio is the control.",
+            "",
+            "| gateway | one core, peak RPS | two cores, peak RPS | the peaks divided | "
+            "two / one, side by side (judged) | CPU ms per call on two cores, every step |",
+            "|---|---|---|---|---|---|",
             f"| aig | {_peak(_one(aig))} | {_peak(_two(aig))} | "
-            f"{_num(aig['two_over_one'], 2)}x | {_num(aig['cpu_ms_per_call'], 2)} |",
+            f"{_num(aig['two_over_one'], 2)}x | {_side_by_side(aig)} | "
+            f"{_num(aig['cpu_ms_per_call'], 2)} |",
         ]
         in_process = scaled.get("aig_inproc")
         if in_process:
@@ -566,13 +596,13 @@ def _scaleout_section(results: dict[str, Any]) -> list[str]:
                 f"| aig, {scaled['edges']} edges with the router in their process "
                 f"(AIG_EDGE_IN_PROCESS_ROUTER) | {_peak(_one(in_process))} | "
                 f"{_peak(_two(in_process))} | {_num(in_process['two_over_one'], 2)}x | "
-                f"{_num(in_process['cpu_ms_per_call'], 2)} |"
+                f"{_side_by_side(in_process)} | {_num(in_process['cpu_ms_per_call'], 2)} |"
             )
         if litellm:
             out.append(
                 f"| LiteLLM | {_num(litellm['one_worker_rps'])} | "
                 f"{_num(litellm['two_workers_rps'])} | {_num(litellm['two_over_one'], 2)}x | "
-                f"{_num(litellm['cpu_ms_per_call'], 2)} |"
+                f"{_side_by_side(litellm)} | {_num(litellm['cpu_ms_per_call'], 2)} |"
             )
             out += [
                 "",

@@ -166,7 +166,9 @@ def test_the_targets_table_judges_scale_out_and_billing() -> None:
         "targets": {"direct": _target(20.0, 30.0, 25.0, 5.0, 0.5), "aig": aig},
         "scaleout": {
             "aig": {
-                "two_over_one": 1.9,
+                # The searches' peaks divided; the side-by-side rounds are what is judged.
+                "two_over_one": 2.4,
+                "two_over_one_side_by_side": 1.9,
                 "settlement": {
                     "at_peak": {"lag_p99_s": 2.4},
                     "peak_rps": 760.0,
@@ -174,6 +176,7 @@ def test_the_targets_table_judges_scale_out_and_billing() -> None:
                 },
             },
             "aig_two_over_litellm_two": 8.0,
+            # Results from before the side-by-side rounds: the peaks divided are judged.
             "aig_inproc": {"two_over_one": 1.5},
             "aig_inproc_two_over_litellm_two": 11.0,
         },
@@ -372,6 +375,52 @@ def test_the_two_core_figures_come_from_each_phases_peak_step() -> None:
     assert "| aig | 0.90 / 0.80 | 1.20 / 1.95 | 2.50x |" in table
     # Results written before these figures existed render no such table.
     assert report._two_core_cost({"aig": {"two_over_one": 1.5}}) == []
+
+
+def _closed_step(connections: int, rps: float, errors: int = 0) -> LoadResult:
+    ok = int(rps * 6)
+    return LoadResult(connections, None, 6.0, ok, errors, {}, rps, 30.0, 40.0, 50.0)
+
+
+def test_the_two_core_ratio_is_judged_side_by_side_not_across_searches() -> None:
+    request = Request("http://127.0.0.1:1/v1/chat/completions", "key", b"{}")
+    one = Target("aig", "aig", request, request, ProcessGroup({}))
+    one.peak_steps = [_closed_step(128, 1000.0), _closed_step(256, 1100.0)]
+    two = Target("aig", "aig on two cores", request, request, ProcessGroup({}))
+    # Searched later, on a machine by then twice as fast: the peaks divided say 3.6x.
+    two.peak_steps = [_closed_step(256, 3600.0), _closed_step(512, 3960.0)]
+    assert scaleout._gateway(one, two, cores=2)["two_over_one"] == pytest.approx(3.6)
+    # The machine keeps speeding up, 10 % a step, while the rounds run: a gateway that
+    # gains 1.7x from its second core gives 1,100 and 1,870 calls/s at the same speed.
+    calls: list[tuple[str, int, set[int]]] = []
+
+    def load(target: Target, connections: int, cpus: set[int]) -> LoadResult:
+        speed = 1.1 ** len(calls)
+        calls.append((target.label, connections, cpus))
+        base = 1100.0 if target is one else 1870.0
+        errors = 50 if len(calls) == 6 else 0  # the third round's second step fails calls
+        return _closed_step(connections, base * speed, errors)
+
+    rounds = scaleout.side_by_side(3, [(one, two)], {0, 1}, load=load)["aig"]
+    # Each step at its own peak's connections and cores; the order turned each round.
+    assert calls == [
+        ("aig", 256, run.DRIVER_CPUS),
+        ("aig on two cores", 512, {0, 1}),
+        ("aig on two cores", 512, {0, 1}),
+        ("aig", 256, run.DRIVER_CPUS),
+        ("aig", 256, run.DRIVER_CPUS),
+        ("aig on two cores", 512, {0, 1}),
+    ]
+    ratios = [r["two_over_one"] for r in rounds]
+    assert ratios[0] == pytest.approx(1.7 * 1.1) and ratios[1] == pytest.approx(1.7 / 1.1)
+    assert ratios[2] is None  # over the error budget: says nothing
+    assert scaleout.side_by_side_ratio(rounds) == pytest.approx(1.7 * (1.1 + 1 / 1.1) / 2)
+    figures = scaleout._gateway(one, two, cores=2, rounds=rounds)
+    assert figures["two_over_one_side_by_side"] == pytest.approx(1.7, abs=0.01)
+    assert report._side_by_side(figures) == "1.71x (1.87, 1.55, errors)"
+    # A gateway whose search found no peak step is not taken again.
+    two.peak_steps = [_closed_step(256, 3600.0, errors=100)]
+    assert scaleout.side_by_side(3, [(one, two)], {0, 1}, load=load) == {}
 
 
 def _round(p50: float, p99: float, ok: int = 250, errors: int = 0) -> LoadResult:
