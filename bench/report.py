@@ -503,6 +503,41 @@ def _side_by_side(figures: dict[str, Any]) -> str:
     return f"{_num(median, 2)}x ({each})" if median is not None else f"not judged ({each})"
 
 
+def _side_by_side_rounds(scaled: dict[str, Any]) -> list[str]:
+    """Each side-by-side round: both steps' calls/s and the gateway's CPU a call in each,
+    taken at one moment's machine speed. Results from before the rounds render nothing."""
+    gateways = (
+        ("aig", scaled.get("aig")),
+        ("aig, the router in the edges' processes", scaled.get("aig_inproc")),
+        ("LiteLLM", scaled.get("litellm")),
+    )
+    rows = [
+        (name, index, one_round)
+        for name, figures in gateways
+        for index, one_round in enumerate((figures or {}).get("side_by_side") or [], 1)
+    ]
+    if not rows:
+        return []
+    out = [
+        "The side-by-side rounds: each gateway's two steps back to back, with the CPU its own "
+        "processes spent a call in each (CPU seconds from /proc over the step).",
+        "",
+        "| gateway | round | one core, calls/s | two cores, calls/s | two / one | "
+        "CPU ms a call, one core / two cores |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, index, one_round in rows:
+        ratio = one_round["two_over_one"]
+        out.append(
+            f"| {name} | {index} | {_num(one_round['one_core_rps'])} | "
+            f"{_num(one_round['two_core_rps'])} | "
+            + (f"{_num(ratio, 2)}x" if ratio is not None else "not judged (errors)")
+            + f" | {_num(one_round.get('one_core_cpu_ms_per_call'), 2)} / "
+            f"{_num(one_round.get('two_core_cpu_ms_per_call'), 2)} |"
+        )
+    return [*out, ""]
+
+
 def _two_core_cost(scaled: dict[str, Any]) -> list[str]:
     """Why two cores give what they give: at each aig configuration's two-core peak step,
     the cores its processes kept busy against the whole machine's, and its CPU per call
@@ -616,6 +651,7 @@ def _scaleout_section(results: dict[str, Any]) -> list[str]:
                 ),
             ]
         out.append("")
+        out += _side_by_side_rounds(scaled)
         out += _two_core_cost(scaled)
     out += [
         "Settlement lag: from a usage event's occurred_at (the router stamps it as the call "

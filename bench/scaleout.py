@@ -197,7 +197,7 @@ def side_by_side(
     target (unpinned); each step runs at the connections of that target's peak step.
     Within a round a gateway's two steps run back to back, the first of them one-core in
     even rounds and two-core in odd ones, so a steady drift falls on both orders alike."""
-    load = load or _oha_step(seconds)
+    charged = _charged(load or _oha_step(seconds))
     runs = []
     for one, two in pairs:
         one_peak, two_peak = peak_step(one), peak_step(two)
@@ -207,11 +207,11 @@ def side_by_side(
     for index in range(rounds):
         for one, one_connections, two, two_connections in runs:
             if index % 2 == 0:
-                one_step = load(one, one_connections, DRIVER_CPUS)
-                two_step = load(two, two_connections, cores)
+                one_step, one_cpu_s = charged(one, one_connections, DRIVER_CPUS)
+                two_step, two_cpu_s = charged(two, two_connections, cores)
             else:
-                two_step = load(two, two_connections, cores)
-                one_step = load(one, one_connections, DRIVER_CPUS)
+                two_step, two_cpu_s = charged(two, two_connections, cores)
+                one_step, one_cpu_s = charged(one, one_connections, DRIVER_CPUS)
             judged = max(one_step.error_ratio, two_step.error_ratio) < ERROR_BUDGET
             ratio = two_step.rps / one_step.rps if judged and one_step.rps else None
             out[one.name].append(
@@ -221,6 +221,10 @@ def side_by_side(
                     "one_core_error_ratio": one_step.error_ratio,
                     "two_core_error_ratio": two_step.error_ratio,
                     "two_over_one": ratio,
+                    # The gateway's CPU a call in each step: why the ratio is what it is,
+                    # at one moment's machine speed.
+                    "one_core_cpu_ms_per_call": _per_call_ms(one_cpu_s, one_step),
+                    "two_core_cpu_ms_per_call": _per_call_ms(two_cpu_s, two_step),
                 }
             )
             log(
@@ -230,6 +234,22 @@ def side_by_side(
                 + (f"{ratio:.2f}x" if ratio is not None else "not judged (errors)")
             )
     return out
+
+
+def _charged(load: StepLoad) -> Callable[[Target, int, set[int]], tuple[LoadResult, float]]:
+    """`load`, with the CPU seconds the target's own processes spent in the step (not
+    charged to the target's totals: those are its searches')."""
+
+    def step(target: Target, connections: int, cpus: set[int]) -> tuple[LoadResult, float]:
+        before = target.gateway.cpu_seconds()
+        result = load(target, connections, cpus)
+        return result, target.gateway.cpu_seconds() - before
+
+    return step
+
+
+def _per_call_ms(cpu_s: float, step: LoadResult) -> float | None:
+    return cpu_s / step.ok * 1000 if step.ok else None
 
 
 def side_by_side_ratio(rounds: list[dict[str, Any]]) -> float | None:

@@ -377,6 +377,15 @@ def test_the_two_core_figures_come_from_each_phases_peak_step() -> None:
     assert report._two_core_cost({"aig": {"two_over_one": 1.5}}) == []
 
 
+class _Burning(ProcessGroup):
+    """A target's processes whose CPU seconds the test sets."""
+
+    burnt = 0.0
+
+    def cpu_seconds(self) -> float:
+        return self.burnt
+
+
 def _closed_step(connections: int, rps: float, errors: int = 0) -> LoadResult:
     ok = int(rps * 6)
     return LoadResult(connections, None, 6.0, ok, errors, {}, rps, 30.0, 40.0, 50.0)
@@ -384,9 +393,9 @@ def _closed_step(connections: int, rps: float, errors: int = 0) -> LoadResult:
 
 def test_the_two_core_ratio_is_judged_side_by_side_not_across_searches() -> None:
     request = Request("http://127.0.0.1:1/v1/chat/completions", "key", b"{}")
-    one = Target("aig", "aig", request, request, ProcessGroup({}))
+    one = Target("aig", "aig", request, request, _Burning({}))
     one.peak_steps = [_closed_step(128, 1000.0), _closed_step(256, 1100.0)]
-    two = Target("aig", "aig on two cores", request, request, ProcessGroup({}))
+    two = Target("aig", "aig on two cores", request, request, _Burning({}))
     # Searched later, on a machine by then twice as fast: the peaks divided say 3.6x.
     two.peak_steps = [_closed_step(256, 3600.0), _closed_step(512, 3960.0)]
     assert scaleout._gateway(one, two, cores=2)["two_over_one"] == pytest.approx(3.6)
@@ -399,7 +408,11 @@ def test_the_two_core_ratio_is_judged_side_by_side_not_across_searches() -> None
         calls.append((target.label, connections, cpus))
         base = 1100.0 if target is one else 1870.0
         errors = 50 if len(calls) == 6 else 0  # the third round's second step fails calls
-        return _closed_step(connections, base * speed, errors)
+        step = _closed_step(connections, base * speed, errors)
+        # Its processes spend 0.5 CPU-ms a call on one core and 0.6 on two.
+        assert isinstance(target.gateway, _Burning)
+        target.gateway.burnt += step.ok * (0.0005 if target is one else 0.0006)
+        return step
 
     rounds = scaleout.side_by_side(3, [(one, two)], {0, 1}, load=load)["aig"]
     # Each step at its own peak's connections and cores; the order turned each round.
@@ -414,10 +427,16 @@ def test_the_two_core_ratio_is_judged_side_by_side_not_across_searches() -> None
     ratios = [r["two_over_one"] for r in rounds]
     assert ratios[0] == pytest.approx(1.7 * 1.1) and ratios[1] == pytest.approx(1.7 / 1.1)
     assert ratios[2] is None  # over the error budget: says nothing
+    assert [r["one_core_cpu_ms_per_call"] for r in rounds] == [pytest.approx(0.5)] * 3
+    assert [r["two_core_cpu_ms_per_call"] for r in rounds] == [pytest.approx(0.6)] * 3
     assert scaleout.side_by_side_ratio(rounds) == pytest.approx(1.7 * (1.1 + 1 / 1.1) / 2)
     figures = scaleout._gateway(one, two, cores=2, rounds=rounds)
     assert figures["two_over_one_side_by_side"] == pytest.approx(1.7, abs=0.01)
     assert report._side_by_side(figures) == "1.71x (1.87, 1.55, errors)"
+    table = report._side_by_side_rounds({"aig": figures})
+    assert "| aig | 2 | 1,464.1 | 2,262.7 | 1.55x | 0.50 / 0.60 |" in table
+    assert "| aig | 3 | 1,610.5 | 3,011.7 | not judged (errors) | 0.50 / 0.60 |" in table
+    assert report._side_by_side_rounds({"aig": {"two_over_one": 1.5}}) == []
     # A gateway whose search found no peak step is not taken again.
     two.peak_steps = [_closed_step(256, 3600.0, errors=100)]
     assert scaleout.side_by_side(3, [(one, two)], {0, 1}, load=load) == {}
