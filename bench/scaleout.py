@@ -148,7 +148,8 @@ def scale_out(
             upstream_cpu_s = cpu_seconds(upstream.pid) - upstream_before
             measure_drain(plan, aig, cores)
             pairs = [(by_name[t.name], t) for t in targets if t.name in by_name]
-            rounds = side_by_side(plan.scaleout_rounds, pairs, cores, seconds=plan.peak_seconds)
+            load = oha_steps(plan.peak_seconds)
+            rounds = side_by_side(plan.scaleout_rounds, pairs, cores, load)
             two_core = {target.name: target for target in targets}
             out = summarise(by_name, two_core, len(cores), rounds)
             calls = sum(step.ok for target in targets for step in target.peak_steps)
@@ -167,10 +168,10 @@ def scale_out(
 
 
 # One closed-loop step: a target at so many connections, oha on these cores.
-StepLoad = Callable[[Target, int, "set[int]"], LoadResult]
+StepLoad = Callable[[Target, int, set[int]], LoadResult]
 
 
-def _oha_step(seconds: float) -> StepLoad:
+def oha_steps(seconds: float) -> StepLoad:
     def step(target: Target, connections: int, cpus: set[int]) -> LoadResult:
         return run_oha(target.request, seconds=seconds, connections=connections, cpus=cpus)
 
@@ -178,12 +179,7 @@ def _oha_step(seconds: float) -> StepLoad:
 
 
 def side_by_side(
-    rounds: int,
-    pairs: list[tuple[Target, Target]],
-    cores: set[int],
-    *,
-    seconds: float = 0,
-    load: StepLoad | None = None,
+    rounds: int, pairs: list[tuple[Target, Target]], cores: set[int], load: StepLoad
 ) -> dict[str, list[dict[str, Any]]]:
     """Each gateway's one-core peak step and two-core peak step, taken again one right after
     the other, `rounds` times: the two-core ratio with the machine's speed at one moment
@@ -195,9 +191,10 @@ def side_by_side(
     two-core one, and aig's ratio read 3.75x. Each `pairs` entry is a gateway's one-core
     target (pinned, its load from the driver's core, as in its search) and its two-core
     target (unpinned); each step runs at the connections of that target's peak step.
-    Within a round a gateway's two steps run back to back, the first of them one-core in
-    even rounds and two-core in odd ones, so a steady drift falls on both orders alike."""
-    charged = _charged(load or _oha_step(seconds))
+    Within a round a gateway's two steps run back to back, one-core first in rounds 1, 3,
+    ... and two-core first in rounds 2, 4, ..., so a steady drift falls on both orders
+    alike. `load` runs one step (`oha_steps` in the bench)."""
+    charged = _charged(load)
     runs = []
     for one, two in pairs:
         one_peak, two_peak = peak_step(one), peak_step(two)

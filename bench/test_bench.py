@@ -414,7 +414,7 @@ def test_the_two_core_ratio_is_judged_side_by_side_not_across_searches() -> None
         target.gateway.burnt += step.ok * (0.0005 if target is one else 0.0006)
         return step
 
-    rounds = scaleout.side_by_side(3, [(one, two)], {0, 1}, load=load)["aig"]
+    rounds = scaleout.side_by_side(3, [(one, two)], {0, 1}, load)["aig"]
     # Each step at its own peak's connections and cores; the order turned each round.
     assert calls == [
         ("aig", 256, run.DRIVER_CPUS),
@@ -439,7 +439,7 @@ def test_the_two_core_ratio_is_judged_side_by_side_not_across_searches() -> None
     assert report._side_by_side_rounds({"aig": {"two_over_one": 1.5}}) == []
     # A gateway whose search found no peak step is not taken again.
     two.peak_steps = [_closed_step(256, 3600.0, errors=100)]
-    assert scaleout.side_by_side(3, [(one, two)], {0, 1}, load=load) == {}
+    assert scaleout.side_by_side(3, [(one, two)], {0, 1}, load) == {}
 
 
 def _round(p50: float, p99: float, ok: int = 250, errors: int = 0) -> LoadResult:
